@@ -1,0 +1,351 @@
+//! The record that travels from agent to collector, and its closed vocabularies.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What kind of measurement produced an observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    Icmp,
+    Dns,
+    Http,
+    Tcp,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 4] = [Signal::Icmp, Signal::Dns, Signal::Http, Signal::Tcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Icmp => "icmp",
+            Signal::Dns => "dns",
+            Signal::Http => "http",
+            Signal::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Signal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "icmp" => Ok(Signal::Icmp),
+            "dns" => Ok(Signal::Dns),
+            "http" => Ok(Signal::Http),
+            "tcp" => Ok(Signal::Tcp),
+            other => Err(format!(
+                "unknown signal {other:?} (expected icmp, dns, http or tcp)"
+            )),
+        }
+    }
+}
+
+/// The operation that failed, in OONI's spirit: a failure is only meaningful with the
+/// step it happened in (a timeout while resolving is not a timeout while connecting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Resolve,
+    Connect,
+    TlsHandshake,
+    HttpRoundTrip,
+    DnsRoundTrip,
+    IcmpEcho,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::TlsHandshake,
+        Phase::HttpRoundTrip,
+        Phase::DnsRoundTrip,
+        Phase::IcmpEcho,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::TlsHandshake => "tls_handshake",
+            Phase::HttpRoundTrip => "http_round_trip",
+            Phase::DnsRoundTrip => "dns_round_trip",
+            Phase::IcmpEcho => "icmp_echo",
+        }
+    }
+}
+
+/// Closed failure vocabulary shared by every probe. Anything that cannot be mapped is
+/// `Unknown`; error text never leaves the agent (it may carry addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// No answer within the probe's deadline.
+    Timeout,
+    /// TCP RST in answer to SYN, or ICMP port unreachable.
+    Refused,
+    /// An established connection was reset.
+    Reset,
+    /// Host/network unreachable (ICMP error or local routing), including blackhole routes.
+    Unreachable,
+    /// The peer closed the connection before a complete answer.
+    Eof,
+    DnsNxdomain,
+    DnsServfail,
+    DnsRefused,
+    /// NOERROR but no record of the asked type, or an answer that fails the check.
+    DnsNoAnswer,
+    /// Malformed or mismatched DNS response.
+    DnsBadResponse,
+    TlsError,
+    /// An HTTP response whose status is not one of the expected ones.
+    HttpStatus,
+    HttpTooManyRedirects,
+    HttpProtocolError,
+    Unknown,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 15] = [
+        Failure::Timeout,
+        Failure::Refused,
+        Failure::Reset,
+        Failure::Unreachable,
+        Failure::Eof,
+        Failure::DnsNxdomain,
+        Failure::DnsServfail,
+        Failure::DnsRefused,
+        Failure::DnsNoAnswer,
+        Failure::DnsBadResponse,
+        Failure::TlsError,
+        Failure::HttpStatus,
+        Failure::HttpTooManyRedirects,
+        Failure::HttpProtocolError,
+        Failure::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Refused => "refused",
+            Failure::Reset => "reset",
+            Failure::Unreachable => "unreachable",
+            Failure::Eof => "eof",
+            Failure::DnsNxdomain => "dns_nxdomain",
+            Failure::DnsServfail => "dns_servfail",
+            Failure::DnsRefused => "dns_refused",
+            Failure::DnsNoAnswer => "dns_no_answer",
+            Failure::DnsBadResponse => "dns_bad_response",
+            Failure::TlsError => "tls_error",
+            Failure::HttpStatus => "http_status",
+            Failure::HttpTooManyRedirects => "http_too_many_redirects",
+            Failure::HttpProtocolError => "http_protocol_error",
+            Failure::Unknown => "unknown",
+        }
+    }
+}
+
+/// Verdict of adaptive block probing (Trinocular-style belief).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockVerdict {
+    Up,
+    Down,
+    Uncertain,
+}
+
+/// What an ICMP block probe learned about its /24 (or IPv6 block) this round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockReport {
+    /// Posterior belief that the block is up, in [0, 1].
+    pub belief: f64,
+    pub verdict: BlockVerdict,
+    /// Echo requests sent to the block this round.
+    pub probes: u32,
+    /// Echo replies received this round.
+    pub replies: u32,
+}
+
+/// One measurement of one target by one agent.
+///
+/// `ok == true` carries no `phase`/`failure`; `ok == false` carries both.
+/// `measured_at` is when the probe ran, not when it was uploaded: late uploads land in
+/// their own time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observation {
+    pub agent: String,
+    pub target: String,
+    pub country: String,
+    pub asn: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub signal: Signal,
+    /// Control targets lie outside the watched countries and tell whether the vantage
+    /// point itself is connected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub control: bool,
+    pub measured_at: DateTime<Utc>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockReport>,
+}
+
+/// The unit of upload: one agent's observations, with an id so a re-sent batch is
+/// recognised and counted once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub batch_id: String,
+    pub agent: String,
+    pub observations: Vec<Observation>,
+}
+
+/// Why a record is not a valid observation. Names the field, so that an operator can
+/// find the bad record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObservationError {
+    #[error("field `{field}`: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+/// Upper bound on a plausible round-trip time: anything larger is a broken clock or a
+/// forged record, not a measurement.
+pub const MAX_RTT_MS: f64 = 120_000.0;
+
+impl Observation {
+    /// Checks the invariants serde cannot express.
+    pub fn validate(&self) -> Result<(), ObservationError> {
+        let field = |field: &'static str, reason: String| ObservationError::Field { field, reason };
+        if self.agent.is_empty() || self.agent.len() > 128 {
+            return Err(field("agent", "must be 1 to 128 characters".into()));
+        }
+        if self.target.is_empty() || self.target.len() > 512 {
+            return Err(field("target", "must be 1 to 512 characters".into()));
+        }
+        if !is_country_code(&self.country) {
+            return Err(field(
+                "country",
+                format!("{:?} is not an ISO 3166 alpha-2 code in upper case", self.country),
+            ));
+        }
+        if self.ok && (self.phase.is_some() || self.failure.is_some()) {
+            return Err(field("failure", "must be absent when ok is true".into()));
+        }
+        if !self.ok && (self.phase.is_none() || self.failure.is_none()) {
+            return Err(field(
+                "failure",
+                "phase and failure are required when ok is false".into(),
+            ));
+        }
+        if let Some(rtt) = self.rtt_ms
+            && (!rtt.is_finite() || !(0.0..=MAX_RTT_MS).contains(&rtt))
+        {
+            return Err(field("rtt_ms", format!("{rtt} is outside 0..={MAX_RTT_MS}")));
+        }
+        if let Some(b) = &self.block
+            && (!b.belief.is_finite() || !(0.0..=1.0).contains(&b.belief) || b.replies > b.probes)
+        {
+            return Err(field(
+                "block",
+                "belief must be in [0, 1] and replies <= probes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Two upper-case ASCII letters.
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs() -> Observation {
+        Observation {
+            agent: "a1".into(),
+            target: "icmp:192.0.2.0/24".into(),
+            country: "KZ".into(),
+            asn: 9198,
+            region: None,
+            signal: Signal::Icmp,
+            control: false,
+            measured_at: "2022-01-05T10:30:00Z".parse().unwrap(),
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt_ms: Some(12.5),
+            block: None,
+        }
+    }
+
+    #[test]
+    fn json_round_trip_uses_closed_names() {
+        let mut o = obs();
+        o.ok = false;
+        o.rtt_ms = None;
+        o.phase = Some(Phase::TlsHandshake);
+        o.failure = Some(Failure::DnsNxdomain);
+        let s = serde_json::to_string(&o).unwrap();
+        assert!(s.contains(r#""phase":"tls_handshake""#), "{s}");
+        assert!(s.contains(r#""failure":"dns_nxdomain""#), "{s}");
+        assert_eq!(serde_json::from_str::<Observation>(&s).unwrap(), o);
+    }
+
+    #[test]
+    fn vocabulary_names_match_serde() {
+        for f in Failure::ALL {
+            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
+        }
+        for p in Phase::ALL {
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+        }
+        for s in Signal::ALL {
+            assert_eq!(s.as_str().parse::<Signal>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let mut v = serde_json::to_value(obs()).unwrap();
+        v["colour"] = "red".into();
+        let e = serde_json::from_value::<Observation>(v).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let cases: Vec<(fn(&mut Observation), &str)> = vec![
+            (|o| o.country = "kz".into(), "country"),
+            (|o| o.rtt_ms = Some(-1.0), "rtt_ms"),
+            (|o| o.rtt_ms = Some(1e9), "rtt_ms"),
+            (|o| o.failure = Some(Failure::Timeout), "failure"),
+            (|o| o.ok = false, "failure"),
+            (|o| o.agent = String::new(), "agent"),
+        ];
+        for (mutate, name) in cases {
+            let mut o = obs();
+            mutate(&mut o);
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("field `{name}`")), "{e}");
+        }
+        assert!(obs().validate().is_ok());
+    }
+}

@@ -1,0 +1,1 @@
+//! Replay: the detector over recorded data.
