@@ -5,6 +5,7 @@
 //! entry may name a whole prefix: it expands into blocks (/24 for IPv4, /48 for IPv6),
 //! each probed on its own, as Trinocular does. See `probes/README.md` for the format.
 
+pub mod build;
 mod embedded;
 mod model;
 

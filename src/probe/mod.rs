@@ -5,6 +5,7 @@
 //! `Err` means the probe could not run at all (no ICMP permission, a target of the
 //! wrong kind).
 
+pub mod adhoc;
 pub mod classify;
 pub mod dns;
 pub mod http;
