@@ -25,3 +25,28 @@ pub const RTT_MEDIAN_SECONDS: &str = "blackout_rtt_median_seconds";
 // Verdicts.
 pub const COUNTRY_STATUS: &str = "blackout_country_status";
 pub const ASN_STATUS: &str = "blackout_asn_status";
+
+// The detector, per (entity, signal): the bin value, its learned baseline, their ratio,
+// and the state (0 normal, 1 warning, 2 outage). Entities: country, network (asn within
+// a country) and region (from the catalog).
+pub const COUNTRY_SIGNAL_VALUE: &str = "blackout_country_signal_value";
+pub const COUNTRY_SIGNAL_BASELINE: &str = "blackout_country_signal_baseline";
+pub const COUNTRY_SIGNAL_RATIO: &str = "blackout_country_signal_ratio";
+pub const COUNTRY_SIGNAL_STATUS: &str = "blackout_country_signal_status";
+pub const ASN_SIGNAL_VALUE: &str = "blackout_asn_signal_value";
+pub const ASN_SIGNAL_BASELINE: &str = "blackout_asn_signal_baseline";
+pub const ASN_SIGNAL_RATIO: &str = "blackout_asn_signal_ratio";
+pub const REGION_STATUS: &str = "blackout_region_status";
+
+// Events.
+/// Open events per country and kind (national_blackout, partial, throttling, service_blocking).
+pub const EVENTS_OPEN: &str = "blackout_events_open";
+/// Events opened since the collector started, per country and kind.
+pub const EVENTS_TOTAL: &str = "blackout_events_total";
+/// Agents counted healthy by the detector in the last closed bin.
+pub const VANTAGE_HEALTHY_AGENTS: &str = "blackout_vantage_healthy_agents";
+
+// Agents report their own state with each batch.
+pub const AGENT_SPOOL_OBSERVATIONS: &str = "blackout_agent_spool_observations";
+pub const AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL: &str =
+    "blackout_agent_spool_dropped_observations_total";
