@@ -104,7 +104,10 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -291,7 +294,11 @@ fn rules() -> (BTreeMap<String, String>, Vec<Expr>) {
                     records.insert(current.clone(), e.to_string());
                 }
                 exprs.push(Expr {
-                    origin: format!("{} {}", path.display(), current),
+                    origin: format!(
+                        "{} {}",
+                        path.strip_prefix(repo()).unwrap_or(&path).display(),
+                        current
+                    ),
                     promql: e.to_string(),
                 });
             }
@@ -380,7 +387,9 @@ fn substitute(expr: &str) -> String {
     let mut vars: Vec<_> = VARIABLES.to_vec();
     vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
     for (k, v) in vars {
-        s = s.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
+        s = s
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
     }
     assert!(!s.contains('$'), "unknown variable left in {s:?}");
     s
@@ -530,12 +539,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         .spawn()
         .expect("run promtool");
     if let Some(s) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(s.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
     } else {
         drop(child.stdin.take());
     }
@@ -569,10 +573,7 @@ fn data_part_strips_thresholds_only() {
             r#"sum(rate(blackout_batches_total{result=~"a|b"}[10m])) > 0"#,
             r#"sum(rate(blackout_batches_total{result=~"a|b"}[10m]))"#,
         ),
-        (
-            "x > 10000 and deriv(x[30m]) > 0",
-            "x",
-        ),
+        ("x > 10000 and deriv(x[30m]) > 0", "x"),
         (
             "count(blackout_country_status == 2) or vector(0)",
             "count(blackout_country_status == 2) or vector(0)",
@@ -586,7 +587,9 @@ fn data_part_strips_thresholds_only() {
         assert_eq!(data_part(input), want, "{input}");
     }
     assert_eq!(
-        referenced(r#"rate(blackout_x_total{a="blackout_not_a_name"}[1m]) / country:blackout_y:min"#),
+        referenced(
+            r#"rate(blackout_x_total{a="blackout_not_a_name"}[1m]) / country:blackout_y:min"#
+        ),
         ["blackout_x_total", "country:blackout_y:min"]
             .iter()
             .map(|s| s.to_string())
@@ -632,13 +635,24 @@ fn dashboards_are_importable_json() {
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         let name = p.display();
         assert_eq!(json["__inputs"][0]["name"], "DS_PROMETHEUS", "{name}");
-        assert!(json["uid"].as_str().is_some_and(|u| u.starts_with("blackout-")));
+        assert!(
+            json["uid"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("blackout-"))
+        );
         let panels = json["panels"].as_array().unwrap();
         assert!(panels.len() >= 6, "{name}");
         let mut ids = BTreeSet::new();
         for p in panels {
-            assert!(ids.insert(p["id"].as_i64().unwrap()), "{name}: duplicate panel id");
-            assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{name}: {}", p["title"]);
+            assert!(
+                ids.insert(p["id"].as_i64().unwrap()),
+                "{name}: duplicate panel id"
+            );
+            assert_eq!(
+                p["datasource"]["uid"], "${DS_PROMETHEUS}",
+                "{name}: {}",
+                p["title"]
+            );
             for t in p["targets"].as_array().unwrap() {
                 assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}");
             }
@@ -735,7 +749,10 @@ fn every_expression_runs_against_a_real_prometheus() {
     assert!(ok, "{out}");
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={prom}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -825,7 +842,10 @@ fn every_expression_runs_against_a_real_prometheus() {
     });
     assert!(!alerts.contains("BlackoutNationalOutage XA"), "{alerts:?}");
     assert!(!alerts.contains("BlackoutPartialOutage XB"), "{alerts:?}");
-    assert!(!alerts.iter().any(|a| a.starts_with("BlackoutAgent")), "{alerts:?}");
+    assert!(
+        !alerts.iter().any(|a| a.starts_with("BlackoutAgent")),
+        "{alerts:?}"
+    );
 }
 
 #[test]
@@ -835,7 +855,10 @@ fn deploy_configs_pass_check_config() {
     let dir = tempfile::tempdir().unwrap();
     let agent = std::fs::read_to_string(repo().join("deploy/agent.toml")).unwrap();
     let cred = "/run/credentials/blackout-agent.service/token";
-    assert!(agent.contains(cred), "agent.toml must use the unit's credential");
+    assert!(
+        agent.contains(cred),
+        "agent.toml must use the unit's credential"
+    );
     std::fs::write(dir.path().join("token"), "example-token-replace-me\n").unwrap();
     std::fs::write(
         dir.path().join("agent.toml"),
@@ -857,7 +880,10 @@ fn deploy_configs_pass_check_config() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("ok (agent fra-1)"), "{text}");
-    assert!(text.contains("ok (1 agents, listen 0.0.0.0:9797)"), "{text}");
+    assert!(
+        text.contains("ok (1 agents, listen 0.0.0.0:9797)"),
+        "{text}"
+    );
 
     // The units and the configs agree on paths.
     let unit = |n: &str| std::fs::read_to_string(repo().join("deploy/systemd").join(n)).unwrap();
@@ -904,7 +930,10 @@ fn systemd_units_are_least_privilege_and_verify() {
         ] {
             assert!(u.contains(&format!("{line}\n")), "{name}: {line}");
         }
-        assert!(!u.contains("User=root") && u.contains("\nUser=blackout"), "{name}");
+        assert!(
+            !u.contains("User=root") && u.contains("\nUser=blackout"),
+            "{name}"
+        );
         assert!(!u.contains("DynamicUser"), "{name}");
     }
     if !have("systemd-analyze") {

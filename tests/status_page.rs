@@ -192,7 +192,12 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
             l.local_addr().unwrap()
         )
     };
-    let closed = |asn: u32| format!("[[tcp]]\naddress = \"127.0.0.1:{}\"\nasn = {asn}\n", free_port());
+    let closed = |asn: u32| {
+        format!(
+            "[[tcp]]\naddress = \"127.0.0.1:{}\"\nasn = {asn}\n",
+            free_port()
+        )
+    };
     let xa: String = xa_open
         .iter()
         .enumerate()
@@ -239,7 +244,9 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
         .expect("start blackout standalone");
     let _collector = Guard(child);
     wait_for("collector /healthz", 20, || {
-        http_get(addr, "/healthz").ok().filter(|(s, _, _)| *s == 200)
+        http_get(addr, "/healthz")
+            .ok()
+            .filter(|(s, _, _)| *s == 200)
     });
 
     // Each request samples the reachable share (at most once a second): build a history.
@@ -272,8 +279,14 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
         html
     };
 
-    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
-    assert!(head.contains("content-security-policy: default-src 'none'"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
     assert!(html.starts_with("<!doctype html>"));
     // Escaped, never raw.
     assert!(html.contains("Atlantis &amp; &lt;Lemuria&gt;"));
@@ -311,10 +324,7 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     }
 
     let shots = tempfile::tempdir().unwrap();
-    let Some(png) = screenshot(
-        &format!("http://{addr}/"),
-        &shots.path().join("status.png"),
-    ) else {
+    let Some(png) = screenshot(&format!("http://{addr}/"), &shots.path().join("status.png")) else {
         return;
     };
     let blank = blank_png_len(shots.path());
@@ -329,19 +339,22 @@ fn example_view() -> StatusView {
         (pts(f), pts(base))
     };
     let daily = |level: f64, i: i64| level * (1.0 + 0.06 * ((i as f64) / 72.0 * 6.283).sin());
-    let country = |code: &str, name: &str, status, sigs: Vec<(&str, (Vec<(i64, f64)>, Vec<(i64, f64)>))>| CountryStatus {
-        code: code.into(),
-        name: name.into(),
-        status,
-        signals: sigs
-            .into_iter()
-            .map(|(s, (values, baseline))| SignalSeries {
-                signal: s.into(),
-                values,
-                baseline,
-            })
-            .collect(),
-    };
+    let country =
+        |code: &str, name: &str, status, sigs: Vec<(&str, (Vec<(i64, f64)>, Vec<(i64, f64)>))>| {
+            CountryStatus {
+                code: code.into(),
+                name: name.into(),
+                status,
+                signals: sigs
+                    .into_iter()
+                    .map(|(s, (values, baseline))| SignalSeries {
+                        signal: s.into(),
+                        values,
+                        baseline,
+                    })
+                    .collect(),
+            }
+        };
     let at = |i: i64| chrono::DateTime::from_timestamp(t0 + i * 300, 0).unwrap();
     StatusView {
         generated_at: at(71),
@@ -354,11 +367,20 @@ fn example_view() -> StatusView {
                     (
                         "icmp",
                         series(
-                            &|i| if i >= 58 { 38.0 + (i % 3) as f64 } else { daily(812.0, i) },
+                            &|i| {
+                                if i >= 58 {
+                                    38.0 + (i % 3) as f64
+                                } else {
+                                    daily(812.0, i)
+                                }
+                            },
                             &|i| daily(812.0, i),
                         ),
                     ),
-                    ("dns", series(&|i| if i >= 58 { 0.0 } else { 1.0 }, &|_| 1.0)),
+                    (
+                        "dns",
+                        series(&|i| if i >= 58 { 0.0 } else { 1.0 }, &|_| 1.0),
+                    ),
                 ],
             ),
             country(
@@ -368,15 +390,41 @@ fn example_view() -> StatusView {
                 vec![(
                     "icmp",
                     series(
-                        &|i| if (50..66).contains(&i) { daily(300.0, i) * 0.7 } else { daily(300.0, i) },
+                        &|i| {
+                            if (50..66).contains(&i) {
+                                daily(300.0, i) * 0.7
+                            } else {
+                                daily(300.0, i)
+                            }
+                        },
                         &|i| daily(300.0, i),
                     ),
                 )],
             ),
-            country("KG", "Kyrgyzstan", Status::Normal, vec![("icmp", series(&|i| daily(140.0, i), &|i| daily(140.0, i)))]),
-            country("TJ", "Tajikistan", Status::Normal, vec![("icmp", series(&|i| daily(95.0, i), &|i| daily(95.0, i)))]),
-            country("TM", "Turkmenistan", Status::Normal, vec![("tcp", series(&|i| 0.8 + 0.02 * ((i % 5) as f64), &|_| 0.85))]),
-            country("RU", "Russia", Status::Normal, vec![("icmp", series(&|i| daily(9100.0, i), &|i| daily(9100.0, i)))]),
+            country(
+                "KG",
+                "Kyrgyzstan",
+                Status::Normal,
+                vec![("icmp", series(&|i| daily(140.0, i), &|i| daily(140.0, i)))],
+            ),
+            country(
+                "TJ",
+                "Tajikistan",
+                Status::Normal,
+                vec![("icmp", series(&|i| daily(95.0, i), &|i| daily(95.0, i)))],
+            ),
+            country(
+                "TM",
+                "Turkmenistan",
+                Status::Normal,
+                vec![("tcp", series(&|i| 0.8 + 0.02 * ((i % 5) as f64), &|_| 0.85))],
+            ),
+            country(
+                "RU",
+                "Russia",
+                Status::Normal,
+                vec![("icmp", series(&|i| daily(9100.0, i), &|i| daily(9100.0, i)))],
+            ),
             country("AF", "Afghanistan", Status::Unknown, vec![]),
         ],
         events: vec![
@@ -390,7 +438,12 @@ fn example_view() -> StatusView {
                 peak_drop: Some(0.95),
                 evidence: Evidence {
                     signals: vec!["icmp".into(), "dns".into(), "tcp".into()],
-                    networks: vec!["AS9198".into(), "AS21299".into(), "AS29355".into(), "AS48503".into()],
+                    networks: vec![
+                        "AS9198".into(),
+                        "AS21299".into(),
+                        "AS29355".into(),
+                        "AS48503".into(),
+                    ],
                     agents: vec!["fra-1".into(), "ams-2".into(), "waw-1".into()],
                     share_of_targets: Some(0.94),
                 },

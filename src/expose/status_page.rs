@@ -42,6 +42,14 @@ impl Status {
         }
     }
 
+    /// For people: the legend calls a missing verdict "no data".
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Unknown => "no data",
+            s => s.as_str(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Unknown => "unknown",
@@ -278,9 +286,10 @@ fn country_tile(out: &mut String, c: &CountryStatus) {
     let st = c.status.as_str();
     let _ = write!(
         out,
-        r#"<article class="tile {st}" id="country-{code}"><header><span class="code">{code}</span><span class="name">{name}</span><span class="badge {st}">{st}</span></header>"#,
+        r#"<article class="tile {st}" id="country-{code}"><header><span class="code">{code}</span><span class="name">{name}</span><span class="badge {st}">{label}</span></header>"#,
         code = escape(&c.code),
         name = escape(&c.name),
+        label = c.status.label(),
     );
     match main_signal(c) {
         Some(s) => {
@@ -310,8 +319,23 @@ fn country_tile(out: &mut String, c: &CountryStatus) {
             })
         })
         .collect();
-    if !chips.is_empty() {
-        let _ = write!(out, r#"<ul class="chips">{}</ul>"#, chips.concat());
+    let span = main_signal(c).and_then(|s| {
+        let first = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).min()?;
+        let last = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).max()?;
+        (last > first).then(|| {
+            format!(
+                r#"<li class="span" title="sparkline span">last {}</li>"#,
+                duration_text(last - first)
+            )
+        })
+    });
+    if !chips.is_empty() || span.is_some() {
+        let _ = write!(
+            out,
+            r#"<ul class="chips">{}{}</ul>"#,
+            chips.concat(),
+            span.unwrap_or_default()
+        );
     }
     out.push_str("</article>");
 }
@@ -336,16 +360,17 @@ fn events_table(out: &mut String, events: &[&EventView], now: DateTime<Utc>, ope
         let sev = e.severity.as_str();
         let _ = write!(
             out,
-            r#"<tr class="{sev}"><td><strong>{entity}</strong></td><td>{kind}</td><td><span class="badge {sev}">{sev}</span></td><td>{start}</td>"#,
+            r#"<tr class="{sev}"><td><strong>{entity}</strong></td><td>{kind}</td><td><span class="badge {sev}">{label}</span></td><td class="time">{start}</td>"#,
             entity = escape(&e.entity),
             kind = escape(&e.kind.replace('_', " ")),
             start = rfc3339(e.start),
+            label = e.severity.label(),
         );
         match e.end {
             Some(end) if !open => {
                 let _ = write!(
                     out,
-                    "<td>{}</td><td>{}</td>",
+                    r#"<td class="time">{}</td><td class="time">{}</td>"#,
                     rfc3339(end),
                     duration_text((end - e.start).num_seconds())
                 );
@@ -353,7 +378,7 @@ fn events_table(out: &mut String, events: &[&EventView], now: DateTime<Utc>, ope
             _ => {
                 let _ = write!(
                     out,
-                    "<td>{}</td>",
+                    r#"<td class="time">{}</td>"#,
                     duration_text((now - e.start).num_seconds())
                 );
             }
@@ -709,9 +734,9 @@ mod tests {
         assert!(html.contains("AS9198, AS29355"));
         assert!(html.contains("fra-1, ams-2"));
         assert!(html.contains("<td>95%</td>"));
-        assert!(html.contains("<td>50m</td>"));
+        assert!(html.contains("<td class=\"time\">50m</td>"));
         // The closed one: end and duration.
-        assert!(html.contains("<td>25m</td>"));
+        assert!(html.contains("<td class=\"time\">25m</td>"));
         assert!(html.contains("<strong>1</strong> outage"));
         assert!(html.contains("<strong>1</strong> open events"));
     }
