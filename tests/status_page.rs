@@ -331,6 +331,9 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     check_and_keep(&png, blank, "status-page.png");
 }
 
+/// (values, baseline) of one signal.
+type Pair = (Vec<(i64, f64)>, Vec<(i64, f64)>);
+
 /// What the page looks like with the detector's data: baselines, open and closed events.
 fn example_view() -> StatusView {
     let t0 = 1_764_400_000i64;
@@ -338,23 +341,22 @@ fn example_view() -> StatusView {
         let pts = |g: &dyn Fn(i64) -> f64| (0..72).map(|i| (t0 + i * 300, g(i))).collect();
         (pts(f), pts(base))
     };
-    let daily = |level: f64, i: i64| level * (1.0 + 0.06 * ((i as f64) / 72.0 * 6.283).sin());
-    let country =
-        |code: &str, name: &str, status, sigs: Vec<(&str, (Vec<(i64, f64)>, Vec<(i64, f64)>))>| {
-            CountryStatus {
-                code: code.into(),
-                name: name.into(),
-                status,
-                signals: sigs
-                    .into_iter()
-                    .map(|(s, (values, baseline))| SignalSeries {
-                        signal: s.into(),
-                        values,
-                        baseline,
-                    })
-                    .collect(),
-            }
-        };
+    let daily = |level: f64, i: i64| {
+        level * (1.0 + 0.06 * ((i as f64) / 72.0 * std::f64::consts::TAU).sin())
+    };
+    let country = |code: &str, name: &str, status, sigs: Vec<(&str, Pair)>| CountryStatus {
+        code: code.into(),
+        name: name.into(),
+        status,
+        signals: sigs
+            .into_iter()
+            .map(|(s, (values, baseline))| SignalSeries {
+                signal: s.into(),
+                values,
+                baseline,
+            })
+            .collect(),
+    };
     let at = |i: i64| chrono::DateTime::from_timestamp(t0 + i * 300, 0).unwrap();
     StatusView {
         generated_at: at(71),

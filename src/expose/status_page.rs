@@ -408,7 +408,7 @@ pub fn render(view: &StatusView) -> String {
     let mut open: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_none()).collect();
     let mut closed: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_some()).collect();
     open.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.start.cmp(&a.start)));
-    closed.sort_by(|a, b| b.end.cmp(&a.end));
+    closed.sort_by_key(|e| std::cmp::Reverse(e.end));
 
     let mut out = String::with_capacity(16 * 1024 + 2048 * countries.len());
     let _ = write!(
