@@ -964,4 +964,26 @@ fn systemd_units_are_least_privilege_and_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // verify exits 0 on unknown keys and bad values, but says so on stderr.
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+
+    // systemd's own exposure score (0 best, 10 worst); `--offline` needs systemd 250+.
+    for p in &paths {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(p)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(score) = text
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            eprintln!("SKIP: systemd-analyze security --offline unsupported here");
+            return;
+        };
+        eprintln!("{}: exposure {score}", p.display());
+        assert!(score <= 2.0, "{}: exposure {score}\n{text}", p.display());
+    }
 }
