@@ -20,6 +20,9 @@ const MIN_LOSS_PROBES: u64 = 30;
 
 #[derive(Debug, Clone, Copy)]
 struct TargetMeta {
+    /// Slow average of the target's RTT: RTTs are compared per target, so a change in
+    /// which targets answered never looks like a change in latency.
+    rtt_base_ms: f32,
     signal: Signal,
     control: bool,
     entities: [u32; 3],
@@ -82,13 +85,19 @@ struct Agg {
     up: u32,
     down: u32,
     level: Option<f64>,
+    /// Median RTT (display).
     rtt_ms: Option<f64>,
+    /// The latency series value: median over targets of RTT / the target's own average
+    /// (observations), or the aggregate latency itself (`ingest_rtt_value`).
+    rtt_value: Option<f64>,
     loss: Option<f64>,
 }
 
 #[derive(Debug, Default)]
 struct BinResult {
     aggs: Vec<Agg>,
+    /// Mean RTT per target in this bin (healthy agents), to update the targets' averages.
+    target_rtts: Vec<(u32, f32)>,
     healthy: Vec<u32>,
     unhealthy: Vec<u32>,
 }
@@ -109,6 +118,7 @@ struct SignalSeries {
     loss: SeriesState,
     targets: u32,
     targets_down: u32,
+    rtt_ms: Option<f64>,
 }
 
 /// Overall view of an entity after the last evaluation.
@@ -359,6 +369,7 @@ impl Engine {
         }
         let i = self.targets.len() as u32;
         self.targets.push(TargetMeta {
+            rtt_base_ms: f32::NAN,
             signal: obs.signal,
             control: obs.control,
             entities,
@@ -526,7 +537,8 @@ impl Engine {
         let from = self.last_closed.map_or(i64::MIN, |lc| lc + 1);
         let to_close: Vec<i64> = self.bins.range(from..=closable).map(|(b, _)| *b).collect();
         for b in to_close {
-            let result = self.aggregate(b);
+            let mut result = self.aggregate(b);
+            self.learn_rtts(std::mem::take(&mut result.target_rtts));
             if let Some(bd) = self.bins.get_mut(&b) {
                 bd.dirty = false;
                 bd.late_pending.clear();
@@ -541,6 +553,19 @@ impl Engine {
         self.bins = self.bins.split_off(&keep_from);
         self.results = self.results.split_off(&keep_from);
         changes
+    }
+
+    fn learn_rtts(&mut self, samples: Vec<(u32, f32)>) {
+        for (t, r) in samples {
+            let base = &mut self.targets[t as usize].rtt_base_ms;
+            if !base.is_finite() {
+                *base = r;
+            } else {
+                // Learn slowly, and far more slowly from values that look like throttling.
+                let alpha = if r <= 2.0 * *base { 0.1 } else { 0.005 };
+                *base += alpha * (r - *base);
+            }
+        }
     }
 
     fn agent_health(&self, bd: &BinData, agent: u32) -> (bool, Tally) {
@@ -593,6 +618,8 @@ impl Engine {
             failed: u32,
             probes: u64,
             replies: u64,
+            rtt_sum: f64,
+            rtt_n: u32,
         }
         let mut per_target: FxMap<u32, TAcc> = FxMap::default();
         per_target.reserve(bd.cells.len() / 2 + 1);
@@ -601,6 +628,7 @@ impl Engine {
             up: u32,
             down: u32,
             rtts: Vec<f64>,
+            ratios: Vec<f64>,
             probes: u64,
             replies: u64,
         }
@@ -621,14 +649,8 @@ impl Engine {
             t.probes += cell.probes as u64;
             t.replies += cell.replies as u64;
             if cell.ok > 0 && cell.rtt_ms.is_finite() {
-                let meta = &self.targets[target as usize];
-                for &e in &meta.entities[..meta.n_entities as usize] {
-                    per_entity
-                        .entry((e, meta.signal))
-                        .or_default()
-                        .rtts
-                        .push(cell.rtt_ms as f64);
-                }
+                t.rtt_sum += cell.rtt_ms as f64;
+                t.rtt_n += 1;
             }
         }
         for (&target, t) in &per_target {
@@ -637,8 +659,21 @@ impl Engine {
             }
             let down = t.failed as f64 > self.cfg.down_quorum * t.probed as f64;
             let meta = &self.targets[target as usize];
+            let rtt = (t.rtt_n > 0).then(|| t.rtt_sum / t.rtt_n as f64);
+            if let Some(r) = rtt {
+                out.target_rtts.push((target, r as f32));
+            }
+            let ratio = rtt
+                .filter(|_| meta.rtt_base_ms.is_finite() && meta.rtt_base_ms > 0.0)
+                .map(|r| r / meta.rtt_base_ms as f64);
             for &e in &meta.entities[..meta.n_entities as usize] {
                 let acc = per_entity.entry((e, meta.signal)).or_default();
+                if let Some(r) = rtt {
+                    acc.rtts.push(r);
+                }
+                if let Some(q) = ratio {
+                    acc.ratios.push(q);
+                }
                 if down {
                     acc.down += 1;
                 } else {
@@ -663,6 +698,11 @@ impl Engine {
                 } else {
                     None
                 },
+                rtt_value: if acc.ratios.len() as u32 >= min_targets {
+                    median(&mut acc.ratios)
+                } else {
+                    None
+                },
                 loss: (acc.up >= min_targets && acc.probes >= MIN_LOSS_PROBES)
                     .then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
             });
@@ -676,12 +716,16 @@ impl Engine {
                 down: 0,
                 level: None,
                 rtt_ms: None,
+                rtt_value: None,
                 loss: None,
             });
             let v = sum / n as f64;
             match metric {
                 Metric::Level => a.level = Some(v),
-                Metric::Rtt => a.rtt_ms = Some(v),
+                Metric::Rtt => {
+                    a.rtt_ms = Some(v);
+                    a.rtt_value = Some(v);
+                }
             }
         }
         out.aggs.extend(external.into_values());
@@ -763,7 +807,10 @@ impl Engine {
             s.level.last_baseline = base;
             s.level.last_bin = Some(bin);
         }
-        if let Some(v) = agg.rtt_ms {
+        if agg.rtt_ms.is_some() {
+            s.rtt_ms = agg.rtt_ms;
+        }
+        if let Some(v) = agg.rtt_value {
             let base = baseline(&s.rtt.hist, bin, &shape).filter(|b| *b > 1e-9);
             let mut store = v;
             if let Some(b) = base {
@@ -1307,8 +1354,8 @@ impl Engine {
                 state: s.level.tracker.state,
                 targets: s.targets,
                 targets_down: s.targets_down,
-                rtt_ms: s.rtt.last_value,
-                rtt_baseline_ms: s.rtt.last_baseline,
+                rtt_ms: s.rtt_ms,
+                rtt_baseline_ms: s.rtt_ms.zip(ratio(&s.rtt)).map(|(ms, q)| ms / q),
                 rtt_ratio: ratio(&s.rtt),
                 loss: s.loss.last_value,
                 throttled: s.rtt.tracker.state() != State::Normal
