@@ -399,9 +399,36 @@ fn late_observations_complete_history_and_evidence() {
         "reported boundaries are not rewritten"
     );
     assert_eq!(eng.stats().late_observations, 22);
-    // Data older than the late window is dropped and counted.
-    eng.ingest(&obs("a", "icmp-100-0", 100, Signal::Icmp, -200, true));
+    // Data older than the baseline window is dropped and counted.
+    eng.ingest(&obs("a", "icmp-100-0", 100, Signal::Icmp, -3000, true));
     assert_eq!(eng.stats().too_late_observations, 1);
+}
+
+#[test]
+fn late_data_beyond_the_raw_window_still_reaches_the_evidence() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    // A cut of three hours: longer than the one-hour raw window.
+    for b in 20..56 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    for b in 56..60 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    for b in 20..56 {
+        eng.ingest(&control("inside", b, false));
+        eng.ingest(&obs("inside", "icmp-100-0", 100, Signal::Icmp, b, true));
+    }
+    close(&mut eng, 60);
+    let ev = eng.events().find(|e| e.entity == asn(100)).unwrap();
+    assert_eq!(ev.end, Some(t0() + Duration::seconds(56 * BIN)));
+    assert_eq!(ev.evidence.late_observations, 36);
+    assert!(eng.stats().late_evidence_only > 0);
+    // Control probes that old cannot change a closed verdict: they are dropped.
+    assert!(eng.stats().too_late_observations <= 36);
 }
 
 #[test]

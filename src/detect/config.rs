@@ -9,8 +9,9 @@ use crate::observation::Signal;
 pub const DEFAULT_BIN_SECS: u64 = 300;
 /// Slack after a bin's end before it is evaluated, for uploads in flight.
 pub const DEFAULT_GRACE_SECS: u64 = 30;
-/// Raw per-agent data of closed bins is kept this long so late uploads can still be placed.
-pub const DEFAULT_LATE_WINDOW_SECS: u64 = 6 * 3600;
+/// Raw per-agent data of closed bins is kept this long so that late uploads re-aggregate
+/// their bin; older late data (up to the baseline window) only adds to event evidence.
+pub const DEFAULT_LATE_WINDOW_SECS: u64 = 3600;
 /// Trailing window of the seasonal (same time of day) baseline.
 pub const DEFAULT_BASELINE_WINDOW_SECS: u64 = 7 * 86_400;
 /// Window of the warm-up fallback baseline (median of the recent past).

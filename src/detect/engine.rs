@@ -135,7 +135,10 @@ pub struct EngineStats {
     pub values: u64,
     /// Observations placed in an already closed bin.
     pub late_observations: u64,
-    /// Observations older than the late window: dropped.
+    /// Late observations older than the late window but inside the baseline window:
+    /// counted in the evidence of the events covering them, not re-aggregated.
+    pub late_evidence_only: u64,
+    /// Observations older than the baseline window: dropped.
     pub too_late_observations: u64,
     pub bins_closed: u64,
     pub bins_reevaluated: u64,
@@ -237,6 +240,9 @@ pub struct Engine {
     next_id: u64,
     stats: EngineStats,
     last_health: Vec<(u32, bool, Tally)>,
+    /// Late observations older than the raw window, per entity and bin, not yet added to
+    /// the evidence of the events covering them.
+    late_evidence: FxMap<(u32, i64), u64>,
 }
 
 fn ts(secs: i64) -> DateTime<Utc> {
@@ -286,6 +292,7 @@ impl Engine {
             next_id: 1,
             stats: EngineStats::default(),
             last_health: Vec::new(),
+            late_evidence: FxMap::default(),
         }
     }
 
@@ -396,11 +403,22 @@ impl Engine {
     /// Places an observation in the bin of its `measured_at`, late data included.
     pub fn ingest(&mut self, obs: &Observation) {
         let bin = self.bin_of(obs.measured_at);
-        if self
-            .last_closed
-            .is_some_and(|lc| bin <= lc - self.late_bins)
+        if let Some(lc) = self.last_closed
+            && bin <= lc - self.late_bins
         {
-            self.stats.too_late_observations += 1;
+            // Beyond the raw window the bin cannot be re-aggregated, but the observation
+            // still lands in the evidence of the events covering its time.
+            if bin > lc - self.hist_cap as i64 && !obs.control {
+                let target = self.intern_target(obs);
+                let meta = self.targets[target as usize];
+                for &e in &meta.entities[..meta.n_entities as usize] {
+                    *self.late_evidence.entry((e, bin)).or_default() += 1;
+                }
+                self.stats.late_observations += 1;
+                self.stats.late_evidence_only += 1;
+            } else {
+                self.stats.too_late_observations += 1;
+            }
             return;
         }
         self.stats.observations += 1;
@@ -528,6 +546,9 @@ impl Engine {
             .collect();
         for b in dirty {
             self.reevaluate(b, &mut changes);
+        }
+        if !self.late_evidence.is_empty() {
+            self.apply_late_evidence(&mut changes);
         }
         let bin = self.cfg.bin_secs as i64;
         let closable = (now.timestamp() - self.cfg.grace_secs as i64).div_euclid(bin) - 1;
@@ -1330,6 +1351,27 @@ impl Engine {
             });
         }
         self.results.insert(bin, result);
+    }
+
+    fn apply_late_evidence(&mut self, changes: &mut Vec<EventChange>) {
+        let pending: Vec<((u32, i64), u64)> = self.late_evidence.drain().collect();
+        let mut touched = BTreeSet::new();
+        for ((e, bin), n) in pending {
+            let t0 = self.bin_start(bin);
+            let key = &self.entities[e as usize];
+            for (i, ev) in self.events.iter_mut().enumerate() {
+                if &ev.entity == key && ev.start <= t0 && ev.end.is_none_or(|end| end > t0) {
+                    ev.evidence.late_observations += n;
+                    touched.insert(i);
+                }
+            }
+        }
+        for i in touched {
+            changes.push(EventChange {
+                change: ChangeKind::Updated,
+                event: self.events[i].clone(),
+            });
+        }
     }
 
     /// All events, open and closed, oldest first.

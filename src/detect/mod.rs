@@ -19,7 +19,35 @@
 //!    of history (default 1 hour). Values in a degraded state or below `warning_ratio`
 //!    are stored as the baseline (inpainting).
 //! 5. States per series with thresholds relative to the baseline, minimum durations and
-//!    hysteresis (`recovery_ratio`); overall state and event kind per entity.
+//!    hysteresis (`recovery_ratio`); a drop counts only when `min_targets_down` targets
+//!    are missing. Per entity, ICMP and TCP must agree (majority) for a network state.
+//!    Latency: per target, RTT over the target's own slow average; the median of these
+//!    ratios per entity against its baseline (>= `throttle_rtt_factor`) or loss on
+//!    reachable targets (+`throttle_loss_increase`) means throttling.
+//! 6. Events per entity: `partial` (a network or region, or a country drop that is not
+//!    national), `national_blackout` (a country in outage on most signals with more than
+//!    `national_network_share` of its networks disrupted; its networks' events become
+//!    national too; a country with only regional input is national when more than that
+//!    share of its regions is), `throttling` (reachability normal or only at warning
+//!    level, latency or loss up), `service_blocking` (DNS or HTTP degraded while ICMP and
+//!    TCP are normal in the same bin and no network of the country is disrupted). An
+//!    event starts at the first degraded bin and ends at the start of the first
+//!    recovered bin; a change of family (reachability, throttling, service) closes it
+//!    and opens another; partial becomes national in place.
+//! 7. Late data: an observation for a closed bin inside `late_window_secs` is placed in
+//!    its bin. At the next `advance` that bin is re-aggregated (agent health, quorum,
+//!    values): its history value is replaced (inpainted if the bin lies in an event or
+//!    below `warning_ratio`), and every event covering it gets `late_observations`, its
+//!    healthy agents and its worst share of targets updated (an `Updated` change). States
+//!    and event boundaries already reported are not rewritten. Late data older than
+//!    that (up to `baseline_window_secs`) is only counted in the `late_observations` of
+//!    the events covering its time (`late_evidence_only`); older still is dropped and
+//!    counted in `too_late_observations`.
+//!
+//! Memory: per series (entity, signal) three histories of `baseline_window_secs /
+//! bin_secs` f32 values (8 KiB each at the defaults); per target one interned id and 24
+//! bytes; per bin, while it is open or inside the late window, one 20-byte cell per
+//! (target, agent) observed.
 
 mod config;
 mod engine;
