@@ -346,7 +346,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let cases: Vec<(fn(&mut Observation), &str)> = vec![
+        type Mutation = fn(&mut Observation);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|o| o.country = "kz".into(), "country"),
             (|o| o.rtt_ms = Some(-1.0), "rtt_ms"),
             (|o| o.rtt_ms = Some(1e9), "rtt_ms"),
