@@ -147,11 +147,13 @@ async fn main() -> Result<()> {
         } => {
             anyhow::ensure!(round_secs > 0, "--round-secs must be greater than 0");
             let files = load_catalogs(&catalog)?;
-            let cfg = CollectorConfig {
+            let mut cfg = CollectorConfig {
                 listen,
                 state_dir: state_dir.clone(),
                 ..CollectorConfig::default()
             };
+            // One bin per round: each bin then holds one reading of every target.
+            cfg.detect.bin_secs = round_secs;
             let collector = Arc::new(Collector::new(cfg, files.clone())?);
             let mut agent = AgentConfig::standalone();
             agent.round = std::time::Duration::from_secs(round_secs);
