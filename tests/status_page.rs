@@ -1,5 +1,6 @@
-//! The status page at `/`, served by the real collector binary over loopback TCP targets
-//! that go dark during the test, then rendered by headless Chromium.
+//! The status page at `/`, served by the real collector binary over loopback TCP targets:
+//! the detector learns their baselines, then some go dark and the page shows the verdicts,
+//! sparklines against the baselines and the open events; headless Chromium renders it.
 //!
 //! `BLACKOUT_UPDATE_SCREENSHOT=1 cargo test --test status_page` rewrites the screenshots in
 //! dashboards/screenshots/.
@@ -8,6 +9,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use blackout::expose::status_page::{
@@ -172,69 +175,152 @@ fn check_and_keep(bytes: &[u8], blank_len: usize, name: &str) {
     }
 }
 
-fn listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").unwrap()
+/// A loopback TCP target that accepts until [`Target::cut`]: then the port is closed and
+/// connections are refused, as behind a shutdown that rejects rather than drops.
+struct Target {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Target {
+    fn open() -> Target {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        // Drain the accept queue so that a full backlog never looks like an outage.
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => drop(c),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Target {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the port; returns once it refuses connections.
+    fn cut(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+
+    fn toml(&self, asn: u32, region: Option<&str>) -> String {
+        let region = region
+            .map(|r| format!("region = \"{r}\"\n"))
+            .unwrap_or_default();
+        format!("[[tcp]]\naddress = \"{}\"\nasn = {asn}\n{region}", self.addr)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Detector settings for a test that lasts seconds: 2 s bins, three bins of warm-up. The
+/// standalone agent uploads every 5 s, so a bin is closed 7 s after its end to hold all of
+/// its observations. Thresholds and minimum durations are the defaults.
+const COLLECTOR_TOML: &str = "[detect]\nbin_secs = 2\ngrace_secs = 7\nwarmup_secs = 6\nmin_warmup_bins = 3\nrecent_window_secs = 120\nbaseline_window_secs = 600\nlate_window_secs = 60\n";
+
+/// The open events table's row for one entity.
+fn event_row<'a>(html: &'a str, entity: &str) -> &'a str {
+    let open = html.find("<h2>Open events</h2>").unwrap();
+    let recent = html.find("<h2>Recent events</h2>").unwrap();
+    let section = &html[open..recent];
+    let at = section
+        .find(&format!("<td><strong>{entity}</strong></td>"))
+        .unwrap_or_else(|| panic!("no open event for {entity}"));
+    let start = section[..at].rfind("<tr").unwrap();
+    let end = at + section[at..].find("</tr>").unwrap();
+    &section[start..end]
+}
+
+/// y coordinates of a polyline of class `class` in an SVG fragment.
+fn ys(fragment: &str, class: &str) -> Vec<f64> {
+    let points = fragment
+        .split(&format!("class=\"{class}\" points=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {class} line in {fragment}"))
+        .split('"')
+        .next()
+        .unwrap();
+    points
+        .split(' ')
+        .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+        .collect()
 }
 
 #[test]
 fn collector_serves_the_status_page_and_chromium_renders_it() {
+    let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let cat = dir.path().join("catalog");
     std::fs::create_dir(&cat).unwrap();
-    // XA: four targets up, three of them go dark halfway. XB: dark from the start.
-    // XC: up. Names come from config: one of them needs escaping.
-    let mut xa_open: Vec<TcpListener> = (0..4).map(|_| listener()).collect();
-    let xc_open: Vec<TcpListener> = (0..2).map(|_| listener()).collect();
-    let control = listener();
-    let tcp = |l: &TcpListener, asn: u32| {
-        format!(
-            "[[tcp]]\naddress = \"{}\"\nasn = {asn}\n",
-            l.local_addr().unwrap()
-        )
-    };
-    let closed = |asn: u32| {
-        format!(
-            "[[tcp]]\naddress = \"127.0.0.1:{}\"\nasn = {asn}\n",
-            free_port()
-        )
-    };
-    let xa: String = xa_open
+    // XA: three networks of two targets; two networks (all of region North) go dark, so
+    // four of six targets: national blackout. XB: a network of four targets and one of two;
+    // the small one goes dark: 4/6 of the baseline is a warning, the network an outage, a
+    // partial outage. XC: stays up. The name of XA needs escaping.
+    let mut xa: Vec<Target> = (0..6).map(|_| Target::open()).collect();
+    let mut xb: Vec<Target> = (0..6).map(|_| Target::open()).collect();
+    let xc: Vec<Target> = (0..2).map(|_| Target::open()).collect();
+    let control = Target::open();
+    let xa_toml: String = xa
         .iter()
         .enumerate()
-        .map(|(i, l)| tcp(l, 64500 + (i as u32 % 2)))
+        .map(|(i, t)| {
+            let asn = 64500 + i as u32 / 2;
+            t.toml(asn, Some(if asn == 64502 { "South" } else { "North" }))
+        })
         .collect();
     std::fs::write(
         cat.join("xa.toml"),
-        format!("country = \"XA\"\nname = \"Atlantis & <Lemuria>\"\n{xa}"),
+        format!("country = \"XA\"\nname = \"Atlantis & <Lemuria>\"\n{xa_toml}"),
     )
     .unwrap();
+    let xb_toml: String = xb
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.toml(if i < 4 { 64510 } else { 64511 }, None))
+        .collect();
     std::fs::write(
         cat.join("xb.toml"),
-        format!(
-            "country = \"XB\"\nname = \"Borduria\"\n{}{}",
-            closed(64510),
-            closed(64511)
-        ),
+        format!("country = \"XB\"\nname = \"Borduria\"\n{xb_toml}"),
     )
     .unwrap();
-    let xc: String = xc_open.iter().map(|l| tcp(l, 64520)).collect();
+    let xc_toml: String = xc.iter().map(|t| t.toml(64520, None)).collect();
     std::fs::write(
         cat.join("xc.toml"),
-        format!("country = \"XC\"\nname = \"Syldavia\"\n{xc}"),
+        format!("country = \"XC\"\nname = \"Syldavia\"\n{xc_toml}"),
     )
     .unwrap();
     std::fs::write(
         cat.join("control.toml"),
         format!(
             "country = \"ZZ\"\nname = \"control\"\ncontrol = true\n{}",
-            tcp(&control, 64999)
+            control.toml(64999, None)
         ),
     )
     .unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, COLLECTOR_TOML).unwrap();
 
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
-        .args(["standalone", "--catalog"])
+        .arg("standalone")
+        .arg("--config")
+        .arg(&config)
+        .arg("--catalog")
         .arg(&cat)
         .args(["--allow-reserved", "--round-secs", "1", "--listen"])
         .arg(addr.to_string())
@@ -243,41 +329,44 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
         .spawn()
         .expect("start blackout standalone");
     let _collector = Guard(child);
-    wait_for("collector /healthz", 20, || {
+    wait_for("collector /healthz", 30, || {
         http_get(addr, "/healthz")
             .ok()
             .filter(|(s, _, _)| *s == 200)
     });
+    let (_, _, first) = http_get(addr, "/").unwrap();
+    assert!(first.contains("No verdict yet"), "warm-up is said");
 
-    // Each request samples the reachable share (at most once a second): build a history.
-    let poll = |secs: u64| {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            let (s, _, _) = http_get(addr, "/").unwrap();
-            assert_eq!(s, 200);
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    };
-    wait_for("a verdict for XB", 20, || {
+    // Warm-up: every country gets a verdict once its baseline is learned.
+    wait_for("a verdict for every country", 90, || {
         let (_, _, body) = http_get(addr, "/").ok()?;
-        tile(&body, "XB").contains("tile outage").then_some(())
+        ["XA", "XB", "XC"]
+            .iter()
+            .all(|c| tile(&body, c).contains("tile normal"))
+            .then_some(())
     });
-    poll(6);
-    xa_open.truncate(1);
-    // Refused connections are measured within a round; the freshest reading wins.
-    let (head, html) = wait_for("XA in warning after three targets went dark", 20, || {
+    eprintln!("verdicts after {:?}", t0.elapsed());
+    // Two more bins of normal history so the sparkline shows the level before the drop.
+    std::thread::sleep(Duration::from_secs(4));
+    for t in xa.iter_mut().take(4) {
+        t.cut();
+    }
+    for t in xb.iter_mut().skip(4) {
+        t.cut();
+    }
+    let cut_at = Instant::now();
+    let (head, html) = wait_for("XA in outage with an event, XB in warning", 90, || {
         let (_, head, body) = http_get(addr, "/").ok()?;
-        tile(&body, "XA")
-            .contains("tile warning")
-            .then_some((head, body))
+        // Exact shares: the latest bin holds a reading of every target.
+        (tile(&body, "XA").contains("tile outage")
+            && tile(&body, "XA").contains("<strong>33%</strong>")
+            && tile(&body, "XB").contains("tile warning")
+            && tile(&body, "XB").contains("<strong>67%</strong>")
+            && body.contains("<td><strong>XA</strong></td><td>national blackout</td>")
+            && body.contains("<td><strong>XB</strong></td><td>partial</td>"))
+        .then_some((head, body))
     });
-    poll(4);
-    let (_, _, html_final) = http_get(addr, "/").unwrap();
-    let html = if html_final.contains("tile warning") {
-        html_final
-    } else {
-        html
-    };
+    eprintln!("outage and warning {:?} after the cut", cut_at.elapsed());
 
     assert!(
         head.contains("content-type: text/html; charset=utf-8"),
@@ -291,31 +380,60 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     // Escaped, never raw.
     assert!(html.contains("Atlantis &amp; &lt;Lemuria&gt;"));
     assert!(!html.contains("<Lemuria>"));
-    // Worst first: XB (outage), XA (warning), XC (normal).
+    assert!(html.contains("<strong>1</strong> outage"));
+    assert!(html.contains("<strong>1</strong> warning"));
+    assert!(html.contains("<strong>1</strong> normal"));
+    assert!(!html.contains("No verdict yet"));
+    // Worst first: XA (outage), XB (warning), XC (normal).
     let pos = |c: &str| html.find(&format!("id=\"country-{c}\"")).unwrap();
-    assert!(pos("XB") < pos("XA") && pos("XA") < pos("XC"));
+    assert!(pos("XA") < pos("XB") && pos("XB") < pos("XC"));
     assert!(tile(&html, "XC").contains("tile normal"));
-    assert!(tile(&html, "XB").contains("<strong>0%</strong>"));
-    assert!(tile(&html, "XA").contains("<strong>25%</strong>"));
-    // XA's sparkline has a history: the drop from 100 % to 25 % is drawn as a line.
+    // The latest bin against a baseline of every target up.
     let xa_tile = tile(&html, "XA");
-    let points = xa_tile
-        .split("class=\"spark-value\" points=\"")
-        .nth(1)
-        .expect("XA has a sparkline line")
-        .split('"')
-        .next()
-        .unwrap();
-    let ys: Vec<f64> = points
-        .split(' ')
-        .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
-        .collect();
-    assert!(ys.len() >= 5, "{points}");
-    let (top, bottom) = (
-        ys.iter().cloned().fold(f64::MAX, f64::min),
-        ys.iter().cloned().fold(f64::MIN, f64::max),
+    assert!(xa_tile.contains("<strong>33%</strong>"), "{xa_tile}");
+    assert!(xa_tile.contains("baseline 100%"), "{xa_tile}");
+    assert!(tile(&html, "XB").contains("<strong>67%</strong>"));
+    assert!(tile(&html, "XC").contains("<strong>100%</strong>"));
+    // XA's sparkline: the baseline drawn flat at the top, the value dropping from it.
+    let base = ys(xa_tile, "spark-baseline");
+    let value = ys(xa_tile, "spark-value");
+    assert!(value.len() >= 5, "{value:?}");
+    let top = value.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(base.iter().all(|y| (y - top).abs() < 0.05), "{base:?} {value:?}");
+    assert!(
+        value.last().unwrap() - top > 25.0,
+        "the drop is visible: {value:?}"
     );
-    assert!(bottom - top > 30.0, "the drop is visible: {points}");
+    // The open events, with their kind and evidence.
+    let xa_event = event_row(&html, "XA");
+    assert!(xa_event.contains("class=\"outage\""), "{xa_event}");
+    for needle in [
+        "<td>national blackout</td>",
+        "XA/AS64500",
+        "XA/AS64501",
+        "XA/North",
+        "standalone",
+    ] {
+        assert!(xa_event.contains(needle), "{needle} in {xa_event}");
+    }
+    // Peak drop and share of targets down: four of six targets (more in a bin where an
+    // up target had no reading).
+    let shares: Vec<u32> = xa_event
+        .split("<td>")
+        .filter_map(|c| c.split_once("%</td>"))
+        .filter_map(|(v, _)| v.parse().ok())
+        .collect();
+    assert_eq!(shares.len(), 2, "{xa_event}");
+    assert!(shares.iter().all(|s| (67..=100).contains(s)), "{xa_event}");
+    assert!(!xa_event.contains("AS64502"), "{xa_event}");
+    // The dark networks of XA are part of the national blackout.
+    assert!(event_row(&html, "XA/AS64500").contains("<td>national blackout</td>"));
+    let xb_event = event_row(&html, "XB");
+    assert!(xb_event.contains("class=\"warning\""), "{xb_event}");
+    assert!(xb_event.contains("XB/AS64511") && !xb_event.contains("XB/AS64510"));
+    let xb_net = event_row(&html, "XB/AS64511");
+    assert!(xb_net.contains("<td>partial</td>") && xb_net.contains("class=\"outage\""));
+    assert!(!html.contains("<td><strong>XC"), "no event for XC");
     // The control catalog is not a country.
     assert!(!html.contains("id=\"country-ZZ\""));
     // Works offline: nothing to fetch.
@@ -329,6 +447,7 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     };
     let blank = blank_png_len(shots.path());
     check_and_keep(&png, blank, "status-page.png");
+    eprintln!("test took {:?}", t0.elapsed());
 }
 
 /// (values, baseline) of one signal.
