@@ -817,8 +817,12 @@ fn every_expression_runs_against_a_real_prometheus() {
     let mut fixture = Fixture::new();
     let (_collector, addr) = start_collector(&fixture);
     let metric = |body: &str, series: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
     };
     // Warm-up: a verdict for every country, from learned baselines.
     wait_for("normal verdicts after the warm-up", 90, || {
@@ -837,29 +841,44 @@ fn every_expression_runs_against_a_real_prometheus() {
     std::thread::sleep(Duration::from_secs(2));
     fixture.cut();
     let cut_at = Instant::now();
-    let exposition = wait_for("outage, partial and service blocking in /metrics", 90, || {
-        let (_, body) = http_get(addr, "/metrics").ok()?;
-        let want = [
-            ("blackout_country_status{country=\"XA\"}", 2.0),
-            ("blackout_country_status{country=\"XB\"}", 1.0),
-            ("blackout_country_status{country=\"XC\"}", 0.0),
-            ("blackout_asn_status{asn=\"64511\",country=\"XB\"}", 2.0),
-            ("blackout_region_status{country=\"XA\",region=\"North\"}", 2.0),
-            ("blackout_region_status{country=\"XA\",region=\"South\"}", 0.0),
-            ("blackout_events_open{country=\"XA\",kind=\"national_blackout\"}", 4.0),
-            ("blackout_events_open{country=\"XB\",kind=\"partial\"}", 2.0),
-            ("blackout_country_status{country=\"XD\"}", 1.0),
-            ("blackout_vantage_healthy_agents", 1.0),
-        ];
-        // XD's network opens its own service-blocking event a bin after the country.
-        let xd = metric(
-            &body,
-            "blackout_events_open{country=\"XD\",kind=\"service_blocking\"}",
-        );
-        (want.iter().all(|(series, v)| metric(&body, series) == Some(*v))
-            && xd.is_some_and(|n| n >= 1.0))
-        .then_some(body)
-    });
+    let exposition = wait_for(
+        "outage, partial and service blocking in /metrics",
+        90,
+        || {
+            let (_, body) = http_get(addr, "/metrics").ok()?;
+            let want = [
+                ("blackout_country_status{country=\"XA\"}", 2.0),
+                ("blackout_country_status{country=\"XB\"}", 1.0),
+                ("blackout_country_status{country=\"XC\"}", 0.0),
+                ("blackout_asn_status{asn=\"64511\",country=\"XB\"}", 2.0),
+                (
+                    "blackout_region_status{country=\"XA\",region=\"North\"}",
+                    2.0,
+                ),
+                (
+                    "blackout_region_status{country=\"XA\",region=\"South\"}",
+                    0.0,
+                ),
+                (
+                    "blackout_events_open{country=\"XA\",kind=\"national_blackout\"}",
+                    4.0,
+                ),
+                ("blackout_events_open{country=\"XB\",kind=\"partial\"}", 2.0),
+                ("blackout_country_status{country=\"XD\"}", 1.0),
+                ("blackout_vantage_healthy_agents", 1.0),
+            ];
+            // XD's network opens its own service-blocking event a bin after the country.
+            let xd = metric(
+                &body,
+                "blackout_events_open{country=\"XD\",kind=\"service_blocking\"}",
+            );
+            (want
+                .iter()
+                .all(|(series, v)| metric(&body, series) == Some(*v))
+                && xd.is_some_and(|n| n >= 1.0))
+            .then_some(body)
+        },
+    );
     eprintln!("detector verdicts {:?} after the cut", cut_at.elapsed());
     // Series the rules and dashboards rely on, with the labels they use.
     for series in [
@@ -869,7 +888,10 @@ fn every_expression_runs_against_a_real_prometheus() {
         "blackout_asn_signal_ratio{asn=\"64511\",country=\"XB\",signal=\"tcp\"}",
         "blackout_events_total{country=\"XA\",kind=\"national_blackout\"}",
     ] {
-        assert!(metric(&exposition, series).is_some(), "{series} in {exposition}");
+        assert!(
+            metric(&exposition, series).is_some(),
+            "{series} in {exposition}"
+        );
     }
     assert_eq!(
         metric(

@@ -218,7 +218,10 @@ impl Target {
         let region = region
             .map(|r| format!("region = \"{r}\"\n"))
             .unwrap_or_default();
-        format!("[[tcp]]\naddress = \"{}\"\nasn = {asn}\n{region}", self.addr)
+        format!(
+            "[[tcp]]\naddress = \"{}\"\nasn = {asn}\n{region}",
+            self.addr
+        )
     }
 }
 
@@ -399,7 +402,10 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     let value = ys(xa_tile, "spark-value");
     assert!(value.len() >= 5, "{value:?}");
     let top = value.iter().cloned().fold(f64::MAX, f64::min);
-    assert!(base.iter().all(|y| (y - top).abs() < 0.05), "{base:?} {value:?}");
+    assert!(
+        base.iter().all(|y| (y - top).abs() < 0.05),
+        "{base:?} {value:?}"
+    );
     assert!(
         value.last().unwrap() - top > 25.0,
         "the drop is visible: {value:?}"
@@ -426,6 +432,12 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     assert_eq!(shares.len(), 2, "{xa_event}");
     assert!(shares.iter().all(|s| (67..=100).contains(s)), "{xa_event}");
     assert!(!xa_event.contains("AS64502"), "{xa_event}");
+    // A country's own event comes before those of its networks.
+    let row_at = |entity: &str| {
+        html.find(&format!("<td><strong>{entity}</strong></td>"))
+            .unwrap()
+    };
+    assert!(row_at("XA") < row_at("XA/AS64500") && row_at("XA") < row_at("XA/North"));
     // The dark networks of XA are part of the national blackout.
     assert!(event_row(&html, "XA/AS64500").contains("<td>national blackout</td>"));
     let xb_event = event_row(&html, "XB");

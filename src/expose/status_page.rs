@@ -404,7 +404,15 @@ pub fn render(view: &StatusView) -> String {
     let count = |s: Status| view.countries.iter().filter(|c| c.status == s).count();
     let mut open: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_none()).collect();
     let mut closed: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_some()).collect();
-    open.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.start.cmp(&a.start)));
+    // Worst first; a country's own event before those of its networks and regions, which
+    // are its evidence.
+    open.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then((a.entity != a.country).cmp(&(b.entity != b.country)))
+            .then(b.start.cmp(&a.start))
+            .then(a.entity.cmp(&b.entity))
+    });
     closed.sort_by_key(|e| std::cmp::Reverse(e.end));
 
     let mut out = String::with_capacity(16 * 1024 + 2048 * countries.len());
@@ -478,12 +486,14 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
         let EntityKey::Country(cc) = &e.entity else {
             continue;
         };
-        let c = countries.entry(cc.clone()).or_insert_with(|| CountryStatus {
-            code: cc.clone(),
-            name: cc.clone(),
-            status: Status::Unknown,
-            signals: Vec::new(),
-        });
+        let c = countries
+            .entry(cc.clone())
+            .or_insert_with(|| CountryStatus {
+                code: cc.clone(),
+                name: cc.clone(),
+                status: Status::Unknown,
+                signals: Vec::new(),
+            });
         // Until a series has a state (warm-up), the country has no verdict yet.
         if e.signals.iter().any(|s| s.state.is_some()) {
             c.status = Status::from_gauge(e.state.code() as f64);
@@ -495,8 +505,14 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
         };
         c.signals.push(SignalSeries {
             signal: signal.as_str().to_string(),
-            values: points.iter().filter_map(|(t, v, _)| Some((*t, (*v)?))).collect(),
-            baseline: points.iter().filter_map(|(t, _, b)| Some((*t, (*b)?))).collect(),
+            values: points
+                .iter()
+                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .collect(),
+            baseline: points
+                .iter()
+                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .collect(),
         });
     }
     let events = collector
@@ -511,7 +527,12 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
             end: e.end,
             peak_drop: Some(e.peak_drop),
             evidence: Evidence {
-                signals: e.evidence.signals.iter().map(|s| s.as_str().to_string()).collect(),
+                signals: e
+                    .evidence
+                    .signals
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
                 networks: e.evidence.networks.clone(),
                 agents: e.evidence.agents.clone(),
                 share_of_targets: Some(e.evidence.share_of_targets),
