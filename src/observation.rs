@@ -240,7 +240,10 @@ impl Observation {
         if !is_country_code(&self.country) {
             return Err(field(
                 "country",
-                format!("{:?} is not an ISO 3166 alpha-2 code in upper case", self.country),
+                format!(
+                    "{:?} is not an ISO 3166 alpha-2 code in upper case",
+                    self.country
+                ),
             ));
         }
         if self.ok && (self.phase.is_some() || self.failure.is_some()) {
@@ -255,7 +258,10 @@ impl Observation {
         if let Some(rtt) = self.rtt_ms
             && (!rtt.is_finite() || !(0.0..=MAX_RTT_MS).contains(&rtt))
         {
-            return Err(field("rtt_ms", format!("{rtt} is outside 0..={MAX_RTT_MS}")));
+            return Err(field(
+                "rtt_ms",
+                format!("{rtt} is outside 0..={MAX_RTT_MS}"),
+            ));
         }
         if let Some(b) = &self.block
             && (!b.belief.is_finite() || !(0.0..=1.0).contains(&b.belief) || b.replies > b.probes)
@@ -312,10 +318,16 @@ mod tests {
     #[test]
     fn vocabulary_names_match_serde() {
         for f in Failure::ALL {
-            assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{}\"", f.as_str()));
+            assert_eq!(
+                serde_json::to_string(&f).unwrap(),
+                format!("\"{}\"", f.as_str())
+            );
         }
         for p in Phase::ALL {
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
         }
         for s in Signal::ALL {
             assert_eq!(s.as_str().parse::<Signal>().unwrap(), s);
@@ -326,13 +338,16 @@ mod tests {
     fn unknown_field_is_rejected() {
         let mut v = serde_json::to_value(obs()).unwrap();
         v["colour"] = "red".into();
-        let e = serde_json::from_value::<Observation>(v).unwrap_err().to_string();
+        let e = serde_json::from_value::<Observation>(v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("colour"), "{e}");
     }
 
     #[test]
     fn validate_names_the_field() {
-        let cases: Vec<(fn(&mut Observation), &str)> = vec![
+        type Mutation = fn(&mut Observation);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|o| o.country = "kz".into(), "country"),
             (|o| o.rtt_ms = Some(-1.0), "rtt_ms"),
             (|o| o.rtt_ms = Some(1e9), "rtt_ms"),

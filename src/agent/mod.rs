@@ -1,1 +1,11 @@
-//! agent
+//! The probe agent: scheduler (rounds, pacing, politeness), durable spool, upload.
+
+pub mod config;
+pub mod filter;
+pub mod run;
+pub mod schedule;
+pub mod spool;
+pub mod upload;
+
+pub use config::AgentConfig;
+pub use run::{AgentError, run};

@@ -1,1 +1,101 @@
-fn main(){}
+//! `blackout-agent`: the probe agent operators run on vantage points.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use blackout::agent::AgentConfig;
+use blackout::agent::upload::{HttpSink, collector_client};
+
+#[derive(Parser)]
+#[command(version, about = "blackout probe agent")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Probe the catalog round after round and upload to the collector.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Probe targets once each and print one JSON line per target (like fping).
+    Probe(blackout::probe::adhoc::ProbeArgs),
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    match cli.cmd {
+        Cmd::Probe(args) => Ok(blackout::probe::adhoc::run(&args).await?),
+        Cmd::Run { config } => {
+            let cfg = AgentConfig::load(&config)?;
+            let stop = CancellationToken::new();
+            {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("SIGTERM handler");
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    stop.cancel();
+                });
+            }
+            let url = cfg
+                .collector_url
+                .clone()
+                .context("collector_url is required")?;
+            let client =
+                collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
+            let files = if cfg.catalog.is_empty() {
+                match blackout::agent::run::fetch_catalog(
+                    &client,
+                    &url,
+                    &cfg.agent_id,
+                    cfg.token.as_deref(),
+                    &stop,
+                )
+                .await
+                {
+                    Some(f) => f,
+                    None => return Ok(()),
+                }
+            } else {
+                let mut files = Vec::new();
+                for p in &cfg.catalog {
+                    files.extend(blackout::catalog::load_path(p)?);
+                }
+                files
+            };
+            let targets = blackout::agent::run::select_targets(&cfg, &files)?;
+            let sink = Arc::new(HttpSink::new(&url, cfg.token.clone(), client)?);
+            blackout::agent::run(cfg, targets, sink, stop).await?;
+            Ok(())
+        }
+    }
+}

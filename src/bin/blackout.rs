@@ -1,1 +1,211 @@
-fn main(){}
+//! `blackout`: the collector, the standalone mode, and the offline tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use blackout::agent::AgentConfig;
+use blackout::agent::upload::InProcessSink;
+use blackout::catalog::CatalogFile;
+use blackout::collector::{Collector, CollectorConfig};
+
+#[derive(Parser)]
+#[command(version, about = "blackout: Internet-shutdown detector")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the collector: ingest agents' observations, detect, expose metrics.
+    Collector {
+        /// collector.toml (optional: defaults accept no uploads until agents are configured).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the config file).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Collector and one agent in one process, on the shipped catalogs: the place to start.
+    Standalone {
+        /// Address of the status page, API and /metrics.
+        #[arg(long, default_value = blackout::collector::config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Catalog files or directories instead of the shipped ones.
+        #[arg(long)]
+        catalog: Vec<PathBuf>,
+        /// Seconds in which every target is probed once.
+        #[arg(long, default_value_t = blackout::agent::config::DEFAULT_ROUND_SECS)]
+        round_secs: u64,
+        /// Keep accepted observations here (survives restarts).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Probe private and reserved ranges (labs and tests only).
+        #[arg(long)]
+        allow_reserved: bool,
+    },
+    /// Run the detector over recorded data and print events as JSON Lines.
+    Replay(blackout::replay::ReplayArgs),
+    /// Measure detection quality (precision, recall, delay) on real and simulated data.
+    Quality(blackout::detect::quality::QualityArgs),
+    /// Build target catalogs from public registry data.
+    #[command(subcommand)]
+    Catalog(blackout::catalog::build::CatalogCommand),
+    /// Validate configuration and catalog files, and say what is wrong and where.
+    CheckConfig {
+        #[arg(long)]
+        collector: Option<PathBuf>,
+        #[arg(long)]
+        agent: Option<PathBuf>,
+        #[arg(long)]
+        catalog: Vec<PathBuf>,
+    },
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn load_catalogs(paths: &[PathBuf]) -> Result<Vec<CatalogFile>> {
+    if paths.is_empty() {
+        return Ok(blackout::catalog::embedded()?);
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(blackout::catalog::load_path(p)?);
+    }
+    Ok(files)
+}
+
+async fn shutdown_signal(stop: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    stop.cancel();
+}
+
+async fn run_collector(cfg: CollectorConfig) -> Result<()> {
+    let files = load_catalogs(&cfg.catalog)?;
+    let listen = cfg.listen;
+    let collector = Arc::new(Collector::new(cfg, files)?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, targets = collector.targets.len(), agents = collector.config.agents.len(), "collector listening");
+    let stop = CancellationToken::new();
+    tokio::spawn(shutdown_signal(stop.clone()));
+    blackout::collector::serve(collector, listener, stop.cancelled_owned()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    match cli.cmd {
+        Cmd::Collector { config, listen } => {
+            let mut cfg = match &config {
+                Some(p) => CollectorConfig::load(p)?,
+                None => CollectorConfig::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let (Some(p), false) = (&config, cfg.catalog.is_empty()) {
+                let base = p.parent().map(|b| b.to_path_buf()).unwrap_or_default();
+                cfg.catalog = cfg.catalog.iter().map(|c| base.join(c)).collect();
+            }
+            run_collector(cfg).await
+        }
+        Cmd::Standalone {
+            listen,
+            catalog,
+            round_secs,
+            state_dir,
+            allow_reserved,
+        } => {
+            anyhow::ensure!(round_secs > 0, "--round-secs must be greater than 0");
+            let files = load_catalogs(&catalog)?;
+            let cfg = CollectorConfig {
+                listen,
+                state_dir: state_dir.clone(),
+                ..CollectorConfig::default()
+            };
+            let collector = Arc::new(Collector::new(cfg, files.clone())?);
+            let mut agent = AgentConfig::standalone();
+            agent.round = std::time::Duration::from_secs(round_secs);
+            agent.allow_reserved = allow_reserved;
+            agent.spool_dir = state_dir.map(|d| d.join("spool"));
+            let targets = blackout::agent::run::select_targets(&agent, &files)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(%listen, targets = targets.len(), "standalone: status page, API and /metrics at http://{listen}/");
+            let stop = CancellationToken::new();
+            tokio::spawn(shutdown_signal(stop.clone()));
+            let sink = Arc::new(InProcessSink(collector.clone()));
+            let agent_task = tokio::spawn(blackout::agent::run(agent, targets, sink, stop.clone()));
+            blackout::collector::serve(collector, listener, stop.clone().cancelled_owned()).await?;
+            agent_task.await??;
+            Ok(())
+        }
+        Cmd::Replay(args) => Ok(blackout::replay::run(&args)?),
+        Cmd::Quality(args) => Ok(blackout::detect::quality::run(&args)?),
+        Cmd::Catalog(cmd) => Ok(blackout::catalog::build::run(&cmd)?),
+        Cmd::CheckConfig {
+            collector,
+            agent,
+            catalog,
+        } => {
+            anyhow::ensure!(
+                collector.is_some() || agent.is_some() || !catalog.is_empty(),
+                "nothing to check: give --collector, --agent and/or --catalog"
+            );
+            if let Some(p) = collector {
+                let c = CollectorConfig::load(&p)?;
+                println!(
+                    "{}: ok ({} agents, listen {})",
+                    p.display(),
+                    c.agents.len(),
+                    c.listen
+                );
+            }
+            if let Some(p) = agent {
+                let c = AgentConfig::load(&p)?;
+                println!("{}: ok (agent {})", p.display(), c.agent_id);
+            }
+            for p in catalog {
+                let files = blackout::catalog::load_path(&p)?;
+                let targets = blackout::catalog::expand(&files)?;
+                println!(
+                    "{}: ok ({} files, {} targets)",
+                    p.display(),
+                    files.len(),
+                    targets.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}

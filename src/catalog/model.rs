@@ -268,7 +268,12 @@ impl CatalogFile {
             parse_dns_server(&e.server).map_err(|m| format!("dns[{i}] key `server`: {m}"))?;
             e.qtype
                 .parse::<hickory_proto::rr::RecordType>()
-                .map_err(|_| format!("dns[{i}] key `qtype`: {:?} is not a DNS record type", e.qtype))?;
+                .map_err(|_| {
+                    format!(
+                        "dns[{i}] key `qtype`: {:?} is not a DNS record type",
+                        e.qtype
+                    )
+                })?;
             if e.qname.is_empty() {
                 return Err(format!("dns[{i}] key `qname`: must not be empty"));
             }
@@ -283,7 +288,9 @@ impl CatalogFile {
                 ));
             }
             if let Some(s) = e.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-                return Err(format!("http[{i}] key `expect_status`: {s} is not an HTTP status"));
+                return Err(format!(
+                    "http[{i}] key `expect_status`: {s} is not an HTTP status"
+                ));
             }
         }
         Ok(())
@@ -335,10 +342,9 @@ impl CatalogFile {
         for e in &self.dns {
             // check() has validated the server; a bad one cannot reach here.
             let server = parse_dns_server(&e.server).unwrap_or(DnsServer::System);
-            let id = e
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("dns:{}/{}/{}", e.server, e.qname, e.qtype));
+            let id =
+                e.id.clone()
+                    .unwrap_or_else(|| format!("dns:{}/{}/{}", e.server, e.qname, e.qtype));
             out.push(mk(
                 id,
                 e.asn,
@@ -365,7 +371,12 @@ impl CatalogFile {
         }
         for e in &self.tcp {
             let id = e.id.clone().unwrap_or_else(|| format!("tcp:{}", e.address));
-            out.push(mk(id, e.asn, &e.region, TargetKind::Tcp { address: e.address }));
+            out.push(mk(
+                id,
+                e.asn,
+                &e.region,
+                TargetKind::Tcp { address: e.address },
+            ));
         }
     }
 }
@@ -392,7 +403,10 @@ mod tests {
     fn errors_name_file_line_and_key() {
         let cases = [
             ("country = \"KZ\"\ncolour = 1\n", "line 2"),
-            ("country = \"KZ\"\n[[icmp]]\nprefix = \"10.0.0.0/33\"\nasn = 1\n", "line 3"),
+            (
+                "country = \"KZ\"\n[[icmp]]\nprefix = \"10.0.0.0/33\"\nasn = 1\n",
+                "line 3",
+            ),
             ("country = \"kz\"\n", "key `country`"),
             (
                 "country = \"KZ\"\n[[icmp]]\nprefix = \"10.0.0.1/24\"\nasn = 1\n",
@@ -425,7 +439,12 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        assert!(expand(&[f]).unwrap_err().to_string().contains("more than once"));
+        assert!(
+            expand(&[f])
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
     }
 
     #[test]

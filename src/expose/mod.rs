@@ -1,1 +1,4 @@
-//! expose
+//! Exposition: Prometheus metrics (and the status page).
+
+pub mod metrics;
+pub mod names;

@@ -10,6 +10,8 @@ pub mod classify;
 pub mod dns;
 pub mod http;
 pub mod icmp;
+pub mod set;
+pub use set::ProbeSet;
 pub mod tcp;
 
 use std::time::Duration;

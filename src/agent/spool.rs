@@ -1,0 +1,269 @@
+//! The durable spool: every batch is on disk before it is uploaded, and leaves the disk
+//! only when the collector has acknowledged it. An agent cut off from its collector for
+//! days (an in-country vantage point during a shutdown) keeps measuring and uploads later.
+//!
+//! One file per batch, `NNNNNNNNNNNNNNNNNNNN.json`, written to a `.tmp` file, synced and
+//! renamed, so a crash (kill -9, power loss) leaves either the whole batch or none of it.
+//! Only the index lives in memory; batches are read back when their turn to upload comes.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::observation::Batch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spool {path}: not a batch: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    bytes: u64,
+    observations: u64,
+    /// Only when the spool has no directory (the in-process agent of `standalone`).
+    batch: Option<Batch>,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    dir: Option<PathBuf>,
+    max_bytes: u64,
+    queue: VecDeque<Entry>,
+    bytes: u64,
+    next_seq: u64,
+    dropped_observations: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Spool {
+    /// An in-memory spool: same queue discipline, no durability.
+    pub fn in_memory(max_bytes: u64) -> Spool {
+        Spool {
+            dir: None,
+            max_bytes,
+            queue: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+            dropped_observations: 0,
+        }
+    }
+
+    /// Opens `dir`, picking up every batch a previous run left unacknowledged.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let e = e.map_err(io_err(dir))?;
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                // A write that crashed before its rename: never acknowledged, never complete.
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            let Some(seq) = name
+                .strip_suffix(".json")
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let text = std::fs::read(&path).map_err(io_err(&path))?;
+            let batch: Batch = serde_json::from_slice(&text).map_err(|e| SpoolError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            found.push(Entry {
+                seq,
+                bytes: text.len() as u64,
+                observations: batch.observations.len() as u64,
+                batch: None,
+            });
+        }
+        found.sort_by_key(|e| e.seq);
+        let mut s = Spool {
+            dir: Some(dir.to_path_buf()),
+            max_bytes,
+            next_seq: found.last().map_or(0, |e| e.seq + 1),
+            bytes: found.iter().map(|e| e.bytes).sum(),
+            queue: found.into(),
+            dropped_observations: 0,
+        };
+        s.enforce_cap()?;
+        Ok(s)
+    }
+
+    fn path_of(dir: &Path, seq: u64) -> PathBuf {
+        dir.join(format!("{seq:020}.json"))
+    }
+
+    /// Stores a batch durably at the back of the queue.
+    pub fn push(&mut self, batch: Batch) -> Result<(), SpoolError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let observations = batch.observations.len() as u64;
+        let (bytes, keep) = match &self.dir {
+            Some(dir) => {
+                let data = serde_json::to_vec(&batch).expect("a batch always serialises");
+                let path = Self::path_of(dir, seq);
+                let tmp = path.with_extension("tmp");
+                let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+                f.write_all(&data).map_err(io_err(&tmp))?;
+                f.sync_all().map_err(io_err(&tmp))?;
+                std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(dir))?;
+                (data.len() as u64, None)
+            }
+            None => {
+                // Estimate: the in-memory spool only needs a bound, not an exact size.
+                (observations * 200 + 64, Some(batch))
+            }
+        };
+        self.bytes += bytes;
+        self.queue.push_back(Entry {
+            seq,
+            bytes,
+            observations,
+            batch: keep,
+        });
+        self.enforce_cap()
+    }
+
+    /// Drops the oldest batches (never the newest) until under the disk cap.
+    fn enforce_cap(&mut self) -> Result<(), SpoolError> {
+        while self.bytes > self.max_bytes && self.queue.len() > 1 {
+            let e = self.queue.pop_front().expect("len > 1");
+            self.bytes -= e.bytes;
+            self.dropped_observations += e.observations;
+            tracing::warn!(
+                observations = e.observations,
+                max_bytes = self.max_bytes,
+                "spool full: dropped the oldest batch"
+            );
+            if let Some(dir) = &self.dir {
+                let p = Self::path_of(dir, e.seq);
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest unacknowledged batch.
+    pub fn front(&self) -> Result<Option<Batch>, SpoolError> {
+        let Some(e) = self.queue.front() else {
+            return Ok(None);
+        };
+        match (&self.dir, &e.batch) {
+            (_, Some(b)) => Ok(Some(b.clone())),
+            (Some(dir), None) => {
+                let p = Self::path_of(dir, e.seq);
+                let data = std::fs::read(&p).map_err(io_err(&p))?;
+                serde_json::from_slice(&data)
+                    .map(Some)
+                    .map_err(|err| SpoolError::Corrupt {
+                        path: p,
+                        message: err.to_string(),
+                    })
+            }
+            (None, None) => unreachable!("in-memory entries keep their batch"),
+        }
+    }
+
+    /// Removes the oldest batch: the collector has it.
+    pub fn ack_front(&mut self) -> Result<(), SpoolError> {
+        if let Some(e) = self.queue.pop_front() {
+            self.bytes -= e.bytes;
+            if let Some(dir) = &self.dir {
+                let p = Self::path_of(dir, e.seq);
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn batches(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn observations(&self) -> u64 {
+        self.queue.iter().map(|e| e.observations).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Observations dropped because the spool was full.
+    pub fn dropped_observations(&self) -> u64 {
+        self.dropped_observations
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: &str, n: usize) -> Batch {
+        let o: crate::observation::Observation = serde_json::from_str(
+            r#"{"agent":"a","target":"t","country":"KZ","asn":1,"signal":"icmp","measured_at":"2022-01-05T10:30:00Z","ok":true}"#,
+        )
+        .unwrap();
+        Batch {
+            batch_id: id.into(),
+            agent: "a".into(),
+            observations: vec![o; n],
+        }
+    }
+
+    #[test]
+    fn survives_reopen_in_order_and_cleans_torn_writes() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+            s.push(batch("b1", 2)).unwrap();
+            s.push(batch("b2", 3)).unwrap();
+            s.push(batch("b3", 1)).unwrap();
+            s.ack_front().unwrap();
+        }
+        std::fs::write(d.path().join("00000000000000000099.tmp"), b"{\"half").unwrap();
+        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(s.batches(), 2);
+        assert_eq!(s.observations(), 4);
+        assert_eq!(s.front().unwrap().unwrap().batch_id, "b2");
+        s.ack_front().unwrap();
+        s.push(batch("b4", 1)).unwrap();
+        assert_eq!(s.front().unwrap().unwrap().batch_id, "b3");
+        assert!(!d.path().join("00000000000000000099.tmp").exists());
+    }
+
+    #[test]
+    fn cap_drops_oldest_and_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&batch("b0", 10)).unwrap().len() as u64;
+        let mut s = Spool::open(d.path(), one * 2 + 10).unwrap();
+        for i in 0..5 {
+            s.push(batch(&format!("b{i}"), 10)).unwrap();
+        }
+        assert_eq!(s.batches(), 2);
+        assert_eq!(s.dropped_observations(), 30);
+        assert_eq!(s.front().unwrap().unwrap().batch_id, "b3");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+}

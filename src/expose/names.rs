@@ -1,0 +1,52 @@
+//! Metric names, in one place: dashboards, alert rules and tests refer to these.
+//!
+//! Base units, `_total` on counters, labels only from closed sets or configuration
+//! (country, asn, signal, agent, phase, failure, result): never IPs, URLs or error text.
+
+pub const BUILD_INFO: &str = "blackout_build_info";
+
+// Ingest.
+pub const OBSERVATIONS_INGESTED_TOTAL: &str = "blackout_observations_ingested_total";
+pub const OBSERVATION_FAILURES_TOTAL: &str = "blackout_observation_failures_total";
+pub const BATCHES_TOTAL: &str = "blackout_batches_total";
+pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
+    "blackout_agent_last_report_timestamp_seconds";
+pub const AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS: &str =
+    "blackout_agent_last_measurement_timestamp_seconds";
+pub const AGENT_HEALTHY: &str = "blackout_agent_healthy";
+
+// The latest round, as measured.
+pub const TARGETS: &str = "blackout_targets";
+pub const REACHABLE_RATIO: &str = "blackout_reachable_ratio";
+pub const ASN_TARGETS: &str = "blackout_asn_targets";
+pub const ASN_REACHABLE_RATIO: &str = "blackout_asn_reachable_ratio";
+pub const RTT_MEDIAN_SECONDS: &str = "blackout_rtt_median_seconds";
+
+// Verdicts.
+pub const COUNTRY_STATUS: &str = "blackout_country_status";
+pub const ASN_STATUS: &str = "blackout_asn_status";
+
+// The detector, per (entity, signal): the bin value, its learned baseline, their ratio,
+// and the state (0 normal, 1 warning, 2 outage). Entities: country, network (asn within
+// a country) and region (from the catalog).
+pub const COUNTRY_SIGNAL_VALUE: &str = "blackout_country_signal_value";
+pub const COUNTRY_SIGNAL_BASELINE: &str = "blackout_country_signal_baseline";
+pub const COUNTRY_SIGNAL_RATIO: &str = "blackout_country_signal_ratio";
+pub const COUNTRY_SIGNAL_STATUS: &str = "blackout_country_signal_status";
+pub const ASN_SIGNAL_VALUE: &str = "blackout_asn_signal_value";
+pub const ASN_SIGNAL_BASELINE: &str = "blackout_asn_signal_baseline";
+pub const ASN_SIGNAL_RATIO: &str = "blackout_asn_signal_ratio";
+pub const REGION_STATUS: &str = "blackout_region_status";
+
+// Events.
+/// Open events per country and kind (national_blackout, partial, throttling, service_blocking).
+pub const EVENTS_OPEN: &str = "blackout_events_open";
+/// Events opened since the collector started, per country and kind.
+pub const EVENTS_TOTAL: &str = "blackout_events_total";
+/// Agents counted healthy by the detector in the last closed bin.
+pub const VANTAGE_HEALTHY_AGENTS: &str = "blackout_vantage_healthy_agents";
+
+// Agents report their own state with each batch.
+pub const AGENT_SPOOL_OBSERVATIONS: &str = "blackout_agent_spool_observations";
+pub const AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL: &str =
+    "blackout_agent_spool_dropped_observations_total";
