@@ -370,8 +370,13 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
     // DNS: SOA and NS of the ccTLD at every address of every server.
     let tld = cctld_for(cc);
     if let Some(servers) = inputs.zone.cctld_servers.get(&tld) {
+        // Two server names may share an address: one target per address (the first name).
+        let mut seen = BTreeSet::new();
         for (name, addrs) in servers {
             for ip in addrs {
+                if !seen.insert(*ip) {
+                    continue;
+                }
                 for qtype in ["SOA", "NS"] {
                     catalog.dns.push(super::DnsEntry {
                         id: None,

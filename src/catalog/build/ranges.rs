@@ -157,11 +157,56 @@ fn merge(mut v: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     out
 }
 
+/// The /24 blocks (block-number ranges) of a country's address ranges. A block the
+/// country holds only part of is its block if it holds more than half of it, or exactly
+/// half including the block's first address: a rule each country can apply alone that
+/// never gives one /24 to two countries whose address ranges are disjoint.
+fn country_blocks(space: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let addrs = merge(space.to_vec());
+    let mut full = Vec::new();
+    let mut partial: Vec<(u32, u32, bool)> = Vec::new();
+    for (s, e) in addrs {
+        let (bs, be) = (s >> 8, e >> 8);
+        if bs == be && (s & 0xff != 0 || e & 0xff != 0xff) {
+            partial.push((bs, e - s + 1, s & 0xff == 0));
+            continue;
+        }
+        let mut first = bs;
+        let mut last = be;
+        if s & 0xff != 0 {
+            partial.push((bs, 256 - (s & 0xff), false));
+            first += 1;
+        }
+        if e & 0xff != 0xff {
+            partial.push((be, (e & 0xff) + 1, true));
+            last -= 1;
+        }
+        if first <= last {
+            full.push((first, last));
+        }
+    }
+    partial.sort_unstable();
+    let mut i = 0;
+    while i < partial.len() {
+        let (b, mut count, mut first_addr) = partial[i];
+        while i + 1 < partial.len() && partial[i + 1].0 == b {
+            i += 1;
+            count += partial[i].1;
+            first_addr |= partial[i].2;
+        }
+        i += 1;
+        if count > 128 || (count == 128 && first_addr) {
+            full.push((b, b));
+        }
+    }
+    merge(full)
+}
+
 /// Resolves each /24 of `space` (address ranges) to an origin AS: the AS whose ranges
 /// cover most of the block. Blocks in `taken` (block-number ranges) are skipped.
 /// Without an ASN map every block gets AS 0 (unknown).
 pub(crate) fn assign_blocks(space: &[(u32, u32)], asn: Option<&AsnMap>, taken: &[(u32, u32)]) -> Owned {
-    let blocks = merge(space.iter().map(|&(s, e)| (s >> 8, e >> 8)).collect());
+    let blocks = country_blocks(space);
     let taken = merge(taken.to_vec());
     let mut out = Vec::new();
     let mut unrouted = 0u64;
@@ -291,6 +336,19 @@ mod tests {
         let owned = assign_blocks(&[(ip("10.0.3.0"), ip("10.0.5.255"))], Some(&m), &[]);
         let got: Vec<u32> = owned.blocks.iter().map(|b| b.1).collect();
         assert_eq!(got, vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn partial_blocks_go_to_one_country() {
+        // Two countries split 10.0.1.0/24 in halves; a third holds a /26 of 10.0.2.0/24.
+        let a = country_blocks(&[(ip("10.0.0.0"), ip("10.0.1.127"))]);
+        let b = country_blocks(&[(ip("10.0.1.128"), ip("10.0.1.255")), (ip("10.0.2.64"), ip("10.0.2.127"))]);
+        let blocks = |v: &[(u32, u32)]| -> Vec<u32> { v.iter().flat_map(|&(s, e)| s..=e).collect() };
+        assert_eq!(blocks(&a), vec![ip("10.0.0.0") >> 8, ip("10.0.1.0") >> 8]);
+        assert!(blocks(&b).is_empty());
+        // Several small pieces of one block add up.
+        let c = country_blocks(&[(ip("10.0.3.0"), ip("10.0.3.99")), (ip("10.0.3.150"), ip("10.0.3.255"))]);
+        assert_eq!(blocks(&c), vec![ip("10.0.3.0") >> 8]);
     }
 
     #[test]
