@@ -93,10 +93,7 @@ pub fn assign_ids<'a>(
             out[a].push(i);
         }
     }
-    ids.into_iter()
-        .map(str::to_string)
-        .zip(out)
-        .collect()
+    ids.into_iter().map(str::to_string).zip(out).collect()
 }
 
 /// The agents that probe one target, in rendezvous order (best first): what the collector

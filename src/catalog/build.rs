@@ -269,7 +269,13 @@ pub fn build(args: &BuildArgs) -> Result<BuildReport, BuildError> {
         Some(w) => w.clone(),
         None => {
             let mut all: BTreeSet<String> = inputs.prefixes.keys().cloned().collect();
-            all.extend(inputs.zone.cctld_servers.keys().filter_map(|t| country_for_cctld(t)));
+            all.extend(
+                inputs
+                    .zone
+                    .cctld_servers
+                    .keys()
+                    .filter_map(|t| country_for_cctld(t)),
+            );
             all.extend(inputs.urls.keys().cloned());
             all.extend(inputs.extras.keys().cloned());
             all
@@ -439,7 +445,13 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
         let name = hand
             .get(&asn)
             .map(|s| s.to_string())
-            .or_else(|| inputs.asn.as_ref().and_then(|m| m.org(asn)).map(str::to_string))
+            .or_else(|| {
+                inputs
+                    .asn
+                    .as_ref()
+                    .and_then(|m| m.org(asn))
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| format!("AS{asn}"));
         catalog.network.push(super::NetworkEntry { asn, name });
     }

@@ -102,7 +102,8 @@ pub async fn discover_catalog(
     let mut silent: Vec<(usize, Ipv4Net)> = Vec::new();
     for b in &blocks {
         let orig = &file.icmp[b.entry];
-        let mut hosts: Vec<(u32, u32)> = (u32::from(b.net.network())..=u32::from(b.net.broadcast()))
+        let mut hosts: Vec<(u32, u32)> = (u32::from(b.net.network())
+            ..=u32::from(b.net.broadcast()))
             .filter_map(|a| answers.get(&a).map(|n| (a, *n)))
             .collect();
         if hosts.is_empty() {

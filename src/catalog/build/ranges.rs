@@ -129,7 +129,11 @@ fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
 pub fn range_to_cidrs(mut start: u64, end: u64) -> Vec<(u64, u32)> {
     let mut out = Vec::new();
     while start <= end {
-        let align = if start == 0 { 63 } else { start.trailing_zeros() };
+        let align = if start == 0 {
+            63
+        } else {
+            start.trailing_zeros()
+        };
         let span = 63 - (end - start + 1).leading_zeros();
         let bits = align.min(span);
         out.push((start, bits));
@@ -205,7 +209,11 @@ fn country_blocks(space: &[(u32, u32)]) -> Vec<(u32, u32)> {
 /// Resolves each /24 of `space` (address ranges) to an origin AS: the AS whose ranges
 /// cover most of the block. Blocks in `taken` (block-number ranges) are skipped.
 /// Without an ASN map every block gets AS 0 (unknown).
-pub(crate) fn assign_blocks(space: &[(u32, u32)], asn: Option<&AsnMap>, taken: &[(u32, u32)]) -> Owned {
+pub(crate) fn assign_blocks(
+    space: &[(u32, u32)],
+    asn: Option<&AsnMap>,
+    taken: &[(u32, u32)],
+) -> Owned {
     let blocks = country_blocks(space);
     let taken = merge(taken.to_vec());
     let mut out = Vec::new();
@@ -342,21 +350,33 @@ mod tests {
     fn partial_blocks_go_to_one_country() {
         // Two countries split 10.0.1.0/24 in halves; a third holds a /26 of 10.0.2.0/24.
         let a = country_blocks(&[(ip("10.0.0.0"), ip("10.0.1.127"))]);
-        let b = country_blocks(&[(ip("10.0.1.128"), ip("10.0.1.255")), (ip("10.0.2.64"), ip("10.0.2.127"))]);
-        let blocks = |v: &[(u32, u32)]| -> Vec<u32> { v.iter().flat_map(|&(s, e)| s..=e).collect() };
+        let b = country_blocks(&[
+            (ip("10.0.1.128"), ip("10.0.1.255")),
+            (ip("10.0.2.64"), ip("10.0.2.127")),
+        ]);
+        let blocks =
+            |v: &[(u32, u32)]| -> Vec<u32> { v.iter().flat_map(|&(s, e)| s..=e).collect() };
         assert_eq!(blocks(&a), vec![ip("10.0.0.0") >> 8, ip("10.0.1.0") >> 8]);
         assert!(blocks(&b).is_empty());
         // Several small pieces of one block add up.
-        let c = country_blocks(&[(ip("10.0.3.0"), ip("10.0.3.99")), (ip("10.0.3.150"), ip("10.0.3.255"))]);
+        let c = country_blocks(&[
+            (ip("10.0.3.0"), ip("10.0.3.99")),
+            (ip("10.0.3.150"), ip("10.0.3.255")),
+        ]);
         assert_eq!(blocks(&c), vec![ip("10.0.3.0") >> 8]);
     }
 
     #[test]
     fn aggregation_splits_at_asn_changes_and_alignment() {
         let base = ip("10.0.0.0") >> 8;
-        let blocks: Vec<(u32, u32)> = (0..6).map(|i| (base + i, if i < 4 { 7 } else { 8 })).collect();
+        let blocks: Vec<(u32, u32)> = (0..6)
+            .map(|i| (base + i, if i < 4 { 7 } else { 8 }))
+            .collect();
         let e = aggregate(&blocks);
-        let got: Vec<String> = e.iter().map(|e| format!("{} {}", e.prefix, e.asn)).collect();
+        let got: Vec<String> = e
+            .iter()
+            .map(|e| format!("{} {}", e.prefix, e.asn))
+            .collect();
         assert_eq!(got, vec!["10.0.0.0/22 7", "10.0.4.0/23 8"]);
     }
 

@@ -277,11 +277,22 @@ fn delegated(
         if !crate::observation::is_country_code(&cc) || cc == "ZZ" || cc == "EU" || cc == "AP" {
             continue;
         }
-        let start = parse_ipv4(f[3])
-            .ok_or_else(|| bad(path, n, format!("start {:?} is not an IPv4 address", text(f[3]))))?;
+        let start = parse_ipv4(f[3]).ok_or_else(|| {
+            bad(
+                path,
+                n,
+                format!("start {:?} is not an IPv4 address", text(f[3])),
+            )
+        })?;
         let count = parse_u64(f[4])
             .filter(|c| *c > 0 && u64::from(start) + c <= 1 << 32)
-            .ok_or_else(|| bad(path, n, format!("value {:?} is not an address count", text(f[4]))))?;
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    n,
+                    format!("value {:?} is not an address count", text(f[4])),
+                )
+            })?;
         if want(&cc) {
             let end = (u64::from(start) + count - 1) as u32;
             out.entry(cc).or_default().push((start, end));
@@ -301,7 +312,11 @@ fn delegated(
 
 /// ipverse/rir-ip: `DIR/country/<cc>/ipv4-aggregated.txt`, one CIDR a line, `#` comments;
 /// the header names the country (`# Country: Kazakhstan (KZ)`).
-fn ipverse(dir: &Path, inputs: &mut Inputs, want: &dyn Fn(&str) -> bool) -> Result<Source, BuildError> {
+fn ipverse(
+    dir: &Path,
+    inputs: &mut Inputs,
+    want: &dyn Fn(&str) -> bool,
+) -> Result<Source, BuildError> {
     let root = if dir.join("country").is_dir() {
         dir.join("country")
     } else {
@@ -345,7 +360,11 @@ fn ipverse(dir: &Path, inputs: &mut Inputs, want: &dyn Fn(&str) -> bool) -> Resu
                 continue;
             }
             let r = parse_cidr4(line).ok_or_else(|| {
-                bad(&path, n, format!("{:?} is not an IPv4 CIDR prefix", text(line)))
+                bad(
+                    &path,
+                    n,
+                    format!("{:?} is not an IPv4 CIDR prefix", text(line)),
+                )
             })?;
             ranges.push(r);
         }
@@ -490,7 +509,11 @@ fn pfx2as(path: &Path, b: &mut AsnMapBuilder) -> Result<Source, BuildError> {
             let mut cidr = pfx.to_vec();
             cidr.extend_from_slice(format!("/{len}").as_bytes());
             let (s, e) = parse_cidr4(&cidr).ok_or_else(|| {
-                bad(path, n, format!("{}/{len} is not a CIDR prefix", std::net::Ipv4Addr::from(a)))
+                bad(
+                    path,
+                    n,
+                    format!("{}/{len} is not a CIDR prefix", std::net::Ipv4Addr::from(a)),
+                )
             })?;
             b.add_v4(s, e, asn);
         } else {
@@ -558,7 +581,11 @@ fn root_zone(path: &Path) -> Result<(RootZone, Source), BuildError> {
         let rdata: Vec<&[u8]> = f.collect();
         let need = |k: usize| -> Result<(), BuildError> {
             if rdata.len() < k {
-                Err(bad(path, n, format!("{} record needs {k} rdata fields", text(rtype))))
+                Err(bad(
+                    path,
+                    n,
+                    format!("{} record needs {k} rdata fields", text(rtype)),
+                ))
             } else {
                 Ok(())
             }
@@ -580,7 +607,11 @@ fn root_zone(path: &Path) -> Result<(RootZone, Source), BuildError> {
                     .and_then(|s| s.parse().ok())
                     .filter(|ip: &IpAddr| ip.is_ipv4() == (rtype == b"A"))
                     .ok_or_else(|| {
-                        bad(path, n, format!("{:?} is not an {} address", text(rdata[0]), text(rtype)))
+                        bad(
+                            path,
+                            n,
+                            format!("{:?} is not an {} address", text(rdata[0]), text(rtype)),
+                        )
                     })?;
                 glue.entry(owner.clone()).or_default().insert(ip);
             }
@@ -678,14 +709,25 @@ mod tests {
             let want = u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
             assert_eq!(parse_ipv4(s.as_bytes()), Some(want), "{s}");
         }
-        for s in ["", "1.2.3", "1.2.3.4.5", "256.0.0.1", "1..2.3", "1.2.3.4 ", "1.2.3.0004"] {
+        for s in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1..2.3",
+            "1.2.3.4 ",
+            "1.2.3.0004",
+        ] {
             assert_eq!(parse_ipv4(s.as_bytes()), None, "{s}");
         }
     }
 
     #[test]
     fn dates_are_found_in_names() {
-        assert_eq!(date_in("ipverse-rir-ip_latest-20260201").as_deref(), Some("2026-02-01"));
+        assert_eq!(
+            date_in("ipverse-rir-ip_latest-20260201").as_deref(),
+            Some("2026-02-01")
+        );
         assert_eq!(date_in("2.3.2026061719").as_deref(), Some("2026-06-17"));
         assert_eq!(date_in("2026082201").as_deref(), Some("2026-08-22"));
         assert_eq!(date_in("delegated-ripencc-extended-latest"), None);

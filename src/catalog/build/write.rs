@@ -67,7 +67,9 @@ pub(crate) fn header(g: &Generated) -> Vec<String> {
         h.push("No ICMP blocks: DNS (and any HTTP) targets only.".into());
     }
     if g.http_from_urls {
-        h.push("HTTP targets include a Citizen Lab test-list (CC BY-NC-SA 4.0): do not ship.".into());
+        h.push(
+            "HTTP targets include a Citizen Lab test-list (CC BY-NC-SA 4.0): do not ship.".into(),
+        );
     }
     h
 }
@@ -95,7 +97,12 @@ pub fn render_catalog(c: &CatalogFile, header: &[String]) -> String {
         opt_str(&mut out, "licence", &s.licence);
     }
     for n in &c.network {
-        let _ = write!(out, "\n[[network]]\nasn = {}\nname = {}\n", n.asn, q(&n.name));
+        let _ = write!(
+            out,
+            "\n[[network]]\nasn = {}\nname = {}\n",
+            n.asn,
+            q(&n.name)
+        );
     }
     let mut per_asn: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     for x in &c.icmp {
@@ -103,7 +110,8 @@ pub fn render_catalog(c: &CatalogFile, header: &[String]) -> String {
             ipnet::IpNet::V4(_) => crate::catalog::IPV4_BLOCK_LEN,
             ipnet::IpNet::V6(_) => crate::catalog::IPV6_BLOCK_LEN,
         });
-        *per_asn.entry(x.asn).or_default() += 1u64 << len.saturating_sub(x.prefix.prefix_len()).min(63);
+        *per_asn.entry(x.asn).or_default() +=
+            1u64 << len.saturating_sub(x.prefix.prefix_len()).min(63);
     }
     let mut last_asn = None;
     for e in &c.icmp {
@@ -177,7 +185,14 @@ mod tests {
 
     #[test]
     fn strings_round_trip_through_toml() {
-        for s in ["plain", "Cloudflare, Inc.", "a \"quoted\" name", "back\\slash", "tab\there", "\u{1}"] {
+        for s in [
+            "plain",
+            "Cloudflare, Inc.",
+            "a \"quoted\" name",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+        ] {
             let doc = format!("k = {}\n", q(s));
             let v: toml::Table = toml::from_str(&doc).unwrap();
             assert_eq!(v["k"].as_str(), Some(s));
@@ -186,7 +201,9 @@ mod tests {
 
     #[test]
     fn rendered_catalog_parses_back_identically() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/probes/control.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/probes/control.toml"))
+                .unwrap();
         let c = crate::catalog::parse(&text, "control.toml").unwrap();
         let again = crate::catalog::parse(&render_catalog(&c, &["x".into()]), "rendered").unwrap();
         assert_eq!(c, again);
