@@ -52,9 +52,9 @@ proptest! {
         let a = assign(&ts, &ags, k);
         prop_assert_eq!(a.len(), ags.len());
         let o = owners(&a);
-        for i in 0..ts.len() {
+        for (i, t) in ts.iter().enumerate() {
             let have = o.get(&i).map_or(0, |s| s.len());
-            let want = if ts[i].control { ags.len() } else { k.max(1).min(ags.len()) };
+            let want = if t.control { ags.len() } else { k.max(1).min(ags.len()) };
             prop_assert_eq!(have, want, "target {}", i);
         }
         for v in a.values() {

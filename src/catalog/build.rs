@@ -244,7 +244,7 @@ pub fn build(args: &BuildArgs) -> Result<BuildReport, BuildError> {
             "no input: give --delegated, --country-prefixes, --root-zone, --urls or --extra".into(),
         ));
     }
-    if args.all == !args.country.is_empty() {
+    if args.all != args.country.is_empty() {
         return Err(BuildError::Usage(
             "give either --all or one or more --country CC".into(),
         ));
@@ -369,9 +369,7 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
     if let Some(e) = extra {
         catalog.icmp.extend(e.icmp.iter().cloned());
     }
-    catalog
-        .icmp
-        .sort_by(|a, b| (a.asn, a.prefix).cmp(&(b.asn, b.prefix)));
+    catalog.icmp.sort_by_key(|a| (a.asn, a.prefix));
 
     // DNS: SOA and NS of the ccTLD at every address of every server.
     let tld = cctld_for(cc);

@@ -133,7 +133,7 @@ pub async fn discover_catalog(
     if s.keep_silent {
         out.extend(regroup_silent(&file.icmp, &silent));
     }
-    out.sort_by(|a, b| (a.asn, a.prefix).cmp(&(b.asn, b.prefix)));
+    out.sort_by_key(|a| (a.asn, a.prefix));
     file.icmp = out;
 
     let mut header: Vec<String> = text
