@@ -325,3 +325,49 @@ fn shipped_kz_catalog_is_reproducible_from_shared_data() {
     );
     assert_eq!(file.http.len(), 10);
 }
+
+/// The example in the format reference is a valid catalog, and the reference names
+/// every key the format has.
+#[test]
+fn readme_example_parses_and_reference_covers_every_key() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/README.md"))
+            .unwrap();
+    let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+    let len = readme[start..].find("```").unwrap();
+    let file = catalog::parse(&readme[start..start + len], "probes/README.md").unwrap();
+    let targets = catalog::expand(&[file]).unwrap();
+    assert_eq!(targets.len(), 6);
+    for key in [
+        "country",
+        "name",
+        "control",
+        "source",
+        "url",
+        "date",
+        "licence",
+        "network",
+        "asn",
+        "icmp",
+        "prefix",
+        "block_len",
+        "hosts",
+        "availability",
+        "dns",
+        "server",
+        "server_name",
+        "qname",
+        "qtype",
+        "http",
+        "address",
+        "expect_status",
+        "tcp",
+        "id",
+        "region",
+    ] {
+        assert!(
+            readme.contains(&format!("`{key}`")) || readme.contains(&format!("[[{key}]]")),
+            "{key}"
+        );
+    }
+}
