@@ -371,3 +371,43 @@ fn readme_example_parses_and_reference_covers_every_key() {
         );
     }
 }
+
+#[test]
+fn pfx2as_overlaps_resolve_to_the_most_specific_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pfx = write(
+        d,
+        "routeviews-rv2-20240201-1200.pfx2as",
+        "10.1.0.0\t22\t64500\n10.1.2.0\t24\t64501_64502\n10.1.3.0\t24\t64503,64504\n",
+    );
+    write(d, "p/country/xa/ipv4-aggregated.txt", "10.1.0.0/22\n");
+    let args = BuildArgs {
+        country_prefixes: vec![d.join("p")],
+        pfx2as: vec![pfx],
+        country: vec!["XA".into()],
+        out: d.join("out"),
+        ..Default::default()
+    };
+    build(&args).unwrap();
+    let f = catalog::load_path(&d.join("out/xa.toml")).unwrap();
+    let got: Vec<String> = f[0]
+        .icmp
+        .iter()
+        .map(|e| format!("{} {}", e.prefix, e.asn))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "10.1.0.0/23 64500",
+            "10.1.2.0/24 64501",
+            "10.1.3.0/24 64503"
+        ]
+    );
+    let src = f[0]
+        .source
+        .iter()
+        .find(|s| s.name.contains("prefix-to-AS"))
+        .unwrap();
+    assert_eq!(src.date.as_deref(), Some("2024-02-01"));
+}
