@@ -411,3 +411,35 @@ fn pfx2as_overlaps_resolve_to_the_most_specific_prefix() {
         .unwrap();
     assert_eq!(src.date.as_deref(), Some("2024-02-01"));
 }
+
+#[test]
+fn url_lists_become_http_targets_and_the_header_warns_of_their_licence() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "lists/xa.csv",
+        "url,category_code,category_description,date_added,source,notes\n\
+         https://news.example.xa/,NEWS,News Media,2020-01-01,,\n\
+         \"http://a.example.xa/q?x=1,2\",POLR,Political,2020-01-01,,\n",
+    );
+    let bad = write(d, "bad/xa.csv", "url,category_code\nftp://x/,NEWS\n");
+    let mut args = BuildArgs {
+        urls: Some(d.join("lists")),
+        country: vec!["XA".into()],
+        out: d.join("out"),
+        ..Default::default()
+    };
+    build(&args).unwrap();
+    let text = std::fs::read_to_string(d.join("out/xa.toml")).unwrap();
+    let f = catalog::parse(&text, "xa").unwrap();
+    let urls: Vec<&str> = f.http.iter().map(|h| h.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["http://a.example.xa/q?x=1,2", "https://news.example.xa/"]
+    );
+    assert!(text.contains("CC BY-NC-SA 4.0): do not ship"));
+    args.urls = Some(d.join("bad"));
+    let e = build(&args).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}:2: ", bad.display())), "{e}");
+}

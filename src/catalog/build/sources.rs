@@ -383,8 +383,7 @@ fn ipverse(
             } else {
                 "see LICENSE of the source".to_string()
             }
-        })
-        .or(Some("CC0-1.0".into()));
+        });
     Ok(Source {
         kind: SourceKind::Prefixes,
         entry: SourceEntry {
