@@ -184,3 +184,41 @@ fn discover_inside_namespace() {
             .unwrap();
     });
 }
+
+/// The command line, through the `blackout` binary (whose main is async).
+#[test]
+fn discover_command_runs_from_the_binary() {
+    if !is_root() {
+        eprintln!("SKIP: discover needs root for raw ICMP sockets");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lo.toml");
+    std::fs::write(
+        &input,
+        "country = \"XA\"\n[[icmp]]\nprefix = \"127.0.4.0/24\"\nasn = 64500\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.toml");
+    let st = Command::new(env!("CARGO_BIN_EXE_blackout"))
+        .args(["catalog", "discover", "--catalog"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .args([
+            "--rate",
+            "3000",
+            "--max-per-block",
+            "4",
+            "--sweeps",
+            "1",
+            "--timeout-ms",
+            "300",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let f = load(&out);
+    assert_eq!(f.icmp[0].hosts.len(), 4);
+    assert_eq!(f.icmp[0].availability, Some(1.0));
+}

@@ -174,11 +174,21 @@ pub fn run(cmd: &CatalogCommand) -> Result<(), BuildError> {
                 timeout: std::time::Duration::from_millis(args.timeout_ms),
                 keep_silent: args.keep_silent,
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| BuildError::Icmp(format!("tokio runtime: {e}")))?;
-            let stats = rt.block_on(discover_catalog(&args.catalog, &args.out, &settings))?;
+            // A runtime of its own on its own thread: `run` is called from synchronous
+            // code and from inside the binary's async main alike.
+            let stats = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .map_err(|e| BuildError::Icmp(format!("tokio runtime: {e}")))?
+                            .block_on(discover_catalog(&args.catalog, &args.out, &settings))
+                    })
+                    .join()
+                    .unwrap_or_else(|_| Err(BuildError::Icmp("discovery thread panicked".into())))
+            })?;
             tracing::info!(
                 blocks = stats.blocks,
                 probes_sent = stats.probes_sent,
