@@ -173,33 +173,23 @@ asn = 64502
             .args(["run", "--config", "agent.toml"]),
         &agent_log,
     );
-    let (_prom, prom_base) = start_prometheus(
-        prometheus,
-        &dir.join("prom"),
-        &[format!("127.0.0.1:{collector_port}")],
-    );
+    let (_prom, prom_base) = start_prometheus(prometheus, &dir.join("prom"), &[format!(
+        "127.0.0.1:{collector_port}"
+    )]);
 
     let expect = [("tcp", 0.5)]; // INTERIM
     for (signal, want) in expect {
         let q = format!("blackout_reachable_ratio{{country=\"XA\",signal=\"{signal}\"}}");
-        let got = wait_for(
-            &format!("PromQL {q} == {want}"),
-            Duration::from_secs(45),
-            || {
-                agent.assert_running(&agent_log);
-                collector.assert_running(&collector_log);
-                promql(&prom_base, &q)
-                    .and_then(|r| r.first().map(|x| x.1))
-                    .filter(|v| (v - want).abs() < 1e-9)
-            },
-        );
+        let got = wait_for(&format!("PromQL {q} == {want}"), Duration::from_secs(45), || {
+            agent.assert_running(&agent_log);
+            collector.assert_running(&collector_log);
+            promql(&prom_base, &q)
+                .and_then(|r| r.first().map(|x| x.1))
+                .filter(|v| (v - want).abs() < 1e-9)
+        });
         eprintln!("{q} = {got}");
     }
-    let targets = promql(
-        &prom_base,
-        "blackout_targets{country=\"XA\",signal=\"icmp\"}",
-    )
-    .unwrap();
+    let targets = promql(&prom_base, "blackout_targets{country=\"XA\",signal=\"icmp\"}").unwrap();
     assert_eq!(targets[0].1, 2.0, "two ICMP blocks");
     let asn = promql(
         &prom_base,
@@ -208,19 +198,13 @@ asn = 64502
     .unwrap();
     assert_eq!(asn[0].1, 0.5);
     let healthy = promql(&prom_base, "blackout_agent_healthy{agent=\"e2e-agent\"}").unwrap();
-    assert_eq!(
-        healthy[0].1, 1.0,
-        "control target answers, so the agent is healthy"
-    );
+    assert_eq!(healthy[0].1, 1.0, "control target answers, so the agent is healthy");
     let ingested = promql(
         &prom_base,
         "sum(blackout_observations_ingested_total{agent=\"e2e-agent\"})",
     )
     .unwrap();
-    assert!(
-        ingested[0].1 >= 9.0,
-        "at least one full round ingested: {ingested:?}"
-    );
+    assert!(ingested[0].1 >= 9.0, "at least one full round ingested: {ingested:?}");
     let failures = promql(
         &prom_base,
         "blackout_observation_failures_total{signal=\"dns\",phase=\"dns_round_trip\",failure=\"dns_nxdomain\"}",
@@ -238,12 +222,7 @@ asn = 64502
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
+    check.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
     let out = check.wait_with_output().unwrap();
     assert!(
         out.status.success(),
