@@ -10,7 +10,7 @@ use super::config::CollectorConfig;
 use super::log::{LogError, ObservationLog};
 use super::store::{HEALTHY_CONTROL_SHARE, LatestView};
 use crate::catalog::{CatalogFile, Target};
-use crate::detect::{ChangeKind, EntityKey, Event, Engine, Snapshot};
+use crate::detect::{ChangeKind, Engine, EntityKey, Event, Snapshot};
 use crate::expose::metrics::Metrics;
 use crate::observation::{Batch, Signal};
 
@@ -318,11 +318,22 @@ impl Collector {
                     .with_label_values(&[&country, e.kind.as_str()])
                     .inc();
             }
-            let fields = (e.id, e.entity.to_string(), e.kind.as_str(), e.start.to_rfc3339());
+            let fields = (
+                e.id,
+                e.entity.to_string(),
+                e.kind.as_str(),
+                e.start.to_rfc3339(),
+            );
             match c.change {
-                ChangeKind::Opened => tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened"),
-                ChangeKind::Updated => tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated"),
-                ChangeKind::Closed => tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed"),
+                ChangeKind::Opened => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened")
+                }
+                ChangeKind::Updated => {
+                    tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated")
+                }
+                ChangeKind::Closed => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed")
+                }
             }
         }
         let snap = st.engine.snapshot();
@@ -348,7 +359,11 @@ impl Collector {
 
     /// The detector's view after the last tick.
     pub fn snapshot(&self) -> Snapshot {
-        self.state.lock().expect("collector state lock").snapshot.clone()
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .snapshot
+            .clone()
     }
 
     /// Events, newest first; only open ones if `open_only`; at most `limit`.
@@ -368,7 +383,11 @@ impl Collector {
 
     /// Sparkline history per (country, signal).
     pub fn sparks(&self) -> BTreeMap<(String, crate::observation::Signal), Spark> {
-        self.state.lock().expect("collector state lock").sparks.clone()
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .sparks
+            .clone()
     }
 
     /// Recomputes the aggregate gauges and returns the text exposition.
@@ -490,7 +509,9 @@ impl Collector {
             }
         }
         for (country, kind) in open {
-            m.events_open.with_label_values(&[country.as_str(), kind]).inc();
+            m.events_open
+                .with_label_values(&[country.as_str(), kind])
+                .inc();
         }
         m.vantage_healthy_agents
             .with_label_values::<&str>(&[])

@@ -478,12 +478,14 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
         let EntityKey::Country(cc) = &e.entity else {
             continue;
         };
-        let c = countries.entry(cc.clone()).or_insert_with(|| CountryStatus {
-            code: cc.clone(),
-            name: cc.clone(),
-            status: Status::Unknown,
-            signals: Vec::new(),
-        });
+        let c = countries
+            .entry(cc.clone())
+            .or_insert_with(|| CountryStatus {
+                code: cc.clone(),
+                name: cc.clone(),
+                status: Status::Unknown,
+                signals: Vec::new(),
+            });
         // Until a series has a state (warm-up), the country has no verdict yet.
         if e.signals.iter().any(|s| s.state.is_some()) {
             c.status = Status::from_gauge(e.state.code() as f64);
@@ -495,8 +497,14 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
         };
         c.signals.push(SignalSeries {
             signal: signal.as_str().to_string(),
-            values: points.iter().filter_map(|(t, v, _)| Some((*t, (*v)?))).collect(),
-            baseline: points.iter().filter_map(|(t, _, b)| Some((*t, (*b)?))).collect(),
+            values: points
+                .iter()
+                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .collect(),
+            baseline: points
+                .iter()
+                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .collect(),
         });
     }
     let events = collector
@@ -511,7 +519,12 @@ pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusV
             end: e.end,
             peak_drop: Some(e.peak_drop),
             evidence: Evidence {
-                signals: e.evidence.signals.iter().map(|s| s.as_str().to_string()).collect(),
+                signals: e
+                    .evidence
+                    .signals
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
                 networks: e.evidence.networks.clone(),
                 agents: e.evidence.agents.clone(),
                 share_of_targets: Some(e.evidence.share_of_targets),
