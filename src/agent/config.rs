@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_PROBES_PER_SEC: u32 = 2_000;
 pub const DEFAULT_UPLOAD_INTERVAL_SECS: u64 = 5;
 /// Default largest batch.
 pub const DEFAULT_BATCH_MAX: usize = 5_000;
+/// Default period of re-fetching a catalog from the collector.
+pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 600;
 /// Default disk cap of the spool (the oldest batches are dropped beyond it).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
@@ -36,6 +38,8 @@ struct RawAgentConfig {
     /// Catalog files or directories; empty: fetch the catalog from the collector.
     #[serde(default)]
     catalog: Vec<PathBuf>,
+    /// How often a catalog fetched from the collector is fetched again.
+    catalog_refresh_secs: Option<u64>,
     spool_dir: Option<PathBuf>,
     spool_max_bytes: Option<u64>,
     round_secs: Option<u64>,
@@ -62,6 +66,7 @@ pub struct AgentConfig {
     pub token: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub catalog: Vec<PathBuf>,
+    pub catalog_refresh: Duration,
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
     pub round: Duration,
@@ -96,6 +101,7 @@ impl AgentConfig {
             token: None,
             ca_file: None,
             catalog: Vec::new(),
+            catalog_refresh: Duration::from_secs(DEFAULT_CATALOG_REFRESH_SECS),
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             round: Duration::from_secs(DEFAULT_ROUND_SECS),
@@ -188,6 +194,11 @@ impl AgentConfig {
             token,
             ca_file: raw.ca_file.map(|p| base.join(p)),
             catalog: raw.catalog.iter().map(|p| base.join(p)).collect(),
+            catalog_refresh: Duration::from_secs(nonzero(
+                "catalog_refresh_secs",
+                raw.catalog_refresh_secs,
+                DEFAULT_CATALOG_REFRESH_SECS,
+            )?),
             spool_dir: raw.spool_dir.map(|p| base.join(p)),
             spool_max_bytes: nonzero("spool_max_bytes", raw.spool_max_bytes, d.spool_max_bytes)?,
             round: Duration::from_secs(nonzero("round_secs", raw.round_secs, DEFAULT_ROUND_SECS)?),

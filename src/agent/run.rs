@@ -166,6 +166,19 @@ pub async fn run(
     sink: Arc<dyn Sink>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
+    let (_keep, rx) = tokio::sync::watch::channel(targets);
+    run_with_updates(cfg, rx, sink, stop).await
+}
+
+/// [`run`], with a target list that may change between rounds (fleet assignment: the
+/// collector rebalances as agents come and go).
+pub async fn run_with_updates(
+    cfg: AgentConfig,
+    mut updates: tokio::sync::watch::Receiver<Vec<Target>>,
+    sink: Arc<dyn Sink>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let targets = updates.borrow_and_update().clone();
     let spool = match &cfg.spool_dir {
         Some(dir) => Spool::open(dir, cfg.spool_max_bytes)?,
         None => Spool::in_memory(cfg.spool_max_bytes),
@@ -185,7 +198,7 @@ pub async fn run(
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);
-    let targets: Arc<Vec<Target>> = Arc::new(targets);
+    let mut targets: Arc<Vec<Target>> = Arc::new(targets);
     tracing::info!(agent = %cfg.agent_id, targets = targets.len(), round_secs = cfg.round.as_secs(), "agent started");
 
     let uploader = tokio::spawn(upload_loop(spool.clone(), sink, more.clone(), stop.clone()));
@@ -204,6 +217,13 @@ pub async fn run(
 
     let mut round = 0u64;
     'rounds: while !stop.is_cancelled() {
+        if updates.has_changed().unwrap_or(false) {
+            targets = Arc::new(updates.borrow_and_update().clone());
+            tracing::info!(
+                targets = targets.len(),
+                "new target list from the collector"
+            );
+        }
         let t0 = Instant::now();
         let plan = schedule::plan(
             targets.len(),

@@ -114,8 +114,24 @@ async fn get_metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn get_catalog(State(app): State<AppState>) -> Response {
-    axum::Json(&app.collector.catalog_files).into_response()
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogQuery {
+    agent: Option<String>,
+}
+
+async fn get_catalog(
+    State(app): State<AppState>,
+    query: Result<axum::extract::Query<CatalogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(q) => q.0,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let files = app
+        .collector
+        .catalog_for(q.agent.as_deref(), chrono::Utc::now());
+    axum::Json(files).into_response()
 }
 
 async fn get_status(State(app): State<AppState>) -> Response {

@@ -38,6 +38,13 @@ pub struct RawCollectorConfig {
     /// Agents allowed to upload, each with the SHA-256 (hex) of its token.
     #[serde(default)]
     pub agent: Vec<AgentEntry>,
+    /// Fleet assignment: each target goes to this many agents (`GET /api/v1/catalog?agent=ID`
+    /// returns the agent's share). Absent: every agent gets the whole catalog.
+    #[serde(default)]
+    pub assign_k: Option<usize>,
+    /// An agent that sent nothing for this long is left out of the assignment.
+    #[serde(default)]
+    pub agent_timeout_secs: Option<u64>,
     /// Settings of the detection engine.
     #[serde(default)]
     pub detect: crate::detect::DetectConfig,
@@ -62,8 +69,13 @@ pub struct CollectorConfig {
     pub max_age_secs: u64,
     /// (agent id, SHA-256 of its token).
     pub agents: Vec<(String, [u8; 32])>,
+    pub assign_k: Option<usize>,
+    pub agent_timeout_secs: u64,
     pub detect: crate::detect::DetectConfig,
 }
+
+/// Default silence after which an agent no longer counts for the assignment.
+pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 1800;
 
 impl Default for CollectorConfig {
     fn default() -> Self {
@@ -76,6 +88,8 @@ impl Default for CollectorConfig {
             max_future_secs: DEFAULT_MAX_FUTURE_SECS,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
             agents: Vec::new(),
+            assign_k: None,
+            agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
             detect: crate::detect::DetectConfig::default(),
         }
     }
@@ -149,7 +163,16 @@ impl CollectorConfig {
                 Some((key, why)) => invalid(format!("key `detect.{key}`: {why}")),
                 None => invalid(format!("table `detect`: {m}")),
             })?;
+        if raw.assign_k == Some(0) {
+            return Err(invalid("key `assign_k`: must be at least 1".into()));
+        }
         Ok(CollectorConfig {
+            assign_k: raw.assign_k,
+            agent_timeout_secs: positive(
+                "agent_timeout_secs",
+                raw.agent_timeout_secs,
+                DEFAULT_AGENT_TIMEOUT_SECS,
+            )?,
             detect: raw.detect,
             listen,
             state_dir: raw.state_dir,
