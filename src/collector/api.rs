@@ -4,7 +4,10 @@
 //! |---|---|
 //! | `POST /api/v1/observations` | a [`Batch`] as JSON, `Authorization: Bearer TOKEN` |
 //! | `GET /api/v1/catalog` | the catalog files the collector knows, as JSON |
+//! | `GET /api/v1/status` | the detector's view: per entity and signal value, baseline, state |
+//! | `GET /api/v1/events` | outage events, newest first (`?open=true`, `?country=KZ`, `?limit=N`) |
 //! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /` | the status page |
 //! | `GET /healthz` | `ok` |
 
 use std::sync::Arc;
@@ -115,6 +118,31 @@ async fn get_catalog(State(app): State<AppState>) -> Response {
     axum::Json(&app.collector.catalog_files).into_response()
 }
 
+async fn get_status(State(app): State<AppState>) -> Response {
+    axum::Json(app.collector.snapshot()).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    open: bool,
+    country: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn get_events(
+    State(app): State<AppState>,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(q) => q.0,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    axum::Json(app.collector.events(q.open, q.country.as_deref(), limit)).into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -125,8 +153,11 @@ pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/api/v1/observations", post(post_observations))
         .route("/api/v1/catalog", get(get_catalog))
+        .route("/api/v1/status", get(get_status))
+        .route("/api/v1/events", get(get_events))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
+        .route("/", crate::expose::status_page::route(collector.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
             collector,
@@ -140,7 +171,25 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    tokio::spawn(tick_forever(Arc::downgrade(&collector)));
     axum::serve(listener, router(collector))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Drives the detector's clock: closes bins as they end, a few times per bin.
+async fn tick_forever(collector: std::sync::Weak<Collector>) {
+    let period = match collector.upgrade() {
+        Some(c) => std::time::Duration::from_secs((c.config.detect.bin_secs / 10).clamp(1, 10)),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(c) = collector.upgrade() else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || c.tick(chrono::Utc::now())).await;
+    }
 }

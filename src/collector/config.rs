@@ -38,6 +38,9 @@ pub struct RawCollectorConfig {
     /// Agents allowed to upload, each with the SHA-256 (hex) of its token.
     #[serde(default)]
     pub agent: Vec<AgentEntry>,
+    /// Settings of the detection engine.
+    #[serde(default)]
+    pub detect: crate::detect::DetectConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +62,7 @@ pub struct CollectorConfig {
     pub max_age_secs: u64,
     /// (agent id, SHA-256 of its token).
     pub agents: Vec<(String, [u8; 32])>,
+    pub detect: crate::detect::DetectConfig,
 }
 
 impl Default for CollectorConfig {
@@ -72,6 +76,7 @@ impl Default for CollectorConfig {
             max_future_secs: DEFAULT_MAX_FUTURE_SECS,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
             agents: Vec::new(),
+            detect: crate::detect::DetectConfig::default(),
         }
     }
 }
@@ -138,7 +143,14 @@ impl CollectorConfig {
             Some(v) => Ok(v),
             None => Ok(default),
         };
+        raw.detect
+            .validate()
+            .map_err(|m| match m.split_once(": ") {
+                Some((key, why)) => invalid(format!("key `detect.{key}`: {why}")),
+                None => invalid(format!("table `detect`: {m}")),
+            })?;
         Ok(CollectorConfig {
+            detect: raw.detect,
             listen,
             state_dir: raw.state_dir,
             catalog: raw.catalog,
@@ -170,6 +182,8 @@ mod tests {
                 "agent[0] (id \"a\") key `token_sha256`",
             ),
             ("freshness_secs = 0\n", "key `freshness_secs`"),
+            ("[detect]\nbin_secs = 0\n", "key `detect.bin_secs`"),
+            ("[detect]\nbins_secs = 60\n", "line 2"),
         ];
         for (text, want) in cases {
             let e = CollectorConfig::parse(text, p).unwrap_err().to_string();
