@@ -93,8 +93,11 @@ async fn main() -> Result<()> {
                 files
             };
             let targets = blackout::agent::run::select_targets(&cfg, &files)?;
-            let sink = Arc::new(HttpSink::new(&url, cfg.token.clone(), client)?);
-            blackout::agent::run(cfg, targets, sink, stop).await?;
+            let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
+            for u in &cfg.collector_urls {
+                sinks.push(Arc::new(HttpSink::new(u, cfg.token.clone(), client.clone())?));
+            }
+            blackout::agent::run_multi(cfg, targets, sinks, stop).await?;
             Ok(())
         }
     }
