@@ -45,7 +45,9 @@ impl Api {
     }
 
     fn batch(&self, id: &str, agent: &str, n: usize) -> Value {
-        let o: Vec<Value> = (0..n).map(|i| obs(agent, &self.targets[i % self.targets.len()])).collect();
+        let o: Vec<Value> = (0..n)
+            .map(|i| obs(agent, &self.targets[i % self.targets.len()]))
+            .collect();
         json!({"batch_id": id, "agent": agent, "observations": o})
     }
 }
@@ -66,7 +68,10 @@ fn refusals_name_record_and_field_and_count_nothing() {
         &format!("max_body_bytes = {MAX_BODY}"),
     );
     let _collector = c.start();
-    let api = Api { base: c.url(), targets };
+    let api = Api {
+        base: c.url(),
+        targets,
+    };
     let good = api.batch("g1", "a1", 3);
 
     let bytes = |v: &Value| serde_json::to_vec(v).unwrap();
@@ -79,11 +84,41 @@ fn refusals_name_record_and_field_and_count_nothing() {
     // (token, body, status, words the reason must contain)
     let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, Vec<&str>)> = vec![
         ("no token", None, bytes(&good), 401, vec!["token"]),
-        ("wrong token", Some("nope"), bytes(&good), 401, vec!["token"]),
-        ("wrong token, junk body", Some("nope"), b"{".to_vec(), 401, vec!["token"]),
-        ("another agent's token", Some("tok-a2"), bytes(&good), 403, vec!["\\\"a2\\\"", "\\\"a1\\\""]),
-        ("too large", Some("tok-a1"), bytes(&api.batch("big", "a1", 600)), 413, vec!["limit"]),
-        ("malformed JSON", Some("tok-a1"), b"{\"batch_id\": ".to_vec(), 400, vec!["malformed"]),
+        (
+            "wrong token",
+            Some("nope"),
+            bytes(&good),
+            401,
+            vec!["token"],
+        ),
+        (
+            "wrong token, junk body",
+            Some("nope"),
+            b"{".to_vec(),
+            401,
+            vec!["token"],
+        ),
+        (
+            "another agent's token",
+            Some("tok-a2"),
+            bytes(&good),
+            403,
+            vec!["\\\"a2\\\"", "\\\"a1\\\""],
+        ),
+        (
+            "too large",
+            Some("tok-a1"),
+            bytes(&api.batch("big", "a1", 600)),
+            413,
+            vec!["limit"],
+        ),
+        (
+            "malformed JSON",
+            Some("tok-a1"),
+            b"{\"batch_id\": ".to_vec(),
+            400,
+            vec!["malformed"],
+        ),
         (
             "unknown field",
             Some("tok-a1"),
@@ -94,7 +129,10 @@ fn refusals_name_record_and_field_and_count_nothing() {
         (
             "future timestamp",
             Some("tok-a1"),
-            with(&|b| b["observations"][2]["measured_at"] = json!((chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339())),
+            with(&|b| {
+                b["observations"][2]["measured_at"] =
+                    json!((chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339())
+            }),
             400,
             vec!["observations[2]", "`measured_at`"],
         ),
@@ -142,7 +180,11 @@ fn refusals_name_record_and_field_and_count_nothing() {
             assert!(reason.contains(w), "{what}: reason {reason:?} lacks {w:?}");
         }
         assert_eq!(ingested(&c.url(), "a1"), 0, "{what}: something was counted");
-        assert_eq!(assert_log_exactly_once(&c), 0, "{what}: something was logged");
+        assert_eq!(
+            assert_log_exactly_once(&c),
+            0,
+            "{what}: something was logged"
+        );
     }
 
     // A good batch is taken once; its re-send is acknowledged and not counted again.
@@ -177,7 +219,11 @@ fn refusals_name_record_and_field_and_count_nothing() {
     assert!(reason.contains("busy"), "{reason}");
     assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(ingested(&c.url(), "a1"), 3);
-    let overloaded = metric_sum(&scrape(&c.url()), "blackout_batches_total", &["result=\"overloaded\""]);
+    let overloaded = metric_sum(
+        &scrape(&c.url()),
+        "blackout_batches_total",
+        &["result=\"overloaded\""],
+    );
     assert!(overloaded >= 1.0);
     // Released slots serve again.
     for mut s in held {

@@ -24,7 +24,9 @@ fn collector_holds_exactly_what_the_agent_spooled_across_kill_9() {
 
     let mut collector = c.start();
     let mut agent = start_agent(&acfg, &log1, &[]);
-    wait_until("first upload", Duration::from_secs(20), || ingested(&c.url(), "a1") >= 20);
+    wait_until("first upload", Duration::from_secs(20), || {
+        ingested(&c.url(), "a1") >= 20
+    });
 
     // The collector dies in the middle of steady uploads.
     collector.kill9();
@@ -32,7 +34,10 @@ fn collector_holds_exactly_what_the_agent_spooled_across_kill_9() {
     // The agent dies while the collector is down: nothing it spooled can be acked now.
     agent.kill9();
     let left_by_kill = spool_contents(&adir.join("spool"));
-    assert!(!left_by_kill.is_empty(), "the outage should have left batches spooled");
+    assert!(
+        !left_by_kill.is_empty(),
+        "the outage should have left batches spooled"
+    );
 
     let mut agent = start_agent(&acfg, &log2, &[]);
     std::thread::sleep(Duration::from_secs(3));
@@ -40,8 +45,15 @@ fn collector_holds_exactly_what_the_agent_spooled_across_kill_9() {
     // Let the backlog drain and a few more rounds pass, then stop the agent cleanly: it
     // spools what it holds and drains the spool before it exits.
     std::thread::sleep(Duration::from_secs(4));
-    assert!(agent.term(Duration::from_secs(15)), "agent did not stop cleanly: {}", agent.log_text());
-    assert!(spool_contents(&adir.join("spool")).is_empty(), "the agent exited with batches still spooled");
+    assert!(
+        agent.term(Duration::from_secs(15)),
+        "agent did not stop cleanly: {}",
+        agent.log_text()
+    );
+    assert!(
+        spool_contents(&adir.join("spool")).is_empty(),
+        "the agent exited with batches still spooled"
+    );
 
     let mut produced = spooled_batches(&[&log1, &log2]);
     for (id, n) in left_by_kill {
@@ -52,8 +64,14 @@ fn collector_holds_exactly_what_the_agent_spooled_across_kill_9() {
 
     let counted = ingested(&c.url(), "a1");
     let logged = assert_log_exactly_once(&c);
-    println!("produced (spooled) {n}, counted {counted}, logged {logged}, batches {}", produced.len());
-    assert_eq!(counted, n, "ingested counter differs from what the agent spooled");
+    println!(
+        "produced (spooled) {n}, counted {counted}, logged {logged}, batches {}",
+        produced.len()
+    );
+    assert_eq!(
+        counted, n,
+        "ingested counter differs from what the agent spooled"
+    );
     assert_eq!(logged, n, "durable log differs from what the agent spooled");
     let logged_ids: std::collections::HashSet<String> = c
         .logged_batches()

@@ -13,7 +13,13 @@ use proptest::prelude::*;
 
 fn collector() -> &'static Collector {
     static C: OnceLock<Collector> = OnceLock::new();
-    C.get_or_init(|| Collector::new(CollectorConfig::default(), blackout::catalog::embedded().unwrap()).unwrap())
+    C.get_or_init(|| {
+        Collector::new(
+            CollectorConfig::default(),
+            blackout::catalog::embedded().unwrap(),
+        )
+        .unwrap()
+    })
 }
 
 /// Same body as fuzz_targets/batch_decode.rs.
@@ -60,7 +66,9 @@ fn config_parse(data: &[u8]) {
 }
 
 fn corpus(name: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
     let mut v: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -111,7 +119,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..).prop_map(|(i, x)| Mutation::Flip(i, x)),
         any::<usize>().prop_map(Mutation::Cut),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8)).prop_map(|(i, b)| Mutation::Splice(i, b)),
+        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+            .prop_map(|(i, b)| Mutation::Splice(i, b)),
     ]
 }
 

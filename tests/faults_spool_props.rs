@@ -105,13 +105,14 @@ fn run(ops: Vec<Op>, max_batches_of_5: u64) {
     let mut dropped_ids: Vec<String> = Vec::new();
     let mut dropped_before_crash = 0u64;
     let mut pushed: Vec<String> = Vec::new();
-    let mut push = |spool: &mut Spool, model: &mut Model, n: usize, dropped_ids: &mut Vec<String>| {
-        let b = batch(next, n);
-        next += 1;
-        pushed.push(b.batch_id.clone());
-        spool.push(b.clone()).unwrap();
-        dropped_ids.extend(model.push(b));
-    };
+    let mut push =
+        |spool: &mut Spool, model: &mut Model, n: usize, dropped_ids: &mut Vec<String>| {
+            let b = batch(next, n);
+            next += 1;
+            pushed.push(b.batch_id.clone());
+            spool.push(b.clone()).unwrap();
+            dropped_ids.extend(model.push(b));
+        };
     let mut strays = 0;
     let mut torn = 0;
     for op in ops {
@@ -140,7 +141,11 @@ fn run(ops: Vec<Op>, max_batches_of_5: u64) {
                 }
                 spool.ack(key).unwrap();
                 // The collector has it, whether or not the cap dropped it meanwhile.
-                if let Some(i) = model.queue.iter().position(|(m, _)| m.batch_id == b.batch_id) {
+                if let Some(i) = model
+                    .queue
+                    .iter()
+                    .position(|(m, _)| m.batch_id == b.batch_id)
+                {
                     model.queue.remove(i);
                 }
                 if !dropped_ids.contains(&b.batch_id) {
@@ -154,7 +159,11 @@ fn run(ops: Vec<Op>, max_batches_of_5: u64) {
             }
             Op::TornTmp => {
                 torn += 1;
-                std::fs::write(dir.path().join(format!("{:020}.tmp", 1000 + torn)), b"{\"batch_id\":\"to").unwrap();
+                std::fs::write(
+                    dir.path().join(format!("{:020}.tmp", 1000 + torn)),
+                    b"{\"batch_id\":\"to",
+                )
+                .unwrap();
             }
             Op::Stray => {
                 strays += 1;
@@ -164,9 +173,16 @@ fn run(ops: Vec<Op>, max_batches_of_5: u64) {
         assert_eq!(spool.batches(), model.queue.len());
         assert_eq!(
             spool.observations(),
-            model.queue.iter().map(|(b, _)| b.observations.len() as u64).sum::<u64>()
+            model
+                .queue
+                .iter()
+                .map(|(b, _)| b.observations.len() as u64)
+                .sum::<u64>()
         );
-        assert_eq!(spool.dropped_observations() + dropped_before_crash, model.dropped);
+        assert_eq!(
+            spool.dropped_observations() + dropped_before_crash,
+            model.dropped
+        );
         assert_eq!(spool_files(dir.path()), model.queue.len());
     }
     // Drain: what is left comes out in push order, once each.
@@ -176,9 +192,18 @@ fn run(ops: Vec<Op>, max_batches_of_5: u64) {
         spool.ack(k).unwrap();
         rest.push(b.batch_id);
     }
-    let left: Vec<String> = model.queue.iter().map(|(b, _)| b.batch_id.clone()).collect();
+    let left: Vec<String> = model
+        .queue
+        .iter()
+        .map(|(b, _)| b.batch_id.clone())
+        .collect();
     assert_eq!(rest, left);
-    let mut all: Vec<String> = acked.iter().chain(&dropped_ids).chain(&rest).cloned().collect();
+    let mut all: Vec<String> = acked
+        .iter()
+        .chain(&dropped_ids)
+        .chain(&rest)
+        .cloned()
+        .collect();
     let n = all.len();
     all.sort();
     all.dedup();

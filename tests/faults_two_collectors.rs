@@ -13,9 +13,15 @@ fn verdicts(exposition: &str) -> Vec<String> {
     let mut v: Vec<String> = exposition
         .lines()
         .filter(|l| {
-            ["blackout_country_status", "blackout_asn_status", "blackout_reachable_ratio", "blackout_targets{", "blackout_asn_reachable_ratio"]
-                .iter()
-                .any(|m| l.starts_with(m))
+            [
+                "blackout_country_status",
+                "blackout_asn_status",
+                "blackout_reachable_ratio",
+                "blackout_targets{",
+                "blackout_asn_reachable_ratio",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
         })
         .map(str::to_string)
         .collect();
@@ -32,7 +38,14 @@ fn two_collectors_hold_the_same_observations_and_verdicts() {
     let _p1 = c1.start();
     let mut p2 = c2.start();
     let adir = tmp.path().join("a");
-    let acfg = agent_config(&adir, &c1.dir, "a1", &c1.url(), "tok-a1", &format!("collector_urls = [\"{}\"]", c2.url()));
+    let acfg = agent_config(
+        &adir,
+        &c1.dir,
+        "a1",
+        &c1.url(),
+        "tok-a1",
+        &format!("collector_urls = [\"{}\"]", c2.url()),
+    );
     let log = adir.join("agent.log");
     let mut agent = start_agent(&acfg, &log, &[]);
     wait_until("uploads to both", Duration::from_secs(20), || {
@@ -42,7 +55,10 @@ fn two_collectors_hold_the_same_observations_and_verdicts() {
     std::thread::sleep(Duration::from_secs(3));
     let while_down = ingested(&c1.url(), "a1");
     std::thread::sleep(Duration::from_secs(1));
-    assert!(ingested(&c1.url(), "a1") > while_down, "collector 1 must keep receiving while collector 2 is down");
+    assert!(
+        ingested(&c1.url(), "a1") > while_down,
+        "collector 1 must keep receiving while collector 2 is down"
+    );
     let _p2 = c2.start();
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.term(Duration::from_secs(20)), "{}", agent.log_text());
@@ -54,6 +70,10 @@ fn two_collectors_hold_the_same_observations_and_verdicts() {
         assert_eq!(assert_log_exactly_once(c), n);
     }
     let (v1, v2) = (verdicts(&scrape(&c1.url())), verdicts(&scrape(&c2.url())));
-    assert!(v1.iter().any(|l| l.starts_with("blackout_country_status{country=\"KZ\"}")), "{v1:?}");
+    assert!(
+        v1.iter()
+            .any(|l| l.starts_with("blackout_country_status{country=\"KZ\"}")),
+        "{v1:?}"
+    );
     assert_eq!(v1, v2, "the two collectors disagree");
 }

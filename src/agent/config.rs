@@ -141,7 +141,8 @@ impl AgentConfig {
             )));
         }
         let parse_url = |key: &str, u: &str| {
-            let url = reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
+            let url =
+                reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(invalid(format!(
                     "key `{key}`: {u:?} must be http:// or https://"
@@ -157,7 +158,9 @@ impl AgentConfig {
         for u in &raw.collector_urls {
             let url = parse_url("collector_urls", u)?;
             if collector_urls.contains(&url) {
-                return Err(invalid(format!("key `collector_urls`: {u:?} is listed twice")));
+                return Err(invalid(format!(
+                    "key `collector_urls`: {u:?} is listed twice"
+                )));
             }
             collector_urls.push(url);
         }
@@ -282,7 +285,8 @@ mod tests {
         assert_eq!(c.catalog, vec![PathBuf::from("/etc/blackout/probes")]);
         assert_eq!(c.round, Duration::from_secs(DEFAULT_ROUND_SECS));
         assert_eq!(c.collector_urls.len(), 1);
-        let c = AgentConfig::parse(&format!("{ok}collector_urls = [\"https://b:9797/\"]\n"), p).unwrap();
+        let c = AgentConfig::parse(&format!("{ok}collector_urls = [\"https://b:9797/\"]\n"), p)
+            .unwrap();
         assert_eq!(c.collector_urls.len(), 2);
         assert_eq!(c.collector_urls[1].as_str(), "https://b:9797/");
     }

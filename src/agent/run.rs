@@ -183,7 +183,10 @@ pub async fn run_multi(
     for i in 0..sinks.len() {
         let spool = match &cfg.spool_dir {
             Some(dir) if i == 0 => Spool::open(dir, cfg.spool_max_bytes)?,
-            Some(dir) => Spool::open(&dir.join(format!("collector-{}", i + 1)), cfg.spool_max_bytes)?,
+            Some(dir) => Spool::open(
+                &dir.join(format!("collector-{}", i + 1)),
+                cfg.spool_max_bytes,
+            )?,
             None => Spool::in_memory(cfg.spool_max_bytes),
         };
         if spool.batches() > 0 {

@@ -95,11 +95,19 @@ fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dura
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or(Duration::ZERO))
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
     parse_retry_after(v, chrono::Utc::now())
 }
 
@@ -306,7 +314,9 @@ pub async fn upload_loop(
                 let r = match split(&batch) {
                     Some([a, b]) => {
                         tracing::warn!(batch = %batch.batch_id, observations = batch.observations.len(), %reason, "collector found the batch too large; splitting it");
-                        sp.requeue(a).and_then(|_| sp.requeue(b)).and_then(|_| sp.ack(key))
+                        sp.requeue(a)
+                            .and_then(|_| sp.requeue(b))
+                            .and_then(|_| sp.ack(key))
                     }
                     None => {
                         tracing::error!(batch = %batch.batch_id, %reason, "collector refuses even the smallest part of a batch; dropping it");
@@ -374,7 +384,10 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         let d = obey_retry_after(Duration::from_secs(10));
-        assert!(d >= Duration::from_secs(10) && d <= Duration::from_millis(12_250), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(10) && d <= Duration::from_millis(12_250),
+            "{d:?}"
+        );
         assert!(obey_retry_after(Duration::from_secs(86_400)) < Duration::from_secs(4_400));
     }
 
@@ -390,7 +403,10 @@ mod tests {
             observations: vec![o; 5],
         };
         let [x, y] = split(&b).unwrap();
-        assert_eq!((x.batch_id.as_str(), y.batch_id.as_str()), ("a-1.a", "a-1.b"));
+        assert_eq!(
+            (x.batch_id.as_str(), y.batch_id.as_str()),
+            ("a-1.a", "a-1.b")
+        );
         assert_eq!(x.observations.len() + y.observations.len(), 5);
         assert_eq!(split(&b), split(&b));
         let one = Batch {

@@ -95,7 +95,11 @@ async fn main() -> Result<()> {
             let targets = blackout::agent::run::select_targets(&cfg, &files)?;
             let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
             for u in &cfg.collector_urls {
-                sinks.push(Arc::new(HttpSink::new(u, cfg.token.clone(), client.clone())?));
+                sinks.push(Arc::new(HttpSink::new(
+                    u,
+                    cfg.token.clone(),
+                    client.clone(),
+                )?));
             }
             blackout::agent::run_multi(cfg, targets, sinks, stop).await?;
             Ok(())

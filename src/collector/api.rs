@@ -39,6 +39,8 @@ pub const MAX_CONNECTIONS: usize = 2048;
 /// A connection that moves no byte for this long is closed (slow or dead clients must
 /// not hold a connection slot for ever).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time spent reading (and dropping) the body of a refused upload.
+pub const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// What an overloaded collector asks agents to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
@@ -71,12 +73,34 @@ fn overloaded(app: &AppState, what: &str) -> Response {
     r
 }
 
+/// Reads and throws away a body (chunk by chunk: no memory held), so that the client,
+/// still sending it, reads our answer and its Retry-After instead of a reset
+/// connection. Bounded in size and time; past either the connection is dropped.
+async fn discard(body: Body, limit: usize) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
 }
 
-async fn post_observations(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn post_observations(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     // Authentication before anything else: an unknown client costs no body read, no
     // decoding, and learns nothing about the format. (In-process agents do not come
     // through HTTP.)
@@ -100,7 +124,10 @@ async fn post_observations(State(app): State<AppState>, headers: HeaderMap, body
     if declared.is_some_and(|n| n > limit) {
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body of {} bytes exceeds the limit of {limit} bytes", declared.unwrap_or(0)),
+            format!(
+                "body of {} bytes exceeds the limit of {limit} bytes",
+                declared.unwrap_or(0)
+            ),
         );
     }
     // The memory is reserved before the body is read: under any offered load, what is
@@ -108,9 +135,11 @@ async fn post_observations(State(app): State<AppState>, headers: HeaderMap, body
     let kib = (declared.unwrap_or(limit).max(1)).div_ceil(1024);
     let kib = u32::try_from(kib).unwrap_or(u32::MAX);
     let Ok(_memory) = app.body_budget.clone().try_acquire_many_owned(kib) else {
+        discard(body, limit).await;
         return overloaded(&app, "memory budget");
     };
     let Ok(_slot) = app.ingest_slots.clone().try_acquire_owned() else {
+        discard(body, limit).await;
         return overloaded(&app, "ingest slots");
     };
     let body = match axum::body::to_bytes(body, limit).await {
@@ -233,7 +262,11 @@ impl<T> Guarded<T> {
             .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
     }
 
-    fn check_idle<R>(&mut self, cx: &mut Context<'_>, p: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+    fn check_idle<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        p: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
         match p {
             Poll::Pending => match self.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
@@ -251,7 +284,11 @@ impl<T> Guarded<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.inner).poll_read(cx, buf);
         this.check_idle(cx, p)
@@ -259,7 +296,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let p = Pin::new(&mut this.inner).poll_write(cx, buf);
         this.check_idle(cx, p)
@@ -339,8 +380,9 @@ pub async fn serve(
     let app = router(collector.clone());
     match &collector.config.tls {
         Some(files) => {
-            let cfg = super::tls::server_config(files)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+            let cfg = super::tls::server_config(files).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
             let tls = super::tls::TlsListener::new(listener, cfg)?;
             axum::serve(bounded(tls), app)
                 .with_graceful_shutdown(shutdown)

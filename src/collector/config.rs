@@ -224,9 +224,18 @@ mod tests {
             ),
             ("freshness_secs = 0\n", "key `freshness_secs`"),
             ("retention_days = 0\n", "key `retention_days`"),
-            ("retention_days = 30\n", "key `retention_days`: 30 days must exceed"),
-            ("tls_cert_file = \"c.pem\"\n", "key `tls_key_file`: required"),
-            ("tls_key_file = \"k.pem\"\n", "key `tls_cert_file`: required"),
+            (
+                "retention_days = 30\n",
+                "key `retention_days`: 30 days must exceed",
+            ),
+            (
+                "tls_cert_file = \"c.pem\"\n",
+                "key `tls_key_file`: required",
+            ),
+            (
+                "tls_key_file = \"k.pem\"\n",
+                "key `tls_cert_file`: required",
+            ),
         ];
         for (text, want) in cases {
             let e = CollectorConfig::parse(text, p).unwrap_err().to_string();

@@ -90,7 +90,10 @@ fn read_segment(path: &Path, out: &mut Vec<Batch>) -> Result<(), LogError> {
         n += 1;
         if !line.ends_with('\n') {
             tracing::warn!(path = %path.display(), line = n, "dropping torn last record of the observation log");
-            let f = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io(path))?;
             f.set_len(good_len).map_err(io(path))?;
             f.sync_all().map_err(io(path))?;
             return Ok(());
@@ -177,7 +180,11 @@ impl ObservationLog {
         }
         if deleted > 0 {
             sync_dir(&self.dir)?;
-            tracing::info!(segments = deleted, retention_days = self.retention_days, "deleted expired observation log segments");
+            tracing::info!(
+                segments = deleted,
+                retention_days = self.retention_days,
+                "deleted expired observation log segments"
+            );
         }
         kept.sort();
         Ok(kept.into_iter().map(|(_, _, p)| p).collect())
@@ -268,14 +275,19 @@ mod tests {
     #[test]
     fn segments_per_day_and_retention_keeps_only_recent_days() {
         let d = tempfile::tempdir().unwrap();
-        let (mut log, old) = ObservationLog::open_with_retention(d.path(), 2, at("2026-11-01T10:00:00Z")).unwrap();
+        let (mut log, old) =
+            ObservationLog::open_with_retention(d.path(), 2, at("2026-11-01T10:00:00Z")).unwrap();
         assert!(old.is_empty());
-        log.append_at(&batch("d1"), at("2026-11-01T23:59:59Z")).unwrap();
-        log.append_at(&batch("d2"), at("2026-11-02T00:00:01Z")).unwrap();
-        log.append_at(&batch("d3"), at("2026-11-03T12:00:00Z")).unwrap();
+        log.append_at(&batch("d1"), at("2026-11-01T23:59:59Z"))
+            .unwrap();
+        log.append_at(&batch("d2"), at("2026-11-02T00:00:01Z"))
+            .unwrap();
+        log.append_at(&batch("d3"), at("2026-11-03T12:00:00Z"))
+            .unwrap();
         assert_eq!(log.segments().unwrap().len(), 3);
         // Day 4 starts: day 1 is now older than two days.
-        log.append_at(&batch("d4"), at("2026-11-04T00:00:00Z")).unwrap();
+        log.append_at(&batch("d4"), at("2026-11-04T00:00:00Z"))
+            .unwrap();
         let names: Vec<String> = log
             .segments()
             .unwrap()
@@ -291,12 +303,18 @@ mod tests {
             ]
         );
         drop(log);
-        let (_, kept) = ObservationLog::open_with_retention(d.path(), 2, at("2026-11-04T08:00:00Z")).unwrap();
+        let (_, kept) =
+            ObservationLog::open_with_retention(d.path(), 2, at("2026-11-04T08:00:00Z")).unwrap();
         assert_eq!(ids(&kept), ["d2", "d3", "d4"]);
         // A restart after a long pause expires at open, before replay.
-        let (log, kept) = ObservationLog::open_with_retention(d.path(), 2, at("2026-11-06T08:00:00Z")).unwrap();
+        let (log, kept) =
+            ObservationLog::open_with_retention(d.path(), 2, at("2026-11-06T08:00:00Z")).unwrap();
         assert_eq!(ids(&kept), ["d4"]);
-        assert_eq!(log.segments().unwrap().len(), 2, "day 4 kept, day 6 started");
+        assert_eq!(
+            log.segments().unwrap().len(),
+            2,
+            "day 4 kept, day 6 started"
+        );
     }
 
     #[test]

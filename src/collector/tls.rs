@@ -158,12 +158,18 @@ mod tests {
             key_file: junk.clone(),
         };
         let e = server_config(&files).unwrap_err().to_string();
-        assert!(e.starts_with("key `tls_cert_file`: ") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.starts_with("key `tls_cert_file`: ") && e.contains("missing.pem"),
+            "{e}"
+        );
         let files = TlsFiles {
             cert_file: junk.clone(),
             key_file: junk,
         };
         let e = server_config(&files).unwrap_err().to_string();
-        assert!(e.contains("key `tls_cert_file`") && e.contains("no CERTIFICATE"), "{e}");
+        assert!(
+            e.contains("key `tls_cert_file`") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
     }
 }

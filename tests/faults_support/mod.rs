@@ -29,7 +29,9 @@ pub fn free_port() -> u16 {
 /// TCP targets on loopback: the first `open` accept connections (a thread accepts and
 /// closes), the others are refused. Returns the catalog text (country KZ, AS 64500).
 pub fn tcp_catalog(open: usize, closed: usize) -> (String, Vec<TcpListener>) {
-    let mut text = String::from("country = \"KZ\"\nname = \"test\"\n\n[[network]]\nasn = 64500\nname = \"test net\"\n");
+    let mut text = String::from(
+        "country = \"KZ\"\nname = \"test\"\n\n[[network]]\nasn = 64500\nname = \"test net\"\n",
+    );
     let mut keep = Vec::new();
     for _ in 0..open {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -114,7 +116,9 @@ pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
         .append(true)
         .open(log)
         .unwrap();
-    cmd.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null());
+    cmd.stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .stdin(Stdio::null());
     Proc {
         child: cmd.spawn().unwrap(),
         log: log.to_path_buf(),
@@ -136,7 +140,13 @@ impl CollectorSetup {
     }
 
     /// As [`CollectorSetup::new`], listening on `ip` (which must be local).
-    pub fn new_on(dir: &Path, catalog: &str, agents: &[(&str, &str)], extra: &str, ip: &str) -> Self {
+    pub fn new_on(
+        dir: &Path,
+        catalog: &str,
+        agents: &[(&str, &str)],
+        extra: &str,
+        ip: &str,
+    ) -> Self {
         std::fs::create_dir_all(dir.join("catalog")).unwrap();
         std::fs::write(dir.join("catalog/kz.toml"), catalog).unwrap();
         let port = free_port();
@@ -146,11 +156,18 @@ impl CollectorSetup {
             dir.join("state").display()
         );
         for (id, tok) in agents {
-            text += &format!("\n[[agent]]\nid = \"{id}\"\ntoken_sha256 = \"{}\"\n", sha256_hex(tok));
+            text += &format!(
+                "\n[[agent]]\nid = \"{id}\"\ntoken_sha256 = \"{}\"\n",
+                sha256_hex(tok)
+            );
         }
         let config = dir.join("collector.toml");
         std::fs::write(&config, text).unwrap();
-        let scheme = if extra.contains("tls_cert_file") { "https" } else { "http" };
+        let scheme = if extra.contains("tls_cert_file") {
+            "https"
+        } else {
+            "http"
+        };
         CollectorSetup {
             dir: dir.to_path_buf(),
             config,
@@ -172,7 +189,11 @@ impl CollectorSetup {
         let p = spawn(cmd, &self.dir.join("collector.log"));
         let t0 = Instant::now();
         while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "collector did not start: {}", p.log_text());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "collector did not start: {}",
+                p.log_text()
+            );
             std::thread::sleep(Duration::from_millis(30));
         }
         p
@@ -198,7 +219,14 @@ impl CollectorSetup {
 
 /// Writes `agent.toml` in `dir` (spool in `dir/spool`, catalog from the collector's
 /// directory) and returns its path.
-pub fn agent_config(dir: &Path, collector_dir: &Path, id: &str, url: &str, token: &str, extra: &str) -> PathBuf {
+pub fn agent_config(
+    dir: &Path,
+    collector_dir: &Path,
+    id: &str,
+    url: &str,
+    token: &str,
+    extra: &str,
+) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let text = format!(
         "agent_id = \"{id}\"\ncollector_url = \"{url}\"\ntoken = \"{token}\"\ncatalog = [\"{}\"]\nspool_dir = \"{}\"\nround_secs = 1\ntimeout_ms = 300\nupload_interval_secs = 1\nallow_reserved = true\n{extra}\n",
@@ -238,7 +266,9 @@ pub fn spooled_batches(logs: &[&Path]) -> HashMap<String, u64> {
             };
             // Copies for further collectors (`spool_dir/collector-N`) are not new
             // observations.
-            let extra_copy = v["fields"]["spool"].as_str().is_some_and(|s| s.contains("/collector-"));
+            let extra_copy = v["fields"]["spool"]
+                .as_str()
+                .is_some_and(|s| s.contains("/collector-"));
             if v["fields"]["message"] == "batch spooled" && !extra_copy {
                 let id = v["fields"]["batch"].as_str().unwrap().to_string();
                 let n = v["fields"]["observations"].as_u64().unwrap();
