@@ -149,7 +149,7 @@ asn = 64502
     write(
         &dir.join("agent.toml"),
         &format!(
-            "agent_id = \"e2e-agent\"\ncollector_url = \"http://127.0.0.1:{collector_port}\"\ntoken = \"{token}\"\ncatalog = [\"probes\"]\nspool_dir = \"spool\"\nround_secs = 1\ntimeout_ms = 1000\nupload_interval_secs = 1\nallow_reserved = true\n"
+            "agent_id = \"e2e-agent\"\ncollector_url = \"http://127.0.0.1:{collector_port}\"\ntoken = \"{token}\"\ncatalog = [\"probes\"]\nspool_dir = \"spool\"\nround_secs = 1\ntimeout_ms = 1000\nupload_interval_secs = 1\nallow_reserved = true\nicmp_max_probes_per_block_hour = 100000\n"
         ),
     );
 
@@ -173,23 +173,33 @@ asn = 64502
             .args(["run", "--config", "agent.toml"]),
         &agent_log,
     );
-    let (_prom, prom_base) = start_prometheus(prometheus, &dir.join("prom"), &[format!(
-        "127.0.0.1:{collector_port}"
-    )]);
+    let (_prom, prom_base) = start_prometheus(
+        prometheus,
+        &dir.join("prom"),
+        &[format!("127.0.0.1:{collector_port}")],
+    );
 
-    let expect = [("tcp", 0.5)]; // INTERIM
+    let expect = [("icmp", 1.0), ("dns", 0.5), ("http", 0.5), ("tcp", 0.5)];
     for (signal, want) in expect {
         let q = format!("blackout_reachable_ratio{{country=\"XA\",signal=\"{signal}\"}}");
-        let got = wait_for(&format!("PromQL {q} == {want}"), Duration::from_secs(45), || {
-            agent.assert_running(&agent_log);
-            collector.assert_running(&collector_log);
-            promql(&prom_base, &q)
-                .and_then(|r| r.first().map(|x| x.1))
-                .filter(|v| (v - want).abs() < 1e-9)
-        });
+        let got = wait_for(
+            &format!("PromQL {q} == {want}"),
+            Duration::from_secs(45),
+            || {
+                agent.assert_running(&agent_log);
+                collector.assert_running(&collector_log);
+                promql(&prom_base, &q)
+                    .and_then(|r| r.first().map(|x| x.1))
+                    .filter(|v| (v - want).abs() < 1e-9)
+            },
+        );
         eprintln!("{q} = {got}");
     }
-    let targets = promql(&prom_base, "blackout_targets{country=\"XA\",signal=\"icmp\"}").unwrap();
+    let targets = promql(
+        &prom_base,
+        "blackout_targets{country=\"XA\",signal=\"icmp\"}",
+    )
+    .unwrap();
     assert_eq!(targets[0].1, 2.0, "two ICMP blocks");
     let asn = promql(
         &prom_base,
@@ -198,13 +208,19 @@ asn = 64502
     .unwrap();
     assert_eq!(asn[0].1, 0.5);
     let healthy = promql(&prom_base, "blackout_agent_healthy{agent=\"e2e-agent\"}").unwrap();
-    assert_eq!(healthy[0].1, 1.0, "control target answers, so the agent is healthy");
+    assert_eq!(
+        healthy[0].1, 1.0,
+        "control target answers, so the agent is healthy"
+    );
     let ingested = promql(
         &prom_base,
         "sum(blackout_observations_ingested_total{agent=\"e2e-agent\"})",
     )
     .unwrap();
-    assert!(ingested[0].1 >= 9.0, "at least one full round ingested: {ingested:?}");
+    assert!(
+        ingested[0].1 >= 9.0,
+        "at least one full round ingested: {ingested:?}"
+    );
     let failures = promql(
         &prom_base,
         "blackout_observation_failures_total{signal=\"dns\",phase=\"dns_round_trip\",failure=\"dns_nxdomain\"}",
@@ -222,7 +238,12 @@ asn = 64502
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    check.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = check.wait_with_output().unwrap();
     assert!(
         out.status.success(),

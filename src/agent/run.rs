@@ -201,6 +201,7 @@ pub async fn run_multi(
     }
     let settings = ProbeSettings {
         timeout: cfg.timeout,
+        icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);

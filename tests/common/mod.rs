@@ -151,7 +151,10 @@ pub fn start_prometheus(prometheus: &Path, dir: &Path, targets: &[String]) -> (P
         "prometheus",
         Command::new(prometheus)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}")),
         &dir.join("prometheus.log"),
     );
