@@ -29,6 +29,10 @@ struct RawAgentConfig {
     agent_id: String,
     /// Base URL of the collector, e.g. `https://collector.example:9797`.
     collector_url: Option<String>,
+    /// More collectors to upload the same observations to (scale-out, HA): each gets
+    /// its own spool, so one collector's outage delays only its own copy.
+    #[serde(default)]
+    collector_urls: Vec<String>,
     /// The agent's bearer token, or a file holding it (preferred: keeps secrets out of
     /// config files that get shared).
     token: Option<String>,
@@ -63,6 +67,8 @@ struct RawAgentConfig {
 pub struct AgentConfig {
     pub agent_id: String,
     pub collector_url: Option<reqwest::Url>,
+    /// Every collector to upload to: `collector_url` first, then `collector_urls`.
+    pub collector_urls: Vec<reqwest::Url>,
     pub token: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub catalog: Vec<PathBuf>,
@@ -98,6 +104,7 @@ impl AgentConfig {
         AgentConfig {
             agent_id: "standalone".into(),
             collector_url: None,
+            collector_urls: Vec::new(),
             token: None,
             ca_file: None,
             catalog: Vec::new(),
@@ -143,19 +150,30 @@ impl AgentConfig {
                 raw.agent_id
             )));
         }
-        let collector_url = match &raw.collector_url {
-            Some(u) => {
-                let url = reqwest::Url::parse(u)
-                    .map_err(|e| invalid(format!("key `collector_url`: {u:?}: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(invalid(format!(
-                        "key `collector_url`: {u:?} must be http:// or https://"
-                    )));
-                }
-                Some(url)
+        let parse_url = |key: &str, u: &str| {
+            let url =
+                reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "key `{key}`: {u:?} must be http:// or https://"
+                )));
             }
+            Ok(url)
+        };
+        let collector_url = match &raw.collector_url {
+            Some(u) => Some(parse_url("collector_url", u)?),
             None => None,
         };
+        let mut collector_urls: Vec<reqwest::Url> = collector_url.iter().cloned().collect();
+        for u in &raw.collector_urls {
+            let url = parse_url("collector_urls", u)?;
+            if collector_urls.contains(&url) {
+                return Err(invalid(format!(
+                    "key `collector_urls`: {u:?} is listed twice"
+                )));
+            }
+            collector_urls.push(url);
+        }
         let token = match (&raw.token, &raw.token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -172,6 +190,11 @@ impl AgentConfig {
             }
             (None, None) => None,
         };
+        if collector_url.is_none() && !collector_urls.is_empty() {
+            return Err(invalid(
+                "key `collector_urls`: give `collector_url` (the first collector) too".into(),
+            ));
+        }
         if collector_url.is_none() {
             return Err(invalid(
                 "key `collector_url`: required (where to upload)".into(),
@@ -191,6 +214,7 @@ impl AgentConfig {
         Ok(AgentConfig {
             agent_id: raw.agent_id,
             collector_url,
+            collector_urls,
             token,
             ca_file: raw.ca_file.map(|p| base.join(p)),
             catalog: raw.catalog.iter().map(|p| base.join(p)).collect(),
@@ -263,6 +287,14 @@ mod tests {
                 &format!("{ok}token = \"x\"\ntoken_file = \"t\"\n"),
                 "only one",
             ),
+            (
+                &format!("{ok}collector_urls = [\"http://127.0.0.1:9797\"]\n"),
+                "key `collector_urls`: \"http://127.0.0.1:9797\" is listed twice",
+            ),
+            (
+                &format!("{ok}collector_urls = [\"udp://x\"]\n"),
+                "key `collector_urls`",
+            ),
         ];
         for (text, want) in cases {
             let e = AgentConfig::parse(text, p).unwrap_err().to_string();
@@ -272,5 +304,10 @@ mod tests {
         let c = AgentConfig::parse(&format!("{ok}catalog = [\"probes\"]\n"), p).unwrap();
         assert_eq!(c.catalog, vec![PathBuf::from("/etc/blackout/probes")]);
         assert_eq!(c.round, Duration::from_secs(DEFAULT_ROUND_SECS));
+        assert_eq!(c.collector_urls.len(), 1);
+        let c = AgentConfig::parse(&format!("{ok}collector_urls = [\"https://b:9797/\"]\n"), p)
+            .unwrap();
+        assert_eq!(c.collector_urls.len(), 2);
+        assert_eq!(c.collector_urls[1].as_str(), "https://b:9797/");
     }
 }

@@ -72,14 +72,22 @@ async fn main() -> Result<()> {
                 .context("collector_url is required")?;
             let client =
                 collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
-            let sink = Arc::new(HttpSink::new(&url, cfg.token.clone(), client.clone())?);
+            // One spool and one upload loop per collector (side-by-side collectors).
+            let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
+            for u in &cfg.collector_urls {
+                sinks.push(Arc::new(HttpSink::new(
+                    u,
+                    cfg.token.clone(),
+                    client.clone(),
+                )?));
+            }
             if !cfg.catalog.is_empty() {
                 let mut files = Vec::new();
                 for p in &cfg.catalog {
                     files.extend(blackout::catalog::load_path(p)?);
                 }
                 let targets = blackout::agent::run::select_targets(&cfg, &files)?;
-                blackout::agent::run(cfg, targets, sink, stop).await?;
+                blackout::agent::run_multi(cfg, targets, sinks, stop).await?;
                 return Ok(());
             }
             // The collector hands out this agent's share and rebalances it over time.
@@ -137,7 +145,7 @@ async fn main() -> Result<()> {
                     }
                 });
             }
-            blackout::agent::run::run_with_updates(cfg, rx, sink, stop).await?;
+            blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
             Ok(())
         }
     }

@@ -123,7 +123,8 @@ impl Collector {
         }
         let (log, replayed) = match &config.state_dir {
             Some(dir) => {
-                let (log, batches) = ObservationLog::open(dir)?;
+                let (log, batches) =
+                    ObservationLog::open_with_retention(dir, config.retention_days, Utc::now())?;
                 (Some(log), batches)
             }
             None => (None, Vec::new()),
@@ -252,7 +253,7 @@ impl Collector {
         self.authenticate(uploader, &batch.agent)?;
         self.validate(&batch, now)?;
         let mut st = self.state.lock().expect("collector state lock");
-        if st.seen_batches.contains(&batch.batch_id) {
+        if st.seen_batches.contains(&dedup_key(&batch)) {
             return Ok(Ack {
                 batch_id: batch.batch_id,
                 accepted: 0,
@@ -276,7 +277,7 @@ impl Collector {
     }
 
     fn apply(&self, st: &mut State, batch: &Batch) {
-        st.seen_batches.insert(batch.batch_id.clone());
+        st.seen_batches.insert(dedup_key(batch));
         let mut newest: Option<DateTime<Utc>> = None;
         let mut counts = [0u64; 4];
         for o in &batch.observations {
@@ -557,6 +558,12 @@ impl Collector {
             .view
             .target_count()
     }
+}
+
+/// Batch ids are unique per agent: keyed with the agent, so that no agent can claim
+/// (and so suppress) another agent's batch ids.
+fn dedup_key(batch: &Batch) -> String {
+    format!("{}\n{}", batch.agent, batch.batch_id)
 }
 
 #[cfg(test)]
