@@ -82,7 +82,8 @@ fn refusals_name_record_and_field_and_count_nothing() {
     };
 
     // (token, body, status, words the reason must contain)
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, Vec<&str>)> = vec![
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         ("no token", None, bytes(&good), 401, vec!["token"]),
         (
             "wrong token",
