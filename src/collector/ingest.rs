@@ -10,7 +10,7 @@ use super::config::CollectorConfig;
 use super::log::{LogError, ObservationLog};
 use super::store::{HEALTHY_CONTROL_SHARE, LatestView};
 use crate::catalog::{CatalogFile, Target};
-use crate::detect::{ChangeKind, EntityKey, Event, Engine, Snapshot};
+use crate::detect::{ChangeKind, Engine, EntityKey, Event, Snapshot};
 use crate::expose::metrics::Metrics;
 use crate::observation::{Batch, Signal};
 
@@ -60,6 +60,8 @@ struct State {
     seen_batches: HashSet<String>,
     log: Option<ObservationLog>,
     engine: Engine,
+    /// When each agent's last batch was accepted.
+    last_report: HashMap<String, DateTime<Utc>>,
     /// The engine's view after the last `tick`, for scrapes and the API.
     snapshot: Snapshot,
     sparks: BTreeMap<(String, crate::observation::Signal), Spark>,
@@ -121,7 +123,8 @@ impl Collector {
         }
         let (log, replayed) = match &config.state_dir {
             Some(dir) => {
-                let (log, batches) = ObservationLog::open(dir)?;
+                let (log, batches) =
+                    ObservationLog::open_with_retention(dir, config.retention_days, Utc::now())?;
                 (Some(log), batches)
             }
             None => (None, Vec::new()),
@@ -140,6 +143,7 @@ impl Collector {
                 seen_batches: HashSet::new(),
                 log,
                 engine,
+                last_report: HashMap::new(),
                 snapshot,
                 sparks: BTreeMap::new(),
             }),
@@ -249,7 +253,7 @@ impl Collector {
         self.authenticate(uploader, &batch.agent)?;
         self.validate(&batch, now)?;
         let mut st = self.state.lock().expect("collector state lock");
-        if st.seen_batches.contains(&batch.batch_id) {
+        if st.seen_batches.contains(&dedup_key(&batch)) {
             return Ok(Ack {
                 batch_id: batch.batch_id,
                 accepted: 0,
@@ -260,6 +264,7 @@ impl Collector {
             log.append(&batch)?;
         }
         self.apply(&mut st, &batch);
+        st.last_report.insert(batch.agent.clone(), now);
         self.metrics
             .agent_last_report
             .with_label_values(&[&batch.agent])
@@ -272,7 +277,7 @@ impl Collector {
     }
 
     fn apply(&self, st: &mut State, batch: &Batch) {
-        st.seen_batches.insert(batch.batch_id.clone());
+        st.seen_batches.insert(dedup_key(batch));
         let mut newest: Option<DateTime<Utc>> = None;
         let mut counts = [0u64; 4];
         for o in &batch.observations {
@@ -318,11 +323,22 @@ impl Collector {
                     .with_label_values(&[&country, e.kind.as_str()])
                     .inc();
             }
-            let fields = (e.id, e.entity.to_string(), e.kind.as_str(), e.start.to_rfc3339());
+            let fields = (
+                e.id,
+                e.entity.to_string(),
+                e.kind.as_str(),
+                e.start.to_rfc3339(),
+            );
             match c.change {
-                ChangeKind::Opened => tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened"),
-                ChangeKind::Updated => tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated"),
-                ChangeKind::Closed => tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed"),
+                ChangeKind::Opened => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened")
+                }
+                ChangeKind::Updated => {
+                    tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated")
+                }
+                ChangeKind::Closed => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed")
+                }
             }
         }
         let snap = st.engine.snapshot();
@@ -346,9 +362,40 @@ impl Collector {
         changes
     }
 
+    /// The catalog an agent should probe: its share under fleet assignment (`assign_k`),
+    /// or everything. The fleet is the agents heard from within `agent_timeout_secs`, plus
+    /// the one asking, so shares rebalance as agents come and go.
+    pub fn catalog_for(&self, agent: Option<&str>, now: DateTime<Utc>) -> Vec<CatalogFile> {
+        let (Some(k), Some(agent)) = (self.config.assign_k, agent) else {
+            return self.catalog_files.clone();
+        };
+        let mut fleet: Vec<String> = {
+            let st = self.state.lock().expect("collector state lock");
+            let oldest = now - chrono::Duration::seconds(self.config.agent_timeout_secs as i64);
+            st.last_report
+                .iter()
+                .filter(|(_, t)| **t >= oldest)
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
+        if !fleet.iter().any(|a| a == agent) {
+            fleet.push(agent.to_string());
+        }
+        let share = crate::catalog::assign::assign(&self.targets, &fleet, k);
+        let mine: Vec<&Target> = share
+            .get(agent)
+            .map(|idx| idx.iter().map(|i| &self.targets[*i]).collect())
+            .unwrap_or_default();
+        crate::catalog::to_files(&mine)
+    }
+
     /// The detector's view after the last tick.
     pub fn snapshot(&self) -> Snapshot {
-        self.state.lock().expect("collector state lock").snapshot.clone()
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .snapshot
+            .clone()
     }
 
     /// Events, newest first; only open ones if `open_only`; at most `limit`.
@@ -368,7 +415,11 @@ impl Collector {
 
     /// Sparkline history per (country, signal).
     pub fn sparks(&self) -> BTreeMap<(String, crate::observation::Signal), Spark> {
-        self.state.lock().expect("collector state lock").sparks.clone()
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .sparks
+            .clone()
     }
 
     /// Recomputes the aggregate gauges and returns the text exposition.
@@ -490,7 +541,9 @@ impl Collector {
             }
         }
         for (country, kind) in open {
-            m.events_open.with_label_values(&[country.as_str(), kind]).inc();
+            m.events_open
+                .with_label_values(&[country.as_str(), kind])
+                .inc();
         }
         m.vantage_healthy_agents
             .with_label_values::<&str>(&[])
@@ -504,5 +557,107 @@ impl Collector {
             .expect("collector state lock")
             .view
             .target_count()
+    }
+}
+
+/// Batch ids are unique per agent: keyed with the agent, so that no agent can claim
+/// (and so suppress) another agent's batch ids.
+fn dedup_key(batch: &Batch) -> String {
+    format!("{}\n{}", batch.agent, batch.batch_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::Observation;
+
+    fn collector(k: Option<usize>) -> Collector {
+        let cat = crate::catalog::parse(
+            "country = \"XA\"\n[[icmp]]\nprefix = \"198.18.0.0/20\"\nasn = 64500\n[[tcp]]\naddress = \"198.18.0.1:443\"\nasn = 64500\n",
+            "xa.toml",
+        )
+        .unwrap();
+        let ctl = crate::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap();
+        let cfg = CollectorConfig {
+            assign_k: k,
+            ..CollectorConfig::default()
+        };
+        Collector::new(cfg, vec![cat, ctl]).unwrap()
+    }
+
+    fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
+        let o = Observation {
+            agent: agent.into(),
+            target: "tcp:192.0.2.1:443".into(),
+            country: "ZZ".into(),
+            asn: 1,
+            region: None,
+            signal: Signal::Tcp,
+            control: true,
+            measured_at: now,
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt_ms: Some(1.0),
+            block: None,
+        };
+        let b = Batch {
+            batch_id: format!("{agent}-1"),
+            agent: agent.into(),
+            observations: vec![o],
+        };
+        c.ingest(&Uploader::InProcess, b, now).unwrap();
+    }
+
+    fn ids(files: &[CatalogFile]) -> Vec<String> {
+        crate::catalog::expand(files)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    }
+
+    #[test]
+    fn fleet_assignment_covers_every_target_k_times_and_rebalances() {
+        let c = collector(Some(2));
+        let now = Utc::now();
+        let all = ids(&c.catalog_files);
+        // Alone, an agent gets everything.
+        assert_eq!(ids(&c.catalog_for(Some("a1"), now)).len(), all.len());
+        for a in ["a1", "a2", "a3"] {
+            report(&c, a, now);
+        }
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for a in ["a1", "a2", "a3"] {
+            let mine = ids(&c.catalog_for(Some(a), now));
+            assert!(
+                mine.contains(&"tcp:192.0.2.1:443".to_string()),
+                "controls go to all"
+            );
+            assert!(mine.len() < all.len(), "{a} has a share, not everything");
+            for id in mine {
+                *count.entry(id).or_default() += 1;
+            }
+        }
+        for id in &all {
+            let want = if id == "tcp:192.0.2.1:443" { 3 } else { 2 };
+            assert_eq!(count.get(id), Some(&want), "{id}");
+        }
+        // a3 falls silent: after the timeout, a1 and a2 share everything between them.
+        let later = now + chrono::Duration::seconds(c.config.agent_timeout_secs as i64 + 1);
+        report(&c, "a1", later);
+        let a2 = ids(&c.catalog_for(Some("a2"), later));
+        assert_eq!(
+            a2.len(),
+            all.len(),
+            "k = 2 with two agents: both probe everything"
+        );
+        // Without assignment, everyone gets the whole catalog.
+        let plain = collector(None);
+        assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
     }
 }
