@@ -1018,9 +1018,9 @@ fn every_expression_runs_against_a_real_prometheus() {
 
     // The fixture trips the alerts it is built for (pending: they have `for: 5m`), and
     // only those. One exception: `BlackoutCollectorNotIngesting` (a 10-minute rate of
-    // accepted batches == 0, on a Prometheus seconds old) was seen pending in 2 of 7 runs
-    // on a loaded machine, for over a minute, with the collector ingesting; the cause is
-    // not found yet, so it is tolerated here (and printed) but never required.
+    // accepted batches == 0, on a Prometheus seconds old) was seen pending in 3 of 10 runs
+    // on a loaded machine, once for over a minute, while that rate queried > 0; the cause
+    // is not found yet, so it is tolerated here (and printed) but never required.
     const TOLERATED: &str = "BlackoutCollectorNotIngesting  pending";
     let want: BTreeSet<String> = [
         "BlackoutNationalOutage XA pending",
