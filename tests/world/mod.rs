@@ -111,7 +111,11 @@ fn pid_alive(pid: u32) -> bool {
 
 /// The pid of the test process that made `name`, for names made by this harness.
 fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(NAME_PREFIX)?.split('-').next()?.parse().ok()
+    name.strip_prefix(NAME_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn kill_pid(pid: u32) {
@@ -359,18 +363,18 @@ impl World {
                 specs.push((n.role.clone(), n.src, vec![n.prefix.clone()]));
             }
         }
-        specs.push((
-            "ctl".into(),
-            w.control.src,
-            vec![w.control.prefix.clone()],
-        ));
+        specs.push(("ctl".into(), w.control.src, vec![w.control.prefix.clone()]));
         specs.push(("col".into(), COLLECTOR_ADDR, vec!["10.7.0.0/24".into()]));
-        specs.push(("v1".into(), Ipv4Addr::new(10, 8, 1, 1), vec![
-            "10.8.1.0/24".into(),
-        ]));
-        specs.push(("v2".into(), Ipv4Addr::new(10, 8, 2, 1), vec![
-            "10.8.2.0/24".into(),
-        ]));
+        specs.push((
+            "v1".into(),
+            Ipv4Addr::new(10, 8, 1, 1),
+            vec!["10.8.1.0/24".into()],
+        ));
+        specs.push((
+            "v2".into(),
+            Ipv4Addr::new(10, 8, 2, 1),
+            vec!["10.8.2.0/24".into()],
+        ));
         for (i, (role, src, prefixes)) in specs.into_iter().enumerate() {
             w.attach(i as u8 + 1, &role, src, prefixes);
         }
@@ -416,44 +420,51 @@ impl World {
         let rif = format!("v{index}");
         let router_addr = Ipv4Addr::new(100, 64, index, 1);
         let addr = Ipv4Addr::new(100, 64, index, 2);
-        run("ip", &[
-            "-n", &r, "link", "add", &rif, "type", "veth", "peer", "name", UPLINK_IF, "netns",
-            &ns,
-        ]);
-        run("ip", &[
-            "-n",
-            &r,
-            "addr",
-            "add",
-            &format!("{router_addr}/24"),
-            "dev",
-            &rif,
-        ]);
-        run("ip", &[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            UPLINK_IF,
-        ]);
+        run(
+            "ip",
+            &[
+                "-n", &r, "link", "add", &rif, "type", "veth", "peer", "name", UPLINK_IF, "netns",
+                &ns,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("{router_addr}/24"),
+                "dev",
+                &rif,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                UPLINK_IF,
+            ],
+        );
         run("ip", &["-n", &r, "link", "set", &rif, "up"]);
         run("ip", &["-n", &ns, "link", "set", UPLINK_IF, "up"]);
         // The node's own address, so that what it sends carries its network's source.
-        run("ip", &["-n", &ns, "addr", "add", &format!("{src}/32"), "dev", "lo"]);
+        run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{src}/32"), "dev", "lo"],
+        );
         for p in &prefixes {
             // Every address of the prefix answers ICMP and accepts binds.
             run("ip", &["-n", &ns, "route", "add", "local", p, "dev", "lo"]);
-            run("ip", &[
-                "-n",
-                &r,
-                "route",
-                "add",
-                p,
-                "via",
-                &addr.to_string(),
-            ]);
+            run(
+                "ip",
+                &["-n", &r, "route", "add", p, "via", &addr.to_string()],
+            );
         }
         let node = Node {
             ns,
@@ -466,17 +477,20 @@ impl World {
     }
 
     fn set_default_route(&self, node: &Node) {
-        run("ip", &[
-            "-n",
-            &node.ns,
-            "route",
-            "replace",
-            "default",
-            "via",
-            &node.router_addr.to_string(),
-            "src",
-            &node.src.to_string(),
-        ]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &node.ns,
+                "route",
+                "replace",
+                "default",
+                "via",
+                &node.router_addr.to_string(),
+                "src",
+                &node.src.to_string(),
+            ],
+        );
     }
 
     /// Starts `program` inside the namespace of `role`, output to a log file.
@@ -502,13 +516,12 @@ impl World {
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("log fd"))
             .stderr(f);
+        cmd.env("RUST_BACKTRACE", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }
         // `ip netns exec` execs the program: the child's pid is the program's.
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let pid = child.id();
         self.procs.push(Proc {
             name: name.to_string(),
@@ -601,10 +614,13 @@ impl World {
         for role in roles {
             let rif = self.nodes[&role].router_if.clone();
             let r = self.router.clone();
-            ns_run(&r, &[
-                "tc", "qdisc", "add", "dev", &rif, "root", "tbf", "rate", rate, "burst", "16kb",
-                "latency", "400ms",
-            ]);
+            ns_run(
+                &r,
+                &[
+                    "tc", "qdisc", "add", "dev", &rif, "root", "tbf", "rate", rate, "burst",
+                    "16kb", "latency", "400ms",
+                ],
+            );
             self.qdiscs.push((r, rif));
         }
     }
@@ -637,9 +653,12 @@ impl World {
             self.nft("flush chain inet bw cuts\n");
         }
         for (ns, dev) in std::mem::take(&mut self.qdiscs) {
-            let _ = try_run("ip", &[
-                "netns", "exec", &ns, "tc", "qdisc", "del", "dev", &dev, "root",
-            ]);
+            let _ = try_run(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "tc", "qdisc", "del", "dev", &dev, "root",
+                ],
+            );
         }
     }
 

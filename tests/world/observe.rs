@@ -80,17 +80,33 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
 }
 
 pub fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 impl World {
     /// GET `url` from inside namespace `role` (the test process itself is in no namespace
     /// of the world). Returns (status, body); status 0 when nothing answered.
     pub fn http_get(&self, role: &str, url: &str) -> (u16, String) {
+        self.http_get_within(role, url, 5)
+    }
+
+    pub fn http_get_within(&self, role: &str, url: &str, timeout_secs: u32) -> (u16, String) {
         let ns = self.ns(role);
+        let t = timeout_secs.to_string();
         let out = Command::new("ip")
             .args([
-                "netns", "exec", &ns, "curl", "-sS", "-m", "5", "-w", "\n%{http_code}", url,
+                "netns",
+                "exec",
+                &ns,
+                "curl",
+                "-sS",
+                "-m",
+                &t,
+                "-w",
+                "\n%{http_code}",
+                url,
             ])
             .output()
             .expect("curl");
@@ -164,9 +180,12 @@ impl World {
             .unwrap_or(Duration::from_secs(1))
             .as_secs()
             .max(1);
-        self.promql(&format!("max(max_over_time({selector}[{secs}s]))"), Some(to))
-            .first()
-            .map(|s| s.value)
+        self.promql(
+            &format!("max(max_over_time({selector}[{secs}s]))"),
+            Some(to),
+        )
+        .first()
+        .map(|s| s.value)
     }
 
     /// `GET /api/v1/events` as JSON, or None when the collector does not serve it (yet).
@@ -187,7 +206,9 @@ impl World {
     /// `GET /api/v1/status` as JSON, or None when not served (yet).
     pub fn status_api(&self) -> Option<Value> {
         let (code, body) = self.http_get("col", &format!("{}/api/v1/status", self.collector_url()));
-        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
     }
 
     /// Every observation the collector has durably accepted (its observation log).
@@ -240,10 +261,7 @@ impl Event {
                 }
             }
             Value::Object(o) => {
-                country = country.or(o
-                    .get("country")
-                    .and_then(Value::as_str)
-                    .map(str::to_string));
+                country = country.or(o.get("country").and_then(Value::as_str).map(str::to_string));
                 asn = asn.or(o.get("asn").and_then(Value::as_u64).map(|a| a as u32));
             }
             _ => {}

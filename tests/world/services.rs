@@ -15,9 +15,7 @@ use super::{COLLECTOR_ADDR, COLLECTOR_PORT, Country, Network, PROMETHEUS_LISTEN,
 pub const EXTRA_COLLECTOR_TOML_ENV: &str = "BLACKOUT_WORLD_COLLECTOR_TOML";
 
 fn zone_text(zone: &str, ns: &[Ipv4Addr], www: Ipv4Addr) -> String {
-    let mut z = format!(
-        "$ORIGIN {zone}.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n"
-    );
+    let mut z = format!("$ORIGIN {zone}.\n$TTL 60\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n");
     for (i, a) in ns.iter().enumerate() {
         let _ = writeln!(z, "@ NS ns{}\nns{} A {a}", i + 1, i + 1);
     }
@@ -31,9 +29,13 @@ fn catalog_text(code: &str, name: &str, control: bool, zone: &str, nets: &[&Netw
         t.push_str("control = true\n");
     }
     for n in nets {
-        let _ = writeln!(t, "\n[[network]]\nasn = {}\nname = \"{code} AS{}\"", n.asn, n.asn);
+        let _ = writeln!(
+            t,
+            "\n[[network]]\nasn = {}\nname = \"{code} AS{}\"",
+            n.asn, n.asn
+        );
     }
-    for n in nets {
+    for (ni, n) in nets.iter().enumerate() {
         for (block, hosts) in &n.blocks {
             let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
             let _ = writeln!(
@@ -53,7 +55,7 @@ fn catalog_text(code: &str, name: &str, control: bool, zone: &str, nets: &[&Netw
         for (i, w) in n.web.iter().enumerate() {
             // HTTPS is served too, but only its TCP port is a target: the agent verifies
             // certificates and these are self-signed (every probe would be a tls_error).
-            let url = if i == 0 {
+            let url = if i == 0 && ni == 0 {
                 format!("http://www.{zone}/")
             } else {
                 format!("http://{w}/")
@@ -141,23 +143,26 @@ impl World {
         let key = self.path("tls/key.pem");
         std::fs::create_dir_all(self.path("tls")).expect("tls dir");
         // A self-signed certificate for every simulated web server (HTTPS is real).
-        run("openssl", &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=*.test",
-            "-keyout",
-            key.to_str().expect("utf-8"),
-            "-out",
-            cert.to_str().expect("utf-8"),
-        ]);
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=*.test",
+                "-keyout",
+                key.to_str().expect("utf-8"),
+                "-out",
+                cert.to_str().expect("utf-8"),
+            ],
+        );
         let mut sites: Vec<(Network, String)> = Vec::new();
         for c in &self.countries {
             for n in &c.networks {
@@ -183,10 +188,12 @@ impl World {
                 .expect("knot.conf");
             let conf = kdir.join("knot.conf").display().to_string();
             let knotd = super::find_program("knotd").expect("knotd");
-            self.spawn(&format!("knot-{}", n.role), &n.role, &knotd, &[
-                "-c".into(),
-                conf,
-            ]);
+            self.spawn(
+                &format!("knot-{}", n.role),
+                &n.role,
+                &knotd,
+                &["-c".into(), conf],
+            );
 
             let ndir = self.path(&format!("nginx-{}", n.role));
             std::fs::create_dir_all(&ndir).expect("nginx dir");
@@ -248,9 +255,13 @@ impl World {
                 let mut a = vec!["netns", "exec", v1.as_str()];
                 a.extend(check.iter().map(String::as_str));
                 // curl's telnet:// returns after its timeout when connected: accept exit 28.
-                let out = std::process::Command::new("ip").args(&a).output().expect("ip");
+                let out = std::process::Command::new("ip")
+                    .args(&a)
+                    .output()
+                    .expect("ip");
                 let code = out.status.code().unwrap_or(-1);
-                if code == 0 || (code == 28 && check.last().is_some_and(|u| u.starts_with("telnet")))
+                if code == 0
+                    || (code == 28 && check.last().is_some_and(|u| u.starts_with("telnet")))
                 {
                     break;
                 }
@@ -285,22 +296,39 @@ impl World {
         }
         for a in agents {
             let hash = hex::encode(Sha256::digest(a.token.as_bytes()));
-            let _ = writeln!(t, "\n[[agent]]\nid = \"{}\"\ntoken_sha256 = \"{hash}\"", a.id);
+            let _ = writeln!(
+                t,
+                "\n[[agent]]\nid = \"{}\"\ntoken_sha256 = \"{hash}\"",
+                a.id
+            );
         }
         let conf = self.path("collector.toml");
         std::fs::write(&conf, t).expect("collector.toml");
         let bin = PathBuf::from(env!("CARGO_BIN_EXE_blackout"));
-        self.spawn("collector", "col", &bin, &[
-            "collector".into(),
-            "--config".into(),
-            conf.display().to_string(),
-        ]);
+        self.spawn(
+            "collector",
+            "col",
+            &bin,
+            &[
+                "collector".into(),
+                "--config".into(),
+                conf.display().to_string(),
+            ],
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.http_get("col", &format!("{}/healthz", self.collector_url())).0 != 200 {
+        while self
+            .http_get("col", &format!("{}/healthz", self.collector_url()))
+            .0
+            != 200
+        {
             if let Err(e) = self.check_alive() {
                 panic!("{e}");
             }
-            assert!(Instant::now() < deadline, "collector not up: {}", self.log_tail("collector", 20));
+            assert!(
+                Instant::now() < deadline,
+                "collector not up: {}",
+                self.log_tail("collector", 20)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -319,12 +347,17 @@ impl World {
         )
         .expect("prometheus.yml");
         let bin = super::find_program("prometheus").expect("prometheus");
-        self.spawn("prometheus", "col", &bin, &[
-            format!("--config.file={}", conf.display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address={PROMETHEUS_LISTEN}"),
-            "--log.level=warn".into(),
-        ]);
+        self.spawn(
+            "prometheus",
+            "col",
+            &bin,
+            &[
+                format!("--config.file={}", conf.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address={PROMETHEUS_LISTEN}"),
+                "--log.level=warn".into(),
+            ],
+        );
     }
 
     /// Waits for Prometheus's first successful scrape of the collector.
