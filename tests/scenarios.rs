@@ -920,11 +920,13 @@ fn dns_only(s: &mut Suite) -> Row {
 
 /// Scenario 4: Throttling of XB: random loss both ways plus a tbf rate cap (no netem here).
 fn throttling(s: &mut Suite) -> Row {
-    let loss = 35;
+    let loss = 0;
     let mut row = Row::new(
         4,
         "throttling",
-        &format!("XB: {loss} % random loss each way (nft numgen) + tbf 1mbit"),
+        &format!(
+            "XB: tbf 1mbit (400 ms queue) on its uplinks, kept full by a download: delay + tail drops; extra random loss {loss} %"
+        ),
         "RTT far above normal, reachability kept: XB never 2; throttling event; XA, XC 0",
     );
     let r = s.round;
@@ -951,9 +953,16 @@ fn throttling(s: &mut Suite) -> Row {
                 *min_ratio = min_ratio.min(v);
             }
             *max_status = max_status.max(status(m, "XB").unwrap_or(0.0));
+            let rtt = m.get(
+                names::RTT_MEDIAN_SECONDS,
+                &[("country", "XB"), ("signal", "tcp")],
+            );
+            if std::env::var_os("BLACKOUT_WORLD_TRACE").is_some() {
+                eprintln!("  +{:.1} s XB tcp median RTT {rtt:?}", t.as_secs_f64());
+            }
         }
     };
-    // TCP connects that lose a SYN or SYN-ACK wait one second for the retransmission.
+    // Every SYN-ACK waits in the full tbf queue.
     row.detect = poll_until(
         &s.w,
         t0,
@@ -969,10 +978,11 @@ fn throttling(s: &mut Suite) -> Row {
     );
     if row.detect.is_none() {
         row.fail(format!(
-            "XB median TCP RTT never rose above 0.5 s (was {rtt0:.4} s)"
+            "XB median TCP RTT never rose above 0.2 s (was {rtt0:.4} s)"
         ));
     }
     hold(&s.w, t0, t0 + r * 5, &mut inv);
+    row.note(format!("queues: {}", s.w.qdisc_stats()));
     let wall_restore = SystemTime::now();
     let t1 = Instant::now();
     s.w.restore();

@@ -594,35 +594,72 @@ impl World {
         self.rule(&format!("ip daddr {p} udp dport 53 drop"));
     }
 
-    /// Throttling without netem (this kernel has none): a tbf bandwidth cap on the links
-    /// into the country, and random loss of `loss_pct` % of packets in each direction
-    /// (TCP handshakes then wait for retransmissions: connect times of a second or more).
+    /// Throttling without netem (this kernel has none): a tbf bandwidth cap on every
+    /// network of the country, kept full by one long download from each (the load a
+    /// throttled country carries anyway), so that every packet leaving the country waits
+    /// in the queue, up to tbf's 400 ms latency bound; plus random loss of `loss_pct` % of
+    /// packets each way (nftables numgen).
     pub fn throttle(&mut self, code: &str, loss_pct: u32, rate: &str) {
         let p = self.country(code).prefix.clone();
-        self.rule(&format!(
-            "ip daddr {p} numgen random mod 100 < {loss_pct} drop"
-        ));
-        self.rule(&format!(
-            "ip saddr {p} numgen random mod 100 < {loss_pct} drop"
-        ));
-        let roles: Vec<String> = self
+        if loss_pct > 0 {
+            self.rule(&format!(
+                "ip daddr {p} numgen random mod 100 < {loss_pct} drop"
+            ));
+            self.rule(&format!(
+                "ip saddr {p} numgen random mod 100 < {loss_pct} drop"
+            ));
+        }
+        let nets: Vec<(String, Ipv4Addr)> = self
             .country(code)
             .networks
             .iter()
-            .map(|n| n.role.clone())
+            .map(|n| (n.role.clone(), n.web[0]))
             .collect();
-        for role in roles {
-            let rif = self.nodes[&role].router_if.clone();
-            let r = self.router.clone();
+        let curl = find_program("curl").expect("curl");
+        for (role, web) in nets {
+            let ns = self.ns(&role);
+            run(
+                "ip",
+                &["-n", &ns, "link", "set", UPLINK_IF, "txqueuelen", "1000"],
+            );
             ns_run(
-                &r,
+                &ns,
                 &[
-                    "tc", "qdisc", "add", "dev", &rif, "root", "tbf", "rate", rate, "burst",
-                    "16kb", "latency", "400ms",
+                    "tc", "qdisc", "add", "dev", UPLINK_IF, "root", "tbf", "rate", rate, "burst",
+                    "4kb", "latency", "400ms",
                 ],
             );
-            self.qdiscs.push((r, rif));
+            self.qdiscs.push((ns, UPLINK_IF.to_string()));
+            self.spawn(
+                &format!("load-{role}"),
+                "ctl",
+                &curl,
+                &[
+                    "-sS".into(),
+                    "-o".into(),
+                    "/dev/null".into(),
+                    "-w".into(),
+                    "%{http_code} %{size_download}\n".into(),
+                    format!("http://{web}/big.bin"),
+                ],
+            );
         }
+    }
+
+    /// `tc -s qdisc` of the throttled links (what the queues did).
+    pub fn qdisc_stats(&self) -> String {
+        self.qdiscs
+            .iter()
+            .map(|(ns, dev)| {
+                try_run(
+                    "ip",
+                    &["netns", "exec", ns, "tc", "-s", "qdisc", "show", "dev", dev],
+                )
+                .unwrap_or_else(|e| e)
+                .replace('\n', " ")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// A vantage point loses its own uplink: its link goes down.
@@ -649,6 +686,17 @@ impl World {
 
     /// Undoes every nftables and tc cut.
     pub fn restore(&mut self) {
+        // Load generators first: unthrottled, they would flood the links.
+        let mut i = 0;
+        while i < self.procs.len() {
+            if self.procs[i].name.starts_with("load-") {
+                let mut p = self.procs.remove(i);
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            } else {
+                i += 1;
+            }
+        }
         if self.nft_ready {
             self.nft("flush chain inet bw cuts\n");
         }

@@ -98,7 +98,7 @@ fn nginx_conf(dir: &Path, web: &[Ipv4Addr], cert: &Path, key: &Path, body: &str)
            fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            server {{\n{listen}    server_name _;\n\
              ssl_certificate {};\n    ssl_certificate_key {};\n\
-             location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n  }}\n}}\n",
+             location / {{ default_type text/plain; return 200 \"{body}\\n\"; }}\n             location = /big.bin {{ root {d}; }}\n  }}\n}}\n",
         cert.display(),
         key.display()
     )
@@ -202,6 +202,10 @@ impl World {
                 nginx_conf(&ndir, &n.web, &cert, &key, &format!("AS{}", n.asn)),
             )
             .expect("nginx.conf");
+            // A large sparse file: what throttling scenarios download to fill the queues.
+            std::fs::File::create(ndir.join("big.bin"))
+                .and_then(|f| f.set_len(1 << 30))
+                .expect("big.bin");
             let nginx = super::find_program("nginx").expect("nginx");
             let args = vec![
                 "-c".to_string(),
