@@ -292,8 +292,6 @@ pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 #[derive(Debug, Clone)]
 pub struct Node {
     pub ns: String,
-    /// Router-side interface name (in the router namespace).
-    pub router_if: String,
     pub router_addr: Ipv4Addr,
     pub src: Ipv4Addr,
 }
@@ -468,7 +466,6 @@ impl World {
         }
         let node = Node {
             ns,
-            router_if: rif,
             router_addr,
             src,
         };
