@@ -44,6 +44,8 @@ struct RawAgentConfig {
     max_probes_per_sec: Option<u32>,
     upload_interval_secs: Option<u64>,
     batch_max: Option<usize>,
+    /// Politeness: at most this many ICMP echoes reach one block in any hour.
+    icmp_max_probes_per_block_hour: Option<u32>,
     /// Probe private, reserved and bogon ranges (labs and tests only).
     #[serde(default)]
     allow_reserved: bool,
@@ -68,6 +70,7 @@ pub struct AgentConfig {
     pub max_probes_per_sec: u32,
     pub upload_interval: Duration,
     pub batch_max: usize,
+    pub icmp_max_probes_per_block_hour: u32,
     pub allow_reserved: bool,
     pub opt_out: Vec<IpNet>,
 }
@@ -101,6 +104,7 @@ impl AgentConfig {
             max_probes_per_sec: DEFAULT_MAX_PROBES_PER_SEC,
             upload_interval: Duration::from_secs(DEFAULT_UPLOAD_INTERVAL_SECS),
             batch_max: DEFAULT_BATCH_MAX,
+            icmp_max_probes_per_block_hour: crate::probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
             allow_reserved: false,
             opt_out: Vec::new(),
         }
@@ -212,6 +216,11 @@ impl AgentConfig {
                 raw.batch_max.map(|v| v as u64),
                 DEFAULT_BATCH_MAX as u64,
             )? as usize,
+            icmp_max_probes_per_block_hour: nonzero(
+                "icmp_max_probes_per_block_hour",
+                raw.icmp_max_probes_per_block_hour.map(u64::from),
+                crate::probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR as u64,
+            )? as u32,
             allow_reserved: raw.allow_reserved,
             opt_out: raw.opt_out,
         })

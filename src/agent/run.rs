@@ -181,6 +181,7 @@ pub async fn run(
     let more = Arc::new(Notify::new());
     let settings = ProbeSettings {
         timeout: cfg.timeout,
+        icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);

@@ -127,6 +127,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/api/v1/catalog", get(get_catalog))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
+        .route("/", crate::expose::status_page::route(collector.clone()))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
             collector,

@@ -2,3 +2,4 @@
 
 pub mod metrics;
 pub mod names;
+pub mod status_page;

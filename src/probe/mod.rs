@@ -10,8 +10,6 @@ pub mod classify;
 pub mod dns;
 pub mod http;
 pub mod icmp;
-pub mod set;
-pub use set::ProbeSet;
 pub mod tcp;
 
 use std::time::Duration;
@@ -89,6 +87,18 @@ pub enum ProbeError {
     WrongKind { id: String, expected: Signal },
     #[error("could not set up the {signal} probe: {reason}")]
     Setup { signal: Signal, reason: String },
+    #[error("target {id}: {reason}")]
+    BadTarget { id: String, reason: String },
+    /// The block's politeness budget is spent: rounds come faster than
+    /// `icmp_max_probes_per_block_hour` allows.
+    #[error(
+        "block {id}: politeness budget spent (rounds faster than the per-block hourly limit allows)"
+    )]
+    PolitenessBudget { id: String },
+    #[error("{path}: {reason}")]
+    Input { path: String, reason: String },
+    #[error("writing the results: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// One probe kind.
@@ -98,11 +108,26 @@ pub trait Prober: Send + Sync {
     fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Outcome, ProbeError>>;
 }
 
-/// Timeouts and limits shared by the probers.
+/// Default politeness: Trinocular's "fewer than 20 probes per hour per block".
+pub const DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR: u32 = 20;
+/// Default bound on the adaptive probes of one round (Trinocular: up to ~15).
+pub const DEFAULT_ICMP_MAX_EXTRA_PROBES: u32 = 15;
+/// Default ICMP receive buffer: with 1,000+ echoes in flight on one socket, replies are
+/// dropped at the default 208 KiB; 32 MiB showed no loss at any concurrency.
+pub const DEFAULT_ICMP_RECV_BUFFER_BYTES: usize = 32 << 20;
+
+/// Timeouts and limits shared by the probers. Build it with `..Default::default()` so that
+/// new limits do not break callers.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     pub timeout: Duration,
     pub http_max_redirects: usize,
+    /// Politeness: at most this many echoes reach one block in any hour.
+    pub icmp_max_probes_per_block_hour: u32,
+    /// Adaptive echoes one block round may add to its first one.
+    pub icmp_max_extra_probes: u32,
+    /// Receive buffer of the shared ICMP sockets.
+    pub icmp_recv_buffer_bytes: usize,
 }
 
 impl Default for ProbeSettings {
@@ -110,6 +135,61 @@ impl Default for ProbeSettings {
         ProbeSettings {
             timeout: Duration::from_secs(5),
             http_max_redirects: 5,
+            icmp_max_probes_per_block_hour: DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
+            icmp_max_extra_probes: DEFAULT_ICMP_MAX_EXTRA_PROBES,
+            icmp_recv_buffer_bytes: DEFAULT_ICMP_RECV_BUFFER_BYTES,
         }
+    }
+}
+
+/// One prober per kind, shared by every task of the agent (`Arc<ProbeSet>`).
+///
+/// Creating it opens no ICMP socket: that happens on the first ICMP probe, so an agent
+/// without ICMP rights still probes DNS, HTTP and TCP, and only its ICMP targets fail with
+/// [`ProbeError::IcmpPermission`].
+#[derive(Debug)]
+pub struct ProbeSet {
+    pub icmp: icmp::IcmpProber,
+    pub dns: dns::DnsProber,
+    pub http: http::HttpProber,
+    pub tcp: tcp::TcpProber,
+}
+
+impl ProbeSet {
+    pub async fn new(settings: &ProbeSettings) -> Result<ProbeSet, ProbeError> {
+        Ok(ProbeSet {
+            icmp: icmp::IcmpProber::new(settings),
+            dns: dns::DnsProber::new(settings.timeout),
+            http: http::HttpProber::new(settings)?,
+            tcp: tcp::TcpProber::new(settings.timeout),
+        })
+    }
+
+    /// The prober for a signal.
+    pub fn prober(&self, signal: Signal) -> &dyn Prober {
+        match signal {
+            Signal::Icmp => &self.icmp,
+            Signal::Dns => &self.dns,
+            Signal::Http => &self.http,
+            Signal::Tcp => &self.tcp,
+        }
+    }
+
+    /// Probes one target once with the prober of its kind.
+    pub async fn probe(&self, target: &Target) -> Result<Outcome, ProbeError> {
+        self.prober(target.signal()).probe(target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn probe_set_is_shareable() {
+        assert_send_sync::<ProbeSet>();
+        assert_send_sync::<std::sync::Arc<ProbeSet>>();
     }
 }

@@ -1,0 +1,497 @@
+//! Engine behaviour: vantage health, quorum, block verdicts, states and events, inpainting,
+//! late data and persistence.
+
+use blackout::detect::{
+    ChangeKind, DetectConfig, Engine, EntityKey, EventKind, PersistedState, State,
+};
+use blackout::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+const BIN: i64 = 300;
+
+fn t0() -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_100 - 1_700_000_100 % BIN, 0)
+        .unwrap()
+}
+
+fn at(bin: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(bin * BIN + 10)
+}
+
+fn obs(agent: &str, target: &str, asn: u32, signal: Signal, bin: i64, ok: bool) -> Observation {
+    Observation {
+        agent: agent.into(),
+        target: target.into(),
+        country: "KZ".into(),
+        asn,
+        region: None,
+        signal,
+        control: false,
+        measured_at: at(bin),
+        ok,
+        phase: (!ok).then_some(Phase::Connect),
+        failure: (!ok).then_some(Failure::Timeout),
+        rtt_ms: ok.then_some(40.0),
+        block: None,
+    }
+}
+
+fn control(agent: &str, bin: i64, ok: bool) -> Observation {
+    Observation {
+        control: true,
+        country: "ZZ".into(),
+        ..obs(
+            agent,
+            &format!("control-{agent}"),
+            64500,
+            Signal::Icmp,
+            bin,
+            ok,
+        )
+    }
+}
+
+/// Close every bin up to and including `bin`.
+fn close(eng: &mut Engine, bin: i64) -> Vec<blackout::detect::EventChange> {
+    eng.advance(t0() + Duration::seconds((bin + 1) * BIN + 30))
+}
+
+/// One bin of a world with `targets` ICMP and TCP targets in two ASNs, seen by `agents`.
+/// `down(asn, signal)` says which are unreachable; `agent_ok(agent)` whether the agent's
+/// own uplink works.
+fn feed_bin(
+    eng: &mut Engine,
+    bin: i64,
+    agents: &[&str],
+    down: impl Fn(u32, Signal) -> bool,
+    agent_ok: impl Fn(&str) -> bool,
+) {
+    for a in agents {
+        let up_link = agent_ok(a);
+        eng.ingest(&control(a, bin, up_link));
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10 {
+                    let ok = up_link && !down(asn, signal);
+                    eng.ingest(&obs(
+                        a,
+                        &format!("{signal}-{asn}-{k}"),
+                        asn,
+                        signal,
+                        bin,
+                        ok,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn warm(eng: &mut Engine, agents: &[&str], bins: i64) {
+    for b in 0..bins {
+        feed_bin(eng, b, agents, |_, _| false, |_| true);
+        close(eng, b);
+    }
+}
+
+fn country() -> EntityKey {
+    EntityKey::Country("KZ".into())
+}
+
+fn asn(n: u32) -> EntityKey {
+    EntityKey::Asn {
+        country: "KZ".into(),
+        asn: n,
+    }
+}
+
+#[test]
+fn an_agent_losing_its_uplink_makes_no_event() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..30 {
+        // Two of three agents lose their own uplink: without vantage health the quorum
+        // would call every target down.
+        feed_bin(&mut eng, b, &agents, |_, _| false, |a| a == "a");
+        close(&mut eng, b);
+    }
+    assert_eq!(
+        eng.events().count(),
+        0,
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+    let snap = eng.snapshot();
+    let health: Vec<(String, bool)> = snap
+        .agents
+        .iter()
+        .map(|a| (a.agent.clone(), a.healthy))
+        .collect();
+    assert_eq!(
+        health,
+        vec![("a".into(), true), ("b".into(), false), ("c".into(), false)]
+    );
+    let kz = snap
+        .entities
+        .iter()
+        .find(|e| e.entity == country())
+        .unwrap();
+    assert_eq!(kz.state, State::Normal);
+    assert!(kz.signals.iter().all(|s| s.value == Some(1.0)));
+}
+
+#[test]
+fn a_silent_agent_is_unhealthy_and_its_stale_data_is_ignored() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    // Agent c sends target failures but no control probes in this bin: it probes
+    // controls normally, so it has lost its way out.
+    for a in ["a", "b"] {
+        eng.ingest(&control(a, 20, true));
+    }
+    for asn in [100u32, 200] {
+        for signal in [Signal::Icmp, Signal::Tcp] {
+            for k in 0..10 {
+                let id = format!("{signal}-{asn}-{k}");
+                eng.ingest(&obs("a", &id, asn, signal, 20, k % 2 == 0));
+                eng.ingest(&obs("b", &id, asn, signal, 20, true));
+                eng.ingest(&obs("c", &id, asn, signal, 20, false));
+            }
+        }
+    }
+    close(&mut eng, 20);
+    let snap = eng.snapshot();
+    assert!(!snap.agents.iter().find(|a| a.agent == "c").unwrap().healthy);
+    // a and b: half the targets split one to one, which is not a failing quorum.
+    let kz = snap
+        .entities
+        .iter()
+        .find(|e| e.entity == country())
+        .unwrap();
+    assert!(kz.signals.iter().all(|s| s.value == Some(1.0)), "{kz:?}");
+}
+
+#[test]
+fn quorum_of_healthy_agents_decides_a_target() {
+    // (failing agents out of three, expected share of targets up)
+    for (failing, want) in [(0usize, 1.0), (1, 1.0), (2, 0.0), (3, 0.0)] {
+        let mut eng = Engine::new(DetectConfig::default());
+        let agents = ["a", "b", "c"];
+        for (i, a) in agents.iter().enumerate() {
+            eng.ingest(&control(a, 0, true));
+            for k in 0..4 {
+                eng.ingest(&obs(
+                    a,
+                    &format!("t{k}"),
+                    100,
+                    Signal::Icmp,
+                    0,
+                    i >= failing,
+                ));
+            }
+        }
+        close(&mut eng, 0);
+        let snap = eng.snapshot();
+        let v = snap
+            .entities
+            .iter()
+            .find(|e| e.entity == asn(100))
+            .unwrap()
+            .signals[0]
+            .value;
+        assert_eq!(v, Some(want), "{failing} failing agents");
+    }
+}
+
+#[test]
+fn block_reports_use_their_verdict_and_uncertain_is_no_verdict() {
+    let mut eng = Engine::new(DetectConfig::default());
+    let verdicts = [
+        BlockVerdict::Up,
+        BlockVerdict::Down,
+        BlockVerdict::Uncertain,
+        BlockVerdict::Uncertain,
+    ];
+    for (k, v) in verdicts.iter().enumerate() {
+        let mut o = obs(
+            "a",
+            &format!("blk{k}"),
+            100,
+            Signal::Icmp,
+            0,
+            *v == BlockVerdict::Up,
+        );
+        // The echo itself may have failed while the block's belief says up, and the
+        // other way round: the verdict decides.
+        o.ok = *v != BlockVerdict::Up;
+        o.phase = (!o.ok).then_some(Phase::IcmpEcho);
+        o.failure = (!o.ok).then_some(Failure::Timeout);
+        o.rtt_ms = None;
+        o.block = Some(BlockReport {
+            belief: 0.5,
+            verdict: *v,
+            probes: 3,
+            replies: 1,
+        });
+        eng.ingest(&o);
+    }
+    close(&mut eng, 0);
+    let snap = eng.snapshot();
+    let s = &snap
+        .entities
+        .iter()
+        .find(|e| e.entity == asn(100))
+        .unwrap()
+        .signals[0];
+    assert_eq!((s.targets, s.targets_down), (2, 1));
+    assert_eq!(s.value, Some(0.5));
+}
+
+#[test]
+fn partial_outage_opens_and_closes_with_the_right_times() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 24);
+    let mut opened_at = None;
+    for b in 24..30 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        let ch = close(&mut eng, b);
+        if ch.iter().any(|c| c.change == ChangeKind::Opened) && opened_at.is_none() {
+            opened_at = Some(b);
+        }
+    }
+    assert_eq!(
+        opened_at,
+        Some(24),
+        "an outage-level drop is reported when its first bin closes"
+    );
+    for b in 30..34 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    let evs: Vec<_> = eng.events().collect();
+    let on_asn = evs
+        .iter()
+        .find(|e| e.entity == asn(100))
+        .expect("event on AS100");
+    assert_eq!(on_asn.kind, EventKind::Partial);
+    assert_eq!(on_asn.severity, State::Outage);
+    assert_eq!(on_asn.start, t0() + Duration::seconds(24 * BIN));
+    assert_eq!(on_asn.end, Some(t0() + Duration::seconds(30 * BIN)));
+    assert!(on_asn.peak_drop > 0.99);
+    assert_eq!(on_asn.evidence.share_of_targets, 1.0);
+    assert!(evs.iter().all(|e| e.entity != asn(200)), "{evs:?}");
+    assert!(
+        evs.iter().all(|e| e.kind != EventKind::NationalBlackout),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn national_blackout_and_service_blocking_are_told_apart() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    let world = |eng: &mut Engine, b: i64, all_down: bool, dns_down: bool| {
+        feed_bin(eng, b, &agents, |_, _| all_down, |_| true);
+        for a in agents {
+            for k in 0..3 {
+                eng.ingest(&obs(
+                    a,
+                    &format!("ns{k}"),
+                    0,
+                    Signal::Dns,
+                    b,
+                    !(all_down || dns_down),
+                ));
+            }
+        }
+        close(eng, b);
+    };
+    for b in 0..20 {
+        world(&mut eng, b, false, false);
+    }
+    for b in 20..24 {
+        world(&mut eng, b, false, true);
+    }
+    for b in 24..28 {
+        world(&mut eng, b, false, false);
+    }
+    for b in 28..32 {
+        world(&mut eng, b, true, false);
+    }
+    let evs: Vec<_> = eng.events().filter(|e| e.entity == country()).collect();
+    let kinds: Vec<EventKind> = evs.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![EventKind::ServiceBlocking, EventKind::NationalBlackout]
+    );
+    assert_eq!(evs[0].evidence.signals, vec![Signal::Dns]);
+    assert_eq!(evs[0].end, Some(t0() + Duration::seconds(24 * BIN)));
+    assert!(evs[1].end.is_none());
+    assert_eq!(evs[1].evidence.networks.len(), 2);
+}
+
+#[test]
+fn inpainting_keeps_the_baseline_through_a_long_outage() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    // Four hours down: longer than the warm-up fallback window of three hours.
+    for b in 20..68 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    let snap = eng.snapshot();
+    let s = &snap
+        .entities
+        .iter()
+        .find(|e| e.entity == asn(100))
+        .unwrap()
+        .signals[0];
+    assert_eq!(
+        s.baseline,
+        Some(1.0),
+        "the outage must not drag the baseline down"
+    );
+    assert_eq!(s.state, Some(State::Outage));
+    assert_eq!(eng.open_events().count(), 2, "AS100 and the country");
+}
+
+#[test]
+fn late_observations_complete_history_and_evidence() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..24 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    let before = eng.events().find(|e| e.entity == asn(100)).unwrap().clone();
+    assert_eq!(before.evidence.late_observations, 0);
+    // An agent inside the network uploads what it measured during the cut, afterwards.
+    for b in 21..23 {
+        eng.ingest(&control("inside", b, false));
+        for k in 0..10 {
+            eng.ingest(&obs(
+                "inside",
+                &format!("icmp-100-{k}"),
+                100,
+                Signal::Icmp,
+                b,
+                true,
+            ));
+        }
+    }
+    let ch = close(&mut eng, 24);
+    assert!(
+        ch.iter()
+            .any(|c| c.change == ChangeKind::Updated && c.event.entity == asn(100))
+    );
+    let after = eng.events().find(|e| e.entity == asn(100)).unwrap();
+    assert_eq!(
+        after.evidence.late_observations, 20,
+        "target observations of AS100"
+    );
+    assert_eq!(
+        after.start, before.start,
+        "reported boundaries are not rewritten"
+    );
+    assert_eq!(eng.stats().late_observations, 22);
+    // Data older than the baseline window is dropped and counted.
+    eng.ingest(&obs("a", "icmp-100-0", 100, Signal::Icmp, -3000, true));
+    assert_eq!(eng.stats().too_late_observations, 1);
+}
+
+#[test]
+fn late_data_beyond_the_raw_window_still_reaches_the_evidence() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    // A cut of three hours: longer than the one-hour raw window.
+    for b in 20..56 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    for b in 56..60 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    for b in 20..56 {
+        eng.ingest(&control("inside", b, false));
+        eng.ingest(&obs("inside", "icmp-100-0", 100, Signal::Icmp, b, true));
+    }
+    close(&mut eng, 60);
+    let ev = eng.events().find(|e| e.entity == asn(100)).unwrap();
+    assert_eq!(ev.end, Some(t0() + Duration::seconds(56 * BIN)));
+    assert_eq!(ev.evidence.late_observations, 36);
+    assert!(eng.stats().late_evidence_only > 0);
+    // Control probes that old cannot change a closed verdict: they are dropped.
+    assert!(eng.stats().too_late_observations <= 36);
+}
+
+#[test]
+fn state_survives_a_restart() {
+    let agents = ["a", "b", "c"];
+    let cfg = DetectConfig::default();
+    let mut eng = Engine::new(cfg.clone());
+    warm(&mut eng, &agents, 20);
+    for b in 20..22 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    let saved = serde_json::to_string(&eng.save_state()).unwrap();
+    let restored: PersistedState = serde_json::from_str(&saved).unwrap();
+    let mut back = Engine::restore(cfg, restored);
+    assert_eq!(
+        back.events().cloned().collect::<Vec<_>>(),
+        eng.events().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(back.resume_from(), Some(t0() + Duration::seconds(22 * BIN)));
+    // Baselines came back: recovery closes the open events without a new warm-up, and a
+    // new outage is seen at once.
+    for b in 22..24 {
+        feed_bin(&mut back, b, &agents, |_, _| false, |_| true);
+        close(&mut back, b);
+    }
+    assert_eq!(back.open_events().count(), 0);
+    feed_bin(&mut back, 24, &agents, |asn, _| asn == 200, |_| true);
+    let ch = close(&mut back, 24);
+    assert!(
+        ch.iter()
+            .any(|c| c.change == ChangeKind::Opened && c.event.entity == asn(200)),
+        "{ch:?}"
+    );
+    let ids: Vec<u64> = back.events().map(|e| e.id).collect();
+    let mut dedup = ids.clone();
+    dedup.dedup();
+    assert_eq!(ids, dedup, "event ids stay unique after a restore");
+}
+
+#[test]
+fn throttling_is_not_a_blackout() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..26 {
+        for a in agents {
+            eng.ingest(&control(a, b, true));
+            for asn in [100u32, 200] {
+                for signal in [Signal::Icmp, Signal::Tcp] {
+                    for k in 0..10 {
+                        let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, b, true);
+                        o.rtt_ms = Some(400.0);
+                        eng.ingest(&o);
+                    }
+                }
+            }
+        }
+        close(&mut eng, b);
+    }
+    let evs: Vec<_> = eng.events().filter(|e| e.entity == country()).collect();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0].kind, EventKind::Throttling);
+    assert!(evs[0].peak_rtt_ratio >= 9.0);
+    assert_eq!(evs[0].start, t0() + Duration::seconds(20 * BIN));
+}
