@@ -393,7 +393,9 @@ impl World {
             let text = format!(
                 "agent_id = \"{}\"\ncollector_url = \"{}/\"\ntoken = \"{}\"\nspool_dir = \"{}\"\n\
                  round_secs = {}\ntimeout_ms = {}\nupload_interval_secs = 1\nconcurrency = 64\n\
-                 allow_reserved = true\n",
+                 allow_reserved = true\n\
+                 # Rounds of seconds, not minutes: the per-block politeness cap must allow them.\n\
+                 icmp_max_probes_per_block_hour = 100000\n",
                 a.id,
                 self.collector_url(),
                 a.token,
