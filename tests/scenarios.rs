@@ -648,12 +648,16 @@ fn national_blackout(s: &mut Suite) -> Row {
     } else {
         let first = late.iter().map(|o| o.measured_at).min().unwrap();
         let last = late.iter().map(|o| o.measured_at).max().unwrap();
+        // A probe that starts late in the cut may finish after the restore (retries within
+        // its timeout): only probes that ended before the restore tell whether the cut held.
+        let settled = cut_to - chrono::Duration::milliseconds(s.w.timing.timeout_ms as i64 + 1000);
+        let late_in_cut: Vec<_> = late.iter().filter(|o| o.measured_at < settled).collect();
         let domestic_ok = late.iter().filter(|o| o.country == "XA" && o.ok).count();
-        let foreign_ok = late
+        let foreign_ok = late_in_cut
             .iter()
             .filter(|o| !o.control && o.country != "XA" && o.ok)
             .count();
-        let control_ok = late.iter().filter(|o| o.control && o.ok).count();
+        let control_ok = late_in_cut.iter().filter(|o| o.control && o.ok).count();
         let first = (first - cut_from).num_milliseconds() as f64 / 1000.0;
         let last = (last - cut_from).num_milliseconds() as f64 / 1000.0;
         row.note(format!(
