@@ -98,8 +98,9 @@ done
 curl -s "$DNS_URL" | grep -q '^probe_success 1' || { echo "blackbox DNS probe does not succeed"; exit 1; }
 curl -s "$HTTP_URL" | grep -q '^probe_success 1' || { echo "blackbox HTTP probe does not succeed"; exit 1; }
 
-yes "127.0.0.1:$KNOT kz.test. SOA" | head -n "$N_DNS" > "$dir/dns.targets"
-yes "http://127.0.0.1:$NGINX/" | head -n "$N_HTTP" > "$dir/http.targets"
+repeat() { awk -v n="$2" -v l="$1" 'BEGIN { for (i = 0; i < n; i++) print l }'; }
+repeat "127.0.0.1:$KNOT kz.test. SOA" "$N_DNS" > "$dir/dns.targets"
+repeat "http://127.0.0.1:$NGINX/" "$N_HTTP" > "$dir/http.targets"
 TCK=$(getconf CLK_TCK)
 cpu_of() { awk -v t="$TCK" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -114,7 +115,7 @@ run_blackout() { # signal file n -> probes per CPU-second
 run_blackbox() { # url n -> probes per CPU-second
   local c0 c1
   c0=$(cpu_of "$BBPID")
-  yes "$1" | head -n "$2" | xargs -P "$CONC" -n 50 curl -s > "$dir/bb.out"
+  repeat "$1" "$2" | xargs -P "$CONC" -n 50 curl -s > "$dir/bb.out"
   c1=$(cpu_of "$BBPID")
   local ok; ok=$(grep -c '^probe_success 1' "$dir/bb.out" || true)
   [ "$ok" = "$2" ] || echo "  warning: blackbox ok $ok of $2" >&2

@@ -227,7 +227,10 @@ pub fn read_signals_csv(path: &Path) -> Result<Vec<SeriesPoint>, ReplayError> {
 
 /// Reads IODA v2 `signals/raw` JSON. Returns the points, the largest step, and the
 /// datasources skipped for having no slot.
-pub fn read_ioda(path: &Path) -> Result<(Vec<SeriesPoint>, Option<u64>, Vec<String>), ReplayError> {
+/// Points, the largest step, and the datasources skipped.
+pub type IodaInput = (Vec<SeriesPoint>, Option<u64>, Vec<String>);
+
+pub fn read_ioda(path: &Path) -> Result<IodaInput, ReplayError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let root: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| parse_err(path, e.line(), format!("not JSON: {e}")))?;

@@ -222,7 +222,7 @@ where
 
 fn settings_fast() -> ProbeSettings {
     ProbeSettings {
-        timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
         // Tests run many rounds in seconds; the politeness limit is tested above.
         icmp_max_probes_per_block_hour: 10_000,
         ..ProbeSettings::default()

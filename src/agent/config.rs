@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_PROBES_PER_SEC: u32 = 2_000;
 pub const DEFAULT_UPLOAD_INTERVAL_SECS: u64 = 5;
 /// Default largest batch.
 pub const DEFAULT_BATCH_MAX: usize = 5_000;
+/// Default period of re-fetching a catalog from the collector.
+pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 600;
 /// Default disk cap of the spool (the oldest batches are dropped beyond it).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
@@ -27,6 +29,10 @@ struct RawAgentConfig {
     agent_id: String,
     /// Base URL of the collector, e.g. `https://collector.example:9797`.
     collector_url: Option<String>,
+    /// More collectors to upload the same observations to (scale-out, HA): each gets
+    /// its own spool, so one collector's outage delays only its own copy.
+    #[serde(default)]
+    collector_urls: Vec<String>,
     /// The agent's bearer token, or a file holding it (preferred: keeps secrets out of
     /// config files that get shared).
     token: Option<String>,
@@ -36,6 +42,8 @@ struct RawAgentConfig {
     /// Catalog files or directories; empty: fetch the catalog from the collector.
     #[serde(default)]
     catalog: Vec<PathBuf>,
+    /// How often a catalog fetched from the collector is fetched again.
+    catalog_refresh_secs: Option<u64>,
     spool_dir: Option<PathBuf>,
     spool_max_bytes: Option<u64>,
     round_secs: Option<u64>,
@@ -59,9 +67,12 @@ struct RawAgentConfig {
 pub struct AgentConfig {
     pub agent_id: String,
     pub collector_url: Option<reqwest::Url>,
+    /// Every collector to upload to: `collector_url` first, then `collector_urls`.
+    pub collector_urls: Vec<reqwest::Url>,
     pub token: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub catalog: Vec<PathBuf>,
+    pub catalog_refresh: Duration,
     pub spool_dir: Option<PathBuf>,
     pub spool_max_bytes: u64,
     pub round: Duration,
@@ -93,9 +104,11 @@ impl AgentConfig {
         AgentConfig {
             agent_id: "standalone".into(),
             collector_url: None,
+            collector_urls: Vec::new(),
             token: None,
             ca_file: None,
             catalog: Vec::new(),
+            catalog_refresh: Duration::from_secs(DEFAULT_CATALOG_REFRESH_SECS),
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             round: Duration::from_secs(DEFAULT_ROUND_SECS),
@@ -137,19 +150,30 @@ impl AgentConfig {
                 raw.agent_id
             )));
         }
-        let collector_url = match &raw.collector_url {
-            Some(u) => {
-                let url = reqwest::Url::parse(u)
-                    .map_err(|e| invalid(format!("key `collector_url`: {u:?}: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(invalid(format!(
-                        "key `collector_url`: {u:?} must be http:// or https://"
-                    )));
-                }
-                Some(url)
+        let parse_url = |key: &str, u: &str| {
+            let url =
+                reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "key `{key}`: {u:?} must be http:// or https://"
+                )));
             }
+            Ok(url)
+        };
+        let collector_url = match &raw.collector_url {
+            Some(u) => Some(parse_url("collector_url", u)?),
             None => None,
         };
+        let mut collector_urls: Vec<reqwest::Url> = collector_url.iter().cloned().collect();
+        for u in &raw.collector_urls {
+            let url = parse_url("collector_urls", u)?;
+            if collector_urls.contains(&url) {
+                return Err(invalid(format!(
+                    "key `collector_urls`: {u:?} is listed twice"
+                )));
+            }
+            collector_urls.push(url);
+        }
         let token = match (&raw.token, &raw.token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -166,6 +190,11 @@ impl AgentConfig {
             }
             (None, None) => None,
         };
+        if collector_url.is_none() && !collector_urls.is_empty() {
+            return Err(invalid(
+                "key `collector_urls`: give `collector_url` (the first collector) too".into(),
+            ));
+        }
         if collector_url.is_none() {
             return Err(invalid(
                 "key `collector_url`: required (where to upload)".into(),
@@ -185,9 +214,15 @@ impl AgentConfig {
         Ok(AgentConfig {
             agent_id: raw.agent_id,
             collector_url,
+            collector_urls,
             token,
             ca_file: raw.ca_file.map(|p| base.join(p)),
             catalog: raw.catalog.iter().map(|p| base.join(p)).collect(),
+            catalog_refresh: Duration::from_secs(nonzero(
+                "catalog_refresh_secs",
+                raw.catalog_refresh_secs,
+                DEFAULT_CATALOG_REFRESH_SECS,
+            )?),
             spool_dir: raw.spool_dir.map(|p| base.join(p)),
             spool_max_bytes: nonzero("spool_max_bytes", raw.spool_max_bytes, d.spool_max_bytes)?,
             round: Duration::from_secs(nonzero("round_secs", raw.round_secs, DEFAULT_ROUND_SECS)?),
@@ -252,6 +287,14 @@ mod tests {
                 &format!("{ok}token = \"x\"\ntoken_file = \"t\"\n"),
                 "only one",
             ),
+            (
+                &format!("{ok}collector_urls = [\"http://127.0.0.1:9797\"]\n"),
+                "key `collector_urls`: \"http://127.0.0.1:9797\" is listed twice",
+            ),
+            (
+                &format!("{ok}collector_urls = [\"udp://x\"]\n"),
+                "key `collector_urls`",
+            ),
         ];
         for (text, want) in cases {
             let e = AgentConfig::parse(text, p).unwrap_err().to_string();
@@ -261,5 +304,10 @@ mod tests {
         let c = AgentConfig::parse(&format!("{ok}catalog = [\"probes\"]\n"), p).unwrap();
         assert_eq!(c.catalog, vec![PathBuf::from("/etc/blackout/probes")]);
         assert_eq!(c.round, Duration::from_secs(DEFAULT_ROUND_SECS));
+        assert_eq!(c.collector_urls.len(), 1);
+        let c = AgentConfig::parse(&format!("{ok}collector_urls = [\"https://b:9797/\"]\n"), p)
+            .unwrap();
+        assert_eq!(c.collector_urls.len(), 2);
+        assert_eq!(c.collector_urls[1].as_str(), "https://b:9797/");
     }
 }

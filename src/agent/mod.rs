@@ -8,4 +8,4 @@ pub mod spool;
 pub mod upload;
 
 pub use config::AgentConfig;
-pub use run::{AgentError, run};
+pub use run::{AgentError, run, run_multi};

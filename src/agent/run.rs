@@ -111,8 +111,7 @@ fn seed_of(agent: &str, round: u64) -> u64 {
 async fn batcher(
     agent: String,
     mut rx: mpsc::Receiver<Observation>,
-    spool: Arc<Mutex<Spool>>,
-    more: Arc<Notify>,
+    spools: Vec<(Arc<Mutex<Spool>>, Arc<Notify>)>,
     batch_max: usize,
     interval: Duration,
 ) {
@@ -132,10 +131,13 @@ async fn batcher(
             observations: std::mem::take(pending),
         };
         let n = batch.observations.len();
-        match spool.lock().expect("spool lock").push(batch) {
-            Ok(()) => more.notify_one(),
-            Err(e) => {
-                tracing::error!(error = %e, observations = n, "cannot write to the spool; observations lost")
+        // One spool per collector: each collector's copy is acknowledged on its own.
+        for (spool, more) in &spools {
+            match spool.lock().expect("spool lock").push(batch.clone()) {
+                Ok(()) => more.notify_one(),
+                Err(e) => {
+                    tracing::error!(error = %e, observations = n, "cannot write to the spool; observations lost")
+                }
             }
         }
     };
@@ -166,35 +168,78 @@ pub async fn run(
     sink: Arc<dyn Sink>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let spool = match &cfg.spool_dir {
-        Some(dir) => Spool::open(dir, cfg.spool_max_bytes)?,
-        None => Spool::in_memory(cfg.spool_max_bytes),
-    };
-    if spool.batches() > 0 {
-        tracing::info!(
-            batches = spool.batches(),
-            observations = spool.observations(),
-            "resuming upload of spooled observations"
-        );
+    run_multi(cfg, targets, vec![sink], stop).await
+}
+
+/// As [`run`], uploading every batch to each of `sinks` (several collectors side by
+/// side). The first sink's spool is `spool_dir`; the n-th's is `spool_dir/collector-n`.
+pub async fn run_multi(
+    cfg: AgentConfig,
+    targets: Vec<Target>,
+    sinks: Vec<Arc<dyn Sink>>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let (_keep, rx) = tokio::sync::watch::channel(targets);
+    run_with_updates(cfg, rx, sinks, stop).await
+}
+
+/// As [`run_multi`], with a target list that may change between rounds (fleet
+/// assignment: the collector rebalances as agents come and go).
+pub async fn run_with_updates(
+    cfg: AgentConfig,
+    mut updates: tokio::sync::watch::Receiver<Vec<Target>>,
+    sinks: Vec<Arc<dyn Sink>>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let targets = updates.borrow_and_update().clone();
+    let mut spools = Vec::new();
+    for i in 0..sinks.len() {
+        let spool = match &cfg.spool_dir {
+            Some(dir) if i == 0 => Spool::open(dir, cfg.spool_max_bytes)?,
+            Some(dir) => Spool::open(
+                &dir.join(format!("collector-{}", i + 1)),
+                cfg.spool_max_bytes,
+            )?,
+            None => Spool::in_memory(cfg.spool_max_bytes),
+        };
+        if spool.batches() > 0 {
+            tracing::info!(
+                collector = i + 1,
+                batches = spool.batches(),
+                observations = spool.observations(),
+                "resuming upload of spooled observations"
+            );
+        }
+        spools.push((Arc::new(Mutex::new(spool)), Arc::new(Notify::new())));
     }
-    let spool = Arc::new(Mutex::new(spool));
-    let more = Arc::new(Notify::new());
     let settings = ProbeSettings {
         timeout: cfg.timeout,
         icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);
-    let targets: Arc<Vec<Target>> = Arc::new(targets);
+    let mut targets: Arc<Vec<Target>> = Arc::new(targets);
     tracing::info!(agent = %cfg.agent_id, targets = targets.len(), round_secs = cfg.round.as_secs(), "agent started");
 
-    let uploader = tokio::spawn(upload_loop(spool.clone(), sink, more.clone(), stop.clone()));
+    let flushed = CancellationToken::new();
+    let uploaders: Vec<_> = spools
+        .iter()
+        .zip(sinks)
+        .map(|((spool, more), sink)| {
+            tokio::spawn(upload_loop(
+                spool.clone(),
+                sink,
+                more.clone(),
+                stop.clone(),
+                flushed.clone(),
+            ))
+        })
+        .collect();
     let (tx, rx) = mpsc::channel::<Observation>(65_536);
     let batcher = tokio::spawn(batcher(
         cfg.agent_id.clone(),
         rx,
-        spool.clone(),
-        more.clone(),
+        spools,
         cfg.batch_max,
         cfg.upload_interval,
     ));
@@ -204,6 +249,13 @@ pub async fn run(
 
     let mut round = 0u64;
     'rounds: while !stop.is_cancelled() {
+        if updates.has_changed().unwrap_or(false) {
+            targets = Arc::new(updates.borrow_and_update().clone());
+            tracing::info!(
+                targets = targets.len(),
+                "new target list from the collector"
+            );
+        }
         let t0 = Instant::now();
         let plan = schedule::plan(
             targets.len(),
@@ -268,6 +320,9 @@ pub async fn run(
     .await;
     drop(tx);
     let _ = batcher.await;
-    let _ = uploader.await;
+    flushed.cancel();
+    for u in uploaders {
+        let _ = u.await;
+    }
     Ok(())
 }

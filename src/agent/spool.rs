@@ -34,6 +34,10 @@ struct Entry {
     batch: Option<Batch>,
 }
 
+/// Names one spooled batch, for [`Spool::ack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolKey(u64);
+
 #[derive(Debug)]
 pub struct Spool {
     dir: Option<PathBuf>,
@@ -84,10 +88,17 @@ impl Spool {
                 continue;
             };
             let text = std::fs::read(&path).map_err(io_err(&path))?;
-            let batch: Batch = serde_json::from_slice(&text).map_err(|e| SpoolError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let batch: Batch = match serde_json::from_slice(&text) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Renamed only after a sync, so this is disk damage or a foreign file:
+                    // keep it aside for a human and go on, rather than refuse to start.
+                    let aside = path.with_extension("corrupt");
+                    tracing::error!(path = %path.display(), error = %e, "spool file is not a batch; moved aside");
+                    std::fs::rename(&path, &aside).map_err(io_err(&path))?;
+                    continue;
+                }
+            };
             found.push(Entry {
                 seq,
                 bytes: text.len() as u64,
@@ -112,8 +123,25 @@ impl Spool {
         dir.join(format!("{seq:020}.json"))
     }
 
-    /// Stores a batch durably at the back of the queue.
+    /// Stores a batch durably at the back of the queue. When this returns `Ok`, the
+    /// batch is on disk (file and directory entry synced).
     pub fn push(&mut self, batch: Batch) -> Result<(), SpoolError> {
+        let (id, n) = (batch.batch_id.clone(), batch.observations.len());
+        self.store(batch)?;
+        // Tests count what the agent produced from these lines, so it is logged only
+        // once the batch is durable.
+        let dir = self.dir.as_deref().map(|d| d.display().to_string());
+        tracing::debug!(batch = %id, observations = n, spool = dir.as_deref().unwrap_or("memory"), "batch spooled");
+        Ok(())
+    }
+
+    /// Puts back the parts of a batch split after the collector found it too large; not
+    /// new observations, so not logged as spooled.
+    pub fn requeue(&mut self, batch: Batch) -> Result<(), SpoolError> {
+        self.store(batch)
+    }
+
+    fn store(&mut self, batch: Batch) -> Result<(), SpoolError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let observations = batch.observations.len() as u64;
@@ -165,35 +193,50 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest unacknowledged batch.
-    pub fn front(&self) -> Result<Option<Batch>, SpoolError> {
-        let Some(e) = self.queue.front() else {
-            return Ok(None);
-        };
-        match (&self.dir, &e.batch) {
-            (_, Some(b)) => Ok(Some(b.clone())),
-            (Some(dir), None) => {
-                let p = Self::path_of(dir, e.seq);
-                let data = std::fs::read(&p).map_err(io_err(&p))?;
-                serde_json::from_slice(&data)
-                    .map(Some)
-                    .map_err(|err| SpoolError::Corrupt {
-                        path: p,
-                        message: err.to_string(),
-                    })
+    /// The oldest unacknowledged batch, with the key [`Spool::ack`] takes.
+    ///
+    /// A batch file that cannot be read back is moved aside (`.corrupt`), counted as
+    /// dropped, and the next one is returned: one damaged file must not stop the upload
+    /// of everything queued behind it.
+    pub fn front(&mut self) -> Result<Option<(SpoolKey, Batch)>, SpoolError> {
+        loop {
+            let Some(e) = self.queue.front() else {
+                return Ok(None);
+            };
+            let key = SpoolKey(e.seq);
+            let dir = match (&self.dir, &e.batch) {
+                (_, Some(b)) => return Ok(Some((key, b.clone()))),
+                (Some(dir), None) => dir.clone(),
+                (None, None) => unreachable!("in-memory entries keep their batch"),
+            };
+            let p = Self::path_of(&dir, e.seq);
+            let data = std::fs::read(&p).map_err(io_err(&p))?;
+            match serde_json::from_slice(&data) {
+                Ok(b) => return Ok(Some((key, b))),
+                Err(err) => {
+                    tracing::error!(path = %p.display(), error = %err, "spooled batch is unreadable; moved aside");
+                    std::fs::rename(&p, p.with_extension("corrupt")).map_err(io_err(&p))?;
+                    let e = self.queue.pop_front().expect("front exists");
+                    self.bytes -= e.bytes;
+                    self.dropped_observations += e.observations;
+                }
             }
-            (None, None) => unreachable!("in-memory entries keep their batch"),
         }
     }
 
-    /// Removes the oldest batch: the collector has it.
-    pub fn ack_front(&mut self) -> Result<(), SpoolError> {
-        if let Some(e) = self.queue.pop_front() {
-            self.bytes -= e.bytes;
-            if let Some(dir) = &self.dir {
-                let p = Self::path_of(dir, e.seq);
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-            }
+    /// Removes the batch `key` names: the collector has it (or refused it for good).
+    ///
+    /// By key, not "the front": while a batch is on its way, the disk cap may have
+    /// dropped it and made a younger, never-sent batch the front.
+    pub fn ack(&mut self, key: SpoolKey) -> Result<(), SpoolError> {
+        let Some(i) = self.queue.iter().position(|e| e.seq == key.0) else {
+            return Ok(());
+        };
+        let e = self.queue.remove(i).expect("index from position");
+        self.bytes -= e.bytes;
+        if let Some(dir) = &self.dir {
+            let p = Self::path_of(dir, e.seq);
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
         }
         Ok(())
     }
@@ -240,16 +283,18 @@ mod tests {
             s.push(batch("b1", 2)).unwrap();
             s.push(batch("b2", 3)).unwrap();
             s.push(batch("b3", 1)).unwrap();
-            s.ack_front().unwrap();
+            let (k, _) = s.front().unwrap().unwrap();
+            s.ack(k).unwrap();
         }
         std::fs::write(d.path().join("00000000000000000099.tmp"), b"{\"half").unwrap();
         let mut s = Spool::open(d.path(), 1 << 20).unwrap();
         assert_eq!(s.batches(), 2);
         assert_eq!(s.observations(), 4);
-        assert_eq!(s.front().unwrap().unwrap().batch_id, "b2");
-        s.ack_front().unwrap();
+        let (k, b) = s.front().unwrap().unwrap();
+        assert_eq!(b.batch_id, "b2");
+        s.ack(k).unwrap();
         s.push(batch("b4", 1)).unwrap();
-        assert_eq!(s.front().unwrap().unwrap().batch_id, "b3");
+        assert_eq!(s.front().unwrap().unwrap().1.batch_id, "b3");
         assert!(!d.path().join("00000000000000000099.tmp").exists());
     }
 
@@ -263,7 +308,41 @@ mod tests {
         }
         assert_eq!(s.batches(), 2);
         assert_eq!(s.dropped_observations(), 30);
-        assert_eq!(s.front().unwrap().unwrap().batch_id, "b3");
+        assert_eq!(s.front().unwrap().unwrap().1.batch_id, "b3");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn ack_of_a_batch_the_cap_dropped_in_flight_keeps_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let one = serde_json::to_vec(&batch("b0", 10)).unwrap().len() as u64;
+        let mut s = Spool::open(d.path(), one * 2 + 10).unwrap();
+        s.push(batch("b0", 10)).unwrap();
+        s.push(batch("b1", 10)).unwrap();
+        let (sent, b) = s.front().unwrap().unwrap();
+        assert_eq!(b.batch_id, "b0");
+        // While b0 is on its way, the cap drops it.
+        s.push(batch("b2", 10)).unwrap();
+        s.ack(sent).unwrap();
+        assert_eq!(s.batches(), 2, "b1 was never sent and must stay");
+        assert_eq!(s.front().unwrap().unwrap().1.batch_id, "b1");
+    }
+
+    #[test]
+    fn unreadable_batch_is_moved_aside_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        s.push(batch("b0", 3)).unwrap();
+        s.push(batch("b1", 2)).unwrap();
+        std::fs::write(d.path().join(format!("{:020}.json", 0)), b"garbage").unwrap();
+        let (_, b) = s.front().unwrap().unwrap();
+        assert_eq!(b.batch_id, "b1");
+        assert_eq!(s.dropped_observations(), 3);
+        assert!(d.path().join(format!("{:020}.corrupt", 0)).exists());
+        drop(s);
+        std::fs::write(d.path().join(format!("{:020}.json", 7)), b"{}").unwrap();
+        let s = Spool::open(d.path(), 1 << 20).unwrap();
+        assert_eq!(s.batches(), 1);
+        assert_eq!(s.next_seq, 2, "a corrupt file does not count as a batch");
     }
 }

@@ -26,6 +26,8 @@ pub enum SendResult {
     },
     /// The collector will never take this batch (it is invalid): drop it, loudly.
     Rejected(String),
+    /// The body exceeds the collector's limit (413): split it and send the halves.
+    TooLarge(String),
 }
 
 /// Where batches go.
@@ -86,15 +88,27 @@ impl HttpSink {
     }
 }
 
+/// Retry-After as delay-seconds or as an HTTP date (RFC 9110 allows both).
+fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    resp.headers()
+    let v = resp
+        .headers()
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+        .ok()?;
+    parse_retry_after(v, chrono::Utc::now())
 }
 
 impl Sink for HttpSink {
@@ -118,9 +132,8 @@ impl Sink for HttpSink {
             let body = resp.text().await.unwrap_or_default();
             match status {
                 s if s.is_success() => SendResult::Acked,
-                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
-                    SendResult::Rejected(format!("{status}: {body}"))
-                }
+                StatusCode::BAD_REQUEST => SendResult::Rejected(format!("{status}: {body}")),
+                StatusCode::PAYLOAD_TOO_LARGE => SendResult::TooLarge(format!("{status}: {body}")),
                 // Auth errors are an operator's mistake to fix: keep the data meanwhile.
                 _ => SendResult::Retry {
                     after,
@@ -190,61 +203,154 @@ impl Backoff {
     }
 }
 
-/// Uploads the spool's batches until `stop` fires; wakes on `more` when a batch is added.
+/// Longest wait a collector's Retry-After may impose; beyond it the agent tries anyway
+/// (a misconfigured proxy must not park a fleet for a day).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// How long an agent told to stop keeps uploading what it spooled, so that a clean
+/// restart leaves nothing behind when the collector is reachable.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
+/// The delay a Retry-After asks for, stretched by up to a fifth so that agents told the
+/// same thing at once do not come back at once.
+fn obey_retry_after(after: Duration) -> Duration {
+    let after = after.min(MAX_RETRY_AFTER);
+    let spread = after / 5 + Duration::from_millis(250);
+    after + Duration::from_secs_f64(rand::rng().random_range(0.0..=1.0) * spread.as_secs_f64())
+}
+
+/// Halves of a batch the collector found too large. Their ids derive from the parent's,
+/// so a split repeated after a crash yields the same ids and the collector's dedup holds.
+fn split(batch: &Batch) -> Option<[Batch; 2]> {
+    let n = batch.observations.len();
+    if n < 2 || batch.batch_id.len() + 2 > 128 {
+        return None;
+    }
+    let (a, b) = batch.observations.split_at(n / 2);
+    let half = |suffix: &str, obs: &[crate::observation::Observation]| Batch {
+        batch_id: format!("{}.{suffix}", batch.batch_id),
+        agent: batch.agent.clone(),
+        observations: obs.to_vec(),
+    };
+    Some([half("a", a), half("b", b)])
+}
+
+/// Uploads the spool's batches, oldest first, until `stop` fires; wakes on `more` when
+/// a batch is added. After `stop` it drains: it keeps uploading for at most [`DRAIN`],
+/// until the spool is empty and `flushed` says no batch will be added any more; it
+/// gives up at the first failure (what is left stays spooled for the next start).
 pub async fn upload_loop(
     spool: Arc<Mutex<Spool>>,
     sink: Arc<dyn Sink>,
     more: Arc<tokio::sync::Notify>,
     stop: tokio_util::sync::CancellationToken,
+    flushed: tokio_util::sync::CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut flush_seen = false;
     loop {
+        if deadline.is_none() && stop.is_cancelled() {
+            deadline = Some(tokio::time::Instant::now() + DRAIN);
+        }
+        // The last batch comes only after the probes in flight end: the drain window
+        // starts again then, so a long probe timeout does not eat it.
+        if deadline.is_some() && !flush_seen && flushed.is_cancelled() {
+            flush_seen = true;
+            deadline = Some(tokio::time::Instant::now() + DRAIN);
+        }
         let front = spool.lock().expect("spool lock").front();
-        let batch = match front {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                tokio::select! {
-                    _ = more.notified() => continue,
-                    _ = stop.cancelled() => return,
+        let (key, batch) = match front {
+            Ok(Some(kb)) => kb,
+            Ok(None) => match deadline {
+                Some(_) if flushed.is_cancelled() => return,
+                // The batcher's last flush is bounded by the probe timeout in `run`.
+                Some(_) => {
+                    tokio::select! {
+                        _ = more.notified() => continue,
+                        _ = flushed.cancelled() => continue,
+                    }
                 }
-            }
+                None => {
+                    tokio::select! {
+                        _ = more.notified() => continue,
+                        _ = stop.cancelled() => continue,
+                    }
+                }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the spool; retrying");
+                if deadline.is_some() {
+                    return;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => continue,
                 }
             }
         };
-        let result = tokio::select! {
-            r = sink.send(&batch) => r,
-            _ = stop.cancelled() => return,
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, sink.send(&batch)).await {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            None => tokio::select! {
+                r = sink.send(&batch) => r,
+                // Abandoned mid-way: sent again while draining; the collector's dedup
+                // makes that harmless.
+                _ = stop.cancelled() => continue,
+            },
         };
         let delay = match result {
             SendResult::Acked => {
                 backoff.reset();
-                if let Err(e) = spool.lock().expect("spool lock").ack_front() {
+                if let Err(e) = spool.lock().expect("spool lock").ack(key) {
                     tracing::error!(error = %e, "cannot remove an acknowledged batch from the spool");
                 }
                 tracing::debug!(batch = %batch.batch_id, observations = batch.observations.len(), "batch acknowledged");
                 continue;
             }
+            SendResult::TooLarge(reason) => {
+                let mut sp = spool.lock().expect("spool lock");
+                let r = match split(&batch) {
+                    Some([a, b]) => {
+                        tracing::warn!(batch = %batch.batch_id, observations = batch.observations.len(), %reason, "collector found the batch too large; splitting it");
+                        sp.requeue(a)
+                            .and_then(|_| sp.requeue(b))
+                            .and_then(|_| sp.ack(key))
+                    }
+                    None => {
+                        tracing::error!(batch = %batch.batch_id, %reason, "collector refuses even the smallest part of a batch; dropping it");
+                        sp.ack(key)
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot split a batch in the spool");
+                }
+                continue;
+            }
             SendResult::Rejected(reason) => {
                 tracing::error!(batch = %batch.batch_id, observations = batch.observations.len(), %reason, "collector rejected a batch; dropping it");
-                if let Err(e) = spool.lock().expect("spool lock").ack_front() {
+                if let Err(e) = spool.lock().expect("spool lock").ack(key) {
                     tracing::error!(error = %e, "cannot remove a rejected batch from the spool");
                 }
                 continue;
             }
             SendResult::Retry { after, reason } => {
-                let d = after.unwrap_or_else(|| backoff.next_delay());
+                if deadline.is_some() {
+                    tracing::info!(batch = %batch.batch_id, %reason, "stopping with batches still spooled");
+                    return;
+                }
+                let d = match after {
+                    Some(a) => obey_retry_after(a),
+                    None => backoff.next_delay(),
+                };
                 tracing::warn!(batch = %batch.batch_id, %reason, retry_in_secs = d.as_secs_f64(), "upload failed");
                 d
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {}
         }
     }
 }
@@ -262,5 +368,51 @@ mod tests {
         assert!(d[9] >= Duration::from_secs(30) && d[9] <= Duration::from_secs(60));
         b.reset();
         assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-29T16:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 16:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 15:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        let d = obey_retry_after(Duration::from_secs(10));
+        assert!(
+            d >= Duration::from_secs(10) && d <= Duration::from_millis(12_250),
+            "{d:?}"
+        );
+        assert!(obey_retry_after(Duration::from_secs(86_400)) < Duration::from_secs(4_400));
+    }
+
+    #[test]
+    fn split_is_deterministic_and_complete() {
+        let o: crate::observation::Observation = serde_json::from_str(
+            r#"{"agent":"a","target":"t","country":"KZ","asn":1,"signal":"icmp","measured_at":"2022-01-05T10:30:00Z","ok":true}"#,
+        )
+        .unwrap();
+        let b = Batch {
+            batch_id: "a-1".into(),
+            agent: "a".into(),
+            observations: vec![o; 5],
+        };
+        let [x, y] = split(&b).unwrap();
+        assert_eq!(
+            (x.batch_id.as_str(), y.batch_id.as_str()),
+            ("a-1.a", "a-1.b")
+        );
+        assert_eq!(x.observations.len() + y.observations.len(), 5);
+        assert_eq!(split(&b), split(&b));
+        let one = Batch {
+            observations: vec![b.observations[0].clone()],
+            ..b
+        };
+        assert!(split(&one).is_none());
     }
 }

@@ -72,29 +72,80 @@ async fn main() -> Result<()> {
                 .context("collector_url is required")?;
             let client =
                 collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
-            let files = if cfg.catalog.is_empty() {
-                match blackout::agent::run::fetch_catalog(
-                    &client,
-                    &url,
-                    &cfg.agent_id,
-                    cfg.token.as_deref(),
-                    &stop,
-                )
-                .await
-                {
-                    Some(f) => f,
-                    None => return Ok(()),
-                }
-            } else {
+            // One spool and one upload loop per collector (side-by-side collectors).
+            let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
+            for u in &cfg.collector_urls {
+                sinks.push(Arc::new(HttpSink::new(
+                    u,
+                    cfg.token.clone(),
+                    client.clone(),
+                )?));
+            }
+            if !cfg.catalog.is_empty() {
                 let mut files = Vec::new();
                 for p in &cfg.catalog {
                     files.extend(blackout::catalog::load_path(p)?);
                 }
-                files
+                let targets = blackout::agent::run::select_targets(&cfg, &files)?;
+                blackout::agent::run_multi(cfg, targets, sinks, stop).await?;
+                return Ok(());
+            }
+            // The collector hands out this agent's share and rebalances it over time.
+            let fetch = {
+                let (client, url, id, token, stop) = (
+                    client.clone(),
+                    url.clone(),
+                    cfg.agent_id.clone(),
+                    cfg.token.clone(),
+                    stop.clone(),
+                );
+                move || {
+                    let (client, url, id, token, stop) = (
+                        client.clone(),
+                        url.clone(),
+                        id.clone(),
+                        token.clone(),
+                        stop.clone(),
+                    );
+                    async move {
+                        blackout::agent::run::fetch_catalog(
+                            &client,
+                            &url,
+                            &id,
+                            token.as_deref(),
+                            &stop,
+                        )
+                        .await
+                    }
+                }
+            };
+            let Some(files) = fetch().await else {
+                return Ok(());
             };
             let targets = blackout::agent::run::select_targets(&cfg, &files)?;
-            let sink = Arc::new(HttpSink::new(&url, cfg.token.clone(), client)?);
-            blackout::agent::run(cfg, targets, sink, stop).await?;
+            let (tx, rx) = tokio::sync::watch::channel(targets);
+            {
+                let (cfg, stop) = (cfg.clone(), stop.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(cfg.catalog_refresh) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        let Some(files) = fetch().await else { return };
+                        match blackout::agent::run::select_targets(&cfg, &files) {
+                            Ok(t) if t != *tx.borrow() => {
+                                let _ = tx.send(t);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(error = %e, "new catalog from the collector refused; keeping the old one")
+                            }
+                        }
+                    }
+                });
+            }
+            blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
             Ok(())
         }
     }

@@ -36,9 +36,13 @@ enum Cmd {
     },
     /// Collector and one agent in one process, on the shipped catalogs: the place to start.
     Standalone {
-        /// Address of the status page, API and /metrics.
-        #[arg(long, default_value = blackout::collector::config::DEFAULT_LISTEN)]
-        listen: SocketAddr,
+        /// Address of the status page, API and /metrics [default: 127.0.0.1:9797].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// collector.toml for the collector half (e.g. its [detect] table); the detector's
+        /// bin is then the config's, not one round.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Catalog files or directories instead of the shipped ones.
         #[arg(long)]
         catalog: Vec<PathBuf>,
@@ -140,23 +144,48 @@ async fn main() -> Result<()> {
         }
         Cmd::Standalone {
             listen,
+            config,
             catalog,
             round_secs,
             state_dir,
             allow_reserved,
         } => {
             anyhow::ensure!(round_secs > 0, "--round-secs must be greater than 0");
-            let files = load_catalogs(&catalog)?;
-            let cfg = CollectorConfig {
-                listen,
-                state_dir: state_dir.clone(),
-                ..CollectorConfig::default()
+            let mut cfg = match &config {
+                Some(p) => CollectorConfig::load(p)?,
+                None => {
+                    let mut c = CollectorConfig::default();
+                    // One bin per round: each bin then holds one reading of every target.
+                    c.detect.bin_secs = round_secs;
+                    c.detect
+                        .validate()
+                        .map_err(|m| anyhow::anyhow!("--round-secs: {m}"))?;
+                    c
+                }
             };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if state_dir.is_some() {
+                cfg.state_dir = state_dir.clone();
+            }
+            let listen = cfg.listen;
+            let catalog = if catalog.is_empty() {
+                let base = config
+                    .as_ref()
+                    .and_then(|p| p.parent().map(|b| b.to_path_buf()))
+                    .unwrap_or_default();
+                cfg.catalog.iter().map(|c| base.join(c)).collect()
+            } else {
+                catalog
+            };
+            let files = load_catalogs(&catalog)?;
+            let spool_dir = cfg.state_dir.as_ref().map(|d| d.join("spool"));
             let collector = Arc::new(Collector::new(cfg, files.clone())?);
             let mut agent = AgentConfig::standalone();
             agent.round = std::time::Duration::from_secs(round_secs);
             agent.allow_reserved = allow_reserved;
-            agent.spool_dir = state_dir.map(|d| d.join("spool"));
+            agent.spool_dir = spool_dir;
             let targets = blackout::agent::run::select_targets(&agent, &files)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

@@ -5,11 +5,12 @@
 //! entry may name a whole prefix: it expands into blocks (/24 for IPv4, /48 for IPv6),
 //! each probed on its own, as Trinocular does. See `probes/README.md` for the format.
 
+pub mod assign;
 pub mod build;
 mod embedded;
 mod model;
 
-pub use embedded::embedded;
+pub use embedded::{embedded, embedded_names};
 pub use model::*;
 
 use std::path::{Path, PathBuf};

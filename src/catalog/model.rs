@@ -381,6 +381,78 @@ impl CatalogFile {
     }
 }
 
+/// Writes targets back as catalog files, one per (country, control), each target as its
+/// own entry with its id: the form in which the collector hands an agent its share.
+pub fn to_files(targets: &[&Target]) -> Vec<CatalogFile> {
+    let mut files: std::collections::BTreeMap<(String, bool), CatalogFile> = Default::default();
+    for t in targets {
+        let f = files
+            .entry((t.country.clone(), t.control))
+            .or_insert_with(|| CatalogFile {
+                country: t.country.clone(),
+                name: None,
+                control: t.control,
+                source: Vec::new(),
+                network: Vec::new(),
+                icmp: Vec::new(),
+                dns: Vec::new(),
+                http: Vec::new(),
+                tcp: Vec::new(),
+            });
+        let id = Some(t.id.clone());
+        match &t.kind {
+            TargetKind::Icmp {
+                block,
+                hosts,
+                availability,
+            } => f.icmp.push(IcmpEntry {
+                id,
+                prefix: *block,
+                asn: t.asn,
+                region: t.region.clone(),
+                hosts: hosts.clone(),
+                availability: *availability,
+                block_len: Some(block.prefix_len()),
+            }),
+            TargetKind::Dns {
+                server,
+                qname,
+                qtype,
+            } => f.dns.push(DnsEntry {
+                id,
+                server: match server {
+                    DnsServer::System => "system".to_string(),
+                    DnsServer::Addr(a) => a.to_string(),
+                },
+                qname: qname.clone(),
+                qtype: qtype.clone(),
+                asn: t.asn,
+                region: t.region.clone(),
+                server_name: None,
+            }),
+            TargetKind::Http {
+                url,
+                address,
+                expect_status,
+            } => f.http.push(HttpEntry {
+                id,
+                url: url.clone(),
+                asn: t.asn,
+                region: t.region.clone(),
+                address: *address,
+                expect_status: expect_status.clone(),
+            }),
+            TargetKind::Tcp { address } => f.tcp.push(TcpEntry {
+                id,
+                address: *address,
+                asn: t.asn,
+                region: t.region.clone(),
+            }),
+        }
+    }
+    files.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{expand, parse};
@@ -445,6 +517,20 @@ mod tests {
                 .to_string()
                 .contains("more than once")
         );
+    }
+
+    #[test]
+    fn to_files_round_trips_targets() {
+        let files = super::super::embedded().unwrap();
+        let targets = expand(&files).unwrap();
+        let some: Vec<&Target> = targets.iter().step_by(97).collect();
+        let back = expand(&to_files(&some)).unwrap();
+        let want: Vec<Target> = some.into_iter().cloned().collect();
+        let mut back_sorted = back.clone();
+        back_sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut want_sorted = want.clone();
+        want_sorted.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(back_sorted, want_sorted);
     }
 
     #[test]

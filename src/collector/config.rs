@@ -35,9 +35,35 @@ pub struct RawCollectorConfig {
     pub max_future_secs: Option<u64>,
     #[serde(default)]
     pub max_age_secs: Option<u64>,
+    /// Days of observation log kept (and replayed at start); older day segments are
+    /// deleted. Must cover `max_age_secs`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// PEM certificate chain and private key: with both, the collector serves HTTPS only.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Agents allowed to upload, each with the SHA-256 (hex) of its token.
     #[serde(default)]
     pub agent: Vec<AgentEntry>,
+    /// Fleet assignment: each target goes to this many agents (`GET /api/v1/catalog?agent=ID`
+    /// returns the agent's share). Absent: every agent gets the whole catalog.
+    #[serde(default)]
+    pub assign_k: Option<usize>,
+    /// An agent that sent nothing for this long is left out of the assignment.
+    #[serde(default)]
+    pub agent_timeout_secs: Option<u64>,
+    /// Settings of the detection engine.
+    #[serde(default)]
+    pub detect: crate::detect::DetectConfig,
+}
+
+/// Where the collector's certificate chain and key are (PEM files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,9 +83,18 @@ pub struct CollectorConfig {
     pub max_body_bytes: usize,
     pub max_future_secs: u64,
     pub max_age_secs: u64,
+    pub retention_days: u32,
+    /// HTTPS instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// (agent id, SHA-256 of its token).
     pub agents: Vec<(String, [u8; 32])>,
+    pub assign_k: Option<usize>,
+    pub agent_timeout_secs: u64,
+    pub detect: crate::detect::DetectConfig,
 }
+
+/// Default silence after which an agent no longer counts for the assignment.
+pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 1800;
 
 impl Default for CollectorConfig {
     fn default() -> Self {
@@ -71,7 +106,12 @@ impl Default for CollectorConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_future_secs: DEFAULT_MAX_FUTURE_SECS,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
+            retention_days: super::log::DEFAULT_RETENTION_DAYS,
+            tls: None,
             agents: Vec::new(),
+            assign_k: None,
+            agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
+            detect: crate::detect::DetectConfig::default(),
         }
     }
 }
@@ -138,10 +178,58 @@ impl CollectorConfig {
             Some(v) => Ok(v),
             None => Ok(default),
         };
+        raw.detect
+            .validate()
+            .map_err(|m| match m.split_once(": ") {
+                Some((key, why)) => invalid(format!("key `detect.{key}`: {why}")),
+                None => invalid(format!("table `detect`: {m}")),
+            })?;
+        if raw.assign_k == Some(0) {
+            return Err(invalid("key `assign_k`: must be at least 1".into()));
+        }
+        let max_age_secs = positive("max_age_secs", raw.max_age_secs, d.max_age_secs)?;
+        let retention_days = positive(
+            "retention_days",
+            raw.retention_days.map(u64::from),
+            u64::from(d.retention_days),
+        )? as u32;
+        if u64::from(retention_days) * 86_400 < max_age_secs + 86_400 {
+            // A batch re-sent after its segment expired would be counted twice.
+            return Err(invalid(format!(
+                "key `retention_days`: {retention_days} days must exceed `max_age_secs` ({max_age_secs} s) by a day, so that re-sent batches are still recognised"
+            )));
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert_file: base.join(c),
+                key_file: base.join(k),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "key `tls_key_file`: required with `tls_cert_file`".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "key `tls_cert_file`: required with `tls_key_file`".into(),
+                ));
+            }
+        };
         Ok(CollectorConfig {
+            assign_k: raw.assign_k,
+            agent_timeout_secs: positive(
+                "agent_timeout_secs",
+                raw.agent_timeout_secs,
+                DEFAULT_AGENT_TIMEOUT_SECS,
+            )?,
+            detect: raw.detect,
             listen,
             state_dir: raw.state_dir,
             catalog: raw.catalog,
+            retention_days,
+            tls,
             freshness_secs: positive("freshness_secs", raw.freshness_secs, d.freshness_secs)?,
             max_body_bytes: positive(
                 "max_body_bytes",
@@ -149,7 +237,7 @@ impl CollectorConfig {
                 d.max_body_bytes as u64,
             )? as usize,
             max_future_secs: positive("max_future_secs", raw.max_future_secs, d.max_future_secs)?,
-            max_age_secs: positive("max_age_secs", raw.max_age_secs, d.max_age_secs)?,
+            max_age_secs,
             agents,
         })
     }
@@ -170,6 +258,21 @@ mod tests {
                 "agent[0] (id \"a\") key `token_sha256`",
             ),
             ("freshness_secs = 0\n", "key `freshness_secs`"),
+            ("[detect]\nbin_secs = 0\n", "key `detect.bin_secs`"),
+            ("[detect]\nbins_secs = 60\n", "line 2"),
+            ("retention_days = 0\n", "key `retention_days`"),
+            (
+                "retention_days = 30\n",
+                "key `retention_days`: 30 days must exceed",
+            ),
+            (
+                "tls_cert_file = \"c.pem\"\n",
+                "key `tls_key_file`: required",
+            ),
+            (
+                "tls_key_file = \"k.pem\"\n",
+                "key `tls_cert_file`: required",
+            ),
         ];
         for (text, want) in cases {
             let e = CollectorConfig::parse(text, p).unwrap_err().to_string();
@@ -183,5 +286,16 @@ mod tests {
         let c = CollectorConfig::parse("", Path::new("c.toml")).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.agents.is_empty());
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file() {
+        let text = "tls_cert_file = \"tls/cert.pem\"\ntls_key_file = \"/abs/key.pem\"\nretention_days = 2\nmax_age_secs = 3600\n";
+        let c = CollectorConfig::parse(text, Path::new("/etc/blackout/collector.toml")).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/blackout/tls/cert.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/abs/key.pem"));
+        assert_eq!(c.retention_days, 2);
     }
 }

@@ -1,6 +1,6 @@
 //! Ingest: authenticate, validate, log durably, then apply a batch to the live state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use super::config::CollectorConfig;
 use super::log::{LogError, ObservationLog};
 use super::store::{HEALTHY_CONTROL_SHARE, LatestView};
 use crate::catalog::{CatalogFile, Target};
+use crate::detect::{ChangeKind, Engine, EntityKey, Event, Snapshot};
 use crate::expose::metrics::Metrics;
 use crate::observation::{Batch, Signal};
 
@@ -48,10 +49,22 @@ struct KnownTarget {
     control: bool,
 }
 
+/// Points of a country signal's history kept for the status page's sparklines.
+pub const SPARK_POINTS: usize = 288;
+
+/// (bin end in Unix seconds, value, baseline) of one (country, signal).
+pub type Spark = VecDeque<(i64, Option<f64>, Option<f64>)>;
+
 struct State {
     view: LatestView,
     seen_batches: HashSet<String>,
     log: Option<ObservationLog>,
+    engine: Engine,
+    /// When each agent's last batch was accepted.
+    last_report: HashMap<String, DateTime<Utc>>,
+    /// The engine's view after the last `tick`, for scrapes and the API.
+    snapshot: Snapshot,
+    sparks: BTreeMap<(String, crate::observation::Signal), Spark>,
 }
 
 /// The collector's shared state. Every HTTP handler and the in-process agent go through it.
@@ -110,11 +123,14 @@ impl Collector {
         }
         let (log, replayed) = match &config.state_dir {
             Some(dir) => {
-                let (log, batches) = ObservationLog::open(dir)?;
+                let (log, batches) =
+                    ObservationLog::open_with_retention(dir, config.retention_days, Utc::now())?;
                 (Some(log), batches)
             }
             None => (None, Vec::new()),
         };
+        let engine = Engine::new(config.detect.clone());
+        let snapshot = engine.snapshot();
         let c = Collector {
             config,
             metrics,
@@ -126,6 +142,10 @@ impl Collector {
                 view: LatestView::default(),
                 seen_batches: HashSet::new(),
                 log,
+                engine,
+                last_report: HashMap::new(),
+                snapshot,
+                sparks: BTreeMap::new(),
             }),
         };
         let n = replayed.len();
@@ -233,7 +253,7 @@ impl Collector {
         self.authenticate(uploader, &batch.agent)?;
         self.validate(&batch, now)?;
         let mut st = self.state.lock().expect("collector state lock");
-        if st.seen_batches.contains(&batch.batch_id) {
+        if st.seen_batches.contains(&dedup_key(&batch)) {
             return Ok(Ack {
                 batch_id: batch.batch_id,
                 accepted: 0,
@@ -244,6 +264,7 @@ impl Collector {
             log.append(&batch)?;
         }
         self.apply(&mut st, &batch);
+        st.last_report.insert(batch.agent.clone(), now);
         self.metrics
             .agent_last_report
             .with_label_values(&[&batch.agent])
@@ -256,11 +277,12 @@ impl Collector {
     }
 
     fn apply(&self, st: &mut State, batch: &Batch) {
-        st.seen_batches.insert(batch.batch_id.clone());
+        st.seen_batches.insert(dedup_key(batch));
         let mut newest: Option<DateTime<Utc>> = None;
         let mut counts = [0u64; 4];
         for o in &batch.observations {
             st.view.record(o);
+            st.engine.ingest(o);
             counts[o.signal as usize] += 1;
             if let (Some(p), Some(f)) = (o.phase, o.failure) {
                 self.metrics
@@ -288,26 +310,146 @@ impl Collector {
         }
     }
 
+    /// Lets the detector close the bins that are over at `now`, and records what changed.
+    pub fn tick(&self, now: DateTime<Utc>) -> Vec<crate::detect::EventChange> {
+        let mut st = self.state.lock().expect("collector state lock");
+        let changes = st.engine.advance(now);
+        for c in &changes {
+            let e = &c.event;
+            let country = e.entity.country().to_string();
+            if c.change == ChangeKind::Opened {
+                self.metrics
+                    .events_total
+                    .with_label_values(&[&country, e.kind.as_str()])
+                    .inc();
+            }
+            let fields = (
+                e.id,
+                e.entity.to_string(),
+                e.kind.as_str(),
+                e.start.to_rfc3339(),
+            );
+            match c.change {
+                ChangeKind::Opened => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened")
+                }
+                ChangeKind::Updated => {
+                    tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated")
+                }
+                ChangeKind::Closed => {
+                    tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed")
+                }
+            }
+        }
+        let snap = st.engine.snapshot();
+        if snap.at != st.snapshot.at
+            && let Some(at) = snap.at
+        {
+            for ent in &snap.entities {
+                let EntityKey::Country(cc) = &ent.entity else {
+                    continue;
+                };
+                for sig in &ent.signals {
+                    let q = st.sparks.entry((cc.clone(), sig.signal)).or_default();
+                    if q.len() == SPARK_POINTS {
+                        q.pop_front();
+                    }
+                    q.push_back((at.timestamp(), sig.value, sig.baseline));
+                }
+            }
+        }
+        st.snapshot = snap;
+        changes
+    }
+
+    /// The catalog an agent should probe: its share under fleet assignment (`assign_k`),
+    /// or everything. The fleet is the agents heard from within `agent_timeout_secs`, plus
+    /// the one asking, so shares rebalance as agents come and go.
+    pub fn catalog_for(&self, agent: Option<&str>, now: DateTime<Utc>) -> Vec<CatalogFile> {
+        let (Some(k), Some(agent)) = (self.config.assign_k, agent) else {
+            return self.catalog_files.clone();
+        };
+        let mut fleet: Vec<String> = {
+            let st = self.state.lock().expect("collector state lock");
+            let oldest = now - chrono::Duration::seconds(self.config.agent_timeout_secs as i64);
+            st.last_report
+                .iter()
+                .filter(|(_, t)| **t >= oldest)
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
+        if !fleet.iter().any(|a| a == agent) {
+            fleet.push(agent.to_string());
+        }
+        let share = crate::catalog::assign::assign(&self.targets, &fleet, k);
+        let mine: Vec<&Target> = share
+            .get(agent)
+            .map(|idx| idx.iter().map(|i| &self.targets[*i]).collect())
+            .unwrap_or_default();
+        crate::catalog::to_files(&mine)
+    }
+
+    /// The detector's view after the last tick.
+    pub fn snapshot(&self) -> Snapshot {
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .snapshot
+            .clone()
+    }
+
+    /// Events, newest first; only open ones if `open_only`; at most `limit`.
+    pub fn events(&self, open_only: bool, country: Option<&str>, limit: usize) -> Vec<Event> {
+        let st = self.state.lock().expect("collector state lock");
+        let mut v: Vec<Event> = st
+            .engine
+            .events()
+            .filter(|e| !open_only || e.is_open())
+            .filter(|e| country.is_none_or(|c| e.entity.country() == c))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Sparkline history per (country, signal).
+    pub fn sparks(&self) -> BTreeMap<(String, crate::observation::Signal), Spark> {
+        self.state
+            .lock()
+            .expect("collector state lock")
+            .sparks
+            .clone()
+    }
+
     /// Recomputes the aggregate gauges and returns the text exposition.
     pub fn render_metrics(&self, now: DateTime<Utc>) -> String {
-        let agg = {
+        let (agg, snap, open) = {
             let st = self.state.lock().expect("collector state lock");
-            st.view.aggregate(now, self.config.freshness_secs as i64)
+            let open: Vec<(String, &'static str)> = st
+                .engine
+                .open_events()
+                .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
+                .collect();
+            (
+                st.view.aggregate(now, self.config.freshness_secs as i64),
+                st.snapshot.clone(),
+                open,
+            )
         };
         let m = &self.metrics;
+        self.render_detector(&snap, &open);
         m.targets.reset();
         m.reachable_ratio.reset();
         m.asn_targets.reset();
         m.asn_reachable_ratio.reset();
         m.rtt_median.reset();
-        m.asn_status.reset();
         for (agent, share) in &agg.agent_control {
             let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
             m.agent_healthy
                 .with_label_values(&[agent])
                 .set(healthy as i64);
         }
-        let mut country_worst: HashMap<&str, i64> = HashMap::new();
         for ((country, signal), share) in &agg.country {
             m.targets
                 .with_label_values(&[country, signal.as_str()])
@@ -316,8 +458,6 @@ impl Collector {
                 m.reachable_ratio
                     .with_label_values(&[country, signal.as_str()])
                     .set(r);
-                let w = country_worst.entry(country).or_insert(0);
-                *w = (*w).max(fixed_threshold_status(r));
             }
             if let Some(rtt) = share.rtt_median_seconds {
                 m.rtt_median
@@ -325,7 +465,6 @@ impl Collector {
                     .set(rtt);
             }
         }
-        let mut asn_worst: HashMap<(&str, u32), i64> = HashMap::new();
         for ((country, asn, signal), share) in &agg.asn {
             let asn_s = asn.to_string();
             m.asn_targets
@@ -335,19 +474,80 @@ impl Collector {
                 m.asn_reachable_ratio
                     .with_label_values(&[country, &asn_s, signal.as_str()])
                     .set(r);
-                let w = asn_worst.entry((country, *asn)).or_insert(0);
-                *w = (*w).max(fixed_threshold_status(r));
             }
         }
-        for (country, s) in country_worst {
-            m.country_status.with_label_values(&[country]).set(s);
-        }
-        for ((country, asn), s) in asn_worst {
-            m.asn_status
-                .with_label_values(&[country, &asn.to_string()])
-                .set(s);
-        }
         m.encode()
+    }
+
+    /// Sets the detector's gauges from a snapshot. Countries of the catalog keep a status
+    /// series (0 until the detector says otherwise) so alerts see them from the start.
+    fn render_detector(&self, snap: &Snapshot, open: &[(String, &'static str)]) {
+        let m = &self.metrics;
+        for g in [
+            &m.country_signal_value,
+            &m.country_signal_baseline,
+            &m.country_signal_ratio,
+            &m.asn_signal_value,
+            &m.asn_signal_baseline,
+            &m.asn_signal_ratio,
+        ] {
+            g.reset();
+        }
+        m.country_signal_status.reset();
+        m.asn_status.reset();
+        m.region_status.reset();
+        m.events_open.reset();
+        for f in self.catalog_files.iter().filter(|f| !f.control) {
+            m.country_status.with_label_values(&[&f.country]).set(0);
+        }
+        let set = |g: &prometheus::GaugeVec, labels: &[&str], v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                g.with_label_values(labels).set(v);
+            }
+        };
+        for e in &snap.entities {
+            let state = e.state.code() as i64;
+            match &e.entity {
+                EntityKey::Country(cc) => {
+                    m.country_status.with_label_values(&[cc]).set(state);
+                    for s in &e.signals {
+                        let l = [cc.as_str(), s.signal.as_str()];
+                        set(&m.country_signal_value, &l, s.value);
+                        set(&m.country_signal_baseline, &l, s.baseline);
+                        set(&m.country_signal_ratio, &l, s.ratio);
+                        if let Some(st) = s.state {
+                            m.country_signal_status
+                                .with_label_values(&l)
+                                .set(st.code() as i64);
+                        }
+                    }
+                }
+                EntityKey::Asn { country, asn } if !country.is_empty() => {
+                    let asn = asn.to_string();
+                    m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    for s in &e.signals {
+                        let l = [country.as_str(), asn.as_str(), s.signal.as_str()];
+                        set(&m.asn_signal_value, &l, s.value);
+                        set(&m.asn_signal_baseline, &l, s.baseline);
+                        set(&m.asn_signal_ratio, &l, s.ratio);
+                    }
+                }
+                EntityKey::Region { country, region } => {
+                    m.region_status
+                        .with_label_values(&[country, region])
+                        .set(state);
+                }
+                EntityKey::Asn { .. } => {}
+            }
+        }
+        for (country, kind) in open {
+            m.events_open
+                .with_label_values(&[country.as_str(), kind])
+                .inc();
+        }
+        m.vantage_healthy_agents
+            .with_label_values::<&str>(&[])
+            .set(snap.agents.iter().filter(|a| a.healthy).count() as i64);
     }
 
     /// Number of targets with at least one reading.
@@ -360,13 +560,104 @@ impl Collector {
     }
 }
 
-/// Interim verdict from the raw reachable share, before baselines are learned.
-pub fn fixed_threshold_status(ratio: f64) -> i64 {
-    if ratio < 0.2 {
-        2
-    } else if ratio < 0.5 {
-        1
-    } else {
-        0
+/// Batch ids are unique per agent: keyed with the agent, so that no agent can claim
+/// (and so suppress) another agent's batch ids.
+fn dedup_key(batch: &Batch) -> String {
+    format!("{}\n{}", batch.agent, batch.batch_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::Observation;
+
+    fn collector(k: Option<usize>) -> Collector {
+        let cat = crate::catalog::parse(
+            "country = \"XA\"\n[[icmp]]\nprefix = \"198.18.0.0/20\"\nasn = 64500\n[[tcp]]\naddress = \"198.18.0.1:443\"\nasn = 64500\n",
+            "xa.toml",
+        )
+        .unwrap();
+        let ctl = crate::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap();
+        let cfg = CollectorConfig {
+            assign_k: k,
+            ..CollectorConfig::default()
+        };
+        Collector::new(cfg, vec![cat, ctl]).unwrap()
+    }
+
+    fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
+        let o = Observation {
+            agent: agent.into(),
+            target: "tcp:192.0.2.1:443".into(),
+            country: "ZZ".into(),
+            asn: 1,
+            region: None,
+            signal: Signal::Tcp,
+            control: true,
+            measured_at: now,
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt_ms: Some(1.0),
+            block: None,
+        };
+        let b = Batch {
+            batch_id: format!("{agent}-1"),
+            agent: agent.into(),
+            observations: vec![o],
+        };
+        c.ingest(&Uploader::InProcess, b, now).unwrap();
+    }
+
+    fn ids(files: &[CatalogFile]) -> Vec<String> {
+        crate::catalog::expand(files)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    }
+
+    #[test]
+    fn fleet_assignment_covers_every_target_k_times_and_rebalances() {
+        let c = collector(Some(2));
+        let now = Utc::now();
+        let all = ids(&c.catalog_files);
+        // Alone, an agent gets everything.
+        assert_eq!(ids(&c.catalog_for(Some("a1"), now)).len(), all.len());
+        for a in ["a1", "a2", "a3"] {
+            report(&c, a, now);
+        }
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for a in ["a1", "a2", "a3"] {
+            let mine = ids(&c.catalog_for(Some(a), now));
+            assert!(
+                mine.contains(&"tcp:192.0.2.1:443".to_string()),
+                "controls go to all"
+            );
+            assert!(mine.len() < all.len(), "{a} has a share, not everything");
+            for id in mine {
+                *count.entry(id).or_default() += 1;
+            }
+        }
+        for id in &all {
+            let want = if id == "tcp:192.0.2.1:443" { 3 } else { 2 };
+            assert_eq!(count.get(id), Some(&want), "{id}");
+        }
+        // a3 falls silent: after the timeout, a1 and a2 share everything between them.
+        let later = now + chrono::Duration::seconds(c.config.agent_timeout_secs as i64 + 1);
+        report(&c, "a1", later);
+        let a2 = ids(&c.catalog_for(Some("a2"), later));
+        assert_eq!(
+            a2.len(),
+            all.len(),
+            "k = 2 with two agents: both probe everything"
+        );
+        // Without assignment, everyone gets the whole catalog.
+        let plain = collector(None);
+        assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod ingest;
 pub mod log;
 pub mod store;
+pub mod tls;
 
 pub use api::{router, serve};
 pub use config::CollectorConfig;

@@ -207,7 +207,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_errors_name_the_key() {
         assert_eq!(DetectConfig::default().validate(), Ok(()));
-        let cases: Vec<(fn(&mut DetectConfig), &str)> = vec![
+        type Mutation = fn(&mut DetectConfig);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.bin_secs = 0, "bin_secs"),
             (|c| c.outage_ratio = 0.9, "outage_ratio"),
             (|c| c.down_quorum = 1.5, "down_quorum"),

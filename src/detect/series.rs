@@ -59,8 +59,10 @@ impl History {
         if i >= self.values.len() {
             let gap = i + 1 - self.values.len();
             if gap > cap {
+                // A gap longer than the window: nothing before it is worth keeping.
                 self.values.clear();
                 self.first_bin = bin;
+                self.values.push_back(f32::NAN);
             } else {
                 self.values.extend(std::iter::repeat_n(f32::NAN, gap));
             }

@@ -285,10 +285,10 @@ impl Scenario {
                     let here = country == Some(d.country.as_str());
                     match d.kind {
                         TruthKind::National if here => up = false,
-                        TruthKind::Partial if here && d.asn == Some(t.asn) => {
-                            if t.signal != Signal::Dns {
-                                up = false;
-                            }
+                        TruthKind::Partial
+                            if here && d.asn == Some(t.asn) && t.signal != Signal::Dns =>
+                        {
+                            up = false
                         }
                         TruthKind::Throttling
                             if here && (d.asn.is_none() || d.asn == Some(t.asn)) =>

@@ -21,6 +21,27 @@ pub struct Metrics {
     pub rtt_median: GaugeVec,
     pub country_status: IntGaugeVec,
     pub asn_status: IntGaugeVec,
+    pub country_signal_value: GaugeVec,
+    pub country_signal_baseline: GaugeVec,
+    pub country_signal_ratio: GaugeVec,
+    pub country_signal_status: IntGaugeVec,
+    pub asn_signal_value: GaugeVec,
+    pub asn_signal_baseline: GaugeVec,
+    pub asn_signal_ratio: GaugeVec,
+    pub region_status: IntGaugeVec,
+    pub events_open: IntGaugeVec,
+    pub events_total: IntCounterVec,
+    pub vantage_healthy_agents: IntGaugeVec,
+    pub agent_spool_observations: IntGaugeVec,
+    pub agent_spool_dropped: IntGaugeVec,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    reg(r, GaugeVec::new(Opts::new(name, help), labels).unwrap())
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).unwrap())
 }
 
 /// Results a batch can have, pre-created so `rate()` sees every series from the start.
@@ -190,6 +211,86 @@ impl Metrics {
                     &["country", "asn"],
                 )
                 .unwrap(),
+            ),
+            country_signal_value: gauge(
+                &r,
+                names::COUNTRY_SIGNAL_VALUE,
+                "Detector: share of the country's targets up in the last closed bin.",
+                &["country", "signal"],
+            ),
+            country_signal_baseline: gauge(
+                &r,
+                names::COUNTRY_SIGNAL_BASELINE,
+                "Detector: the learned normal level of that value.",
+                &["country", "signal"],
+            ),
+            country_signal_ratio: gauge(
+                &r,
+                names::COUNTRY_SIGNAL_RATIO,
+                "Detector: value / baseline.",
+                &["country", "signal"],
+            ),
+            country_signal_status: int_gauge(
+                &r,
+                names::COUNTRY_SIGNAL_STATUS,
+                "Detector: state of the signal, 0 normal, 1 warning, 2 outage.",
+                &["country", "signal"],
+            ),
+            asn_signal_value: gauge(
+                &r,
+                names::ASN_SIGNAL_VALUE,
+                "Detector: share of the network's targets up in the last closed bin.",
+                &["country", "asn", "signal"],
+            ),
+            asn_signal_baseline: gauge(
+                &r,
+                names::ASN_SIGNAL_BASELINE,
+                "Detector: the learned normal level of that value.",
+                &["country", "asn", "signal"],
+            ),
+            asn_signal_ratio: gauge(
+                &r,
+                names::ASN_SIGNAL_RATIO,
+                "Detector: value / baseline.",
+                &["country", "asn", "signal"],
+            ),
+            region_status: int_gauge(
+                &r,
+                names::REGION_STATUS,
+                "Detector: verdict for a region of a country, 0 normal, 1 warning, 2 outage.",
+                &["country", "region"],
+            ),
+            events_open: int_gauge(
+                &r,
+                names::EVENTS_OPEN,
+                "Open outage events by kind (national_blackout, partial, throttling, service_blocking).",
+                &["country", "kind"],
+            ),
+            events_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(names::EVENTS_TOTAL, "Outage events opened, by kind."),
+                    &["country", "kind"],
+                )
+                .unwrap(),
+            ),
+            vantage_healthy_agents: int_gauge(
+                &r,
+                names::VANTAGE_HEALTHY_AGENTS,
+                "Agents counted healthy by the detector in the last closed bin.",
+                &[],
+            ),
+            agent_spool_observations: int_gauge(
+                &r,
+                names::AGENT_SPOOL_OBSERVATIONS,
+                "Observations waiting in the agent's spool, as the agent last reported.",
+                &["agent"],
+            ),
+            agent_spool_dropped: int_gauge(
+                &r,
+                names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL,
+                "Observations the agent dropped because its spool was full (as it reports; resets when the agent restarts).",
+                &["agent"],
             ),
             registry: r,
         };

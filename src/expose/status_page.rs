@@ -1,15 +1,12 @@
 //! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
 //! no CDN), readable offline and without Grafana.
 //!
-//! [`render`] is a pure function of a [`StatusView`]; whoever holds the verdicts fills the
-//! view. Until the detector serves histories and baselines, [`route`] fills it from what the
-//! collector has: the catalog, the current status gauges, and a short history of the latest
-//! round's reachable share sampled in memory.
+//! [`render`] is a pure function of a [`StatusView`]; [`view_from_collector`] fills the view
+//! from the collector's detector (verdicts, per-bin values against baselines, events).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -17,8 +14,8 @@ use axum::routing::{MethodRouter, get};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::names;
 use crate::collector::Collector;
+use crate::detect::EntityKey;
 
 /// A verdict, as the `blackout_*_status` gauges encode it (0, 1, 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -453,84 +450,22 @@ pub fn render(view: &StatusView) -> String {
     let _ = write!(
         out,
         r#"</section></main><footer class="muted">Machine-readable: <a href="/metrics">/metrics</a> · <a href="/api/v1/catalog">/api/v1/catalog</a> · status values: 0 normal, 1 warning, 2 outage ({})</footer></body></html>"#,
-        names::COUNTRY_STATUS
+        super::names::COUNTRY_STATUS
     );
     out
 }
 
-/// Points kept per (country, signal) by the interim sampler.
-pub const HISTORY_POINTS: usize = 360;
-/// Sampling period of the interim history (one hour at 360 points).
-pub const SAMPLE_SECS: u64 = 10;
+/// Events shown: all open ones and the most recent closed ones, up to this many in all.
+pub const MAX_EVENTS: usize = 50;
 
-/// Reachable share per (country, signal), sampled from the collector's gauges.
-#[derive(Debug, Default)]
-pub struct History {
-    last_sample: Option<i64>,
-    series: BTreeMap<(String, String), VecDeque<(i64, f64)>>,
-}
-
-impl History {
-    /// Adds the current reachable shares unless the last sample is younger than a second.
-    fn sample(&mut self, collector: &Collector, now: DateTime<Utc>) {
-        let t = now.timestamp();
-        if self.last_sample == Some(t) {
-            return;
-        }
-        self.last_sample = Some(t);
-        // The gauges are recomputed from the latest view as a scrape does it.
-        let _ = collector.render_metrics(now);
-        for (labels, v) in gauge_values(collector, names::REACHABLE_RATIO) {
-            let (Some(c), Some(s)) = (labels.get("country"), labels.get("signal")) else {
-                continue;
-            };
-            let q = self.series.entry((c.clone(), s.clone())).or_default();
-            if q.len() == HISTORY_POINTS {
-                q.pop_front();
-            }
-            q.push_back((t, v));
-        }
-    }
-}
-
-/// Reads a gauge family from the registry without creating series.
-fn gauge_values(collector: &Collector, name: &str) -> Vec<(HashMap<String, String>, f64)> {
-    collector
-        .metrics
-        .registry
-        .gather()
-        .into_iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| {
-            f.get_metric()
-                .iter()
-                .map(|m| {
-                    let labels = m
-                        .get_label()
-                        .iter()
-                        .map(|l| (l.name().to_string(), l.value().to_string()))
-                        .collect();
-                    (labels, m.get_gauge().get_value())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The view from what the collector has today: catalog countries, their status gauge, and
-/// the sampled reachable share. No baselines and no events until the detector provides them.
-pub fn view_from_collector(
-    collector: &Collector,
-    history: &History,
-    now: DateTime<Utc>,
-) -> StatusView {
-    let status: HashMap<String, f64> = gauge_values(collector, names::COUNTRY_STATUS)
-        .into_iter()
-        .filter_map(|(l, v)| Some((l.get("country")?.clone(), v)))
-        .collect();
+/// The view from the collector's detector: catalog countries, their verdicts, the history
+/// of each signal against its baseline, and the open and recent events.
+pub fn view_from_collector(collector: &Collector, now: DateTime<Utc>) -> StatusView {
+    let snap = collector.snapshot();
+    let sparks = collector.sparks();
     let mut countries: BTreeMap<String, CountryStatus> = BTreeMap::new();
     for f in collector.catalog_files.iter().filter(|f| !f.control) {
-        let c = countries
+        countries
             .entry(f.country.clone())
             .or_insert_with(|| CountryStatus {
                 code: f.country.clone(),
@@ -538,43 +473,79 @@ pub fn view_from_collector(
                 status: Status::Unknown,
                 signals: Vec::new(),
             });
-        let kinds = [
-            ("icmp", !f.icmp.is_empty()),
-            ("dns", !f.dns.is_empty()),
-            ("http", !f.http.is_empty()),
-            ("tcp", !f.tcp.is_empty()),
-        ];
-        for (sig, present) in kinds {
-            if present && !c.signals.iter().any(|s| s.signal == sig) {
-                c.signals.push(SignalSeries {
-                    signal: sig.to_string(),
-                    values: Vec::new(),
-                    baseline: Vec::new(),
-                });
-            }
+    }
+    for e in &snap.entities {
+        let EntityKey::Country(cc) = &e.entity else {
+            continue;
+        };
+        let c = countries
+            .entry(cc.clone())
+            .or_insert_with(|| CountryStatus {
+                code: cc.clone(),
+                name: cc.clone(),
+                status: Status::Unknown,
+                signals: Vec::new(),
+            });
+        // Until a series has a state (warm-up), the country has no verdict yet.
+        if e.signals.iter().any(|s| s.state.is_some()) {
+            c.status = Status::from_gauge(e.state.code() as f64);
         }
     }
-    for c in countries.values_mut() {
-        for s in c.signals.iter_mut() {
-            if let Some(h) = history.series.get(&(c.code.clone(), s.signal.clone())) {
-                s.values = h.iter().copied().collect();
-            }
-        }
-        // A country whose targets have no fresh reading keeps its initial 0: that is "no
-        // data", not "normal".
-        let has_data = c.signals.iter().any(|s| !s.values.is_empty());
-        c.status = match status.get(&c.code) {
-            Some(v) if has_data => Status::from_gauge(*v),
-            _ => Status::Unknown,
+    for ((cc, signal), points) in &sparks {
+        let Some(c) = countries.get_mut(cc) else {
+            continue;
         };
+        c.signals.push(SignalSeries {
+            signal: signal.as_str().to_string(),
+            values: points
+                .iter()
+                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .collect(),
+            baseline: points
+                .iter()
+                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .collect(),
+        });
+    }
+    let events = collector
+        .events(false, None, MAX_EVENTS)
+        .into_iter()
+        .map(|e| EventView {
+            entity: e.entity.to_string(),
+            country: e.entity.country().to_string(),
+            kind: e.kind.as_str().to_string(),
+            severity: Status::from_gauge(e.severity.code() as f64),
+            start: e.start,
+            end: e.end,
+            peak_drop: Some(e.peak_drop),
+            evidence: Evidence {
+                signals: e
+                    .evidence
+                    .signals
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+                networks: e.evidence.networks.clone(),
+                agents: e.evidence.agents.clone(),
+                share_of_targets: Some(e.evidence.share_of_targets),
+            },
+        })
+        .collect();
+    let mut notes = vec![format!(
+        "Sparklines: share of targets up per {} s bin against its learned baseline.",
+        snap.bin_secs
+    )];
+    if countries.values().all(|c| c.status == Status::Unknown) {
+        notes.push(format!(
+            "No verdict yet: the detector learns each signal's normal level first ({} s of data).",
+            collector.config.detect.warmup_secs
+        ));
     }
     StatusView {
         generated_at: now,
         countries: countries.into_values().collect(),
-        events: Vec::new(),
-        notes: vec![
-            "Sparklines: share of targets reachable in the latest round, sampled by this page. Baselines and events come from the detector.".to_string(),
-        ],
+        events,
+        notes,
     }
 }
 
@@ -598,23 +569,13 @@ fn html(body: String) -> Response {
         .into_response()
 }
 
-/// `GET /` for the collector's router, with its interim history sampler.
+/// `GET /` for the collector's router.
 pub fn route<S: Clone + Send + Sync + 'static>(collector: Arc<Collector>) -> MethodRouter<S> {
-    let history = Arc::new(Mutex::new(History::default()));
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(sample_forever(
-            Arc::downgrade(&collector),
-            Arc::downgrade(&history),
-        ));
-    }
     get(move || {
-        let (collector, history) = (collector.clone(), history.clone());
+        let collector = collector.clone();
         async move {
             let body = tokio::task::spawn_blocking(move || {
-                let now = Utc::now();
-                let mut h = history.lock().expect("status history lock");
-                h.sample(&collector, now);
-                render(&view_from_collector(&collector, &h, now))
+                render(&view_from_collector(&collector, Utc::now()))
             })
             .await;
             match body {
@@ -627,23 +588,6 @@ pub fn route<S: Clone + Send + Sync + 'static>(collector: Arc<Collector>) -> Met
             }
         }
     })
-}
-
-/// Samples until the collector or the page's history is gone.
-async fn sample_forever(collector: Weak<Collector>, history: Weak<Mutex<History>>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(SAMPLE_SECS));
-    loop {
-        tick.tick().await;
-        let (Some(c), Some(h)) = (collector.upgrade(), history.upgrade()) else {
-            return;
-        };
-        let _ = tokio::task::spawn_blocking(move || {
-            h.lock()
-                .expect("status history lock")
-                .sample(&c, Utc::now())
-        })
-        .await;
-    }
 }
 
 #[cfg(test)]

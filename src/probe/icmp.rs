@@ -558,4 +558,33 @@ mod tests {
             .collect();
         assert_eq!(addrs, want);
     }
+
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4096
+    }
+
+    /// The sustained target: state for every /24 of IPv4 within 256 bytes per block.
+    #[test]
+    #[ignore = "measurement (~1 GiB of churn, seconds): cargo test --lib -- --ignored --nocapture memory"]
+    fn memory_for_the_whole_ipv4_space() {
+        const BLOCKS: u32 = 1 << 22; // 4,194,304 blocks: the whole IPv4 /24 space is 2^24, IODA probes 4.2M.
+        let p = IcmpProber::new(&ProbeSettings::default());
+        let before = rss_bytes();
+        for i in 0..BLOCKS {
+            let block = IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap());
+            p.shard(&block)
+                .lock()
+                .unwrap()
+                .insert(block, BlockState::new(10.0));
+        }
+        let per_block = (rss_bytes() - before) as f64 / BLOCKS as f64;
+        eprintln!(
+            "{} blocks: {per_block:.0} bytes of RSS per block (entry {BLOCK_ENTRY_BYTES} bytes)",
+            p.tracked_blocks()
+        );
+        assert_eq!(p.tracked_blocks(), BLOCKS as usize);
+        assert!(per_block <= 256.0, "{per_block}");
+    }
 }
