@@ -213,11 +213,32 @@ impl World {
 
     /// Every observation the collector has durably accepted (its observation log).
     pub fn accepted_observations(&self) -> Vec<blackout::observation::Observation> {
-        let path = self.path("collector-state/observations.jsonl");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<blackout::observation::Batch>(l).ok())
-            .flat_map(|b| b.observations)
+        // One file per UTC day (`observations-YYYY-MM-DD.jsonl`, with retention), or the
+        // single `observations.jsonl` of older builds: read them all, oldest first.
+        let mut files: Vec<_> = std::fs::read_dir(self.path("collector-state"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().is_some_and(|n| {
+                            let n = n.to_string_lossy();
+                            n.starts_with("observations") && n.ends_with(".jsonl")
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<blackout::observation::Batch>(l).ok())
+                    .flat_map(|b| b.observations)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }

@@ -294,6 +294,16 @@ impl World {
             catalog.display(),
             self.timing.freshness_secs
         );
+        // The detector on the world's time scale: one bin per agent round, verdicts after
+        // four bins of normal history, bins closed one second after their end (uploads
+        // every second), late data kept for the whole suite.
+        let _ = writeln!(
+            t,
+            "\n[detect]\nbin_secs = {r}\ngrace_secs = 1\nwarmup_secs = {w}\nmin_warmup_bins = 4\n\
+             late_window_secs = 900\nrecent_window_secs = 900\nbaseline_window_secs = 3600",
+            r = self.timing.round_secs,
+            w = self.timing.round_secs * 4,
+        );
         if let Ok(extra) = std::env::var(EXTRA_COLLECTOR_TOML_ENV) {
             t.push_str(&extra);
             t.push('\n');
