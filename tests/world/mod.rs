@@ -284,6 +284,16 @@ pub fn control_network() -> Network {
     }
 }
 
+/// The detector's grace after a bin's end (`[detect] grace_secs`).
+pub const DETECT_GRACE_SECS: u64 = 1;
+/// RTTs here are tens of microseconds, and a busy 2-core machine triples them at random
+/// (the default factor 3 opened throttling events on untouched countries' DNS); a tbf
+/// queue raises them a thousandfold. Throttling means "far above normal": 20x.
+pub const THROTTLE_RTT_FACTOR: f64 = 20.0;
+
+/// Parallel downloads that keep a throttled network's tbf queue full.
+pub const LOAD_FLOWS: usize = 4;
+
 pub const COLLECTOR_ADDR: Ipv4Addr = Ipv4Addr::new(10, 7, 0, 1);
 pub const COLLECTOR_PORT: u16 = 9797;
 pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
@@ -627,19 +637,23 @@ impl World {
                 ],
             );
             self.qdiscs.push((ns, UPLINK_IF.to_string()));
-            self.spawn(
-                &format!("load-{role}"),
-                "ctl",
-                &curl,
-                &[
-                    "-sS".into(),
-                    "-o".into(),
-                    "/dev/null".into(),
-                    "-w".into(),
-                    "%{http_code} %{size_download}\n".into(),
-                    format!("http://{web}/big.bin"),
-                ],
-            );
+            // Several flows: one backs off after tail drops and lets the queue drain (the
+            // RTT then falls to normal for a moment); together they keep it full.
+            for i in 0..LOAD_FLOWS {
+                self.spawn(
+                    &format!("load-{role}-{i}"),
+                    "ctl",
+                    &curl,
+                    &[
+                        "-sS".into(),
+                        "-o".into(),
+                        "/dev/null".into(),
+                        "-w".into(),
+                        "%{http_code} %{size_download}\n".into(),
+                        format!("http://{web}/big.bin"),
+                    ],
+                );
+            }
         }
     }
 

@@ -299,10 +299,13 @@ impl World {
         // every second), late data kept for the whole suite.
         let _ = writeln!(
             t,
-            "\n[detect]\nbin_secs = {r}\ngrace_secs = 1\nwarmup_secs = {w}\nmin_warmup_bins = 4\n\
-             late_window_secs = 900\nrecent_window_secs = 900\nbaseline_window_secs = 3600",
+            "\n[detect]\nbin_secs = {r}\ngrace_secs = {g}\nwarmup_secs = {w}\nmin_warmup_bins = 4\n\
+             late_window_secs = 900\nrecent_window_secs = 900\nbaseline_window_secs = 3600\n\
+             throttle_rtt_factor = {f}",
             r = self.timing.round_secs,
+            g = super::DETECT_GRACE_SECS,
             w = self.timing.round_secs * 4,
+            f = super::THROTTLE_RTT_FACTOR,
         );
         if let Ok(extra) = std::env::var(EXTRA_COLLECTOR_TOML_ENV) {
             t.push_str(&extra);
