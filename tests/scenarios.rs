@@ -900,6 +900,16 @@ fn dns_only(s: &mut Suite) -> Row {
     }
     hold(&s.w, t0, t0 + r * 4, &mut inv);
     let m = s.w.metrics();
+    let dns_held = m.get(
+        names::COUNTRY_SIGNAL_STATUS,
+        &[("country", "XC"), ("signal", "dns")],
+    );
+    row.note(format!(
+        "XC dns signal status during the block: {dns_held:?}"
+    ));
+    if has_dns && dns_held.is_none_or(|v| v == 0.0) {
+        row.fail("the detector's XC dns status stayed normal during the DNS block");
+    }
     for (sig, b) in &others_sig {
         let v = ratio(&m, "XC", sig);
         row.note(format!(
@@ -913,15 +923,35 @@ fn dns_only(s: &mut Suite) -> Row {
     let t1 = Instant::now();
     s.w.restore();
     if has_dns {
-        let b = s.baseline[&("XC".to_string(), "dns".to_string())];
+        // Recovery is the detector's: XC's DNS series back to normal. The raw latest-round
+        // ratio needs every target probed again, which the shuffled order may delay by up
+        // to two rounds; it only has to come back.
+        let dns_status = |m: &Metrics| {
+            m.get(
+                names::COUNTRY_SIGNAL_STATUS,
+                &[("country", "XC"), ("signal", "dns")],
+            )
+        };
         row.recover = poll_until(
+            &s.w,
+            t1,
+            r * 3 + Duration::from_secs(3),
+            |m| dns_status(m) == Some(0.0),
+            &mut inv,
+        );
+        if row.recover.is_none() {
+            row.fail("XC DNS status did not return to 0");
+        }
+        let b = s.baseline[&("XC".to_string(), "dns".to_string())];
+        if poll_until(
             &s.w,
             t1,
             r * 3 + Duration::from_secs(3),
             |m| ratio(m, "XC", "dns").is_some_and(|v| v >= b - 0.01),
             &mut inv,
-        );
-        if row.recover.is_none() {
+        )
+        .is_none()
+        {
             row.fail("XC DNS ratio did not come back");
         }
     }
