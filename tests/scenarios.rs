@@ -979,7 +979,8 @@ fn throttling(s: &mut Suite) -> Row {
         4,
         "throttling",
         &format!(
-            "XB: tbf 1mbit (400 ms queue) on its uplinks, kept full by a download: delay + tail drops; extra random loss {loss} %"
+            "XB: tbf 1mbit (400 ms queue) on its uplinks, kept full by {} downloads: delay + tail drops; extra random loss {loss} %",
+            world::LOAD_FLOWS
         ),
         "RTT far above normal, reachability kept: XB never 2; throttling event; XA, XC 0",
     );

@@ -602,7 +602,7 @@ impl World {
     }
 
     /// Throttling without netem (this kernel has none): a tbf bandwidth cap on every
-    /// network of the country, kept full by one long download from each (the load a
+    /// network of the country, kept full by `LOAD_FLOWS` long downloads from each (the load a
     /// throttled country carries anyway), so that every packet leaving the country waits
     /// in the queue, up to tbf's 400 ms latency bound; plus random loss of `loss_pct` % of
     /// packets each way (nftables numgen).
