@@ -728,14 +728,42 @@ fn national_blackout(s: &mut Suite) -> Row {
         wall_cut,
     );
     if s.events_api {
-        // The late observations must be part of the event's evidence.
-        let agents_in_evidence = s
-            .events_since(wall_cut)
-            .iter()
-            .find(|e| e.kind == "national_blackout")
-            .map(|e| e.raw["evidence"]["agents"].to_string())
-            .unwrap_or_default();
-        row.note(format!("evidence agents: {agents_in_evidence}"));
+        // The inside agent's spooled observations, placed in the cut's bins when they
+        // arrive, must reach the country event's evidence: as late observations, or the
+        // agent named (healthy or, its controls failing, unhealthy). The engine applies
+        // late data at its next tick: allow two bins.
+        let t3 = Instant::now();
+        let mut seen = String::new();
+        let mut ok = false;
+        while !ok && t3.elapsed() < r * 2 + Duration::from_secs(2) {
+            if let Some(e) = s
+                .events_since(wall_cut)
+                .into_iter()
+                .find(|e| e.kind == "national_blackout" && e.asn.is_none())
+            {
+                let ev = &e.raw["evidence"];
+                let named = |k: &str| {
+                    ev[k]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "in"))
+                };
+                let late_n = ev["late_observations"].as_u64().unwrap_or(0);
+                seen = format!(
+                    "late_observations {late_n}, agents {}, unhealthy_agents {}",
+                    ev["agents"], ev["unhealthy_agents"]
+                );
+                ok = late_n > 0 || named("agents") || named("unhealthy_agents");
+            }
+            if !ok {
+                std::thread::sleep(POLL);
+            }
+        }
+        row.note(format!("XA national_blackout evidence: {seen}"));
+        if !ok {
+            row.fail(format!(
+                "the inside agent's late observations are not in the XA event's evidence ({seen})"
+            ));
+        }
     } else {
         row.gated
             .push("late observations in the event's evidence (no events API)".into());
