@@ -282,9 +282,17 @@ pub async fn run_with_updates(
             tokio::spawn(async move {
                 let _permit = permit;
                 let t = &targets[idx];
-                let measured_at = chrono::Utc::now();
+                let started = chrono::Utc::now();
                 match probes.probe(t).await {
                     Ok(outcome) => {
+                        // An adaptive block probe can run for several timeouts; its verdict
+                        // rests on the last echoes, so it is stamped when it ended. Otherwise
+                        // a block that came back after a cut would count as up at the cut.
+                        let measured_at = if outcome.block.is_some_and(|b| b.probes > 1) {
+                            chrono::Utc::now()
+                        } else {
+                            started
+                        };
                         let _ = tx
                             .send(outcome.into_observation(&agent_id, t, measured_at))
                             .await;
