@@ -177,7 +177,7 @@ pub struct BlockReport {
 /// One measurement of one target by one agent.
 ///
 /// `ok == true` carries no `phase`/`failure`; `ok == false` carries both.
-/// `measured_at` is when the probe ran (for a multi-echo block probe: when it ended), not
+/// `measured_at` is when the probe ran (a multi-echo block probe that ends up: when it ended), not
 /// when it was uploaded: late uploads land in their own time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -285,14 +285,16 @@ pub async fn run_with_updates(
                 let started = chrono::Utc::now();
                 match probes.probe(t).await {
                     Ok(outcome) => {
-                        // An adaptive block probe can run for several timeouts; its verdict
-                        // rests on the last echoes, so it is stamped when it ended. Otherwise
-                        // a block that came back after a cut would count as up at the cut.
-                        let measured_at = if outcome.block.is_some_and(|b| b.probes > 1) {
-                            chrono::Utc::now()
-                        } else {
-                            started
-                        };
+                        // An adaptive block probe can run for several timeouts. An "up" that
+                        // rests on a late echo is stamped when it ended: otherwise a block that
+                        // came back after a cut would count as up at the cut. Failures keep the
+                        // start, when the silence began (vantage health relies on it).
+                        let measured_at =
+                            if outcome.ok && outcome.block.is_some_and(|b| b.probes > 1) {
+                                chrono::Utc::now()
+                            } else {
+                                started
+                            };
                         let _ = tx
                             .send(outcome.into_observation(&agent_id, t, measured_at))
                             .await;
