@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod collector;
 pub mod detect;
 pub mod expose;
+pub mod logging;
 pub mod observation;
 pub mod probe;
 pub mod replay;

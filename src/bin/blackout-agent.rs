@@ -31,23 +31,10 @@ enum Cmd {
     Probe(blackout::probe::adhoc::ProbeArgs),
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    blackout::logging::init(&cli.log_format);
     match cli.cmd {
         Cmd::Probe(args) => Ok(blackout::probe::adhoc::run(&args).await?),
         Cmd::Run { config } => {

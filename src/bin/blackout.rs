@@ -74,19 +74,6 @@ enum Cmd {
     },
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 fn load_catalogs(paths: &[PathBuf]) -> Result<Vec<CatalogFile>> {
     if paths.is_empty() {
         return Ok(blackout::catalog::embedded()?);
@@ -126,7 +113,7 @@ async fn run_collector(cfg: CollectorConfig) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_tracing(&cli.log_format);
+    blackout::logging::init(&cli.log_format);
     match cli.cmd {
         Cmd::Collector { config, listen } => {
             let mut cfg = match &config {
