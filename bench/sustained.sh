@@ -12,7 +12,7 @@
 #   cargo build --release --bin blackout-agent --bin blackout && bench/sustained.sh
 # Knobs (environment): SLASH8S (64 = 4,194,304 blocks), ROUND_SECS (600), MAX_PPS (8000),
 # CONCURRENCY (512), WARMUP_SECS (60, after start-up), WINDOW_SECS (240, the measured
-# window), COLLECTOR_LOG=1 (give the collector a state_dir: ~1.5 GB of log per round).
+# window), PROFILE=FILE (perf record -g the agent over the window into FILE), COLLECTOR_LOG=1 (give the collector a state_dir: ~1.5 GB of log per round).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENT_BIN=${AGENT_BIN:-target/release/blackout-agent}
@@ -128,7 +128,12 @@ echo "agent up after ${startup_secs}s (${BLOCKS} blocks; VmHWM $(mib "$startup_h
 
 sleep "$WARMUP_SECS"
 w0=$(now); a0=$(ticks "$agent_pid"); c0=$(ticks "$collector_pid"); n0=$(ingested)
-sleep "$WINDOW_SECS"
+if [ -n "${PROFILE:-}" ]; then
+  # perf record -g on the agent for the whole window (cpu-clock: no hardware counters in VMs).
+  perf record -q -g -e cpu-clock -p "$agent_pid" -o "$PROFILE" -- sleep "$WINDOW_SECS" 2>/dev/null
+else
+  sleep "$WINDOW_SECS"
+fi
 w1=$(now); a1=$(ticks "$agent_pid"); c1=$(ticks "$collector_pid"); n1=$(ingested)
 kill -0 "$agent_pid" 2>/dev/null || { echo "agent died:"; tail -20 "$dir/agent.log"; exit 1; }
 

@@ -94,13 +94,18 @@ impl TargetFilter {
     }
 
     pub fn check(&self, t: &Target) -> Result<(), Refusal> {
-        for d in destinations(t) {
-            if self.opt_out.iter().any(|o| overlaps(o, &d)) {
-                return Err(Refusal::OptedOut);
-            }
-            if self.reserved.iter().any(|r| overlaps(r, &d)) {
-                return Err(Refusal::Reserved);
-            }
+        destinations(t)
+            .iter()
+            .try_for_each(|d| self.check_prefix(d))
+    }
+
+    /// Whether any address of `net` may be refused (a block is refused whole).
+    pub fn check_prefix(&self, net: &IpNet) -> Result<(), Refusal> {
+        if self.opt_out.iter().any(|o| overlaps(o, net)) {
+            return Err(Refusal::OptedOut);
+        }
+        if self.reserved.iter().any(|r| overlaps(r, net)) {
+            return Err(Refusal::Reserved);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ pub mod filter;
 pub mod run;
 pub mod schedule;
 pub mod spool;
+pub mod table;
 pub mod upload;
 
 pub use config::AgentConfig;

@@ -73,8 +73,10 @@ async fn main() -> Result<()> {
                 for p in &cfg.catalog {
                     files.extend(blackout::catalog::load_path(p)?);
                 }
-                let targets = blackout::agent::run::select_targets(&cfg, &files)?;
-                blackout::agent::run_multi(cfg, targets, sinks, stop).await?;
+                let table = blackout::agent::run::select_table(&cfg, &files)?;
+                drop(files);
+                let (_keep, rx) = tokio::sync::watch::channel(Arc::new(table));
+                blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
                 return Ok(());
             }
             // The collector hands out this agent's share and rebalances it over time.
@@ -106,11 +108,11 @@ async fn main() -> Result<()> {
                     }
                 }
             };
-            let Some(files) = fetch().await else {
+            let Some(mut files) = fetch().await else {
                 return Ok(());
             };
-            let targets = blackout::agent::run::select_targets(&cfg, &files)?;
-            let (tx, rx) = tokio::sync::watch::channel(targets);
+            let table = blackout::agent::run::select_table(&cfg, &files)?;
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(table));
             {
                 let (cfg, stop) = (cfg.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -119,12 +121,17 @@ async fn main() -> Result<()> {
                             _ = tokio::time::sleep(cfg.catalog_refresh) => {}
                             _ = stop.cancelled() => return,
                         }
-                        let Some(files) = fetch().await else { return };
-                        match blackout::agent::run::select_targets(&cfg, &files) {
-                            Ok(t) if t != *tx.borrow() => {
-                                let _ = tx.send(t);
+                        let Some(new) = fetch().await else { return };
+                        // Compared as files: a whole-IPv4 catalog is a few dozen entries,
+                        // its table millions of blocks.
+                        if new == files {
+                            continue;
+                        }
+                        match blackout::agent::run::select_table(&cfg, &new) {
+                            Ok(t) => {
+                                files = new;
+                                let _ = tx.send(Arc::new(t));
                             }
-                            Ok(_) => {}
                             Err(e) => {
                                 tracing::error!(error = %e, "new catalog from the collector refused; keeping the old one")
                             }

@@ -262,10 +262,46 @@ impl IcmpProber {
         shard.get(block).copied()
     }
 
-    /// One adaptive round for a block: see the module docs.
+    /// The state of a block nothing is known about yet.
+    pub fn new_block_state(&self) -> BlockState {
+        BlockState {
+            refilled_at_secs: self.epoch.elapsed().as_secs() as u32,
+            ..BlockState::new(self.per_hour / 2.0)
+        }
+    }
+
+    /// One adaptive round for a block: see the module docs. The block's state is kept in
+    /// the prober.
     pub async fn probe_block(
         &self,
         id: &str,
+        block: &IpNet,
+        hosts: &[IpAddr],
+        availability: Option<f64>,
+    ) -> Result<Outcome, ProbeError> {
+        let mut st = {
+            let mut shard = self.shard(block).lock().unwrap_or_else(|p| p.into_inner());
+            *shard
+                .entry(*block)
+                .or_insert_with(|| self.new_block_state())
+        };
+        let out = self
+            .probe_block_with(&mut st, &id, block, hosts, availability)
+            .await;
+        if out.is_ok() {
+            let mut shard = self.shard(block).lock().unwrap_or_else(|p| p.into_inner());
+            shard.insert(*block, st);
+        }
+        out
+    }
+
+    /// One adaptive round for a block whose state the caller keeps (the agent keeps the
+    /// state of millions of blocks in a `Vec`, cheaper than the prober's map). `id` is
+    /// written only into a politeness error.
+    pub async fn probe_block_with(
+        &self,
+        st: &mut BlockState,
+        id: &(dyn std::fmt::Display + Sync),
         block: &IpNet,
         hosts: &[IpAddr],
         availability: Option<f64>,
@@ -275,13 +311,6 @@ impl IcmpProber {
         // than the limit.
         let capacity = self.per_hour / 2.0;
         let rate_per_sec = self.per_hour / 2.0 / 3600.0;
-        let mut st = {
-            let mut shard = self.shard(block).lock().unwrap_or_else(|p| p.into_inner());
-            *shard.entry(*block).or_insert_with(|| BlockState {
-                refilled_at_secs: now_secs,
-                ..BlockState::new(capacity)
-            })
-        };
         let elapsed = now_secs.saturating_sub(st.refilled_at_secs) as f32;
         st.tokens = (st.tokens + elapsed * rate_per_sec).min(capacity);
         st.refilled_at_secs = now_secs;
@@ -301,7 +330,7 @@ impl IcmpProber {
         let mut first_rtt = None;
         let mut last_failure = Failure::Timeout;
         loop {
-            let (addr, slot) = next_address(block, hosts, &mut st);
+            let (addr, slot) = next_address(block, hosts, st);
             st.tokens -= 1.0;
             probes += 1;
             let out = self.echo(addr).await?;
@@ -334,10 +363,6 @@ impl IcmpProber {
             st.availability = 0.8 * st.availability + 0.2 * observed;
         }
         st.belief = belief as f32;
-        {
-            let mut shard = self.shard(block).lock().unwrap_or_else(|p| p.into_inner());
-            shard.insert(*block, st);
-        }
         let report = BlockReport {
             belief,
             verdict: v,
