@@ -143,7 +143,9 @@ async fn batcher(
     let mut seq = 0u64;
     let boot = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let mut tick = tokio::time::interval(interval);
-    let flush = |pending: &mut Vec<Observation>, seq: &mut u64| {
+    // The spool syncs every batch to disk: that waits on the disk, so it runs off the
+    // runtime's thread (one thread also paces the probes).
+    let flush = async |pending: &mut Vec<Observation>, seq: &mut u64| {
         if pending.is_empty() {
             return;
         }
@@ -154,15 +156,29 @@ async fn batcher(
             agent: agent.clone(),
             observations: std::mem::take(pending),
         };
-        let n = batch.observations.len();
-        // One spool per collector: each collector's copy is acknowledged on its own.
-        for (spool, more) in &spools {
-            match spool.lock().expect("spool lock").push(batch.clone()) {
-                Ok(()) => more.notify_one(),
-                Err(e) => {
-                    tracing::error!(error = %e, observations = n, "cannot write to the spool; observations lost")
+        let spools = spools.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let n = batch.observations.len();
+            let last = spools.len().saturating_sub(1);
+            let mut batch = Some(batch);
+            // One spool per collector: each collector's copy is acknowledged on its own.
+            for (i, (spool, more)) in spools.iter().enumerate() {
+                let b = if i == last {
+                    batch.take().expect("taken once, by the last spool")
+                } else {
+                    batch.clone().expect("kept until the last spool")
+                };
+                match spool.lock().expect("spool lock").push(b) {
+                    Ok(()) => more.notify_one(),
+                    Err(e) => {
+                        tracing::error!(error = %e, observations = n, "cannot write to the spool; observations lost")
+                    }
                 }
             }
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "spool writer failed; observations lost");
         }
     };
     loop {
@@ -171,15 +187,15 @@ async fn batcher(
                 Some(o) => {
                     pending.push(o);
                     if pending.len() >= batch_max {
-                        flush(&mut pending, &mut seq);
+                        flush(&mut pending, &mut seq).await;
                     }
                 }
                 None => {
-                    flush(&mut pending, &mut seq);
+                    flush(&mut pending, &mut seq).await;
                     return;
                 }
             },
-            _ = tick.tick() => flush(&mut pending, &mut seq),
+            _ = tick.tick() => flush(&mut pending, &mut seq).await,
         }
     }
 }
@@ -207,6 +223,9 @@ pub async fn run_multi(
     let (_keep, rx) = tokio::sync::watch::channel(table);
     run_with_updates(cfg, rx, sinks, stop).await
 }
+
+/// Probes due within this much of each other are launched together.
+const PACING_TICK: Duration = Duration::from_millis(5);
 
 /// What one probe left: the target's index in its table, the outcome, when it started.
 type Done = (
@@ -397,6 +416,9 @@ pub async fn run_with_updates(
                 None if Instant::now() >= end => break,
                 None => Some(end),
             };
+            // Launches go in batches, a pacing tick apart: a wake-up per probe costs more
+            // than the probe.
+            let next = next.map(|at| at.max(now + PACING_TICK));
             if let Some(at) = next
                 && wake.deadline() != at
             {

@@ -31,116 +31,120 @@ enum Cmd {
     Probe(blackout::probe::adhoc::ProbeArgs),
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
     blackout::logging::init(&cli.log_format);
     match cli.cmd {
-        Cmd::Probe(args) => Ok(blackout::probe::adhoc::run(&args).await?),
+        Cmd::Probe(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            Ok(rt.block_on(blackout::probe::adhoc::run(&args))?)
+        }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
-            let stop = CancellationToken::new();
-            {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("SIGTERM handler");
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                    stop.cancel();
-                });
-            }
-            let url = cfg
-                .collector_url
-                .clone()
-                .context("collector_url is required")?;
-            let client =
-                collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
-            // One spool and one upload loop per collector (side-by-side collectors).
-            let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
-            for u in &cfg.collector_urls {
-                sinks.push(Arc::new(HttpSink::new(
-                    u,
-                    cfg.token.clone(),
-                    client.clone(),
-                )?));
-            }
-            if !cfg.catalog.is_empty() {
-                let mut files = Vec::new();
-                for p in &cfg.catalog {
-                    files.extend(blackout::catalog::load_path(p)?);
-                }
-                let table = blackout::agent::run::select_table(&cfg, &files)?;
-                drop(files);
-                let (_keep, rx) = tokio::sync::watch::channel(Arc::new(table));
-                blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
-                return Ok(());
-            }
-            // The collector hands out this agent's share and rebalances it over time.
-            let fetch = {
-                let (client, url, id, token, stop) = (
-                    client.clone(),
-                    url.clone(),
-                    cfg.agent_id.clone(),
-                    cfg.token.clone(),
-                    stop.clone(),
-                );
-                move || {
-                    let (client, url, id, token, stop) = (
-                        client.clone(),
-                        url.clone(),
-                        id.clone(),
-                        token.clone(),
-                        stop.clone(),
-                    );
-                    async move {
-                        blackout::agent::run::fetch_catalog(
-                            &client,
-                            &url,
-                            &id,
-                            token.as_deref(),
-                            &stop,
-                        )
-                        .await
-                    }
-                }
-            };
-            let Some(mut files) = fetch().await else {
-                return Ok(());
-            };
-            let table = blackout::agent::run::select_table(&cfg, &files)?;
-            let (tx, rx) = tokio::sync::watch::channel(Arc::new(table));
-            {
-                let (cfg, stop) = (cfg.clone(), stop.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep(cfg.catalog_refresh) => {}
-                            _ = stop.cancelled() => return,
-                        }
-                        let Some(new) = fetch().await else { return };
-                        // Compared as files: a whole-IPv4 catalog is a few dozen entries,
-                        // its table millions of blocks.
-                        if new == files {
-                            continue;
-                        }
-                        match blackout::agent::run::select_table(&cfg, &new) {
-                            Ok(t) => {
-                                files = new;
-                                let _ = tx.send(Arc::new(t));
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "new catalog from the collector refused; keeping the old one")
-                            }
-                        }
-                    }
-                });
-            }
-            blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
-            Ok(())
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.worker_threads)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(run(cfg))
         }
     }
+}
+
+async fn run(cfg: AgentConfig) -> Result<()> {
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.cancel();
+        });
+    }
+    let url = cfg
+        .collector_url
+        .clone()
+        .context("collector_url is required")?;
+    let client = collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
+    // One spool and one upload loop per collector (side-by-side collectors).
+    let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
+    for u in &cfg.collector_urls {
+        sinks.push(Arc::new(HttpSink::new(
+            u,
+            cfg.token.clone(),
+            client.clone(),
+        )?));
+    }
+    if !cfg.catalog.is_empty() {
+        let mut files = Vec::new();
+        for p in &cfg.catalog {
+            files.extend(blackout::catalog::load_path(p)?);
+        }
+        let table = blackout::agent::run::select_table(&cfg, &files)?;
+        drop(files);
+        let (_keep, rx) = tokio::sync::watch::channel(Arc::new(table));
+        blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+        return Ok(());
+    }
+    // The collector hands out this agent's share and rebalances it over time.
+    let fetch = {
+        let (client, url, id, token, stop) = (
+            client.clone(),
+            url.clone(),
+            cfg.agent_id.clone(),
+            cfg.token.clone(),
+            stop.clone(),
+        );
+        move || {
+            let (client, url, id, token, stop) = (
+                client.clone(),
+                url.clone(),
+                id.clone(),
+                token.clone(),
+                stop.clone(),
+            );
+            async move {
+                blackout::agent::run::fetch_catalog(&client, &url, &id, token.as_deref(), &stop)
+                    .await
+            }
+        }
+    };
+    let Some(mut files) = fetch().await else {
+        return Ok(());
+    };
+    let table = blackout::agent::run::select_table(&cfg, &files)?;
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(table));
+    {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.catalog_refresh) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Some(new) = fetch().await else { return };
+                // Compared as files: a whole-IPv4 catalog is a few dozen entries,
+                // its table millions of blocks.
+                if new == files {
+                    continue;
+                }
+                match blackout::agent::run::select_table(&cfg, &new) {
+                    Ok(t) => {
+                        files = new;
+                        let _ = tx.send(Arc::new(t));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "new catalog from the collector refused; keeping the old one")
+                    }
+                }
+            }
+        });
+    }
+    blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+    Ok(())
 }
