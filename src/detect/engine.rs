@@ -90,6 +90,9 @@ struct Agg {
     /// The latency series value: median over targets of RTT / the target's own average
     /// (observations), or the aggregate latency itself (`ingest_rtt_value`).
     rtt_value: Option<f64>,
+    /// Median over targets of RTT minus the target's own average, in milliseconds: the
+    /// absolute floor of throttling (None for aggregate series, whose unit is unknown).
+    rtt_added_ms: Option<f64>,
     loss: Option<f64>,
 }
 
@@ -650,6 +653,7 @@ impl Engine {
             down: u32,
             rtts: Vec<f64>,
             ratios: Vec<f64>,
+            added_ms: Vec<f64>,
             probes: u64,
             replies: u64,
         }
@@ -694,6 +698,9 @@ impl Engine {
                 }
                 if let Some(q) = ratio {
                     acc.ratios.push(q);
+                    if let Some(r) = rtt {
+                        acc.added_ms.push(r - meta.rtt_base_ms as f64);
+                    }
                 }
                 if down {
                     acc.down += 1;
@@ -724,6 +731,11 @@ impl Engine {
                 } else {
                     None
                 },
+                rtt_added_ms: if acc.added_ms.len() as u32 >= min_targets {
+                    median(&mut acc.added_ms)
+                } else {
+                    None
+                },
                 loss: (acc.up >= min_targets && acc.probes >= MIN_LOSS_PROBES)
                     .then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
             });
@@ -738,6 +750,7 @@ impl Engine {
                 level: None,
                 rtt_ms: None,
                 rtt_value: None,
+                rtt_added_ms: None,
                 loss: None,
             });
             let v = sum / n as f64;
@@ -793,6 +806,7 @@ impl Engine {
         let level_rules = self.level_rules();
         let throttle_rules = self.throttle_rules();
         let rtt_factor = self.cfg.throttle_rtt_factor;
+        let min_added_ms = self.cfg.throttle_rtt_min_added_ms;
         let loss_inc = self.cfg.throttle_loss_increase;
         let warn = self.cfg.thresholds(agg.signal).0;
         let min_missing = self.cfg.min_targets_down as f64;
@@ -837,8 +851,11 @@ impl Engine {
             if let Some(b) = base {
                 let ratio = v / b;
                 let degraded = s.rtt.tracker.state() != State::Normal;
-                let bad =
-                    ratio >= rtt_factor || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5);
+                // A 0.2 ms baseline tripled by scheduling jitter is not throttling: the
+                // added delay must also be large in absolute terms (half of it to stay).
+                let far = |share: f64| agg.rtt_added_ms.is_none_or(|a| a >= min_added_ms * share);
+                let bad = (ratio >= rtt_factor && far(1.0))
+                    || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 && far(0.5));
                 let raw = if bad { State::Warning } else { State::Normal };
                 s.rtt.tracker.step(bin, raw, &throttle_rules);
                 if bad || ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 {
