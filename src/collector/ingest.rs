@@ -65,6 +65,9 @@ struct State {
     /// The engine's view after the last `tick`, for scrapes and the API.
     snapshot: Snapshot,
     sparks: BTreeMap<(String, crate::observation::Signal), Spark>,
+    /// Each agent's last reported count of dropped observations, to turn its reports
+    /// (which restart from 0 with the agent) into a counter.
+    spool_dropped: HashMap<String, u64>,
 }
 
 /// The collector's shared state. Every HTTP handler and the in-process agent go through it.
@@ -121,16 +124,10 @@ impl Collector {
                 .with_label_values(&[&f.country])
                 .set(0);
         }
-        let (log, replayed) = match &config.state_dir {
-            Some(dir) => {
-                let (log, batches) =
-                    ObservationLog::open_with_retention(dir, config.retention_days, Utc::now())?;
-                (Some(log), batches)
-            }
-            None => (None, Vec::new()),
-        };
         let engine = Engine::new(config.detect.clone());
         let snapshot = engine.snapshot();
+        let state_dir = config.state_dir.clone();
+        let retention_days = config.retention_days;
         let c = Collector {
             config,
             metrics,
@@ -141,25 +138,28 @@ impl Collector {
             state: Mutex::new(State {
                 view: LatestView::default(),
                 seen_batches: HashSet::new(),
-                log,
+                log: None,
                 engine,
                 last_report: HashMap::new(),
                 snapshot,
                 sparks: BTreeMap::new(),
+                spool_dropped: HashMap::new(),
             }),
         };
-        let n = replayed.len();
-        {
+        if let Some(dir) = &state_dir {
             let mut st = c.state.lock().expect("collector state lock");
-            for b in &replayed {
-                c.apply(&mut st, b);
+            let mut n = 0usize;
+            let log = ObservationLog::open_replaying(dir, retention_days, Utc::now(), &mut |b| {
+                c.apply(&mut st, &b);
+                n += 1;
+            })?;
+            st.log = Some(log);
+            if n > 0 {
+                tracing::info!(
+                    batches = n,
+                    "restored accepted batches from the observation log"
+                );
             }
-        }
-        if n > 0 {
-            tracing::info!(
-                batches = n,
-                "restored accepted batches from the observation log"
-            );
         }
         Ok(c)
     }
@@ -307,6 +307,27 @@ impl Collector {
                 .agent_last_measurement
                 .with_label_values(&[&batch.agent]);
             g.set(g.get().max(t.timestamp_millis() as f64 / 1000.0));
+        }
+        if let Some(s) = batch.spool {
+            self.metrics
+                .agent_spool_observations
+                .with_label_values(&[&batch.agent])
+                .set(s.observations.min(i64::MAX as u64) as i64);
+            let last = st
+                .spool_dropped
+                .insert(batch.agent.clone(), s.dropped_observations);
+            // Below the last report: the agent restarted and counts from zero again.
+            let added = match last {
+                Some(l) if s.dropped_observations >= l => s.dropped_observations - l,
+                _ => s.dropped_observations,
+            };
+            let c = self
+                .metrics
+                .agent_spool_dropped
+                .with_label_values(&[&batch.agent]);
+            if added > 0 {
+                c.inc_by(added);
+            }
         }
     }
 
@@ -590,6 +611,16 @@ mod tests {
     }
 
     fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
+        report_spool(c, agent, 1, None, now);
+    }
+
+    fn report_spool(
+        c: &Collector,
+        agent: &str,
+        n: u32,
+        spool: Option<crate::observation::SpoolStatus>,
+        now: DateTime<Utc>,
+    ) {
         let o = Observation {
             agent: agent.into(),
             target: "tcp:192.0.2.1:443".into(),
@@ -606,9 +637,10 @@ mod tests {
             block: None,
         };
         let b = Batch {
-            batch_id: format!("{agent}-1"),
+            batch_id: format!("{agent}-{n}"),
             agent: agent.into(),
             observations: vec![o],
+            spool,
         };
         c.ingest(&Uploader::InProcess, b, now).unwrap();
     }
@@ -659,5 +691,61 @@ mod tests {
         // Without assignment, everyone gets the whole catalog.
         let plain = collector(None);
         assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
+    }
+
+    #[test]
+    fn spool_reports_become_a_backlog_gauge_and_a_drop_counter() {
+        use crate::observation::SpoolStatus;
+        let c = collector(None);
+        let now = Utc::now();
+        let st = |observations, dropped_observations| {
+            Some(SpoolStatus {
+                observations,
+                dropped_observations,
+            })
+        };
+        let text = |c: &Collector| c.render_metrics(now);
+        let line = |t: &str, name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        report_spool(&c, "a1", 1, st(40, 0), now);
+        report_spool(&c, "a1", 2, st(900, 7), now);
+        let t = text(&c);
+        assert_eq!(
+            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("900")
+        );
+        assert_eq!(
+            line(
+                &t,
+                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
+            )
+            .as_deref(),
+            Some("7")
+        );
+        // More drops, then an agent restart (its count starts again at 2).
+        report_spool(&c, "a1", 3, st(1000, 10), now);
+        report_spool(&c, "a1", 4, st(5, 2), now);
+        let t = text(&c);
+        assert_eq!(
+            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            line(
+                &t,
+                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
+            )
+            .as_deref(),
+            Some("12")
+        );
+        // A batch without a report (an older agent) changes nothing.
+        report_spool(&c, "a1", 5, None, now);
+        assert_eq!(
+            line(&text(&c), crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("5")
+        );
     }
 }

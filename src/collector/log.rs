@@ -75,7 +75,7 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// Reads one segment's batches. A torn last line (a crash in the middle of a write that
 /// was never acknowledged) is dropped and truncated away; corruption anywhere else is
 /// an error.
-fn read_segment(path: &Path, out: &mut Vec<Batch>) -> Result<(), LogError> {
+fn read_segment(path: &Path, on_batch: &mut dyn FnMut(Batch)) -> Result<(), LogError> {
     let f = File::open(path).map_err(io(path))?;
     let mut reader = BufReader::new(f);
     let mut line = String::new();
@@ -99,7 +99,7 @@ fn read_segment(path: &Path, out: &mut Vec<Batch>) -> Result<(), LogError> {
             return Ok(());
         }
         match serde_json::from_str::<Batch>(&line) {
-            Ok(b) => out.push(b),
+            Ok(b) => on_batch(b),
             Err(e) => {
                 return Err(LogError::Corrupt {
                     path: path.to_path_buf(),
@@ -126,6 +126,20 @@ impl ObservationLog {
         retention_days: u32,
         now: DateTime<Utc>,
     ) -> Result<(ObservationLog, Vec<Batch>), LogError> {
+        let mut batches = Vec::new();
+        let log = Self::open_replaying(dir, retention_days, now, &mut |b| batches.push(b))?;
+        Ok((log, batches))
+    }
+
+    /// As [`Self::open_with_retention`], handing each kept batch to `on_batch` as it is
+    /// read, oldest first: a month of a busy collector's log does not fit in memory at
+    /// once, one batch at a time does.
+    pub fn open_replaying(
+        dir: &Path,
+        retention_days: u32,
+        now: DateTime<Utc>,
+        on_batch: &mut dyn FnMut(Batch),
+    ) -> Result<ObservationLog, LogError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let legacy = dir.join(LEGACY);
         if legacy.exists() {
@@ -153,11 +167,10 @@ impl ObservationLog {
             log.switch_to(today)?;
             (log, kept)
         };
-        let mut batches = Vec::new();
         for p in &kept {
-            read_segment(p, &mut batches)?;
+            read_segment(p, on_batch)?;
         }
-        Ok((log, batches))
+        Ok(log)
     }
 
     /// Deletes segments older than the retention; returns the kept ones, oldest first.
@@ -261,6 +274,7 @@ mod tests {
             batch_id: id.into(),
             agent: "a".into(),
             observations: Vec::new(),
+            spool: None,
         }
     }
 
