@@ -18,7 +18,7 @@ const PERSIST_VERSION: u32 = 1;
 /// Loss from fewer probes than this is noise (three lost of ten is not throttling).
 const MIN_LOSS_PROBES: u64 = 30;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct TargetMeta {
     /// Slow average of the target's RTT: RTTs are compared per target, so a change in
     /// which targets answered never looks like a change in latency.
@@ -30,7 +30,7 @@ struct TargetMeta {
 }
 
 /// One agent's observations of one target in one bin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Cell {
     ok: u16,
     fail: u16,
@@ -51,20 +51,20 @@ impl Default for Cell {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Tally {
     ok: u32,
     fail: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 enum Metric {
     Level,
     Rtt,
 }
 
 /// Raw data of one bin, kept after the bin closes for `late_window_secs`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct BinData {
     cells: FxMap<u64, Cell>,
     control: FxMap<u32, Tally>,
@@ -78,7 +78,7 @@ struct BinData {
 }
 
 /// Aggregate of one entity and signal in one bin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Agg {
     entity: u32,
     signal: Signal,
@@ -96,7 +96,7 @@ struct Agg {
     loss: Option<f64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct BinResult {
     aggs: Vec<Agg>,
     /// Mean RTT per target in this bin (healthy agents), to update the targets' averages.
@@ -125,7 +125,7 @@ struct SignalSeries {
 }
 
 /// Overall view of an entity after the last evaluation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct View {
     state: State,
     kind: Option<EventKind>,
@@ -218,11 +218,19 @@ pub struct PersistedSeries {
 }
 
 /// See the module documentation of [`crate::detect`].
-#[derive(Debug)]
+///
+/// Serialisable whole (open bins, raw data of the late window, per-target averages), so
+/// that a collector's snapshot restores exactly the engine it saved; the settings are not
+/// part of it, [`Engine::with_config`] puts them back.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Engine {
+    #[serde(skip)]
     cfg: DetectConfig,
+    #[serde(skip)]
     shape: BaselineShape,
+    #[serde(skip)]
     hist_cap: usize,
+    #[serde(skip)]
     late_bins: i64,
     agents: Vec<String>,
     agent_index: FxMap<String, u32>,
@@ -1459,6 +1467,19 @@ impl Engine {
             agents,
             open_events: self.open.len(),
             stats: self.stats,
+        }
+    }
+
+    /// An engine read back from a snapshot, with the settings it runs with (the same
+    /// ones it was saved with: a snapshot taken under other settings is not used).
+    pub fn with_config(self, cfg: DetectConfig) -> Engine {
+        let fresh = Engine::new(cfg);
+        Engine {
+            cfg: fresh.cfg,
+            shape: fresh.shape,
+            hist_cap: fresh.hist_cap,
+            late_bins: fresh.late_bins,
+            ..self
         }
     }
 
