@@ -155,6 +155,7 @@ async fn batcher(
             batch_id: format!("{agent}-{boot:x}-{seq}"),
             agent: agent.clone(),
             observations: std::mem::take(pending),
+            spool: None,
         };
         let spools = spools.clone();
         let written = tokio::task::spawn_blocking(move || {
