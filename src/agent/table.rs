@@ -658,7 +658,7 @@ asn = 9198
 
     /// The sustained target: the agent's whole per-block cost for the IPv4 /24 space.
     #[test]
-    #[ignore = "measurement (~400 MB, seconds): cargo test --release --lib -- --ignored --nocapture table_memory"]
+    #[ignore = "measurement (~400 MB, seconds): cargo test --lib -- --ignored --nocapture table_memory"]
     fn table_memory_for_the_whole_ipv4_space() {
         let rss = || {
             let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
