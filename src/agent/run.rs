@@ -470,3 +470,139 @@ pub async fn run_with_updates(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::upload::SendResult;
+    use crate::catalog::TargetKind;
+    use futures::future::BoxFuture;
+
+    /// Keeps every observation it is handed, with when it came.
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<Observation>>);
+
+    impl Sink for Keep {
+        fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendResult> {
+            self.0
+                .lock()
+                .unwrap()
+                .extend(batch.observations.iter().cloned());
+            Box::pin(async { SendResult::Acked })
+        }
+    }
+
+    fn target(id: String, kind: TargetKind) -> Target {
+        Target {
+            id,
+            country: "KZ".into(),
+            asn: 1,
+            region: None,
+            control: false,
+            kind,
+        }
+    }
+
+    /// The pacing loop on real probes: every target once a round, spread over the round,
+    /// observations labelled as the catalog says.
+    #[tokio::test(flavor = "current_thread")]
+    async fn rounds_probe_every_target_once_spread_over_the_round() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(s);
+                }
+            });
+        }
+        let icmp = IcmpProberCheck::allowed().await;
+        let mut targets: Vec<Target> = (0..20)
+            .map(|i| {
+                target(
+                    format!("tcp:{i}"),
+                    TargetKind::Tcp {
+                        address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    },
+                )
+            })
+            .collect();
+        if icmp {
+            targets.extend((1..=10).map(|i| {
+                target(
+                    format!("icmp:127.0.{i}.0/24"),
+                    TargetKind::Icmp {
+                        block: format!("127.0.{i}.0/24").parse().unwrap(),
+                        hosts: Vec::new(),
+                        availability: None,
+                    },
+                )
+            }));
+        } else {
+            eprintln!(
+                "SKIP the ICMP half: no ICMP socket allowed here (needs root or ping_group_range)"
+            );
+        }
+        let n = targets.len();
+        let cfg = AgentConfig {
+            round: Duration::from_millis(1500),
+            concurrency: 2,
+            max_probes_per_sec: 1000,
+            timeout: Duration::from_secs(1),
+            upload_interval: Duration::from_millis(100),
+            allow_reserved: true,
+            ..AgentConfig::standalone()
+        };
+        let keep = Arc::new(Keep::default());
+        let stop = CancellationToken::new();
+        let agent = tokio::spawn(run(cfg, targets.clone(), keep.clone(), stop.clone()));
+        // One whole round and most of a second.
+        tokio::time::sleep(Duration::from_millis(2700)).await;
+        stop.cancel();
+        agent.await.unwrap().unwrap();
+        let mut obs = keep.0.lock().unwrap().clone();
+        obs.sort_by_key(|o| o.measured_at);
+        let first = &obs[..n.min(obs.len())];
+        let ids: HashSet<&str> = first.iter().map(|o| o.target.as_str()).collect();
+        assert_eq!(ids.len(), n, "every target once in the first round");
+        // Spread over the round (1.5 s): not a burst at its start.
+        let start = first[0].measured_at;
+        let span = first[n - 1].measured_at - start;
+        assert!(
+            span > chrono::Duration::milliseconds(1000),
+            "first round took {span}"
+        );
+        let early = first
+            .iter()
+            .filter(|o| o.measured_at < start + chrono::Duration::milliseconds(150))
+            .count();
+        assert!(early <= n / 3, "{early} of {n} in the first 150 ms");
+        assert!(obs.len() > n, "a second round started");
+        for o in &obs {
+            assert!(o.ok, "{o:?}");
+            let t = targets.iter().find(|t| t.id == o.target).unwrap();
+            assert_eq!((o.country.as_str(), o.asn, o.signal), ("KZ", 1, t.signal()));
+            if o.signal == Signal::Icmp {
+                assert_eq!(
+                    o.block.map(|b| b.verdict),
+                    Some(crate::observation::BlockVerdict::Up)
+                );
+            }
+        }
+        assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) >= 20);
+    }
+
+    struct IcmpProberCheck;
+
+    impl IcmpProberCheck {
+        async fn allowed() -> bool {
+            crate::probe::icmp::IcmpProber::new(&ProbeSettings::default())
+                .open(true)
+                .await
+                .is_ok()
+        }
+    }
+}
