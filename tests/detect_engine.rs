@@ -398,6 +398,21 @@ fn late_observations_complete_history_and_evidence() {
         after.start, before.start,
         "reported boundaries are not rewritten"
     );
+    // Its controls failed (it was cut off too): it is named among the unhealthy agents.
+    assert!(
+        !before
+            .evidence
+            .unhealthy_agents
+            .contains(&"inside".to_string())
+    );
+    assert!(
+        after
+            .evidence
+            .unhealthy_agents
+            .contains(&"inside".to_string()),
+        "{:?}",
+        after.evidence
+    );
     assert_eq!(eng.stats().late_observations, 22);
     // Data older than the baseline window is dropped and counted.
     eng.ingest(&obs("a", "icmp-100-0", 100, Signal::Icmp, -3000, true));
