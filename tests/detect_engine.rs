@@ -490,19 +490,7 @@ fn throttling_is_not_a_blackout() {
     let mut eng = Engine::new(DetectConfig::default());
     warm(&mut eng, &agents, 20);
     for b in 20..26 {
-        for a in agents {
-            eng.ingest(&control(a, b, true));
-            for asn in [100u32, 200] {
-                for signal in [Signal::Icmp, Signal::Tcp] {
-                    for k in 0..10 {
-                        let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, b, true);
-                        o.rtt_ms = Some(400.0);
-                        eng.ingest(&o);
-                    }
-                }
-            }
-        }
-        close(&mut eng, b);
+        feed_rtt(&mut eng, b, &agents, 400.0);
     }
     let evs: Vec<_> = eng.events().filter(|e| e.entity == country()).collect();
     assert_eq!(evs.len(), 1, "{evs:?}");

@@ -727,16 +727,19 @@ mod tests {
             "xa.toml",
         )
         .unwrap();
-        let ctl = crate::catalog::parse(
-            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
-            "control.toml",
-        )
-        .unwrap();
         let cfg = CollectorConfig {
             assign_k: k,
             ..CollectorConfig::default()
         };
-        Collector::new(cfg, vec![cat, ctl]).unwrap()
+        Collector::new(cfg, vec![cat, control_catalog()]).unwrap()
+    }
+
+    fn control_catalog() -> CatalogFile {
+        crate::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap()
     }
 
     fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
@@ -839,37 +842,21 @@ mod tests {
                 .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
                 .map(|l| l.rsplit(' ').next().unwrap().to_string())
         };
+        use crate::expose::names::{
+            AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL as DROPPED, AGENT_SPOOL_OBSERVATIONS as WAITING,
+        };
+        let expect = |waiting: &str, dropped: &str| {
+            let t = text(&c);
+            assert_eq!(line(&t, WAITING).as_deref(), Some(waiting));
+            assert_eq!(line(&t, DROPPED).as_deref(), Some(dropped));
+        };
         report_spool(&c, "a1", 1, st(40, 0), now);
         report_spool(&c, "a1", 2, st(900, 7), now);
-        let t = text(&c);
-        assert_eq!(
-            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
-            Some("900")
-        );
-        assert_eq!(
-            line(
-                &t,
-                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
-            )
-            .as_deref(),
-            Some("7")
-        );
+        expect("900", "7");
         // More drops, then an agent restart (its count starts again at 2).
         report_spool(&c, "a1", 3, st(1000, 10), now);
         report_spool(&c, "a1", 4, st(5, 2), now);
-        let t = text(&c);
-        assert_eq!(
-            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
-            Some("5")
-        );
-        assert_eq!(
-            line(
-                &t,
-                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
-            )
-            .as_deref(),
-            Some("12")
-        );
+        expect("5", "12");
         // A batch without a report (an older agent) changes nothing.
         report_spool(&c, "a1", 5, None, now);
         assert_eq!(
@@ -890,12 +877,7 @@ mod tests {
                 "xa.toml",
             )
             .unwrap();
-            let ctl = crate::catalog::parse(
-                "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
-                "control.toml",
-            )
-            .unwrap();
-            vec![cat, ctl]
+            vec![cat, control_catalog()]
         }
 
         fn config(dir: &std::path::Path, warning_ratio: f64) -> CollectorConfig {
