@@ -407,7 +407,7 @@ fn build_request(url: &Url, h2: bool) -> Request<Empty<Bytes>> {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
         };
-        // The connection is dropped after the head: say so.
+        // The connection is dropped after the head: say so, and let the server close first.
         b.header(header::HOST, host)
             .header(header::CONNECTION, "close")
     };
