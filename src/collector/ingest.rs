@@ -945,6 +945,7 @@ mod tests {
                                 failure: (!ok).then_some(crate::observation::Failure::Timeout),
                                 rtt_ms: ok.then_some(30.0),
                                 block: None,
+                                timings_ms: None,
                             }
                         })
                         .collect();

@@ -358,6 +358,24 @@ mod tests {
     }
 
     #[test]
+    fn http_phases_survive_the_snapshot_encoding() {
+        let mut v = LatestView::default();
+        v.record(&http(
+            "a1",
+            "h1",
+            true,
+            100,
+            [None, Some(1.0), Some(2.0), Some(3.0)],
+        ));
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let back: LatestView = postcard::from_bytes(&bytes).unwrap();
+        let now = DateTime::from_timestamp(110, 0).unwrap();
+        let (a, b) = (v.aggregate(now, 60), back.aggregate(now, 60));
+        assert_eq!(a.http_phase_median_seconds.len(), 3);
+        assert_eq!(a.http_phase_median_seconds, b.http_phase_median_seconds);
+    }
+
+    #[test]
     fn stale_and_late_readings() {
         let mut v = LatestView::default();
         v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
