@@ -33,6 +33,7 @@ fn obs(agent: &str, target: &str, asn: u32, signal: Signal, bin: i64, ok: bool) 
         failure: (!ok).then_some(Failure::Timeout),
         rtt_ms: ok.then_some(40.0),
         block: None,
+        timings_ms: None,
     }
 }
 

@@ -594,6 +594,12 @@ impl Collector {
         m.asn_targets.reset();
         m.asn_reachable_ratio.reset();
         m.rtt_median.reset();
+        m.http_phase.reset();
+        for ((country, phase), secs) in &agg.http_phase_median_seconds {
+            m.http_phase
+                .with_label_values(&[country.as_str(), phase])
+                .set(*secs);
+        }
         for (agent, share) in &agg.agent_control {
             let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
             m.agent_healthy
@@ -767,6 +773,7 @@ mod tests {
             failure: None,
             rtt_ms: Some(1.0),
             block: None,
+            timings_ms: None,
         };
         let b = Batch {
             batch_id: format!("{agent}-{n}"),
@@ -920,6 +927,7 @@ mod tests {
                                 failure: (!ok).then_some(crate::observation::Failure::Timeout),
                                 rtt_ms: ok.then_some(30.0),
                                 block: None,
+                                timings_ms: None,
                             }
                         })
                         .collect();

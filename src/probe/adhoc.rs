@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 use crate::catalog::{Target, TargetKind, parse_dns_server};
-use crate::observation::{Failure, Phase, Signal};
+use crate::observation::{Failure, HttpTimingsMs, Phase, Signal};
 
 /// A prefix in an ICMP target file expands into its addresses; more than this many in one
 /// file is a typo, not a measurement.
@@ -57,6 +57,9 @@ struct Line<'a> {
     rtt_ms: Option<f64>,
     failure: Option<Failure>,
     phase: Option<Phase>,
+    /// HTTP only: the phases' durations (see `HttpTimings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timings_ms: Option<HttpTimingsMs>,
 }
 
 fn read_input(path: &str) -> Result<String, ProbeError> {
@@ -144,8 +147,7 @@ fn parse_targets(
                 if !(1..=2).contains(&fields.len()) {
                     return Err(bad("expected `URL [IP]`".into()));
                 }
-                let url =
-                    reqwest::Url::parse(fields[0]).map_err(|e| bad(format!("bad URL: {e}")))?;
+                let url = url::Url::parse(fields[0]).map_err(|e| bad(format!("bad URL: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(bad(format!("{} is not an http(s) URL", fields[0])));
                 }
@@ -258,13 +260,21 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
 }
 
 fn write_line(w: &mut impl Write, label: &str, signal: Signal, o: &Outcome) -> std::io::Result<()> {
+    // Microsecond precision is what the clocks give; more digits would be noise.
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let line = Line {
         target: label,
         signal,
         ok: o.ok,
-        rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        rtt_ms: o.rtt.map(ms),
         failure: o.failure,
         phase: o.phase,
+        timings_ms: o.timings.map(|t| HttpTimingsMs {
+            resolve: t.resolve.map(ms),
+            connect: t.connect.map(ms),
+            tls: t.tls.map(ms),
+            first_byte: t.first_byte.map(ms),
+        }),
     };
     serde_json::to_writer(&mut *w, &line)?;
     w.write_all(b"\n")
@@ -363,6 +373,26 @@ mod tests {
         assert_eq!(
             (v["failure"].as_str(), v["phase"].as_str()),
             (Some("refused"), Some("connect"))
+        );
+        assert!(v.get("timings_ms").is_none(), "{v}");
+    }
+
+    #[test]
+    fn http_line_has_the_phases() {
+        let mut o = Outcome::ok(Duration::from_micros(2500));
+        o.timings = Some(crate::probe::HttpTimings {
+            resolve: None,
+            connect: Some(Duration::from_micros(120)),
+            tls: Some(Duration::from_nanos(1_234_567)),
+            first_byte: Some(Duration::from_micros(900)),
+        });
+        let mut buf = Vec::new();
+        write_line(&mut buf, "https://x/", Signal::Http, &o).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v["timings_ms"],
+            serde_json::json!({"connect": 0.12, "tls": 1.235, "first_byte": 0.9}),
+            "{v}"
         );
     }
 }
