@@ -478,6 +478,7 @@ fn receive_loop(sh: Arc<Shared>) {
     let ip_header = sh.v4 && sh.kind == SocketKind::Raw;
     while !sh.closed.load(Ordering::Acquire) {
         hits.clear();
+        let mut quiet = false;
         {
             let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
             match recvmmsg(
@@ -498,7 +499,8 @@ fn receive_loop(sh: Arc<Shared>) {
                         }
                     }
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => quiet = true,
+                Err(Errno::EINTR) => {}
                 Err(e) => tracing::debug!(error = %e, "icmp receive error"),
             }
         }
@@ -511,7 +513,15 @@ fn receive_loop(sh: Arc<Shared>) {
                 }
             }
             t.sweep(now, &mut done);
-            if t.in_flight > 0 { BUSY_TICK } else { idle }
+            // Back to the idle tick only after a quiet tick: a burst that empties the
+            // table between two batches would otherwise cost two setsockopt per batch.
+            if t.in_flight > 0 {
+                BUSY_TICK
+            } else if quiet {
+                idle
+            } else {
+                tick
+            }
         };
         deliver(&mut done);
         if want != tick {
