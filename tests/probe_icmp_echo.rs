@@ -380,3 +380,56 @@ fn foreign_and_stale_replies_are_ignored() {
     assert!(matches!(r, EchoResult::Reply(_)), "{r:?}");
     assert_eq!(left, 0);
 }
+
+/// User + system CPU of this process so far, from /proc/self/stat (clock ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// The sustained goal's echo path: one future per echo, as block rounds send them, at
+/// 7,000 echoes/s. Prints CPU per echo for the whole process (test harness and pacing
+/// included, and on loopback the kernel's work of answering too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement (5 s): cargo test --test probe_icmp_echo -- --ignored --nocapture sustained"]
+async fn sustained_rate_cpu_per_echo() {
+    const RATE: u64 = 7000;
+    const SECS: u64 = 5;
+    let p = Arc::new(IcmpProber::new(&settings(1000)));
+    if p.open(true).await.is_err() {
+        eprintln!("SKIP: no ICMP socket");
+        return;
+    }
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut handles = Vec::with_capacity((RATE * SECS) as usize);
+    for ms in 0..SECS * 1000 {
+        tick.tick().await;
+        for k in 0..RATE / 1000 {
+            let a = IpAddr::V4(Ipv4Addr::from(0x7f30_0000 + (ms * 7 + k) as u32));
+            let p = p.clone();
+            handles.push(tokio::spawn(async move { p.echo(a).await.unwrap().ok }));
+        }
+    }
+    let mut ok = 0;
+    for h in handles.drain(..) {
+        ok += h.await.unwrap() as usize;
+    }
+    let (cpu, wall) = (cpu_time() - cpu0, t0.elapsed());
+    let n = RATE * SECS;
+    eprintln!(
+        "{n} echoes in {wall:?} ({:.0}/s), {ok} answered, CPU {cpu:?}: {:.1} us per echo, {:.1} % of one core",
+        n as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n as f64,
+        cpu.as_secs_f64() * 100.0 / wall.as_secs_f64()
+    );
+    assert_eq!(ok as u64, n);
+}
