@@ -253,35 +253,47 @@ fn router_errors_and_local_refusals_are_unreachable() {
         p = p.0,
         r = r.0
     ));
-    let (single, routed, refused) = in_netns(&p.0, || async {
-        let engine = Arc::new(open(true, 1000).expect("root has RAW sockets"));
-        let single = engine.echo("10.78.0.5".parse().unwrap()).await;
-        let e = engine.clone();
-        let (routed, refused) = tokio::task::spawn_blocking(move || {
-            let routed: Vec<IpAddr> = (1..21u8)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(10, 78, 0, i)))
-                .collect();
-            let refused: Vec<IpAddr> = (1..5u8)
-                .map(|i| IpAddr::V4(Ipv4Addr::new(10, 79, 0, i)))
-                .collect();
-            (burst(&e, &routed, 8), burst(&e, &refused, 8))
-        })
-        .await
-        .unwrap();
-        (single, routed, refused)
-    });
-    assert_eq!(single, EchoResult::Unreachable);
-    assert_eq!(single.outcome().failure, Some(Failure::Unreachable));
-    assert!(
-        routed.iter().all(|r| *r == EchoResult::Unreachable),
-        "{routed:?}"
-    );
-    assert!(
-        refused
-            .iter()
-            .all(|r| r.outcome().failure == Some(Failure::Unreachable)),
-        "{refused:?}"
-    );
+    // RAW first; then, with unprivileged ping allowed in P, a DGRAM socket, whose ICMP
+    // errors come through the socket's error queue.
+    for (kind, sysctl) in [("raw", None), ("dgram", Some("0 2147483647"))] {
+        if let Some(range) = sysctl {
+            sh(&format!(
+                "ip netns exec {} sysctl -qw net.ipv4.ping_group_range='{range}'",
+                p.0
+            ));
+        }
+        let (got, single, routed, refused) = in_netns(&p.0, || async {
+            let engine = Arc::new(open(true, 1000).expect("root has ICMP sockets"));
+            let got = engine.kind().as_str();
+            let single = engine.echo("10.78.0.5".parse().unwrap()).await;
+            let e = engine.clone();
+            let (routed, refused) = tokio::task::spawn_blocking(move || {
+                let routed: Vec<IpAddr> = (1..21u8)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(10, 78, 0, i)))
+                    .collect();
+                let refused: Vec<IpAddr> = (1..5u8)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(10, 79, 0, i)))
+                    .collect();
+                (burst(&e, &routed, 8), burst(&e, &refused, 8))
+            })
+            .await
+            .unwrap();
+            (got, single, routed, refused)
+        });
+        assert_eq!(got, kind);
+        assert_eq!(single, EchoResult::Unreachable, "{kind}");
+        assert_eq!(single.outcome().failure, Some(Failure::Unreachable));
+        assert!(
+            routed.iter().all(|r| *r == EchoResult::Unreachable),
+            "{kind}: {routed:?}"
+        );
+        assert!(
+            refused
+                .iter()
+                .all(|r| r.outcome().failure == Some(Failure::Unreachable)),
+            "{kind}: {refused:?}"
+        );
+    }
 }
 
 /// Forges echo replies from 127.0.0.5 with a TTL of 7, which the namespace's firewall

@@ -21,8 +21,11 @@
 //! an earlier echo in the same slot is stale) and it comes from the address the echo went
 //! to; on RAW sockets, which see every ICMP packet of the host, the identifier must be
 //! ours as well. DGRAM ("unprivileged ping") sockets get only their own replies (the
-//! kernel sets and demultiplexes the identifier) but no ICMP errors: an echo to an
-//! unreachable address then times out instead of failing as unreachable.
+//! kernel sets and demultiplexes the identifier); their ICMP errors arrive on the socket's
+//! error queue (`IP_RECVERR`, `IPV6_RECVERR`), which the receiver drains when a receive
+//! reports an error: the queued packet is our request, its address the destination.
+//! Such an error is also reported once to the next send, whatever echo it carries: a DGRAM
+//! send that fails is retried once, and the receiver is told to drain the queue.
 //!
 //! All echoes of an engine share one timeout, so deadlines come in the order echoes are
 //! sent and a FIFO is a sorted deadline queue; the receiver sweeps its front after every
@@ -37,7 +40,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, recvmsg, sendmmsg,
+    setsockopt, sockopt as nix_sockopt,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::oneshot;
 
@@ -384,6 +390,61 @@ fn parse(data: &[u8], v4: bool, ip_header: bool, from: Option<IpAddr>) -> Option
     })
 }
 
+/// Parses a packet from a DGRAM socket's error queue: the request an ICMP error quoted,
+/// sent to `to`. `icmp_error`: the queue entry came from an ICMP error (not a local one).
+fn parse_queued_error(data: &[u8], v4: bool, icmp_error: bool, to: Option<IpAddr>) -> Option<Hit> {
+    let request = if v4 {
+        ICMP_ECHO_REQUEST
+    } else {
+        ICMPV6_ECHO_REQUEST
+    };
+    if !icmp_error || *data.first()? != request {
+        return None;
+    }
+    let (ident, seq, token, generation) = echo_fields(data)?;
+    Some(Hit {
+        error: true,
+        ident,
+        seq,
+        addr: to?,
+        token,
+        generation,
+    })
+}
+
+/// Drains a DGRAM socket's error queue into `hits`.
+fn drain_error_queue(sh: &Shared, hits: &mut Vec<Hit>) {
+    let fd = sh.socket.as_raw_fd();
+    loop {
+        let mut buf = [0u8; RECV_BUF];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut cmsgs = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let flags = MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT;
+        let Ok(m) = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsgs), flags) else {
+            return;
+        };
+        let icmp_error = m.cmsgs().is_ok_and(|mut it| {
+            it.any(|c| match c {
+                ControlMessageOwned::Ipv4RecvErr(e, _) => {
+                    e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                        && [ICMP_UNREACHABLE, ICMP_TIME_EXCEEDED].contains(&e.ee_type)
+                }
+                ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                    e.ee_origin == libc::SO_EE_ORIGIN_ICMP6
+                        && [ICMPV6_UNREACHABLE, ICMPV6_TIME_EXCEEDED].contains(&e.ee_type)
+                }
+                _ => false,
+            })
+        });
+        let to = m.address.as_ref().and_then(sockaddr_ip);
+        if let Some(data) = m.iovs().next()
+            && let Some(hit) = parse_queued_error(data, sh.v4, icmp_error, to)
+        {
+            hits.push(hit);
+        }
+    }
+}
+
 /// The Internet checksum (RFC 1071). IPv4 only: the kernel computes ICMPv6 checksums,
 /// and ping sockets recompute IPv4 ones.
 fn checksum(data: &[u8]) -> u16 {
@@ -412,11 +473,23 @@ struct Shared {
     timeout: Duration,
     table: Mutex<Table>,
     closed: AtomicBool,
+    /// A send consumed the report of a queued ICMP error (DGRAM): drain the queue.
+    errors_queued: AtomicBool,
 }
 
 impl Shared {
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a failed send should be tried again: on a DGRAM socket the error may be
+    /// the report of an earlier echo's ICMP error rather than this echo's own failure.
+    fn retry_send(&self) -> bool {
+        if self.kind != SocketKind::Dgram {
+            return false;
+        }
+        self.errors_queued.store(true, Ordering::Release);
+        true
     }
 
     fn packet(&self, seq: u16, generation: u32) -> [u8; PACKET_LEN] {
@@ -501,8 +574,16 @@ fn receive_loop(sh: Arc<Shared>) {
                 }
                 Err(Errno::EAGAIN) => quiet = true,
                 Err(Errno::EINTR) => {}
+                // A DGRAM socket reports a queued ICMP error this way.
+                Err(e) if sh.kind == SocketKind::Dgram => {
+                    tracing::trace!(error = %e, "icmp error queued");
+                    drain_error_queue(&sh, &mut hits);
+                }
                 Err(e) => tracing::debug!(error = %e, "icmp receive error"),
             }
+        }
+        if sh.errors_queued.swap(false, Ordering::AcqRel) {
+            drain_error_queue(&sh, &mut hits);
         }
         let now = Instant::now();
         let want = {
@@ -578,6 +659,17 @@ impl EchoEngine {
     /// Opens the socket of a family and starts its receiver thread.
     pub fn open(v4: bool, config: &EngineConfig) -> Result<EchoEngine, String> {
         let (socket, kind) = open_socket(v4)?;
+        if kind == SocketKind::Dgram {
+            // Without it, a ping socket drops the ICMP errors its echoes cause.
+            let r = if v4 {
+                setsockopt(&socket, nix_sockopt::Ipv4RecvErr, &true)
+            } else {
+                setsockopt(&socket, nix_sockopt::Ipv6RecvErr, &true)
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "icmp: no error queue; unreachable echoes will time out");
+            }
+        }
         sockopt::tune(
             socket.as_raw_fd(),
             config.recv_buffer,
@@ -596,6 +688,7 @@ impl EchoEngine {
             timeout: config.timeout,
             table: Mutex::new(Table::new(Instant::now())),
             closed: AtomicBool::new(false),
+            errors_queued: AtomicBool::new(false),
         });
         let rx = sh.clone();
         std::thread::Builder::new()
@@ -648,6 +741,7 @@ impl EchoEngine {
         };
         let packet = self.sh.packet(seq, generation);
         let to = SockAddr::from(SocketAddr::new(addr, 0));
+        let mut retried = false;
         loop {
             match self
                 .sh
@@ -667,6 +761,7 @@ impl EchoEngine {
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
+                Err(_) if !retried && self.sh.retry_send() => retried = true,
                 Err(e) => {
                     self.sh.table().cancel(seq, generation);
                     return EchoResult::SendFailed(io_failure(&e));
@@ -763,6 +858,7 @@ impl EchoEngine {
             .collect();
         let fd = self.sh.socket.as_raw_fd();
         let (mut pos, mut failed) = (0usize, 0usize);
+        let mut retried_at = usize::MAX;
         while pos < regs.len() {
             let slices: Vec<[IoSlice<'_>; 1]> =
                 packets[pos..].iter().map(|p| [IoSlice::new(p)]).collect();
@@ -787,6 +883,10 @@ impl EchoEngine {
                 Err(Errno::ENOBUFS | Errno::EAGAIN) => {
                     // The device queue is full: let it drain.
                     std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Err(_) if retried_at != pos && self.sh.retry_send() => {
+                    retried_at = pos;
                     continue;
                 }
                 Err(e) => {
@@ -1046,6 +1146,21 @@ mod tests {
             assert_eq!(r, EchoResult::Unreachable);
         }
         let _ = (seq, generation);
+    }
+
+    #[test]
+    fn queued_errors_of_dgram_sockets_name_the_request() {
+        let mut req = reply_v4(7, 9, ME.token, 3, false);
+        req[0] = ICMP_ECHO_REQUEST;
+        let to: IpAddr = "10.78.0.5".parse().unwrap();
+        let hit = parse_queued_error(&req, true, true, Some(to)).unwrap();
+        assert_eq!(
+            (hit.error, hit.seq, hit.generation, hit.addr),
+            (true, 9, Some(3), to)
+        );
+        // A local error (not from ICMP), or a packet that is not our request: nothing.
+        assert!(parse_queued_error(&req, true, false, Some(to)).is_none());
+        assert!(parse_queued_error(&req, false, true, Some(to)).is_none());
     }
 
     #[test]
