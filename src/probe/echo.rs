@@ -27,6 +27,13 @@
 //! Such an error is also reported once to the next send, whatever echo it carries: a DGRAM
 //! send that fails is retried once, and the receiver is told to drain the queue.
 //!
+//! The receiver does not wake for every reply: after a batch smaller than [`RECV_BATCH`]
+//! it sleeps [`COALESCE`], so that at a sustained rate (thousands of echoes per second, a
+//! few in flight) replies are handled, and their tasks woken, a dozen at a time instead
+//! of one context switch each. Round-trip times stay exact: each reply carries the
+//! kernel's receive time (`SO_TIMESTAMPNS`), and the time it waited in the socket is
+//! taken off.
+//!
 //! All echoes of an engine share one timeout, so deadlines come in the order echoes are
 //! sent and a FIFO is a sorted deadline queue; the receiver sweeps its front after every
 //! batch of replies, and at least every [`BUSY_TICK`] while echoes are pending.
@@ -37,7 +44,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -65,6 +72,8 @@ const RECV_BATCH: usize = 64;
 const RECV_BUF: usize = 512;
 /// How late a timeout may be reported while echoes are pending.
 pub const BUSY_TICK: Duration = Duration::from_millis(5);
+/// How long the receiver lets replies gather after a batch that was not full.
+pub const COALESCE: Duration = Duration::from_millis(2);
 /// How often an idle receiver wakes up (to notice that its engine was dropped).
 const IDLE_TICK: Duration = Duration::from_millis(200);
 
@@ -234,7 +243,10 @@ impl Table {
         let result = if hit.error {
             EchoResult::Unreachable
         } else {
-            EchoResult::Reply(now.saturating_duration_since(slot.sent))
+            EchoResult::Reply(
+                now.saturating_duration_since(slot.sent)
+                    .saturating_sub(hit.queued),
+            )
         };
         let w = slot.waiter.take()?;
         self.in_flight -= 1;
@@ -294,6 +306,8 @@ struct Hit {
     addr: IpAddr,
     token: Option<u64>,
     generation: Option<u32>,
+    /// How long the packet waited in the socket before the receiver read it.
+    queued: Duration,
 }
 
 fn be16(b: &[u8]) -> u16 {
@@ -350,6 +364,7 @@ fn parse(data: &[u8], v4: bool, ip_header: bool, from: Option<IpAddr>) -> Option
             addr: from?,
             token,
             generation,
+            queued: Duration::ZERO,
         });
     }
     if !errors.contains(&icmp[0]) {
@@ -387,6 +402,7 @@ fn parse(data: &[u8], v4: bool, ip_header: bool, from: Option<IpAddr>) -> Option
         addr: dst,
         token,
         generation,
+        queued: Duration::ZERO,
     })
 }
 
@@ -409,6 +425,7 @@ fn parse_queued_error(data: &[u8], v4: bool, icmp_error: bool, to: Option<IpAddr
         addr: to?,
         token,
         generation,
+        queued: Duration::ZERO,
     })
 }
 
@@ -537,9 +554,29 @@ fn deliver(done: &mut Vec<(Waiter, EchoResult)>) {
     }
 }
 
+/// How long a received packet waited in the socket: `wall` (read just after the receive)
+/// minus the kernel's receive time. Both are wall-clock times taken microseconds apart,
+/// so a clock step does not distort it the way it would an RTT.
+fn queued_for<S>(m: &nix::sys::socket::RecvMsg<'_, '_, S>, wall: SystemTime) -> Duration {
+    let Ok(mut cmsgs) = m.cmsgs() else {
+        return Duration::ZERO;
+    };
+    cmsgs
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                let at = SystemTime::UNIX_EPOCH
+                    + Duration::new(ts.tv_sec().max(0) as u64, ts.tv_nsec().max(0) as u32);
+                Some(wall.duration_since(at).unwrap_or_default())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn receive_loop(sh: Arc<Shared>) {
     let fd = sh.socket.as_raw_fd();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+    let cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, Some(cmsg));
     let mut bufs = [[0u8; RECV_BUF]; RECV_BATCH];
     let idle = IDLE_TICK.min(sh.timeout / 2).max(BUSY_TICK);
     let mut tick = idle;
@@ -552,6 +589,7 @@ fn receive_loop(sh: Arc<Shared>) {
     while !sh.closed.load(Ordering::Acquire) {
         hits.clear();
         let mut quiet = false;
+        let mut received = 0usize;
         {
             let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
             match recvmmsg(
@@ -562,12 +600,15 @@ fn receive_loop(sh: Arc<Shared>) {
                 None,
             ) {
                 Ok(msgs) => {
+                    let wall = SystemTime::now();
                     for m in msgs {
+                        received += 1;
                         let from = m.address.as_ref().and_then(sockaddr_ip);
                         let Some(data) = m.iovs().next() else {
                             continue;
                         };
-                        if let Some(hit) = parse(data, sh.v4, ip_header, from) {
+                        if let Some(mut hit) = parse(data, sh.v4, ip_header, from) {
+                            hit.queued = queued_for(&m, wall);
                             hits.push(hit);
                         }
                     }
@@ -605,6 +646,9 @@ fn receive_loop(sh: Arc<Shared>) {
             }
         };
         deliver(&mut done);
+        if received > 0 && received < RECV_BATCH {
+            std::thread::sleep(COALESCE);
+        }
         if want != tick {
             tick = want;
             if let Err(e) = sh.socket.set_read_timeout(Some(tick)) {
@@ -659,6 +703,10 @@ impl EchoEngine {
     /// Opens the socket of a family and starts its receiver thread.
     pub fn open(v4: bool, config: &EngineConfig) -> Result<EchoEngine, String> {
         let (socket, kind) = open_socket(v4)?;
+        if let Err(e) = setsockopt(&socket, nix_sockopt::ReceiveTimestampns, &true) {
+            // Round-trip times then include the time replies wait for the receiver.
+            tracing::warn!(error = %e, "icmp: no kernel receive timestamps");
+        }
         if kind == SocketKind::Dgram {
             // Without it, a ping socket drops the ICMP errors its echoes cause.
             let r = if v4 {
@@ -1213,6 +1261,7 @@ mod tests {
             addr,
             token: Some(ME.token),
             generation: Some(generation),
+            queued: Duration::ZERO,
         };
         assert!(t.complete(&hit, &ME, now).is_some());
         let mut out = Vec::new();
