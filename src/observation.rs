@@ -213,6 +213,20 @@ pub struct Batch {
     pub batch_id: String,
     pub agent: String,
     pub observations: Vec<Observation>,
+    /// The sending agent's spool as the batch left it (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<SpoolStatus>,
+}
+
+/// What an agent's spool held when it sent a batch. A backlog that grows is an agent
+/// that cannot reach the collector; dropped observations are data lost to a full spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolStatus {
+    /// Observations waiting to be uploaded to this collector, the sent batch included.
+    pub observations: u64,
+    /// Observations dropped because the spool was full, since the agent started.
+    pub dropped_observations: u64,
 }
 
 /// Why a record is not a valid observation. Names the field, so that an operator can

@@ -495,3 +495,53 @@ fn throttling_is_not_a_blackout() {
     assert!(evs[0].peak_rtt_ratio >= 9.0);
     assert_eq!(evs[0].start, t0() + Duration::seconds(20 * BIN));
 }
+
+/// One bin of the `feed_bin` world, every target answering in `rtt_ms`.
+fn feed_rtt(eng: &mut Engine, bin: i64, agents: &[&str], rtt_ms: f64) {
+    for a in agents {
+        eng.ingest(&control(a, bin, true));
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10 {
+                    let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, bin, true);
+                    o.rtt_ms = Some(rtt_ms);
+                    eng.ingest(&o);
+                }
+            }
+        }
+    }
+    close(eng, bin);
+}
+
+#[test]
+fn jitter_on_a_fast_path_is_not_throttling_but_real_delay_is() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    for b in 0..20 {
+        feed_rtt(&mut eng, b, &agents, 0.2);
+    }
+    // 4.5x the baseline, but under a millisecond added: a busy machine, not a censor.
+    for b in 20..26 {
+        feed_rtt(&mut eng, b, &agents, 0.9);
+    }
+    let throttled = |eng: &Engine| {
+        eng.events()
+            .filter(|e| e.kind == EventKind::Throttling)
+            .count()
+    };
+    assert_eq!(throttled(&eng), 0);
+    // The same path now 60 ms slower: throttling.
+    for b in 26..32 {
+        feed_rtt(&mut eng, b, &agents, 60.0);
+    }
+    assert!(
+        throttled(&eng) >= 1,
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+    let ev = eng
+        .events()
+        .find(|e| e.kind == EventKind::Throttling && e.entity == country())
+        .expect("country throttling event");
+    assert_eq!(ev.start, t0() + Duration::seconds(26 * BIN));
+}

@@ -49,6 +49,7 @@ fn batch(id: u64, n: usize) -> Batch {
         batch_id: format!("b{id}"),
         agent: "a".into(),
         observations: vec![obs(); n],
+        spool: None,
     }
 }
 

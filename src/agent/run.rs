@@ -129,6 +129,7 @@ async fn batcher(
             batch_id: format!("{agent}-{boot:x}-{seq}"),
             agent: agent.clone(),
             observations: std::mem::take(pending),
+            spool: None,
         };
         let n = batch.observations.len();
         // One spool per collector: each collector's copy is acknowledged on its own.

@@ -272,6 +272,7 @@ mod tests {
             batch_id: id.into(),
             agent: "a".into(),
             observations: vec![o; n],
+            spool: None,
         }
     }
 

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use super::spool::Spool;
 use crate::collector::Collector;
 use crate::collector::ingest::Uploader;
-use crate::observation::Batch;
+use crate::observation::{Batch, SpoolStatus};
 
 /// What became of one upload attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +230,7 @@ fn split(batch: &Batch) -> Option<[Batch; 2]> {
         batch_id: format!("{}.{suffix}", batch.batch_id),
         agent: batch.agent.clone(),
         observations: obs.to_vec(),
+        spool: batch.spool,
     };
     Some([half("a", a), half("b", b)])
 }
@@ -258,7 +259,20 @@ pub async fn upload_loop(
             flush_seen = true;
             deadline = Some(tokio::time::Instant::now() + DRAIN);
         }
-        let front = spool.lock().expect("spool lock").front();
+        let front = {
+            let mut s = spool.lock().expect("spool lock");
+            let front = s.front();
+            let status = SpoolStatus {
+                observations: s.observations(),
+                dropped_observations: s.dropped_observations(),
+            };
+            front.map(|f| {
+                f.map(|(key, mut batch)| {
+                    batch.spool = Some(status);
+                    (key, batch)
+                })
+            })
+        };
         let (key, batch) = match front {
             Ok(Some(kb)) => kb,
             Ok(None) => match deadline {
@@ -401,6 +415,7 @@ mod tests {
             batch_id: "a-1".into(),
             agent: "a".into(),
             observations: vec![o; 5],
+            spool: None,
         };
         let [x, y] = split(&b).unwrap();
         assert_eq!(
@@ -411,6 +426,7 @@ mod tests {
         assert_eq!(split(&b), split(&b));
         let one = Batch {
             observations: vec![b.observations[0].clone()],
+            spool: None,
             ..b
         };
         assert!(split(&one).is_none());

@@ -426,7 +426,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::spawn(tick_forever(Arc::downgrade(&collector)));
     let app = router(collector.clone());
-    match &collector.config.tls {
+    let served = match &collector.config.tls {
         Some(files) => {
             let cfg = super::tls::server_config(files).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
@@ -441,7 +441,17 @@ pub async fn serve(
                 .with_graceful_shutdown(shutdown)
                 .await
         }
+    };
+    // A snapshot at a clean stop: the next start replays nothing.
+    if collector.config.snapshot_interval_secs > 0 {
+        let c = collector.clone();
+        let written =
+            tokio::task::spawn_blocking(move || c.write_snapshot(chrono::Utc::now())).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(error = %e, "cannot write the collector snapshot");
+        }
     }
+    served
 }
 
 /// Drives the detector's clock: closes bins as they end, a few times per bin.
@@ -452,11 +462,26 @@ async fn tick_forever(collector: std::sync::Weak<Collector>) {
     };
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_snapshot = tokio::time::Instant::now();
     loop {
         interval.tick().await;
         let Some(c) = collector.upgrade() else {
             return;
         };
-        let _ = tokio::task::spawn_blocking(move || c.tick(chrono::Utc::now())).await;
+        let every = c.config.snapshot_interval_secs;
+        let snapshot_due =
+            every > 0 && last_snapshot.elapsed() >= std::time::Duration::from_secs(every);
+        let written = tokio::task::spawn_blocking(move || {
+            let now = chrono::Utc::now();
+            c.tick(now);
+            snapshot_due.then(|| c.write_snapshot(now))
+        })
+        .await;
+        if snapshot_due {
+            last_snapshot = tokio::time::Instant::now();
+        }
+        if let Ok(Some(Err(e))) = written {
+            tracing::error!(error = %e, "cannot write the collector snapshot");
+        }
     }
 }

@@ -54,6 +54,10 @@ pub struct RawCollectorConfig {
     /// An agent that sent nothing for this long is left out of the assignment.
     #[serde(default)]
     pub agent_timeout_secs: Option<u64>,
+    /// Seconds between snapshots of the collector's state in `state_dir` (a restart then
+    /// replays only the log written since the last one); 0: no snapshots.
+    #[serde(default)]
+    pub snapshot_interval_secs: Option<u64>,
     /// Settings of the detection engine.
     #[serde(default)]
     pub detect: crate::detect::DetectConfig,
@@ -90,11 +94,15 @@ pub struct CollectorConfig {
     pub agents: Vec<(String, [u8; 32])>,
     pub assign_k: Option<usize>,
     pub agent_timeout_secs: u64,
+    /// 0: never.
+    pub snapshot_interval_secs: u64,
     pub detect: crate::detect::DetectConfig,
 }
 
 /// Default silence after which an agent no longer counts for the assignment.
 pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 1800;
+/// A snapshot every five minutes: a restart replays at most that much of the log.
+pub const DEFAULT_SNAPSHOT_INTERVAL_SECS: u64 = 300;
 
 impl Default for CollectorConfig {
     fn default() -> Self {
@@ -111,6 +119,7 @@ impl Default for CollectorConfig {
             agents: Vec::new(),
             assign_k: None,
             agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
+            snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
             detect: crate::detect::DetectConfig::default(),
         }
     }
@@ -224,6 +233,9 @@ impl CollectorConfig {
                 raw.agent_timeout_secs,
                 DEFAULT_AGENT_TIMEOUT_SECS,
             )?,
+            snapshot_interval_secs: raw
+                .snapshot_interval_secs
+                .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL_SECS),
             detect: raw.detect,
             listen,
             state_dir: raw.state_dir,

@@ -65,6 +65,9 @@ struct State {
     /// The engine's view after the last `tick`, for scrapes and the API.
     snapshot: Snapshot,
     sparks: BTreeMap<(String, crate::observation::Signal), Spark>,
+    /// Each agent's last reported count of dropped observations, to turn its reports
+    /// (which restart from 0 with the agent) into a counter.
+    spool_dropped: HashMap<String, u64>,
 }
 
 /// The collector's shared state. Every HTTP handler and the in-process agent go through it.
@@ -76,6 +79,45 @@ pub struct Collector {
     known: HashMap<String, KnownTarget>,
     tokens: HashMap<[u8; 32], String>,
     state: Mutex<State>,
+    /// The settings a snapshot must have been taken under to be used.
+    fingerprint: String,
+    restore: Mutex<Restore>,
+}
+
+/// How the collector got its state at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restore {
+    /// From a snapshot plus the log written after it (else from the whole log).
+    pub from_snapshot: bool,
+    /// Batches read back from the log.
+    pub replayed_batches: usize,
+}
+
+/// The snapshot in `dir`, if there is one that gives the same state as replaying the
+/// whole log would; says why when there is one that does not.
+fn usable_snapshot(
+    dir: &std::path::Path,
+    fingerprint: &str,
+    config: &CollectorConfig,
+) -> Option<super::snapshot::Snapshot> {
+    let why = match super::snapshot::load(dir) {
+        Ok(None) => return None,
+        Ok(Some(s)) if s.fingerprint != fingerprint => {
+            "it was taken with other detector settings or another version".to_string()
+        }
+        Ok(Some(s))
+            if !ObservationLog::can_resume_from(dir, &s.log, config.retention_days, Utc::now()) =>
+        {
+            format!(
+                "its log position ({} at byte {}) no longer exists",
+                s.log.segment, s.log.offset
+            )
+        }
+        Ok(Some(s)) => return Some(s),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(reason = %why, "not using the collector snapshot; replaying the whole log");
+    None
 }
 
 /// Summary of an accepted batch.
@@ -121,16 +163,54 @@ impl Collector {
                 .with_label_values(&[&f.country])
                 .set(0);
         }
-        let (log, replayed) = match &config.state_dir {
-            Some(dir) => {
-                let (log, batches) =
-                    ObservationLog::open_with_retention(dir, config.retention_days, Utc::now())?;
-                (Some(log), batches)
+        let fingerprint = super::snapshot::fingerprint(&config.detect);
+        let saved = config
+            .state_dir
+            .as_deref()
+            .and_then(|dir| usable_snapshot(dir, &fingerprint, &config));
+        let from = saved.as_ref().map(|s| s.log.clone());
+        let state = match saved {
+            Some(s) => {
+                tracing::info!(
+                    taken_at = %s.taken_at,
+                    segment = %s.log.segment,
+                    offset = s.log.offset,
+                    "restoring the collector from its snapshot; replaying the log written since"
+                );
+                let engine = s.engine.with_config(config.detect.clone());
+                for (agent, t) in &s.last_report {
+                    metrics
+                        .agent_last_report
+                        .with_label_values(&[agent])
+                        .set(t.timestamp_millis() as f64 / 1000.0);
+                }
+                State {
+                    view: s.view,
+                    seen_batches: s.seen_batches,
+                    log: None,
+                    snapshot: engine.snapshot(),
+                    engine,
+                    last_report: s.last_report,
+                    sparks: s.sparks,
+                    spool_dropped: s.spool_dropped,
+                }
             }
-            None => (None, Vec::new()),
+            None => {
+                let engine = Engine::new(config.detect.clone());
+                State {
+                    view: LatestView::default(),
+                    seen_batches: HashSet::new(),
+                    log: None,
+                    snapshot: engine.snapshot(),
+                    engine,
+                    last_report: HashMap::new(),
+                    sparks: BTreeMap::new(),
+                    spool_dropped: HashMap::new(),
+                }
+            }
         };
-        let engine = Engine::new(config.detect.clone());
-        let snapshot = engine.snapshot();
+        let state_dir = config.state_dir.clone();
+        let retention_days = config.retention_days;
         let c = Collector {
             config,
             metrics,
@@ -138,30 +218,79 @@ impl Collector {
             targets,
             known,
             tokens,
-            state: Mutex::new(State {
-                view: LatestView::default(),
-                seen_batches: HashSet::new(),
-                log,
-                engine,
-                last_report: HashMap::new(),
-                snapshot,
-                sparks: BTreeMap::new(),
+            state: Mutex::new(state),
+            fingerprint,
+            restore: Mutex::new(Restore {
+                from_snapshot: from.is_some(),
+                replayed_batches: 0,
             }),
         };
-        let n = replayed.len();
-        {
+        if let Some(dir) = &state_dir {
             let mut st = c.state.lock().expect("collector state lock");
-            for b in &replayed {
-                c.apply(&mut st, b);
+            let mut n = 0usize;
+            let log = ObservationLog::open_replaying(
+                dir,
+                retention_days,
+                Utc::now(),
+                from.as_ref(),
+                &mut |b| {
+                    c.apply(&mut st, &b);
+                    n += 1;
+                },
+            )?;
+            st.log = Some(log);
+            c.restore.lock().expect("restore lock").replayed_batches = n;
+            if n > 0 {
+                tracing::info!(
+                    batches = n,
+                    "restored accepted batches from the observation log"
+                );
             }
         }
-        if n > 0 {
-            tracing::info!(
-                batches = n,
-                "restored accepted batches from the observation log"
-            );
-        }
         Ok(c)
+    }
+
+    /// How the state was restored at start.
+    pub fn restore_info(&self) -> Restore {
+        *self.restore.lock().expect("restore lock")
+    }
+
+    /// Writes a snapshot of the whole state next to the log (see
+    /// [`super::snapshot`]). Encoding holds the state lock, so that the snapshot and its
+    /// log position agree; the file is written after it is released. Without a state
+    /// directory there is nothing to do.
+    pub fn write_snapshot(&self, now: DateTime<Utc>) -> Result<(), super::snapshot::SnapshotError> {
+        let Some(dir) = &self.config.state_dir else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let bytes = {
+            let st = self.state.lock().expect("collector state lock");
+            let Some(log) = &st.log else {
+                return Ok(());
+            };
+            let pos = log.position();
+            super::snapshot::encode(&super::snapshot::SnapshotRef {
+                fingerprint: &self.fingerprint,
+                taken_at: now,
+                log: &pos,
+                engine: &st.engine,
+                view: &st.view,
+                seen_batches: &st.seen_batches,
+                last_report: &st.last_report,
+                sparks: &st.sparks,
+                spool_dropped: &st.spool_dropped,
+            })?
+        };
+        let encoded = started.elapsed();
+        super::snapshot::write(dir, &bytes)?;
+        tracing::debug!(
+            bytes = bytes.len(),
+            encode_ms = encoded.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "collector snapshot written"
+        );
+        Ok(())
     }
 
     /// The agent id a token belongs to.
@@ -307,6 +436,27 @@ impl Collector {
                 .agent_last_measurement
                 .with_label_values(&[&batch.agent]);
             g.set(g.get().max(t.timestamp_millis() as f64 / 1000.0));
+        }
+        if let Some(s) = batch.spool {
+            self.metrics
+                .agent_spool_observations
+                .with_label_values(&[&batch.agent])
+                .set(s.observations.min(i64::MAX as u64) as i64);
+            let last = st
+                .spool_dropped
+                .insert(batch.agent.clone(), s.dropped_observations);
+            // Below the last report: the agent restarted and counts from zero again.
+            let added = match last {
+                Some(l) if s.dropped_observations >= l => s.dropped_observations - l,
+                _ => s.dropped_observations,
+            };
+            let c = self
+                .metrics
+                .agent_spool_dropped
+                .with_label_values(&[&batch.agent]);
+            if added > 0 {
+                c.inc_by(added);
+            }
         }
     }
 
@@ -590,6 +740,16 @@ mod tests {
     }
 
     fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
+        report_spool(c, agent, 1, None, now);
+    }
+
+    fn report_spool(
+        c: &Collector,
+        agent: &str,
+        n: u32,
+        spool: Option<crate::observation::SpoolStatus>,
+        now: DateTime<Utc>,
+    ) {
         let o = Observation {
             agent: agent.into(),
             target: "tcp:192.0.2.1:443".into(),
@@ -606,9 +766,10 @@ mod tests {
             block: None,
         };
         let b = Batch {
-            batch_id: format!("{agent}-1"),
+            batch_id: format!("{agent}-{n}"),
             agent: agent.into(),
             observations: vec![o],
+            spool,
         };
         c.ingest(&Uploader::InProcess, b, now).unwrap();
     }
@@ -659,5 +820,263 @@ mod tests {
         // Without assignment, everyone gets the whole catalog.
         let plain = collector(None);
         assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
+    }
+
+    #[test]
+    fn spool_reports_become_a_backlog_gauge_and_a_drop_counter() {
+        use crate::observation::SpoolStatus;
+        let c = collector(None);
+        let now = Utc::now();
+        let st = |observations, dropped_observations| {
+            Some(SpoolStatus {
+                observations,
+                dropped_observations,
+            })
+        };
+        let text = |c: &Collector| c.render_metrics(now);
+        let line = |t: &str, name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        report_spool(&c, "a1", 1, st(40, 0), now);
+        report_spool(&c, "a1", 2, st(900, 7), now);
+        let t = text(&c);
+        assert_eq!(
+            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("900")
+        );
+        assert_eq!(
+            line(
+                &t,
+                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
+            )
+            .as_deref(),
+            Some("7")
+        );
+        // More drops, then an agent restart (its count starts again at 2).
+        report_spool(&c, "a1", 3, st(1000, 10), now);
+        report_spool(&c, "a1", 4, st(5, 2), now);
+        let t = text(&c);
+        assert_eq!(
+            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            line(
+                &t,
+                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
+            )
+            .as_deref(),
+            Some("12")
+        );
+        // A batch without a report (an older agent) changes nothing.
+        report_spool(&c, "a1", 5, None, now);
+        assert_eq!(
+            line(&text(&c), crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("5")
+        );
+    }
+
+    mod snapshots {
+        use super::*;
+        use crate::detect::DetectConfig;
+
+        const BIN: i64 = 60;
+
+        fn catalog() -> Vec<CatalogFile> {
+            let cat = crate::catalog::parse(
+                "country = \"XA\"\n[[icmp]]\nprefix = \"198.18.0.0/21\"\nasn = 64500\n[[icmp]]\nprefix = \"198.18.8.0/21\"\nasn = 64501\n",
+                "xa.toml",
+            )
+            .unwrap();
+            let ctl = crate::catalog::parse(
+                "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+                "control.toml",
+            )
+            .unwrap();
+            vec![cat, ctl]
+        }
+
+        fn config(dir: &std::path::Path, warning_ratio: f64) -> CollectorConfig {
+            CollectorConfig {
+                state_dir: Some(dir.to_path_buf()),
+                detect: DetectConfig {
+                    bin_secs: BIN as u64,
+                    grace_secs: 5,
+                    warmup_secs: 4 * BIN as u64,
+                    min_warmup_bins: 4,
+                    warning_ratio,
+                    ..DetectConfig::default()
+                },
+                ..CollectorConfig::default()
+            }
+        }
+
+        /// One bin of reports from two agents; AS64501 is dark from bin 10 on.
+        fn batches(t0: DateTime<Utc>, bin: i64) -> Vec<Batch> {
+            let targets = crate::catalog::expand(&catalog()).unwrap();
+            ["a1", "a2"]
+                .iter()
+                .map(|agent| {
+                    let at = t0 + chrono::Duration::seconds(bin * BIN + 7);
+                    let observations = targets
+                        .iter()
+                        .map(|t| {
+                            let ok = t.control || t.asn != 64501 || bin < 10;
+                            Observation {
+                                agent: agent.to_string(),
+                                target: t.id.clone(),
+                                country: t.country.clone(),
+                                asn: t.asn,
+                                region: None,
+                                signal: t.signal(),
+                                control: t.control,
+                                measured_at: at,
+                                ok,
+                                phase: (!ok).then_some(crate::observation::Phase::IcmpEcho),
+                                failure: (!ok).then_some(crate::observation::Failure::Timeout),
+                                rtt_ms: ok.then_some(30.0),
+                                block: None,
+                            }
+                        })
+                        .collect();
+                    Batch {
+                        batch_id: format!("{agent}-{bin}"),
+                        agent: agent.to_string(),
+                        observations,
+                        spool: Some(crate::observation::SpoolStatus {
+                            observations: bin as u64,
+                            dropped_observations: 0,
+                        }),
+                    }
+                })
+                .collect()
+        }
+
+        fn end_of(t0: DateTime<Utc>, bin: i64) -> DateTime<Utc> {
+            t0 + chrono::Duration::seconds((bin + 1) * BIN + 6)
+        }
+
+        /// What an operator sees: verdicts, events, agents, metrics.
+        fn seen(c: &Collector, now: DateTime<Utc>) -> (String, String, Vec<String>) {
+            let snap = serde_json::to_string(&c.snapshot()).unwrap();
+            let events = serde_json::to_string(&c.events(false, None, 100)).unwrap();
+            let metrics = c
+                .render_metrics(now)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("blackout_batches_total"))
+                .filter(|l| !l.starts_with("blackout_observations_ingested_total"))
+                .filter(|l| !l.starts_with("blackout_observation_failures_total"))
+                .map(str::to_string)
+                .collect();
+            (snap, events, metrics)
+        }
+
+        #[test]
+        fn a_restart_from_the_snapshot_is_the_state_that_was_saved() {
+            let d = tempfile::tempdir().unwrap();
+            let now = Utc::now();
+            let t0 = DateTime::from_timestamp(now.timestamp() - 3600 - now.timestamp() % BIN, 0)
+                .unwrap();
+            let live = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            for bin in 0..8 {
+                for b in batches(t0, bin) {
+                    live.ingest(&Uploader::InProcess, b, now).unwrap();
+                }
+                live.tick(end_of(t0, bin));
+            }
+            live.write_snapshot(end_of(t0, 7)).unwrap();
+            // After the snapshot the outage begins; then the collector crashes (no snapshot
+            // at the stop) before its clock closes another bin, so that the live one and
+            // the restored one have seen the same (a restored collector closes the bins
+            // of the replayed tail at its first tick, not when they ended).
+            for bin in 8..13 {
+                for b in batches(t0, bin) {
+                    live.ingest(&Uploader::InProcess, b, now).unwrap();
+                }
+            }
+            let restored = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            assert_eq!(
+                restored.restore_info(),
+                Restore {
+                    from_snapshot: true,
+                    replayed_batches: 10
+                }
+            );
+            let end = end_of(t0, 12);
+            live.tick(end);
+            restored.tick(end);
+            let (a, b) = (seen(&live, end), seen(&restored, end));
+            assert!(
+                a.1.contains("partial"),
+                "the fixture makes an event: {}",
+                a.1
+            );
+            assert_eq!(a.0, b.0, "detector view");
+            assert_eq!(a.1, b.1, "events");
+            assert_eq!(a.2, b.2, "metrics");
+            // Batches accepted before the snapshot are still known.
+            let again = batches(t0, 3).remove(0);
+            assert!(
+                restored
+                    .ingest(&Uploader::InProcess, again, now)
+                    .unwrap()
+                    .duplicate
+            );
+        }
+
+        #[test]
+        fn a_snapshot_that_does_not_fit_is_not_used() {
+            let d = tempfile::tempdir().unwrap();
+            let now = Utc::now();
+            let t0 = DateTime::from_timestamp(now.timestamp() - 3600 - now.timestamp() % BIN, 0)
+                .unwrap();
+            {
+                let c = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+                for bin in 0..4 {
+                    for b in batches(t0, bin) {
+                        c.ingest(&Uploader::InProcess, b, now).unwrap();
+                    }
+                }
+                c.write_snapshot(now).unwrap();
+            }
+            let full = Restore {
+                from_snapshot: false,
+                replayed_batches: 8,
+            };
+            // Other detector settings: the saved engine would not be what they make.
+            let c = Collector::new(config(d.path(), 0.7), catalog()).unwrap();
+            assert_eq!(c.restore_info(), full);
+            drop(c);
+            // The log was cut back below the snapshot's position.
+            let seg = std::fs::read_dir(d.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.to_string_lossy().ends_with(".jsonl"))
+                .unwrap();
+            let text = std::fs::read_to_string(&seg).unwrap();
+            let first_line = text.split_inclusive('\n').next().unwrap();
+            let copy = d.path().join("keep.jsonl.bak");
+            std::fs::copy(&seg, &copy).unwrap();
+            std::fs::write(&seg, first_line).unwrap();
+            let c = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            assert_eq!(
+                c.restore_info(),
+                Restore {
+                    from_snapshot: false,
+                    replayed_batches: 1
+                }
+            );
+            drop(c);
+            std::fs::copy(&copy, &seg).unwrap();
+            // Damaged: a warning and a full replay, never a failed start.
+            let snap = d.path().join(crate::collector::snapshot::FILE);
+            let mut bytes = std::fs::read(&snap).unwrap();
+            bytes.truncate(bytes.len() / 2);
+            std::fs::write(&snap, &bytes).unwrap();
+            let c = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            assert_eq!(c.restore_info(), full);
+        }
     }
 }

@@ -10,7 +10,7 @@
 //! being counted a second time.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -25,6 +25,13 @@ const PREFIX: &str = "observations-";
 const SUFFIX: &str = ".jsonl";
 /// The single-file log of earlier versions; adopted as a segment on open.
 const LEGACY: &str = "observations.jsonl";
+
+/// A point in the log: a segment file name and a byte offset in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub segment: String,
+    pub offset: u64,
+}
 
 pub struct ObservationLog {
     dir: PathBuf,
@@ -75,12 +82,16 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// Reads one segment's batches. A torn last line (a crash in the middle of a write that
 /// was never acknowledged) is dropped and truncated away; corruption anywhere else is
 /// an error.
-fn read_segment(path: &Path, out: &mut Vec<Batch>) -> Result<(), LogError> {
-    let f = File::open(path).map_err(io(path))?;
+fn read_segment(path: &Path, from: u64, on_batch: &mut dyn FnMut(Batch)) -> Result<(), LogError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    if from > 0 {
+        f.seek(SeekFrom::Start(from)).map_err(io(path))?;
+    }
     let mut reader = BufReader::new(f);
     let mut line = String::new();
+    // Line numbers in errors count from the position read from.
     let mut n = 0;
-    let mut good_len = 0u64;
+    let mut good_len = from;
     loop {
         line.clear();
         let read = reader.read_line(&mut line).map_err(io(path))?;
@@ -99,7 +110,7 @@ fn read_segment(path: &Path, out: &mut Vec<Batch>) -> Result<(), LogError> {
             return Ok(());
         }
         match serde_json::from_str::<Batch>(&line) {
-            Ok(b) => out.push(b),
+            Ok(b) => on_batch(b),
             Err(e) => {
                 return Err(LogError::Corrupt {
                     path: path.to_path_buf(),
@@ -126,6 +137,23 @@ impl ObservationLog {
         retention_days: u32,
         now: DateTime<Utc>,
     ) -> Result<(ObservationLog, Vec<Batch>), LogError> {
+        let mut batches = Vec::new();
+        let log = Self::open_replaying(dir, retention_days, now, None, &mut |b| batches.push(b))?;
+        Ok((log, batches))
+    }
+
+    /// As [`Self::open_with_retention`], handing each kept batch to `on_batch` as it is
+    /// read, oldest first: a month of a busy collector's log does not fit in memory at
+    /// once, one batch at a time does. With `from`, only the batches appended after that
+    /// position are replayed (a snapshot holds the effect of those before it; check the
+    /// position with [`Self::can_resume_from`] first).
+    pub fn open_replaying(
+        dir: &Path,
+        retention_days: u32,
+        now: DateTime<Utc>,
+        from: Option<&LogPosition>,
+        on_batch: &mut dyn FnMut(Batch),
+    ) -> Result<ObservationLog, LogError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let legacy = dir.join(LEGACY);
         if legacy.exists() {
@@ -153,11 +181,47 @@ impl ObservationLog {
             log.switch_to(today)?;
             (log, kept)
         };
-        let mut batches = Vec::new();
         for p in &kept {
-            read_segment(p, &mut batches)?;
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            let offset = match from {
+                // Segment names sort in the order they were written.
+                Some(pos) if *name < *pos.segment => continue,
+                Some(pos) if *name == *pos.segment => pos.offset,
+                _ => 0,
+            };
+            read_segment(p, offset, on_batch)?;
         }
-        Ok((log, batches))
+        Ok(log)
+    }
+
+    /// Whether replaying from `pos` on top of a snapshot taken there gives the state a
+    /// full replay would: the segment is still as long as it was (not cut back or
+    /// replaced), or it is gone because it expired, with everything before it.
+    pub fn can_resume_from(
+        dir: &Path,
+        pos: &LogPosition,
+        retention_days: u32,
+        now: DateTime<Utc>,
+    ) -> bool {
+        match std::fs::metadata(dir.join(&pos.segment)) {
+            Ok(m) => m.len() >= pos.offset,
+            Err(_) => segment_day(&pos.segment).is_some_and(|day| {
+                day < now.date_naive() - chrono::Days::new(u64::from(retention_days))
+            }),
+        }
+    }
+
+    /// Where the next batch will be appended.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            segment: self
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            offset: self.len,
+        }
     }
 
     /// Deletes segments older than the retention; returns the kept ones, oldest first.
@@ -261,6 +325,7 @@ mod tests {
             batch_id: id.into(),
             agent: "a".into(),
             observations: Vec::new(),
+            spool: None,
         }
     }
 

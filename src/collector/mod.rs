@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod ingest;
 pub mod log;
+pub mod snapshot;
 pub mod store;
 pub mod tls;
 

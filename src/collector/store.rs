@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::observation::{Observation, Signal};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Reading {
     agent: u32,
     measured_at: i64,
@@ -17,7 +18,7 @@ struct Reading {
     rtt_ms: f32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct TargetLatest {
     country: String,
     asn: u32,
@@ -52,7 +53,7 @@ pub struct LatestAggregate {
     pub agent_control: HashMap<String, Option<f64>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LatestView {
     agents: Vec<String>,
     agent_index: HashMap<String, u32>,

@@ -38,6 +38,9 @@ pub const DEFAULT_MIN_TARGETS: u32 = 2;
 pub const DEFAULT_MIN_TARGETS_DOWN: u32 = 2;
 /// Throttling: median RTT at least this many times its baseline ...
 pub const DEFAULT_THROTTLE_RTT_FACTOR: f64 = 3.0;
+/// ... and at least this many milliseconds above the targets' own averages (median), so
+/// that jitter on sub-millisecond paths (a LAN, a busy vantage point) is not throttling.
+pub const DEFAULT_THROTTLE_RTT_MIN_ADDED_MS: f64 = 10.0;
 /// ... or probe loss on reachable targets at least this much above its baseline.
 pub const DEFAULT_THROTTLE_LOSS_INCREASE: f64 = 0.25;
 pub const DEFAULT_THROTTLE_MIN_BINS: u32 = 2;
@@ -76,6 +79,7 @@ pub struct DetectConfig {
     pub min_targets: u32,
     pub min_targets_down: u32,
     pub throttle_rtt_factor: f64,
+    pub throttle_rtt_min_added_ms: f64,
     pub throttle_loss_increase: f64,
     pub throttle_min_bins: u32,
     pub national_network_share: f64,
@@ -105,6 +109,7 @@ impl Default for DetectConfig {
             min_targets: DEFAULT_MIN_TARGETS,
             min_targets_down: DEFAULT_MIN_TARGETS_DOWN,
             throttle_rtt_factor: DEFAULT_THROTTLE_RTT_FACTOR,
+            throttle_rtt_min_added_ms: DEFAULT_THROTTLE_RTT_MIN_ADDED_MS,
             throttle_loss_increase: DEFAULT_THROTTLE_LOSS_INCREASE,
             throttle_min_bins: DEFAULT_THROTTLE_MIN_BINS,
             national_network_share: DEFAULT_NATIONAL_NETWORK_SHARE,
@@ -165,6 +170,9 @@ impl DetectConfig {
         }
         if !(self.throttle_rtt_factor.is_finite() && self.throttle_rtt_factor > 1.0) {
             return Err("throttle_rtt_factor: must be above 1".into());
+        }
+        if !(self.throttle_rtt_min_added_ms.is_finite() && self.throttle_rtt_min_added_ms >= 0.0) {
+            return Err("throttle_rtt_min_added_ms: must be a number of milliseconds >= 0".into());
         }
         for (signal, t) in &self.signals {
             share(&format!("signals.{signal}.warning_ratio"), t.warning_ratio)?;

@@ -18,7 +18,7 @@ const PERSIST_VERSION: u32 = 1;
 /// Loss from fewer probes than this is noise (three lost of ten is not throttling).
 const MIN_LOSS_PROBES: u64 = 30;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct TargetMeta {
     /// Slow average of the target's RTT: RTTs are compared per target, so a change in
     /// which targets answered never looks like a change in latency.
@@ -30,7 +30,7 @@ struct TargetMeta {
 }
 
 /// One agent's observations of one target in one bin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Cell {
     ok: u16,
     fail: u16,
@@ -51,20 +51,20 @@ impl Default for Cell {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Tally {
     ok: u32,
     fail: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 enum Metric {
     Level,
     Rtt,
 }
 
 /// Raw data of one bin, kept after the bin closes for `late_window_secs`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct BinData {
     cells: FxMap<u64, Cell>,
     control: FxMap<u32, Tally>,
@@ -78,7 +78,7 @@ struct BinData {
 }
 
 /// Aggregate of one entity and signal in one bin.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Agg {
     entity: u32,
     signal: Signal,
@@ -90,10 +90,13 @@ struct Agg {
     /// The latency series value: median over targets of RTT / the target's own average
     /// (observations), or the aggregate latency itself (`ingest_rtt_value`).
     rtt_value: Option<f64>,
+    /// Median over targets of RTT minus the target's own average, in milliseconds: the
+    /// absolute floor of throttling (None for aggregate series, whose unit is unknown).
+    rtt_added_ms: Option<f64>,
     loss: Option<f64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct BinResult {
     aggs: Vec<Agg>,
     /// Mean RTT per target in this bin (healthy agents), to update the targets' averages.
@@ -122,7 +125,7 @@ struct SignalSeries {
 }
 
 /// Overall view of an entity after the last evaluation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct View {
     state: State,
     kind: Option<EventKind>,
@@ -215,11 +218,19 @@ pub struct PersistedSeries {
 }
 
 /// See the module documentation of [`crate::detect`].
-#[derive(Debug)]
+///
+/// Serialisable whole (open bins, raw data of the late window, per-target averages), so
+/// that a collector's snapshot restores exactly the engine it saved; the settings are not
+/// part of it, [`Engine::with_config`] puts them back.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Engine {
+    #[serde(skip)]
     cfg: DetectConfig,
+    #[serde(skip)]
     shape: BaselineShape,
+    #[serde(skip)]
     hist_cap: usize,
+    #[serde(skip)]
     late_bins: i64,
     agents: Vec<String>,
     agent_index: FxMap<String, u32>,
@@ -650,6 +661,7 @@ impl Engine {
             down: u32,
             rtts: Vec<f64>,
             ratios: Vec<f64>,
+            added_ms: Vec<f64>,
             probes: u64,
             replies: u64,
         }
@@ -694,6 +706,9 @@ impl Engine {
                 }
                 if let Some(q) = ratio {
                     acc.ratios.push(q);
+                    if let Some(r) = rtt {
+                        acc.added_ms.push(r - meta.rtt_base_ms as f64);
+                    }
                 }
                 if down {
                     acc.down += 1;
@@ -724,6 +739,11 @@ impl Engine {
                 } else {
                     None
                 },
+                rtt_added_ms: if acc.added_ms.len() as u32 >= min_targets {
+                    median(&mut acc.added_ms)
+                } else {
+                    None
+                },
                 loss: (acc.up >= min_targets && acc.probes >= MIN_LOSS_PROBES)
                     .then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
             });
@@ -738,6 +758,7 @@ impl Engine {
                 level: None,
                 rtt_ms: None,
                 rtt_value: None,
+                rtt_added_ms: None,
                 loss: None,
             });
             let v = sum / n as f64;
@@ -793,6 +814,7 @@ impl Engine {
         let level_rules = self.level_rules();
         let throttle_rules = self.throttle_rules();
         let rtt_factor = self.cfg.throttle_rtt_factor;
+        let min_added_ms = self.cfg.throttle_rtt_min_added_ms;
         let loss_inc = self.cfg.throttle_loss_increase;
         let warn = self.cfg.thresholds(agg.signal).0;
         let min_missing = self.cfg.min_targets_down as f64;
@@ -837,8 +859,11 @@ impl Engine {
             if let Some(b) = base {
                 let ratio = v / b;
                 let degraded = s.rtt.tracker.state() != State::Normal;
-                let bad =
-                    ratio >= rtt_factor || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5);
+                // A 0.2 ms baseline tripled by scheduling jitter is not throttling: the
+                // added delay must also be large in absolute terms (half of it to stay).
+                let far = |share: f64| agg.rtt_added_ms.is_none_or(|a| a >= min_added_ms * share);
+                let bad = (ratio >= rtt_factor && far(1.0))
+                    || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 && far(0.5));
                 let raw = if bad { State::Warning } else { State::Normal };
                 s.rtt.tracker.step(bin, raw, &throttle_rules);
                 if bad || ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 {
@@ -1442,6 +1467,19 @@ impl Engine {
             agents,
             open_events: self.open.len(),
             stats: self.stats,
+        }
+    }
+
+    /// An engine read back from a snapshot, with the settings it runs with (the same
+    /// ones it was saved with: a snapshot taken under other settings is not used).
+    pub fn with_config(self, cfg: DetectConfig) -> Engine {
+        let fresh = Engine::new(cfg);
+        Engine {
+            cfg: fresh.cfg,
+            shape: fresh.shape,
+            hist_cap: fresh.hist_cap,
+            late_bins: fresh.late_bins,
+            ..self
         }
     }
 

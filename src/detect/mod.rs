@@ -22,7 +22,8 @@
 //!    hysteresis (`recovery_ratio`); a drop counts only when `min_targets_down` targets
 //!    are missing. Per entity, ICMP and TCP must agree (majority) for a network state.
 //!    Latency: per target, RTT over the target's own slow average; the median of these
-//!    ratios per entity against its baseline (>= `throttle_rtt_factor`) or loss on
+//!    ratios per entity against its baseline (>= `throttle_rtt_factor`, and at least
+//!    `throttle_rtt_min_added_ms` added) or loss on
 //!    reachable targets (+`throttle_loss_increase`) means throttling.
 //! 6. Events per entity: `partial` (a network or region, or a country drop that is not
 //!    national), `national_blackout` (a country in outage on most signals with more than

@@ -96,7 +96,7 @@ pub(crate) fn median(v: &mut [f64]) -> Option<f64> {
 
 /// How the baseline looks back: bins per day (for the same time of day), days of the
 /// trailing window, bins of the warm-up fallback, bins needed before a verdict.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct BaselineShape {
     pub bins_per_day: i64,
     pub days: i64,

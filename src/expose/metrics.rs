@@ -33,7 +33,7 @@ pub struct Metrics {
     pub events_total: IntCounterVec,
     pub vantage_healthy_agents: IntGaugeVec,
     pub agent_spool_observations: IntGaugeVec,
-    pub agent_spool_dropped: IntGaugeVec,
+    pub agent_spool_dropped: IntCounterVec,
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -286,11 +286,16 @@ impl Metrics {
                 "Observations waiting in the agent's spool, as the agent last reported.",
                 &["agent"],
             ),
-            agent_spool_dropped: int_gauge(
+            agent_spool_dropped: reg(
                 &r,
-                names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL,
-                "Observations the agent dropped because its spool was full (as it reports; resets when the agent restarts).",
-                &["agent"],
+                IntCounterVec::new(
+                    Opts::new(
+                        names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL,
+                        "Observations agents dropped because their spool was full, as they report them.",
+                    ),
+                    &["agent"],
+                )
+                .unwrap(),
             ),
             registry: r,
         };
