@@ -192,19 +192,7 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
     };
     let set = ProbeSet::new(&settings).await?;
     if args.signal == Signal::Icmp {
-        // Open the sockets before the clock starts, and fail before printing anything.
-        let v4 = items
-            .iter()
-            .any(|(_, i)| matches!(i, Item::Echo(IpAddr::V4(_))));
-        let v6 = items
-            .iter()
-            .any(|(_, i)| matches!(i, Item::Echo(IpAddr::V6(_))));
-        if v4 {
-            set.icmp.open(true).await?;
-        }
-        if v6 {
-            set.icmp.open(false).await?;
-        }
+        return run_icmp(args, items, &set).await;
     }
     let start = Instant::now();
     let total = items.len();
@@ -236,11 +224,75 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
         write_line(&mut w, &label, args.signal, &outcome).map_err(ProbeError::Output)?;
     }
     w.flush().map_err(ProbeError::Output)?;
-    let secs = start.elapsed().as_secs_f64();
     let sent = total - errors;
+    summary(args.signal, sent, ok, errors, start.elapsed());
+    match first_error {
+        Some(e) if sent == 0 => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// ICMP: the whole address list goes to the echo engine of each family, which sends in
+/// batches and keeps `--concurrency` echoes in flight (see [`super::echo`]); one future
+/// per echo cost more than the kernel's own work.
+async fn run_icmp(
+    args: &ProbeArgs,
+    items: Vec<(String, Item)>,
+    set: &ProbeSet,
+) -> Result<(), ProbeError> {
+    let mut families: [(Vec<String>, Vec<IpAddr>); 2] = Default::default();
+    for (label, item) in items {
+        if let Item::Echo(ip) = item {
+            let f = &mut families[ip.is_ipv6() as usize];
+            f.0.push(label);
+            f.1.push(ip);
+        }
+    }
+    // Open the sockets before the clock starts, and fail before printing anything.
+    let mut engines = Vec::new();
+    for (v4, (labels, addrs)) in [true, false].into_iter().zip(families) {
+        if !addrs.is_empty() {
+            engines.push((set.icmp.engine(v4).await?, labels, addrs));
+        }
+    }
+    let concurrency = args.concurrency;
+    let start = Instant::now();
+    let (sent, ok) = tokio::task::spawn_blocking(move || -> std::io::Result<(usize, usize)> {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let (mut sent, mut ok) = (0usize, 0usize);
+        let mut failed_write = None;
+        for (engine, labels, addrs) in &engines {
+            engine.burst(addrs, concurrency, |i, result| {
+                let outcome = result.outcome();
+                ok += outcome.ok as usize;
+                if failed_write.is_none()
+                    && let Err(e) = write_line(&mut w, &labels[i], Signal::Icmp, &outcome)
+                {
+                    failed_write = Some(e);
+                }
+            });
+            sent += addrs.len();
+        }
+        if let Some(e) = failed_write {
+            return Err(e);
+        }
+        w.flush()?;
+        Ok((sent, ok))
+    })
+    .await
+    .map_err(|e| ProbeError::Output(std::io::Error::other(e)))?
+    .map_err(ProbeError::Output)?;
+    summary(Signal::Icmp, sent, ok, 0, start.elapsed());
+    Ok(())
+}
+
+/// The summary line on stderr.
+fn summary(signal: Signal, sent: usize, ok: usize, errors: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
     eprintln!(
         "signal={} sent={} ok={} failed={} rate={:.4} errors={} elapsed_s={:.3} probes_per_s={:.0}",
-        args.signal,
+        signal,
         sent,
         ok,
         sent - ok,
@@ -253,10 +305,6 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
         secs,
         if secs > 0.0 { sent as f64 / secs } else { 0.0 },
     );
-    match first_error {
-        Some(e) if sent == 0 => Err(e),
-        _ => Ok(()),
-    }
 }
 
 fn write_line(w: &mut impl Write, label: &str, signal: Signal, o: &Outcome) -> std::io::Result<()> {

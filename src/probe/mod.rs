@@ -8,6 +8,7 @@
 pub mod adhoc;
 pub mod classify;
 pub mod dns;
+pub mod echo;
 pub mod http;
 pub mod icmp;
 pub mod tcp;
