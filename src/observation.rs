@@ -174,6 +174,33 @@ pub struct BlockReport {
     pub replies: u32,
 }
 
+/// How long each phase of an HTTP(S) probe took, in milliseconds: durations, not offsets
+/// from the start, summed over redirect hops (a phase absent from every hop is absent here).
+/// `resolve` is absent when the address was pinned or the URL names an IP, `tls` on plain
+/// HTTP; `first_byte` runs from sending the request to receiving the response head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTimingsMs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte: Option<f64>,
+}
+
+impl HttpTimingsMs {
+    /// The phase names, a closed set: labels of `blackout_http_phase_seconds`.
+    pub const PHASES: [&'static str; 4] = ["resolve", "connect", "tls", "first_byte"];
+
+    /// The values in the order of [`HttpTimingsMs::PHASES`].
+    pub fn values(&self) -> [Option<f64>; 4] {
+        [self.resolve, self.connect, self.tls, self.first_byte]
+    }
+}
+
 /// One measurement of one target by one agent.
 ///
 /// `ok == true` carries no `phase`/`failure`; `ok == false` carries both.
@@ -203,6 +230,9 @@ pub struct Observation {
     pub rtt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<BlockReport>,
+    /// HTTP(S) only: the phases' durations. Absent in records of older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings_ms: Option<HttpTimingsMs>,
 }
 
 /// The unit of upload: one agent's observations, with an id so a re-sent batch is
@@ -277,6 +307,17 @@ impl Observation {
                 format!("{rtt} is outside 0..={MAX_RTT_MS}"),
             ));
         }
+        if let Some(t) = &self.timings_ms
+            && t.values()
+                .iter()
+                .flatten()
+                .any(|v| !v.is_finite() || !(0.0..=MAX_RTT_MS).contains(v))
+        {
+            return Err(field(
+                "timings_ms",
+                format!("every phase must be in 0..={MAX_RTT_MS}"),
+            ));
+        }
         if let Some(b) = &self.block
             && (!b.belief.is_finite() || !(0.0..=1.0).contains(&b.belief) || b.replies > b.probes)
         {
@@ -313,6 +354,7 @@ mod tests {
             failure: None,
             rtt_ms: Some(12.5),
             block: None,
+            timings_ms: None,
         }
     }
 
@@ -349,6 +391,30 @@ mod tests {
     }
 
     #[test]
+    fn timings_are_optional_and_only_present_phases_travel() {
+        // A record of an agent that predates timings is still valid.
+        let old = serde_json::to_string(&obs()).unwrap();
+        assert!(!old.contains("timings_ms"), "{old}");
+        let mut o = obs();
+        o.signal = Signal::Http;
+        o.timings_ms = Some(HttpTimingsMs {
+            connect: Some(0.25),
+            first_byte: Some(3.5),
+            ..HttpTimingsMs::default()
+        });
+        let s = serde_json::to_string(&o).unwrap();
+        assert!(
+            s.contains(r#""timings_ms":{"connect":0.25,"first_byte":3.5}"#),
+            "{s}"
+        );
+        assert_eq!(serde_json::from_str::<Observation>(&s).unwrap(), o);
+        assert!(o.validate().is_ok());
+        let mut v = serde_json::to_value(&o).unwrap();
+        v["timings_ms"]["dns"] = 1.0.into();
+        assert!(serde_json::from_value::<Observation>(v).is_err());
+    }
+
+    #[test]
     fn unknown_field_is_rejected() {
         let mut v = serde_json::to_value(obs()).unwrap();
         v["colour"] = "red".into();
@@ -368,6 +434,24 @@ mod tests {
             (|o| o.failure = Some(Failure::Timeout), "failure"),
             (|o| o.ok = false, "failure"),
             (|o| o.agent = String::new(), "agent"),
+            (
+                |o| {
+                    o.timings_ms = Some(HttpTimingsMs {
+                        tls: Some(-0.5),
+                        ..HttpTimingsMs::default()
+                    })
+                },
+                "timings_ms",
+            ),
+            (
+                |o| {
+                    o.timings_ms = Some(HttpTimingsMs {
+                        first_byte: Some(f64::NAN),
+                        ..HttpTimingsMs::default()
+                    })
+                },
+                "timings_ms",
+            ),
         ];
         for (mutate, name) in cases {
             let mut o = obs();

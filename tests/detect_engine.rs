@@ -33,6 +33,7 @@ fn obs(agent: &str, target: &str, asn: u32, signal: Signal, bin: i64, ok: bool) 
         failure: (!ok).then_some(Failure::Timeout),
         rtt_ms: ok.then_some(40.0),
         block: None,
+        timings_ms: None,
     }
 }
 
@@ -398,6 +399,21 @@ fn late_observations_complete_history_and_evidence() {
         after.start, before.start,
         "reported boundaries are not rewritten"
     );
+    // Its controls failed (it was cut off too): it is named among the unhealthy agents.
+    assert!(
+        !before
+            .evidence
+            .unhealthy_agents
+            .contains(&"inside".to_string())
+    );
+    assert!(
+        after
+            .evidence
+            .unhealthy_agents
+            .contains(&"inside".to_string()),
+        "{:?}",
+        after.evidence
+    );
     assert_eq!(eng.stats().late_observations, 22);
     // Data older than the baseline window is dropped and counted.
     eng.ingest(&obs("a", "icmp-100-0", 100, Signal::Icmp, -3000, true));
@@ -475,19 +491,7 @@ fn throttling_is_not_a_blackout() {
     let mut eng = Engine::new(DetectConfig::default());
     warm(&mut eng, &agents, 20);
     for b in 20..26 {
-        for a in agents {
-            eng.ingest(&control(a, b, true));
-            for asn in [100u32, 200] {
-                for signal in [Signal::Icmp, Signal::Tcp] {
-                    for k in 0..10 {
-                        let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, b, true);
-                        o.rtt_ms = Some(400.0);
-                        eng.ingest(&o);
-                    }
-                }
-            }
-        }
-        close(&mut eng, b);
+        feed_rtt(&mut eng, b, &agents, 400.0);
     }
     let evs: Vec<_> = eng.events().filter(|e| e.entity == country()).collect();
     assert_eq!(evs.len(), 1, "{evs:?}");

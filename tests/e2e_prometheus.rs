@@ -227,6 +227,17 @@ asn = 64502
     )
     .unwrap();
     assert!(!failures.is_empty(), "NXDOMAIN is recorded with its phase");
+    // HTTP phases of the successful probe (plain HTTP to an IP: no resolve, no TLS).
+    let phases = promql(&prom_base, "blackout_http_phase_seconds{country=\"XA\"}").unwrap();
+    let mut names: Vec<&str> = phases
+        .iter()
+        .map(|(l, v)| {
+            assert!(*v > 0.0 && *v < 1.0, "{l} = {v}");
+            l["phase"].as_str().unwrap()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["connect", "first_byte"], "{phases:?}");
 
     // The exposition passes promtool's checks.
     let (status, body) = http_get(&format!("{base}/metrics")).unwrap();

@@ -70,9 +70,15 @@ fn answer_for(query: &Message) -> Message {
 
 /// A UDP server with one behaviour, and on the same port a TCP server that answers.
 async fn serve(b: Udp) -> SocketAddr {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The kernel picks a free UDP port; its TCP twin may be taken by another test's
+    // connection (the TCP and UDP port spaces are separate), so try again on a new one.
+    let (udp, tcp, addr) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            break (udp, tcp, addr);
+        }
+    };
     tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         loop {

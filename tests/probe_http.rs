@@ -188,7 +188,7 @@ async fn address_pins_the_server() {
 }
 
 /// An HTTPS server with a fresh self-signed certificate for `localhost`.
-async fn serve_tls() -> (SocketAddr, reqwest::Certificate) {
+async fn serve_tls() -> (SocketAddr, rustls::pki_types::CertificateDer<'static>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_der = ck.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
@@ -223,7 +223,7 @@ async fn serve_tls() -> (SocketAddr, reqwest::Certificate) {
             });
         }
     });
-    (addr, reqwest::Certificate::from_der(&cert_der).unwrap())
+    (addr, cert_der)
 }
 
 #[tokio::test]

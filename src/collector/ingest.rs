@@ -594,6 +594,12 @@ impl Collector {
         m.asn_targets.reset();
         m.asn_reachable_ratio.reset();
         m.rtt_median.reset();
+        m.http_phase.reset();
+        for ((country, phase), secs) in &agg.http_phase_median_seconds {
+            m.http_phase
+                .with_label_values(&[country.as_str(), phase])
+                .set(*secs);
+        }
         for (agent, share) in &agg.agent_control {
             let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
             m.agent_healthy
@@ -727,16 +733,19 @@ mod tests {
             "xa.toml",
         )
         .unwrap();
-        let ctl = crate::catalog::parse(
-            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
-            "control.toml",
-        )
-        .unwrap();
         let cfg = CollectorConfig {
             assign_k: k,
             ..CollectorConfig::default()
         };
-        Collector::new(cfg, vec![cat, ctl]).unwrap()
+        Collector::new(cfg, vec![cat, control_catalog()]).unwrap()
+    }
+
+    fn control_catalog() -> CatalogFile {
+        crate::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap()
     }
 
     fn report(c: &Collector, agent: &str, now: DateTime<Utc>) {
@@ -764,6 +773,7 @@ mod tests {
             failure: None,
             rtt_ms: Some(1.0),
             block: None,
+            timings_ms: None,
         };
         let b = Batch {
             batch_id: format!("{agent}-{n}"),
@@ -839,37 +849,21 @@ mod tests {
                 .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
                 .map(|l| l.rsplit(' ').next().unwrap().to_string())
         };
+        use crate::expose::names::{
+            AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL as DROPPED, AGENT_SPOOL_OBSERVATIONS as WAITING,
+        };
+        let expect = |waiting: &str, dropped: &str| {
+            let t = text(&c);
+            assert_eq!(line(&t, WAITING).as_deref(), Some(waiting));
+            assert_eq!(line(&t, DROPPED).as_deref(), Some(dropped));
+        };
         report_spool(&c, "a1", 1, st(40, 0), now);
         report_spool(&c, "a1", 2, st(900, 7), now);
-        let t = text(&c);
-        assert_eq!(
-            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
-            Some("900")
-        );
-        assert_eq!(
-            line(
-                &t,
-                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
-            )
-            .as_deref(),
-            Some("7")
-        );
+        expect("900", "7");
         // More drops, then an agent restart (its count starts again at 2).
         report_spool(&c, "a1", 3, st(1000, 10), now);
         report_spool(&c, "a1", 4, st(5, 2), now);
-        let t = text(&c);
-        assert_eq!(
-            line(&t, crate::expose::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
-            Some("5")
-        );
-        assert_eq!(
-            line(
-                &t,
-                crate::expose::names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL
-            )
-            .as_deref(),
-            Some("12")
-        );
+        expect("5", "12");
         // A batch without a report (an older agent) changes nothing.
         report_spool(&c, "a1", 5, None, now);
         assert_eq!(
@@ -890,12 +884,7 @@ mod tests {
                 "xa.toml",
             )
             .unwrap();
-            let ctl = crate::catalog::parse(
-                "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
-                "control.toml",
-            )
-            .unwrap();
-            vec![cat, ctl]
+            vec![cat, control_catalog()]
         }
 
         fn config(dir: &std::path::Path, warning_ratio: f64) -> CollectorConfig {
@@ -938,6 +927,7 @@ mod tests {
                                 failure: (!ok).then_some(crate::observation::Failure::Timeout),
                                 rtt_ms: ok.then_some(30.0),
                                 block: None,
+                                timings_ms: None,
                             }
                         })
                         .collect();

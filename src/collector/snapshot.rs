@@ -32,7 +32,8 @@ use crate::observation::Signal;
 /// The snapshot file in the state directory.
 pub const FILE: &str = "snapshot.bin";
 /// First bytes of the file; changed whenever the layout of anything in it changes.
-const MAGIC: &[u8; 8] = b"BLKSNP01";
+/// 02: the latest view keeps each agent's HTTP phase durations.
+const MAGIC: &[u8; 8] = b"BLKSNP02";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

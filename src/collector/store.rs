@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::observation::{Observation, Signal};
+use crate::observation::{HttpTimingsMs, Observation, Signal};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Reading {
@@ -25,6 +25,9 @@ struct TargetLatest {
     signal: Signal,
     control: bool,
     readings: Vec<Reading>,
+    /// HTTP targets: each agent's phase durations (ms, NaN = absent) of its reading above.
+    /// Kept apart from `Reading` so the millions of ICMP readings do not pay for them.
+    phases: Vec<(u32, [f32; 4])>,
 }
 
 /// Aggregate of one (country, signal) or (country, asn, signal) over fresh readings.
@@ -51,6 +54,9 @@ pub struct LatestAggregate {
     pub asn: HashMap<(String, u32, Signal), Share>,
     /// Per agent: share of its fresh control readings that succeeded (None: no controls).
     pub agent_control: HashMap<String, Option<f64>>,
+    /// Per (country, phase of [`HttpTimingsMs::PHASES`]): median duration in seconds over
+    /// the successful fresh HTTP readings that timed the phase.
+    pub http_phase_median_seconds: HashMap<(String, &'static str), f64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -83,6 +89,7 @@ impl LatestView {
                 signal: o.signal,
                 control: o.control,
                 readings: Vec::with_capacity(1),
+                phases: Vec::new(),
             });
         let r = Reading {
             agent,
@@ -90,11 +97,31 @@ impl LatestView {
             ok: o.ok,
             rtt_ms: o.rtt_ms.unwrap_or(0.0) as f32,
         };
-        match t.readings.iter_mut().find(|x| x.agent == agent) {
+        let newest = match t.readings.iter_mut().find(|x| x.agent == agent) {
             // A late upload must not overwrite a newer reading.
-            Some(x) if x.measured_at <= r.measured_at => *x = r,
-            Some(_) => {}
-            None => t.readings.push(r),
+            Some(x) if x.measured_at <= r.measured_at => {
+                *x = r;
+                true
+            }
+            Some(_) => false,
+            None => {
+                t.readings.push(r);
+                true
+            }
+        };
+        if newest {
+            let phases = o
+                .timings_ms
+                .map(|tm| tm.values().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+            let i = t.phases.iter().position(|(a, _)| *a == agent);
+            match (i, phases) {
+                (Some(i), Some(p)) => t.phases[i].1 = p,
+                (Some(i), None) => {
+                    t.phases.swap_remove(i);
+                }
+                (None, Some(p)) => t.phases.push((agent, p)),
+                (None, None) => {}
+            }
         }
     }
 
@@ -121,6 +148,7 @@ impl LatestView {
         }
         let mut rtts: HashMap<(String, Signal), Vec<f32>> = HashMap::new();
         let mut asn_rtts: HashMap<(String, u32, Signal), Vec<f32>> = HashMap::new();
+        let mut phases: HashMap<(String, usize), Vec<f32>> = HashMap::new();
         for t in self.targets.values().filter(|t| !t.control) {
             let (mut ok, mut n) = (0u32, 0u32);
             for r in t.readings.iter() {
@@ -138,6 +166,11 @@ impl LatestView {
                             .entry((t.country.clone(), t.asn, t.signal))
                             .or_default()
                             .push(r.rtt_ms);
+                    }
+                    if let Some((_, p)) = t.phases.iter().find(|(a, _)| *a == r.agent) {
+                        for (i, v) in p.iter().enumerate().filter(|(_, v)| !v.is_nan()) {
+                            phases.entry((t.country.clone(), i)).or_default().push(*v);
+                        }
                     }
                 }
             }
@@ -168,6 +201,12 @@ impl LatestView {
         for (k, v) in asn_rtts.iter_mut() {
             if let Some(s) = out.asn.get_mut(k) {
                 s.rtt_median_seconds = median_ms(v).map(|m| m / 1000.0);
+            }
+        }
+        for ((country, i), mut v) in phases {
+            if let Some(m) = median_ms(&mut v) {
+                out.http_phase_median_seconds
+                    .insert((country, HttpTimingsMs::PHASES[i]), m / 1000.0);
             }
         }
         out
@@ -206,6 +245,7 @@ mod tests {
             failure: None,
             rtt_ms: ok.then_some(10.0),
             block: None,
+            timings_ms: None,
         }
     }
 
@@ -222,6 +262,117 @@ mod tests {
         let kz = &a.country[&("KZ".to_string(), Signal::Icmp)];
         assert_eq!((kz.targets, kz.reachable), (1, 1));
         assert_eq!(a.agent_control["a2"], Some(0.0));
+    }
+
+    fn http(
+        agent: &str,
+        target: &str,
+        ok: bool,
+        at: i64,
+        phases_ms: [Option<f64>; 4],
+    ) -> Observation {
+        let [resolve, connect, tls, first_byte] = phases_ms;
+        Observation {
+            signal: Signal::Http,
+            timings_ms: Some(HttpTimingsMs {
+                resolve,
+                connect,
+                tls,
+                first_byte,
+            }),
+            ..obs(agent, target, "KZ", 9198, ok, at)
+        }
+    }
+
+    #[test]
+    fn http_phases_are_medians_of_successful_fresh_readings() {
+        let mut v = LatestView::default();
+        v.record(&http(
+            "a1",
+            "h1",
+            true,
+            100,
+            [Some(4.0), Some(1.0), Some(10.0), Some(20.0)],
+        ));
+        v.record(&http(
+            "a1",
+            "h2",
+            true,
+            100,
+            [None, Some(3.0), Some(30.0), Some(40.0)],
+        ));
+        v.record(&http(
+            "a1",
+            "h3",
+            true,
+            100,
+            [None, Some(2.0), None, Some(60.0)],
+        ));
+        // A failed probe's phases do not count; nor do stale readings.
+        v.record(&http(
+            "a1",
+            "h4",
+            false,
+            100,
+            [None, Some(500.0), None, None],
+        ));
+        v.record(&http(
+            "a1",
+            "h5",
+            true,
+            10,
+            [None, Some(900.0), None, Some(900.0)],
+        ));
+        // A late upload with other phases does not replace the newer reading's.
+        v.record(&http(
+            "a1",
+            "h3",
+            true,
+            50,
+            [None, Some(700.0), None, Some(700.0)],
+        ));
+        // An ICMP reading of the same country has no phases.
+        v.record(&obs("a1", "i1", "KZ", 9198, true, 100));
+        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let got = |p: &'static str| {
+            a.http_phase_median_seconds
+                .get(&("KZ".to_string(), p))
+                .copied()
+        };
+        assert_eq!(got("resolve"), Some(0.004));
+        assert_eq!(got("connect"), Some(0.002));
+        assert_eq!(got("tls"), Some(0.03));
+        assert_eq!(got("first_byte"), Some(0.04));
+        assert_eq!(a.http_phase_median_seconds.len(), 4);
+        // A newer reading without timings (an older agent) drops the agent's phases.
+        v.record(&Observation {
+            timings_ms: None,
+            ..http("a1", "h1", true, 105, [None; 4])
+        });
+        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        assert_eq!(
+            a.http_phase_median_seconds
+                .get(&("KZ".to_string(), "resolve")),
+            None
+        );
+    }
+
+    #[test]
+    fn http_phases_survive_the_snapshot_encoding() {
+        let mut v = LatestView::default();
+        v.record(&http(
+            "a1",
+            "h1",
+            true,
+            100,
+            [None, Some(1.0), Some(2.0), Some(3.0)],
+        ));
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let back: LatestView = postcard::from_bytes(&bytes).unwrap();
+        let now = DateTime::from_timestamp(110, 0).unwrap();
+        let (a, b) = (v.aggregate(now, 60), back.aggregate(now, 60));
+        assert_eq!(a.http_phase_median_seconds.len(), 3);
+        assert_eq!(a.http_phase_median_seconds, b.http_phase_median_seconds);
     }
 
     #[test]

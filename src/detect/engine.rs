@@ -1353,6 +1353,11 @@ impl Engine {
             .iter()
             .map(|a| self.agents[*a as usize].clone())
             .collect();
+        let unhealthy: Vec<String> = result
+            .unhealthy
+            .iter()
+            .map(|a| self.agents[*a as usize].clone())
+            .collect();
         let pending: FxMap<u32, u64> = pending.into_iter().collect();
         for i in 0..self.events.len() {
             if !covering(&self.events[i]) {
@@ -1366,6 +1371,9 @@ impl Engine {
             ev.evidence.late_observations += late;
             for a in &healthy {
                 push_capped(&mut ev.evidence.agents, a);
+            }
+            for a in &unhealthy {
+                push_capped(&mut ev.evidence.unhealthy_agents, a);
             }
             if let Some(c) = counts.get(&e) {
                 merge_counts(&mut ev.evidence, *c);

@@ -757,6 +757,7 @@ pub fn bench(targets: usize, agents: usize, runs: usize) -> BenchReport {
                     failure: None,
                     rtt_ms: Some(10.0),
                     block: None,
+                    timings_ms: None,
                 });
             }
             for t in 0..targets {
@@ -776,6 +777,7 @@ pub fn bench(targets: usize, agents: usize, runs: usize) -> BenchReport {
                     failure: (!ok).then_some(crate::observation::Failure::Timeout),
                     rtt_ms: ok.then_some(50.0),
                     block: None,
+                    timings_ms: None,
                 });
             }
         }

@@ -332,6 +332,7 @@ impl Scenario {
                         failure,
                         rtt_ms: ok.then_some(rtt),
                         block: None,
+                        timings_ms: None,
                     },
                     cut_off,
                 ));

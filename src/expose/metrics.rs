@@ -19,6 +19,7 @@ pub struct Metrics {
     pub asn_targets: IntGaugeVec,
     pub asn_reachable_ratio: GaugeVec,
     pub rtt_median: GaugeVec,
+    pub http_phase: GaugeVec,
     pub country_status: IntGaugeVec,
     pub asn_status: IntGaugeVec,
     pub country_signal_value: GaugeVec,
@@ -189,6 +190,12 @@ impl Metrics {
                     &["country", "signal"],
                 )
                 .unwrap(),
+            ),
+            http_phase: gauge(
+                &r,
+                names::HTTP_PHASE_SECONDS,
+                "Median duration of each phase (resolve, connect, tls, first_byte; redirect hops summed) of the country's successful HTTP(S) probes in the latest round.",
+                &["country", "phase"],
             ),
             country_status: reg(
                 &r,

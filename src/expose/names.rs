@@ -21,6 +21,9 @@ pub const REACHABLE_RATIO: &str = "blackout_reachable_ratio";
 pub const ASN_TARGETS: &str = "blackout_asn_targets";
 pub const ASN_REACHABLE_RATIO: &str = "blackout_asn_reachable_ratio";
 pub const RTT_MEDIAN_SECONDS: &str = "blackout_rtt_median_seconds";
+/// Per country and phase (resolve, connect, tls, first_byte): median duration of that phase
+/// over the successful HTTP(S) probes of the latest round.
+pub const HTTP_PHASE_SECONDS: &str = "blackout_http_phase_seconds";
 
 // Verdicts.
 pub const COUNTRY_STATUS: &str = "blackout_country_status";

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 use crate::catalog::{Target, TargetKind, parse_dns_server};
-use crate::observation::{Failure, Phase, Signal};
+use crate::observation::{Failure, HttpTimingsMs, Phase, Signal};
 
 /// A prefix in an ICMP target file expands into its addresses; more than this many in one
 /// file is a typo, not a measurement.
@@ -57,6 +57,9 @@ struct Line<'a> {
     rtt_ms: Option<f64>,
     failure: Option<Failure>,
     phase: Option<Phase>,
+    /// HTTP only: the phases' durations (see `HttpTimings`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timings_ms: Option<HttpTimingsMs>,
 }
 
 fn read_input(path: &str) -> Result<String, ProbeError> {
@@ -144,8 +147,7 @@ fn parse_targets(
                 if !(1..=2).contains(&fields.len()) {
                     return Err(bad("expected `URL [IP]`".into()));
                 }
-                let url =
-                    reqwest::Url::parse(fields[0]).map_err(|e| bad(format!("bad URL: {e}")))?;
+                let url = url::Url::parse(fields[0]).map_err(|e| bad(format!("bad URL: {e}")))?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(bad(format!("{} is not an http(s) URL", fields[0])));
                 }
@@ -190,19 +192,7 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
     };
     let set = ProbeSet::new(&settings).await?;
     if args.signal == Signal::Icmp {
-        // Open the sockets before the clock starts, and fail before printing anything.
-        let v4 = items
-            .iter()
-            .any(|(_, i)| matches!(i, Item::Echo(IpAddr::V4(_))));
-        let v6 = items
-            .iter()
-            .any(|(_, i)| matches!(i, Item::Echo(IpAddr::V6(_))));
-        if v4 {
-            set.icmp.open(true).await?;
-        }
-        if v6 {
-            set.icmp.open(false).await?;
-        }
+        return run_icmp(args, items, &set).await;
     }
     let start = Instant::now();
     let total = items.len();
@@ -234,11 +224,75 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
         write_line(&mut w, &label, args.signal, &outcome).map_err(ProbeError::Output)?;
     }
     w.flush().map_err(ProbeError::Output)?;
-    let secs = start.elapsed().as_secs_f64();
     let sent = total - errors;
+    summary(args.signal, sent, ok, errors, start.elapsed());
+    match first_error {
+        Some(e) if sent == 0 => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// ICMP: the whole address list goes to the echo engine of each family, which sends in
+/// batches and keeps `--concurrency` echoes in flight (see [`super::echo`]); one future
+/// per echo cost more than the kernel's own work.
+async fn run_icmp(
+    args: &ProbeArgs,
+    items: Vec<(String, Item)>,
+    set: &ProbeSet,
+) -> Result<(), ProbeError> {
+    let mut families: [(Vec<String>, Vec<IpAddr>); 2] = Default::default();
+    for (label, item) in items {
+        if let Item::Echo(ip) = item {
+            let f = &mut families[ip.is_ipv6() as usize];
+            f.0.push(label);
+            f.1.push(ip);
+        }
+    }
+    // Open the sockets before the clock starts, and fail before printing anything.
+    let mut engines = Vec::new();
+    for (v4, (labels, addrs)) in [true, false].into_iter().zip(families) {
+        if !addrs.is_empty() {
+            engines.push((set.icmp.engine(v4).await?, labels, addrs));
+        }
+    }
+    let concurrency = args.concurrency;
+    let start = Instant::now();
+    let (sent, ok) = tokio::task::spawn_blocking(move || -> std::io::Result<(usize, usize)> {
+        let stdout = std::io::stdout();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let (mut sent, mut ok) = (0usize, 0usize);
+        let mut failed_write = None;
+        for (engine, labels, addrs) in &engines {
+            engine.burst(addrs, concurrency, |i, result| {
+                let outcome = result.outcome();
+                ok += outcome.ok as usize;
+                if failed_write.is_none()
+                    && let Err(e) = write_line(&mut w, &labels[i], Signal::Icmp, &outcome)
+                {
+                    failed_write = Some(e);
+                }
+            });
+            sent += addrs.len();
+        }
+        if let Some(e) = failed_write {
+            return Err(e);
+        }
+        w.flush()?;
+        Ok((sent, ok))
+    })
+    .await
+    .map_err(|e| ProbeError::Output(std::io::Error::other(e)))?
+    .map_err(ProbeError::Output)?;
+    summary(Signal::Icmp, sent, ok, 0, start.elapsed());
+    Ok(())
+}
+
+/// The summary line on stderr.
+fn summary(signal: Signal, sent: usize, ok: usize, errors: usize, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
     eprintln!(
         "signal={} sent={} ok={} failed={} rate={:.4} errors={} elapsed_s={:.3} probes_per_s={:.0}",
-        args.signal,
+        signal,
         sent,
         ok,
         sent - ok,
@@ -251,20 +305,24 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
         secs,
         if secs > 0.0 { sent as f64 / secs } else { 0.0 },
     );
-    match first_error {
-        Some(e) if sent == 0 => Err(e),
-        _ => Ok(()),
-    }
 }
 
 fn write_line(w: &mut impl Write, label: &str, signal: Signal, o: &Outcome) -> std::io::Result<()> {
+    // Microsecond precision is what the clocks give; more digits would be noise.
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let line = Line {
         target: label,
         signal,
         ok: o.ok,
-        rtt_ms: o.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+        rtt_ms: o.rtt.map(ms),
         failure: o.failure,
         phase: o.phase,
+        timings_ms: o.timings.map(|t| HttpTimingsMs {
+            resolve: t.resolve.map(ms),
+            connect: t.connect.map(ms),
+            tls: t.tls.map(ms),
+            first_byte: t.first_byte.map(ms),
+        }),
     };
     serde_json::to_writer(&mut *w, &line)?;
     w.write_all(b"\n")
@@ -363,6 +421,26 @@ mod tests {
         assert_eq!(
             (v["failure"].as_str(), v["phase"].as_str()),
             (Some("refused"), Some("connect"))
+        );
+        assert!(v.get("timings_ms").is_none(), "{v}");
+    }
+
+    #[test]
+    fn http_line_has_the_phases() {
+        let mut o = Outcome::ok(Duration::from_micros(2500));
+        o.timings = Some(crate::probe::HttpTimings {
+            resolve: None,
+            connect: Some(Duration::from_micros(120)),
+            tls: Some(Duration::from_nanos(1_234_567)),
+            first_byte: Some(Duration::from_micros(900)),
+        });
+        let mut buf = Vec::new();
+        write_line(&mut buf, "https://x/", Signal::Http, &o).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v["timings_ms"],
+            serde_json::json!({"connect": 0.12, "tls": 1.235, "first_byte": 0.9}),
+            "{v}"
         );
     }
 }

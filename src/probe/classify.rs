@@ -1,4 +1,4 @@
-//! Maps errors from io, hickory, reqwest and surge-ping to the closed failure vocabulary.
+//! Maps errors from io, hickory, rustls, hyper and surge-ping to the closed failure vocabulary.
 //!
 //! A failure label is only meaningful with the operation that failed (OONI's lesson): the
 //! same `ECONNRESET` means "the TCP connection was cut" in `connect` and "a middlebox killed
@@ -11,7 +11,7 @@ use std::io;
 use hickory_proto::op::ResponseCode;
 use hickory_resolver::net::{DnsError, NetError};
 
-use crate::observation::{Failure, Phase};
+use crate::observation::Failure;
 
 /// Maps an I/O error by its raw OS error first (the kernel's word is the most precise),
 /// then by its kind.
@@ -137,46 +137,28 @@ fn find_hyper(e: &(dyn StdError + 'static)) -> Option<Failure> {
         })
 }
 
-/// Maps a reqwest error to the phase that failed and its label, walking the source chain:
-/// rustls errors are `tls_error` in `tls_handshake`, io errors use the io mapping.
-pub fn reqwest_failure(e: &reqwest::Error) -> (Phase, Failure) {
+/// Maps an error of the TLS handshake (phase `tls_handshake`). tokio-rustls reports
+/// rustls's own errors (bad certificate, alert, protocol) as io errors that wrap them: those
+/// are `tls_error`; a connection cut during the handshake keeps its io label (`reset`,
+/// `eof`), which is what SNI-based blocking looks like.
+pub fn tls_failure(e: &io::Error) -> Failure {
+    if find_rustls(e) {
+        return Failure::TlsError;
+    }
+    io_failure(e)
+}
+
+/// Maps an error of hyper's client connection (phase `http_round_trip`): the io error
+/// underneath first (reset, refused...), a TLS alert after the handshake, then hyper's own
+/// kind (the peer closed early: `eof`; not HTTP: `http_protocol_error`).
+pub fn hyper_failure(e: &hyper::Error) -> Failure {
     let dyn_e: &(dyn StdError + 'static) = e;
-    if e.is_redirect() {
-        return (Phase::HttpRoundTrip, Failure::HttpTooManyRedirects);
-    }
     if find_rustls(dyn_e) {
-        return (Phase::TlsHandshake, Failure::TlsError);
+        return Failure::TlsError;
     }
-    if e.is_dns() {
-        // getaddrinfo reports "no such name" only as text; EAI codes are not exposed.
-        let nx = chain(dyn_e).any(|e| {
-            let s = e.to_string();
-            s.contains("not known") || s.contains("No address associated")
-        });
-        let f = if e.is_timeout() {
-            Failure::Timeout
-        } else if nx {
-            Failure::DnsNxdomain
-        } else {
-            Failure::Unknown
-        };
-        return (Phase::Resolve, f);
-    }
-    if e.is_connect() {
-        let f = if e.is_timeout() {
-            Failure::Timeout
-        } else {
-            find_io(dyn_e).unwrap_or(Failure::Unknown)
-        };
-        return (Phase::Connect, f);
-    }
-    if e.is_timeout() {
-        return (Phase::HttpRoundTrip, Failure::Timeout);
-    }
-    let f = find_io(dyn_e)
+    find_io(dyn_e)
         .or_else(|| find_hyper(dyn_e))
-        .unwrap_or(Failure::Unknown);
-    (Phase::HttpRoundTrip, f)
+        .unwrap_or(Failure::Unknown)
 }
 
 #[cfg(test)]
@@ -290,6 +272,88 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(surge_failure(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_handshake_table() {
+        let bad_cert = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            )
+        };
+        let cases = [
+            (bad_cert(), Failure::TlsError),
+            // hyper-util's shape: io(Other, io(InvalidData, rustls)).
+            (io::Error::other(bad_cert()), Failure::TlsError),
+            (
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+                ),
+                Failure::TlsError,
+            ),
+            (
+                io::Error::from_raw_os_error(libc::ECONNRESET),
+                Failure::Reset,
+            ),
+            (io::Error::from(io::ErrorKind::UnexpectedEof), Failure::Eof),
+            (
+                io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                Failure::Timeout,
+            ),
+            (io::Error::other("something else"), Failure::Unknown),
+        ];
+        for (e, want) in cases {
+            assert_eq!(tls_failure(&e), want, "{e}");
+        }
+    }
+
+    /// Real hyper errors, from a client connection over an in-memory pipe whose other end
+    /// plays the server.
+    #[tokio::test]
+    async fn hyper_round_trip_table() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        type Body = http_body_util::Empty<bytes::Bytes>;
+        enum Server {
+            Garbage,
+            CloseAfterRequest,
+            HalfHead,
+        }
+        let cases = [
+            (Server::Garbage, Failure::HttpProtocolError),
+            (Server::CloseAfterRequest, Failure::Eof),
+            (Server::HalfHead, Failure::Eof),
+        ];
+        for (server, want) in cases {
+            let (client, mut peer) = tokio::io::duplex(4096);
+            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(
+                hyper_util::rt::TokioIo::new(client),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = peer.read(&mut buf).await;
+                match server {
+                    Server::Garbage => {
+                        let _ = peer.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+                    }
+                    Server::CloseAfterRequest => {}
+                    Server::HalfHead => {
+                        let _ = peer.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+                    }
+                }
+            });
+            let req = hyper::Request::builder()
+                .uri("/")
+                .header("host", "x")
+                .body(Body::new())
+                .unwrap();
+            let (c, r) = tokio::join!(conn, send.send_request(req));
+            let e = c.err().or(r.err()).expect("the exchange fails");
+            assert_eq!(hyper_failure(&e), want, "{e:?}");
         }
     }
 

@@ -1,8 +1,9 @@
 //! ICMP echo probes and Trinocular-style adaptive block probing.
 //!
-//! One surge-ping client (one socket) per address family, opened on first use: DGRAM
-//! ("unprivileged ping") first, RAW as fallback. Agents without ICMP rights still probe
-//! DNS, HTTP and TCP; only an ICMP target gets [`ProbeError::IcmpPermission`].
+//! One [`EchoEngine`] (one socket and its receiver thread) per address family, opened on
+//! first use: DGRAM ("unprivileged ping") first, RAW as fallback. Agents without ICMP
+//! rights still probe DNS, HTTP and TCP; only an ICMP target gets
+//! [`ProbeError::IcmpPermission`].
 //!
 //! A block target (a /24, or an IPv6 /48) is judged by a belief that it is up, updated by
 //! Bayes' rule after every echo (Quan, Heidemann, Pradkin, SIGCOMM 2013):
@@ -20,17 +21,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use ipnet::IpNet;
-use socket2::Type as SockType;
-use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence, SurgeError};
 use tokio::sync::OnceCell;
 
-use super::classify::surge_failure;
+use super::echo::{EchoEngine, EngineConfig};
 use super::{Outcome, ProbeError, ProbeSettings, Prober};
 use crate::catalog::{Target, TargetKind};
 use crate::observation::{BlockReport, BlockVerdict, Failure, Phase, Signal};
@@ -55,11 +53,6 @@ const BLOCK_SLOTS: u32 = 256;
 /// An odd stride visits every slot of a power-of-two range once, spread over the block,
 /// so consecutive probes do not hit neighbouring (often co-located) hosts.
 const WALK_STRIDE: u32 = 167;
-/// 56 bytes of payload: the size fping and ping send by default.
-const PAYLOAD: [u8; 56] = [0; 56];
-/// ICMP types: echo reply in v4 and v6.
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMPV6_ECHO_REPLY: u8 = 129;
 const SHARDS: usize = 64;
 
 /// The state kept per block between rounds. Compact on purpose: the sustained target is
@@ -138,22 +131,14 @@ pub fn verdict(belief: f64) -> BlockVerdict {
     }
 }
 
-/// One address family's shared client.
-struct Family {
-    client: Client,
-    sock_type: SockType,
-}
-
 /// Probes ICMP targets: plain echoes, and adaptive block rounds.
 pub struct IcmpProber {
     timeout: Duration,
     max_extra: u32,
     per_hour: f32,
     recv_buffer: usize,
-    ident: u16,
-    seq: AtomicU16,
-    v4: OnceCell<Result<Family, String>>,
-    v6: OnceCell<Result<Family, String>>,
+    v4: OnceCell<Result<Arc<EchoEngine>, String>>,
+    v6: OnceCell<Result<Arc<EchoEngine>, String>>,
     blocks: Vec<Mutex<HashMap<IpNet, BlockState>>>,
     epoch: Instant,
 }
@@ -162,7 +147,6 @@ impl std::fmt::Debug for IcmpProber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IcmpProber")
             .field("timeout", &self.timeout)
-            .field("ident", &self.ident)
             .finish()
     }
 }
@@ -175,10 +159,6 @@ impl IcmpProber {
             max_extra: settings.icmp_max_extra_probes,
             per_hour: settings.icmp_max_probes_per_block_hour.max(1) as f32,
             recv_buffer: settings.icmp_recv_buffer_bytes,
-            // A random identifier keeps our RAW-socket replies apart from other pingers'
-            // (fping, another agent) on the same host.
-            ident: rand::random(),
-            seq: AtomicU16::new(rand::random()),
             v4: OnceCell::new(),
             v6: OnceCell::new(),
             blocks: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -186,11 +166,14 @@ impl IcmpProber {
         }
     }
 
-    async fn family(&self, v4: bool) -> Result<&Family, ProbeError> {
+    async fn family(&self, v4: bool) -> Result<&Arc<EchoEngine>, ProbeError> {
         let cell = if v4 { &self.v4 } else { &self.v6 };
-        let recv_buffer = self.recv_buffer;
+        let config = EngineConfig {
+            timeout: self.timeout,
+            recv_buffer: self.recv_buffer,
+        };
         let fam = cell
-            .get_or_init(|| async move { open_family(v4, recv_buffer) })
+            .get_or_init(|| async move { EchoEngine::open(v4, &config).map(Arc::new) })
             .await;
         fam.as_ref()
             .map_err(|reason| ProbeError::IcmpPermission(reason.clone()))
@@ -199,40 +182,20 @@ impl IcmpProber {
     /// Opens the socket of a family now, to fail early (e.g. at agent start) rather than
     /// on the first probe. Returns "dgram" or "raw".
     pub async fn open(&self, v4: bool) -> Result<&'static str, ProbeError> {
-        let fam = self.family(v4).await?;
-        Ok(if fam.sock_type == SockType::RAW {
-            "raw"
-        } else {
-            "dgram"
-        })
+        Ok(self.family(v4).await?.kind().as_str())
+    }
+
+    /// The echo engine of a family (opened if need be), for callers that send many echoes
+    /// at once ([`EchoEngine::burst`]).
+    pub async fn engine(&self, v4: bool) -> Result<Arc<EchoEngine>, ProbeError> {
+        Ok(self.family(v4).await?.clone())
     }
 
     /// One echo request to `addr`; ok only for an echo reply. `Err` only when no ICMP
     /// socket can be opened.
     pub async fn echo(&self, addr: IpAddr) -> Result<Outcome, ProbeError> {
-        let fam = self.family(addr.is_ipv4()).await?;
-        let mut pinger = fam.client.pinger(addr, PingIdentifier(self.ident)).await;
-        pinger.timeout(self.timeout);
-        // Sequence numbers come from one counter so that concurrent echoes to the same
-        // address never share (address, identifier, sequence); on the rare wrap-around
-        // collision surge-ping refuses the second one and we take the next number.
-        for _ in 0..8 {
-            let seq = PingSequence(self.seq.fetch_add(1, Ordering::Relaxed));
-            return Ok(match pinger.ping(seq, &PAYLOAD).await {
-                Ok((packet, rtt)) => {
-                    if is_echo_reply(&packet) {
-                        Outcome::ok(rtt)
-                    } else {
-                        // Destination unreachable, time exceeded, ...: surge-ping returns
-                        // them as answers because they quote our request.
-                        Outcome::failed(Phase::IcmpEcho, Failure::Unreachable)
-                    }
-                }
-                Err(SurgeError::IdenticalRequests { .. }) => continue,
-                Err(e) => Outcome::failed(Phase::IcmpEcho, surge_failure(&e)),
-            });
-        }
-        Ok(Outcome::failed(Phase::IcmpEcho, Failure::Unknown))
+        let engine = self.family(addr.is_ipv4()).await?;
+        Ok(engine.echo(addr).await.outcome())
     }
 
     fn shard(&self, block: &IpNet) -> &Mutex<HashMap<IpNet, BlockState>> {
@@ -415,82 +378,6 @@ fn slot_addr(block: &IpNet, slot: u32) -> IpAddr {
     match block.network() {
         IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(slot))),
         IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(slot as u128))),
-    }
-}
-
-fn is_echo_reply(p: &IcmpPacket) -> bool {
-    match p {
-        IcmpPacket::V4(p) => p.get_icmp_type().0 == ICMP_ECHO_REPLY,
-        IcmpPacket::V6(p) => p.get_icmpv6_type().0 == ICMPV6_ECHO_REPLY,
-    }
-}
-
-fn open_family(v4: bool, recv_buffer: usize) -> Result<Family, String> {
-    let kind = if v4 { ICMP::V4 } else { ICMP::V6 };
-    let config = Config::builder()
-        .kind(kind)
-        .sock_type_hint(SockType::DGRAM)
-        .build();
-    // surge-ping tries DGRAM and falls back to RAW itself; its error names the sysctl and
-    // the capability.
-    let client = Client::new(&config).map_err(|e| e.to_string())?;
-    let socket = client.get_socket();
-    let sock_type = socket.get_type();
-    let raw = sock_type == SockType::RAW;
-    sockopt::tune(socket.get_native_sock(), recv_buffer, raw && v4);
-    tracing::info!(
-        family = if v4 { "ipv4" } else { "ipv6" },
-        socket = if raw { "raw" } else { "dgram" },
-        recv_buffer,
-        "icmp socket open"
-    );
-    Ok(Family { client, sock_type })
-}
-
-#[allow(unsafe_code)]
-mod sockopt {
-    //! setsockopt on the socket surge-ping owns: the only unsafe code in blackout.
-    use std::os::fd::RawFd;
-
-    const SOL_RAW: libc::c_int = 255;
-    const ICMP_FILTER: libc::c_int = 1;
-
-    fn set<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> bool {
-        // SAFETY: `fd` is the open socket of a live surge-ping client, which outlives this
-        // call; `value` points to a live, initialised `T` whose size we pass.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                value as *const T as *const libc::c_void,
-                std::mem::size_of::<T>() as libc::socklen_t,
-            ) == 0
-        }
-    }
-
-    /// Enlarges the receive buffer (replies of thousands of echoes in flight arrive in
-    /// bursts) and, on a RAW IPv4 socket, filters out ICMP types we never wait for (our
-    /// own echo requests looped back, above all), which halves the reader's work on
-    /// loopback.
-    pub fn tune(fd: RawFd, recv_buffer: usize, raw_v4: bool) {
-        let bytes = recv_buffer.min(i32::MAX as usize) as libc::c_int;
-        // FORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; plain SO_RCVBUF is
-        // capped by rmem_max.
-        if !set(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &bytes)
-            && !set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &bytes)
-        {
-            tracing::warn!(recv_buffer, "could not enlarge the ICMP receive buffer");
-        }
-        if raw_v4 {
-            // A set bit drops that type; keep echo reply (0), unreachable (3), time
-            // exceeded (11), parameter problem (12).
-            let keep: u32 = (1 << 0) | (1 << 3) | (1 << 11) | (1 << 12);
-            let mask: u32 = !keep;
-            if !set(fd, SOL_RAW, ICMP_FILTER, &mask) {
-                tracing::debug!("ICMP_FILTER not available on this socket");
-            }
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod adhoc;
 pub mod classify;
 pub mod dns;
+pub mod echo;
 pub mod http;
 pub mod icmp;
 pub mod tcp;
@@ -18,7 +19,43 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use crate::catalog::Target;
-use crate::observation::{BlockReport, Failure, Observation, Phase, Signal};
+use crate::observation::{BlockReport, Failure, HttpTimingsMs, Observation, Phase, Signal};
+
+/// How long each phase of an HTTP(S) probe took: durations (not offsets from the start),
+/// each summed over the redirect hops, as blackbox_exporter sums its
+/// `probe_http_duration_seconds{phase}`. Only phases that completed are present: `resolve`
+/// is absent when the address is pinned or the URL names an IP, `tls` on plain HTTP, and a
+/// failed phase is absent (its failure is in the outcome). `first_byte` runs from sending
+/// the request to receiving the response head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpTimings {
+    pub resolve: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub tls: Option<Duration>,
+    pub first_byte: Option<Duration>,
+}
+
+impl HttpTimings {
+    pub fn is_empty(&self) -> bool {
+        *self == HttpTimings::default()
+    }
+
+    /// Adds one hop's duration of a phase to the probe's total.
+    pub fn add(slot: &mut Option<Duration>, d: Duration) {
+        *slot = Some(slot.unwrap_or_default() + d);
+    }
+
+    /// In milliseconds, as observations carry them.
+    pub fn to_ms(&self) -> HttpTimingsMs {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        HttpTimingsMs {
+            resolve: ms(self.resolve),
+            connect: ms(self.connect),
+            tls: ms(self.tls),
+            first_byte: ms(self.first_byte),
+        }
+    }
+}
 
 /// The result of probing one target once.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,8 +63,12 @@ pub struct Outcome {
     pub ok: bool,
     pub phase: Option<Phase>,
     pub failure: Option<Failure>,
+    /// ICMP, DNS, TCP: the round trip. HTTP: from the probe's start to the response head of
+    /// the last hop (redirects included).
     pub rtt: Option<Duration>,
     pub block: Option<BlockReport>,
+    /// HTTP(S) only.
+    pub timings: Option<HttpTimings>,
 }
 
 impl Outcome {
@@ -38,6 +79,7 @@ impl Outcome {
             failure: None,
             rtt: Some(rtt),
             block: None,
+            timings: None,
         }
     }
 
@@ -48,6 +90,7 @@ impl Outcome {
             failure: Some(failure),
             rtt: None,
             block: None,
+            timings: None,
         }
     }
 
@@ -72,6 +115,7 @@ impl Outcome {
             failure: self.failure,
             rtt_ms: self.rtt.map(|d| d.as_secs_f64() * 1000.0),
             block: self.block,
+            timings_ms: self.timings.map(|t| t.to_ms()),
         }
     }
 }
