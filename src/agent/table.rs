@@ -399,6 +399,7 @@ impl TargetTable {
             failure: outcome.failure,
             rtt_ms: outcome.rtt.map(|d| d.as_secs_f64() * 1000.0),
             block: outcome.block,
+            timings_ms: outcome.timings.map(|t| t.to_ms()),
         }
     }
 
