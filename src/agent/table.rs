@@ -124,6 +124,10 @@ fn duplicate(id: impl fmt::Display) -> CatalogError {
     }
 }
 
+/// Country, ASN, region, control, availability (bits): what blocks with default ids
+/// may share.
+type LabelsKey = (Arc<str>, u32, Option<Arc<str>>, bool, Option<u64>);
+
 #[derive(Default)]
 struct Interner(HashMap<String, Arc<str>>);
 
@@ -149,6 +153,10 @@ impl TargetTable {
         let mut t = TargetTable::default();
         let mut refused = Refused::default();
         let mut strings = Interner::default();
+        // Entries whose blocks carry default ids and the same labels share one record: a
+        // collector's per-agent share of the catalog (fleet assignment) is one entry per
+        // block, and must cost no more per block than the prefixes it came from.
+        let mut shared: HashMap<LabelsKey, u32> = HashMap::new();
         let compact = |e: &crate::catalog::IcmpEntry| e.hosts.is_empty();
         let blocks: usize = files
             .iter()
@@ -180,18 +188,42 @@ impl TargetTable {
                 let len = block_len(&e.prefix, e.block_len);
                 let id = match &e.id {
                     None => IdForm::Default,
+                    // What `catalog::to_files` writes for a block with its default id.
+                    Some(id)
+                        if e.prefix.prefix_len() == len
+                            && id.strip_prefix("icmp:") == Some(&e.prefix.to_string()) =>
+                    {
+                        IdForm::Default
+                    }
                     Some(id) if e.prefix.prefix_len() == len => IdForm::Exact(id.as_str().into()),
                     Some(base) => IdForm::Base(strings.get(base)),
                 };
-                let labels = t.labels.len() as u32;
-                t.labels.push(Labels {
-                    id,
-                    country: country.clone(),
-                    asn: e.asn,
-                    region: e.region.as_deref().map(|r| strings.get(r)),
-                    control: f.control,
-                    availability: e.availability,
-                });
+                let region = e.region.as_deref().map(|r| strings.get(r));
+                let key = (
+                    country.clone(),
+                    e.asn,
+                    region.clone(),
+                    f.control,
+                    e.availability.map(f64::to_bits),
+                );
+                let labels = match (&id, shared.get(&key)) {
+                    (IdForm::Default, Some(&i)) => i,
+                    _ => {
+                        let i = t.labels.len() as u32;
+                        if matches!(id, IdForm::Default) {
+                            shared.insert(key, i);
+                        }
+                        t.labels.push(Labels {
+                            id,
+                            country: country.clone(),
+                            asn: e.asn,
+                            region,
+                            control: f.control,
+                            availability: e.availability,
+                        });
+                        i
+                    }
+                };
                 // A prefix that touches no refused range needs no check per block.
                 let whole = filter.check_prefix(&e.prefix);
                 let Ok(subnets) = e.prefix.subnets(len) else {
@@ -574,6 +606,31 @@ asn = 9198
         // The table of the expanded targets is the same list.
         let again = TargetTable::from_targets(t.to_targets()).unwrap();
         assert_eq!(sorted(again.to_targets()), sorted(t.to_targets()));
+    }
+
+    #[test]
+    fn an_assigned_share_shares_labels_per_network() {
+        // What a collector serves under fleet assignment: one entry per block, ids given.
+        let whole = files(&[
+            "country = \"XA\"\n[[icmp]]\nprefix = \"5.0.0.0/16\"\nasn = 64500\n[[icmp]]\nprefix = \"5.1.0.0/16\"\nasn = 64501\nregion = \"North\"\n[[icmp]]\nid = \"named\"\nprefix = \"5.2.0.0/23\"\nasn = 64500\n",
+        ]);
+        let targets = expand(&whole).unwrap();
+        let share: Vec<&Target> = targets.iter().step_by(3).collect();
+        let served = crate::catalog::to_files(&share);
+        assert_eq!(served[0].icmp.len(), share.len(), "one entry per block");
+        let filter = TargetFilter::new(false, vec![]);
+        let (t, _) = TargetTable::from_catalog(&served, &filter).unwrap();
+        let want: Vec<Target> = share.into_iter().cloned().collect();
+        assert_eq!(sorted(t.to_targets()), sorted(want));
+        // Two networks with default ids share two records; the named entry's blocks keep
+        // their given ids, one record each.
+        let named = t
+            .labels
+            .iter()
+            .filter(|l| matches!(l.id, IdForm::Exact(_)))
+            .count();
+        assert_eq!(t.labels.len(), 2 + named, "{:?}", t.labels.len());
+        assert!(named <= 2);
     }
 
     #[test]
