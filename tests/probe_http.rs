@@ -1,6 +1,9 @@
 //! HTTP(S) probes against real servers on loopback that answer, fail, hang, reset and
 //! loop; HTTPS with a self-signed certificate.
 
+mod common;
+
+use common::read_http_head;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use blackout::observation::{Failure, Phase};
 use blackout::probe::http::HttpProber;
 use blackout::probe::{Outcome, ProbeSet, ProbeSettings, Prober};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 #[derive(Clone, Copy)]
 enum Behaviour {
@@ -19,18 +22,6 @@ enum Behaviour {
     Reset,
     CloseEarly,
     RedirectLoop,
-}
-
-async fn read_request(s: &mut TcpStream) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
 }
 
 async fn serve(b: Behaviour) -> SocketAddr {
@@ -42,7 +33,7 @@ async fn serve(b: Behaviour) -> SocketAddr {
                 return;
             };
             tokio::spawn(async move {
-                if !read_request(&mut s).await {
+                if !read_http_head(&mut s).await {
                     return;
                 }
                 match b {

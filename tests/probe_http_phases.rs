@@ -15,7 +15,7 @@ use blackout::catalog::{Target, TargetKind};
 use blackout::observation::{Failure, Phase};
 use blackout::probe::http::HttpProber;
 use blackout::probe::{HttpTimings, Outcome, ProbeSettings, Prober};
-use common::{Proc, free_port, require, wait_for};
+use common::{Proc, free_port, read_http_head, require, wait_for};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -311,18 +311,6 @@ async fn nginx_phases_redirects_h2_and_failures() {
 // ---------------------------------------------------------------------------------------
 // Servers of our own: one phase made slow by a known amount, or stuck.
 
-async fn read_head(s: &mut (impl AsyncReadExt + Unpin)) -> bool {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
 /// Plain HTTP: waits `delay` after each request, then redirects `/hops/N` to `/hops/N-1`
 /// and answers `/hops/0` with 200.
 async fn serve_slow(delay: Duration) -> SocketAddr {
@@ -419,7 +407,7 @@ async fn serve_tls(pki: &Pki, handshake_delay: Option<Duration>) -> SocketAddr {
                 let Ok(mut tls) = acceptor.accept(s).await else {
                     return;
                 };
-                if read_head(&mut tls).await {
+                if read_http_head(&mut tls).await {
                     let _ = tls
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                         .await;

@@ -2,6 +2,9 @@
 //! block probing against blocks in network namespaces where only some addresses answer,
 //! and one that goes dark.
 
+mod common;
+
+use common::in_netns;
 use std::net::IpAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -196,28 +199,6 @@ fn world(tag: &str, block: &str, local: &[&str]) -> Option<World> {
         ip(&["-n", &t.0, "route", "add", "local", l, "dev", "lo"]);
     }
     Some(World { p, t })
-}
-
-/// Runs `f` on a thread inside namespace `ns`, with its own runtime, so that the sockets
-/// it opens live there.
-fn in_netns<F, Fut, T>(ns: &str, f: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .join()
-    .unwrap()
 }
 
 fn settings_fast() -> ProbeSettings {

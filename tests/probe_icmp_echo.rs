@@ -2,6 +2,9 @@
 //! ::1 answer), and network namespaces for what loopback cannot do: echoes nobody
 //! answers, routers that answer with ICMP errors, and forged foreign and stale replies.
 
+mod common;
+
+use common::in_netns;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -161,29 +164,6 @@ fn netns_ok(needs: &[&str]) -> bool {
         }
     }
     true
-}
-
-/// Runs `f` on a thread inside namespace `ns`, with its own runtime, so that the sockets
-/// it opens live there.
-fn in_netns<F, Fut, T>(ns: &str, f: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-    T: Send + 'static,
-{
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .join()
-    .unwrap()
 }
 
 #[test]

@@ -104,15 +104,7 @@ impl DnsProber {
         let timeout = self.timeout;
         let resolver = self
             .system
-            .get_or_init(|| async move {
-                let mut b = TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
-                let o = b.options_mut();
-                // A cached answer says nothing about whether the resolver works now.
-                o.cache_size = 0;
-                o.timeout = timeout;
-                o.attempts = 1;
-                b.build().map_err(|e| e.to_string())
-            })
+            .get_or_init(|| async move { system_resolver(timeout) })
             .await;
         let resolver = match resolver {
             Ok(r) => r,
@@ -278,6 +270,18 @@ impl Prober for DnsProber {
             }
         })
     }
+}
+
+/// The system's resolver (`/etc/resolv.conf`) as a probe needs it: no cache (a cached
+/// answer says nothing about whether resolution works now, nor how long it takes), one
+/// attempt within the probe's timeout.
+pub(super) fn system_resolver(timeout: std::time::Duration) -> Result<TokioResolver, String> {
+    let mut b = TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
+    let o = b.options_mut();
+    o.cache_size = 0;
+    o.timeout = timeout;
+    o.attempts = 1;
+    b.build().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

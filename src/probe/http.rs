@@ -111,15 +111,7 @@ impl HttpProber {
         let timeout = self.timeout;
         let r = self
             .resolver
-            .get_or_init(|| async move {
-                let mut b = TokioResolver::builder_tokio().map_err(|e| e.to_string())?;
-                let o = b.options_mut();
-                // A cached answer would time the cache, not the resolver.
-                o.cache_size = 0;
-                o.timeout = timeout;
-                o.attempts = 1;
-                b.build().map_err(|e| e.to_string())
-            })
+            .get_or_init(|| async move { super::dns::system_resolver(timeout) })
             .await;
         r.as_ref()
             .map_err(|reason| setup_error(format!("system resolver: {reason}")))

@@ -181,3 +181,41 @@ pub fn promql(base: &str, query: &str) -> Option<Vec<(serde_json::Value, f64)>> 
             .collect(),
     )
 }
+
+/// Reads an HTTP request or response head (up to the blank line); false when the peer
+/// closed or failed first. For the tests' own small HTTP servers.
+pub async fn read_http_head(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// Runs `f` on a thread inside network namespace `ns`, with its own runtime, so that the
+/// sockets it opens live there.
+pub fn in_netns<F, Fut, T>(ns: &str, f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("open netns");
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
+}
