@@ -334,6 +334,98 @@ fn national_blackout_and_service_blocking_are_told_apart() {
     assert_eq!(evs[1].evidence.networks.len(), 2);
 }
 
+/// Services often fail a bin before the network at a blackout's start and come back a
+/// bin after it: neither edge is a service blocking. Services still failing two bins
+/// after the network came back are one, from the network's return on.
+#[test]
+fn a_blackouts_ragged_edges_are_not_service_blocking_but_blocking_after_it_is() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    let world = |eng: &mut Engine, b: i64, net_down: bool, dns_down: bool| {
+        feed_bin(eng, b, &agents, |_, _| net_down, |_| true);
+        for a in agents {
+            for k in 0..3 {
+                eng.ingest(&obs(a, &format!("ns{k}"), 100, Signal::Dns, b, !dns_down));
+            }
+        }
+        close(eng, b);
+    };
+    for b in 0..20 {
+        world(&mut eng, b, false, false);
+    }
+    world(&mut eng, 20, false, true);
+    for b in 21..25 {
+        world(&mut eng, b, true, true);
+    }
+    world(&mut eng, 25, false, true);
+    for b in 26..30 {
+        world(&mut eng, b, false, false);
+    }
+    let kinds = |eng: &Engine, e: EntityKey| -> Vec<EventKind> {
+        eng.events()
+            .filter(|ev| ev.entity == e)
+            .map(|ev| ev.kind)
+            .collect()
+    };
+    assert_eq!(kinds(&eng, country()), vec![EventKind::NationalBlackout]);
+    assert_eq!(kinds(&eng, asn(100)), vec![EventKind::NationalBlackout]);
+    let ev = eng.events().find(|e| e.entity == country()).unwrap();
+    assert_eq!(ev.end, Some(t0() + Duration::seconds(25 * BIN)));
+
+    // The network returns, DNS stays blocked.
+    for b in 30..34 {
+        world(&mut eng, b, true, true);
+    }
+    for b in 34..38 {
+        world(&mut eng, b, false, true);
+    }
+    assert_eq!(
+        kinds(&eng, country()),
+        vec![
+            EventKind::NationalBlackout,
+            EventKind::NationalBlackout,
+            EventKind::ServiceBlocking
+        ]
+    );
+    let blocking = eng.events().last().unwrap();
+    assert_eq!(blocking.kind, EventKind::ServiceBlocking);
+    assert_eq!(blocking.start, t0() + Duration::seconds(34 * BIN));
+    assert_eq!(blocking.evidence.signals, vec![Signal::Dns]);
+    assert!(blocking.is_open());
+}
+
+/// Network signals that were not measured in a bin cannot vouch that the network is up:
+/// services failing then are not a service blocking (a thin network's few targets are
+/// often not all probed within one bin).
+#[test]
+fn services_failing_while_the_network_is_unmeasured_are_not_service_blocking() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    let dns = |eng: &mut Engine, b: i64, ok: bool| {
+        for a in agents {
+            eng.ingest(&control(a, b, true));
+            for k in 0..3 {
+                eng.ingest(&obs(a, &format!("ns{k}"), 100, Signal::Dns, b, ok));
+            }
+        }
+    };
+    for b in 0..20 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        dns(&mut eng, b, true);
+        close(&mut eng, b);
+    }
+    for b in 20..24 {
+        dns(&mut eng, b, false);
+        close(&mut eng, b);
+    }
+    assert_eq!(
+        eng.events().count(),
+        0,
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn inpainting_keeps_the_baseline_through_a_long_outage() {
     let agents = ["a", "b", "c"];

@@ -455,16 +455,27 @@ pub async fn serve(
 }
 
 /// Drives the detector's clock: closes bins as they end, a few times per bin.
+/// Wake-up after a bin's closing instant: `advance` works in whole seconds of the clock.
+const CLOSE_SLACK_MS: i64 = 20;
+
 async fn tick_forever(collector: std::sync::Weak<Collector>) {
     let period = match collector.upgrade() {
         Some(c) => std::time::Duration::from_secs((c.config.detect.bin_secs / 10).clamp(1, 10)),
         None => return,
     };
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_snapshot = tokio::time::Instant::now();
     loop {
-        interval.tick().await;
+        // Wake when the next bin can close (verdicts as soon as the grace allows), and
+        // at least every `period` for late data and snapshots.
+        let wait = match collector.upgrade() {
+            Some(c) => {
+                let now = chrono::Utc::now();
+                let next = c.next_close_at(now) + chrono::Duration::milliseconds(CLOSE_SLACK_MS);
+                (next - now).to_std().unwrap_or_default().min(period)
+            }
+            None => return,
+        };
+        tokio::time::sleep(wait).await;
         let Some(c) = collector.upgrade() else {
             return;
         };

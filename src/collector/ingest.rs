@@ -461,6 +461,12 @@ impl Collector {
     }
 
     /// Lets the detector close the bins that are over at `now`, and records what changed.
+    /// When the detector can next close a bin (see `Engine::next_close_at`).
+    pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let st = self.state.lock().expect("collector state lock");
+        st.engine.next_close_at(now)
+    }
+
     pub fn tick(&self, now: DateTime<Utc>) -> Vec<crate::detect::EventChange> {
         let mut st = self.state.lock().expect("collector state lock");
         let changes = st.engine.advance(now);

@@ -44,6 +44,10 @@ pub const DEFAULT_THROTTLE_RTT_MIN_ADDED_MS: f64 = 10.0;
 /// ... or probe loss on reachable targets at least this much above its baseline.
 pub const DEFAULT_THROTTLE_LOSS_INCREASE: f64 = 0.25;
 pub const DEFAULT_THROTTLE_MIN_BINS: u32 = 2;
+/// Service blocking: services failing while the network is normal for this many bins in
+/// a row before a country's event opens (a network's: at least 2; after a network outage,
+/// whose services often come back a bin later: 2).
+pub const DEFAULT_SERVICE_MIN_BINS: u32 = 1;
 /// National: more than this share of a country's networks (ASNs, regions) are disrupted.
 pub const DEFAULT_NATIONAL_NETWORK_SHARE: f64 = 0.5;
 /// National: at least this share of a country's signals are disrupted.
@@ -82,6 +86,7 @@ pub struct DetectConfig {
     pub throttle_rtt_min_added_ms: f64,
     pub throttle_loss_increase: f64,
     pub throttle_min_bins: u32,
+    pub service_min_bins: u32,
     pub national_network_share: f64,
     pub national_signal_share: f64,
     /// Overrides of `warning_ratio`/`outage_ratio` per signal, e.g. `[detect.signals.dns]`.
@@ -112,6 +117,7 @@ impl Default for DetectConfig {
             throttle_rtt_min_added_ms: DEFAULT_THROTTLE_RTT_MIN_ADDED_MS,
             throttle_loss_increase: DEFAULT_THROTTLE_LOSS_INCREASE,
             throttle_min_bins: DEFAULT_THROTTLE_MIN_BINS,
+            service_min_bins: DEFAULT_SERVICE_MIN_BINS,
             national_network_share: DEFAULT_NATIONAL_NETWORK_SHARE,
             national_signal_share: DEFAULT_NATIONAL_SIGNAL_SHARE,
             signals: BTreeMap::new(),
@@ -162,6 +168,7 @@ impl DetectConfig {
             ("outage_min_bins", self.outage_min_bins),
             ("recovery_min_bins", self.recovery_min_bins),
             ("throttle_min_bins", self.throttle_min_bins),
+            ("service_min_bins", self.service_min_bins),
             ("min_targets", self.min_targets),
         ] {
             if v == 0 {

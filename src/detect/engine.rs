@@ -545,6 +545,14 @@ impl Engine {
         self.stats.values += 1;
     }
 
+    /// The first instant after `now` at which `advance` closes another bin (a bin's end
+    /// plus the grace), so that a caller can wake then instead of polling.
+    pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let bin = self.cfg.bin_secs as i64;
+        let grace = self.cfg.grace_secs as i64;
+        ts(((now.timestamp() - grace).div_euclid(bin) + 1) * bin + grace)
+    }
+
     /// Closes every bin whose end plus `grace_secs` is at or before `now`, re-evaluates
     /// closed bins that received late data, and returns what changed in the events.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<EventChange> {
@@ -905,7 +913,7 @@ impl Engine {
         for agg in &result.aggs {
             self.update_series(bin, agg);
         }
-        let conds = self.conditions();
+        let conds = self.conditions(bin);
         let healthy: Vec<String> = result
             .healthy
             .iter()
@@ -945,6 +953,23 @@ impl Engine {
                             event: ev.clone(),
                         });
                     }
+                }
+                // Services often fail a bin before the network when a blackout begins:
+                // a service blocking of one bin that the network's outage follows was
+                // that outage's first bin.
+                (Some(i), Some((kind, sev)))
+                    if self.events[i].kind == EventKind::ServiceBlocking
+                        && kind.family() == EventKind::Partial.family()
+                        && self.events[i].evidence.bins <= 1 =>
+                {
+                    let ev = &mut self.events[i];
+                    tracing::info!(event = ev.id, entity = %ev.entity, from = %ev.kind, to = %kind, "event is a network outage");
+                    ev.kind = kind;
+                    ev.severity = ev.severity.max(sev);
+                    changes.push(EventChange {
+                        change: ChangeKind::Updated,
+                        event: ev.clone(),
+                    });
                 }
                 (Some(i), Some((kind, sev))) => {
                     self.close_event(e, i, bin, changes);
@@ -1058,14 +1083,15 @@ impl Engine {
     }
 
     /// Per entity: overall state, and the event it calls for.
-    fn conditions(&self) -> BTreeMap<u32, Cond> {
+    fn conditions(&self, bin: i64) -> BTreeMap<u32, Cond> {
         let mut own: BTreeMap<u32, Cond> = BTreeMap::new();
         let mut by_entity: BTreeMap<u32, Vec<(Signal, &SignalSeries)>> = BTreeMap::new();
         for ((e, s), ser) in &self.series {
             by_entity.entry(*e).or_default().push((*s, ser));
         }
         for (e, sigs) in &by_entity {
-            if let Some(c) = self.own_condition(sigs, self.entities[*e as usize].is_country()) {
+            if let Some(c) = self.own_condition(sigs, self.entities[*e as usize].is_country(), bin)
+            {
                 own.insert(*e, c);
             }
         }
@@ -1184,12 +1210,30 @@ impl Engine {
     /// An entity's condition from its own series. On a network or region, service
     /// blocking needs two bins: a few HTTP targets of one network fail together by chance
     /// more often than a country's name servers do.
-    fn own_condition(&self, sigs: &[(Signal, &SignalSeries)], is_country: bool) -> Option<Cond> {
-        let with_verdict: Vec<(Signal, &SignalSeries)> = sigs
+    fn own_condition(
+        &self,
+        sigs: &[(Signal, &SignalSeries)],
+        is_country: bool,
+        bin: i64,
+    ) -> Option<Cond> {
+        let mut with_verdict: Vec<(Signal, &SignalSeries)> = sigs
             .iter()
             .filter(|(_, s)| s.level.tracker.state.is_some())
             .copied()
             .collect();
+        let is_net = |s: Signal| matches!(s, Signal::Icmp | Signal::Tcp);
+        // An entity with network signals judges its network on them only.
+        let has_net = with_verdict.iter().any(|(s, _)| is_net(*s));
+        // Signals measured in this bin vote; one without a value here (its reports still
+        // in flight, e.g. adaptive ICMP blocks that wait several timeouts to say "down")
+        // would vote with its state from before. With none measured (every vantage point
+        // unhealthy), the states from before stand.
+        if with_verdict
+            .iter()
+            .any(|(_, s)| s.level.last_bin == Some(bin))
+        {
+            with_verdict.retain(|(_, s)| s.level.last_bin == Some(bin));
+        }
         let throttled_sigs: Vec<Signal> = sigs
             .iter()
             .filter(|(_, s)| {
@@ -1200,8 +1244,6 @@ impl Engine {
         if with_verdict.is_empty() && throttled_sigs.is_empty() {
             return None;
         }
-        let is_net = |s: Signal| matches!(s, Signal::Icmp | Signal::Tcp);
-        let has_net = with_verdict.iter().any(|(s, _)| is_net(*s));
         let (net_sigs, svc_sigs): (Vec<_>, Vec<_>) = if has_net {
             with_verdict.iter().partition(|(s, _)| is_net(*s))
         } else {
@@ -1218,17 +1260,27 @@ impl Engine {
             Some(st[st.len() / 2])
         };
         let net = combine(&net_sigs);
-        // Service blocking needs the network signals normal in this very bin, not only
-        // in state: a network outage that has not yet lasted its minimum duration makes
-        // services fail first.
-        let net_raw_normal = !net_sigs.is_empty()
-            && net_sigs.iter().all(|(sig, s)| {
-                let warn = self.cfg.thresholds(*sig).0;
-                match (s.level.last_value, s.level.last_baseline) {
-                    (Some(v), Some(b)) => v / b >= warn,
-                    _ => true,
+        // Service blocking: services failing while the network signals are normal, both
+        // for `service_min_bins` bins in a row (a network's few targets: at least 2).
+        // Both runs end in this bin, so they overlap for the shorter of them. Services
+        // that failed with the network (the tail of an outage: they often come back a bin
+        // after it) need two bins from the network's recovery on. A network signal
+        // without a value in this bin cannot vouch for the network.
+        let net_good_run = net_sigs
+            .iter()
+            .map(|(_, s)| {
+                if s.level.last_bin == Some(bin) {
+                    s.level.tracker.good_run
+                } else {
+                    0
                 }
-            });
+            })
+            .min()
+            .unwrap_or(0);
+        let net_good_start = net_sigs
+            .iter()
+            .filter_map(|(_, s)| s.level.tracker.good_start)
+            .max();
         let svc = svc_sigs.iter().map(|(_, s)| s.level.tracker.state()).max();
         let degraded: Vec<(Signal, &SignalSeries)> = with_verdict
             .iter()
@@ -1290,11 +1342,17 @@ impl Engine {
             c.signals = throttled_sigs;
             c.since = since_of(&bad, true);
         } else if let Some(sv) = svc.filter(|s| *s >= State::Warning)
-            && net_raw_normal
-            && (is_country
-                || svc_sigs.iter().any(|(_, s)| {
-                    s.level.tracker.state() != State::Normal && s.level.tracker.bad_run >= 2
-                }))
+            && svc_sigs.iter().any(|(_, s)| {
+                let t = &s.level.tracker;
+                let base = if is_country {
+                    self.cfg.service_min_bins
+                } else {
+                    self.cfg.service_min_bins.max(2)
+                };
+                let tail = t.since.is_some_and(|since| net_good_start > Some(since));
+                let need = if tail { base.max(2) } else { base };
+                t.state() != State::Normal && t.bad_run.min(net_good_run) >= need
+            })
         {
             c.state = State::Warning;
             c.event = Some((EventKind::ServiceBlocking, sv));
@@ -1304,7 +1362,7 @@ impl Engine {
                 .copied()
                 .collect();
             c.signals = bad.iter().map(|(s, _)| *s).collect();
-            c.since = since_of(&bad, false);
+            c.since = since_of(&bad, false).max(net_good_start);
         }
         Some(c)
     }

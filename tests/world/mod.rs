@@ -174,6 +174,17 @@ pub struct Timing {
     pub freshness_secs: u64,
 }
 
+impl Timing {
+    /// The detector's grace after a bin's end (`[detect] grace_secs`): a probe started
+    /// at the end of a bin reports after its timeout and reaches the collector with the
+    /// next upload. A shorter grace judges a bin on its successes (fast) without most of
+    /// its failures (still in flight): a cut is seen a bin late and a service that
+    /// recovers a little slower than the network looks blocked.
+    pub fn grace_secs(&self) -> u64 {
+        self.timeout_ms.div_ceil(1000) + UPLOAD_INTERVAL_SECS
+    }
+}
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {
@@ -284,8 +295,8 @@ pub fn control_network() -> Network {
     }
 }
 
-/// The detector's grace after a bin's end (`[detect] grace_secs`).
-pub const DETECT_GRACE_SECS: u64 = 1;
+/// How often the world's agents upload (`upload_interval_secs`).
+pub const UPLOAD_INTERVAL_SECS: u64 = 1;
 /// RTTs here are tens of microseconds, and a busy 2-core machine triples them at random
 /// (the default factor 3 opened throttling events on untouched countries' DNS); a tbf
 /// queue raises them a thousandfold. Throttling means "far above normal": 20x.

@@ -295,15 +295,15 @@ impl World {
             self.timing.freshness_secs
         );
         // The detector on the world's time scale: one bin per agent round, verdicts after
-        // four bins of normal history, bins closed one second after their end (uploads
-        // every second), late data kept for the whole suite.
+        // four bins of normal history, bins closed when their last probes have reported,
+        // late data kept for the whole suite.
         let _ = writeln!(
             t,
             "\n[detect]\nbin_secs = {r}\ngrace_secs = {g}\nwarmup_secs = {w}\nmin_warmup_bins = 4\n\
              late_window_secs = 900\nrecent_window_secs = 900\nbaseline_window_secs = 3600\n\
              throttle_rtt_factor = {f}",
             r = self.timing.round_secs,
-            g = super::DETECT_GRACE_SECS,
+            g = self.timing.grace_secs(),
             w = self.timing.round_secs * 4,
             f = super::THROTTLE_RTT_FACTOR,
         );
@@ -405,7 +405,7 @@ impl World {
             let conf = self.path(&format!("agent-{}.toml", a.id));
             let text = format!(
                 "agent_id = \"{}\"\ncollector_url = \"{}/\"\ntoken = \"{}\"\nspool_dir = \"{}\"\n\
-                 round_secs = {}\ntimeout_ms = {}\nupload_interval_secs = 1\nconcurrency = 64\n\
+                 round_secs = {}\ntimeout_ms = {}\nupload_interval_secs = {}\nconcurrency = 64\n\
                  allow_reserved = true\n\
                  # Rounds of seconds, not minutes: the per-block politeness cap must allow them.\n\
                  icmp_max_probes_per_block_hour = 100000\n",
@@ -414,7 +414,8 @@ impl World {
                 a.token,
                 self.path(&format!("spool-{}", a.id)).display(),
                 self.timing.round_secs,
-                self.timing.timeout_ms
+                self.timing.timeout_ms,
+                super::UPLOAD_INTERVAL_SECS
             );
             std::fs::write(&conf, text).expect("agent.toml");
             self.agents.insert(a.id.clone(), a.role.clone());
@@ -424,7 +425,7 @@ impl World {
                 &role,
                 &bin,
                 &["run".into(), "--config".into(), conf.display().to_string()],
-                &[("RUST_LOG", "info")],
+                &[("RUST_LOG", "info,blackout::agent=debug")],
             );
         }
     }
