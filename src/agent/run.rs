@@ -483,11 +483,13 @@ mod tests {
     struct Keep(Mutex<Vec<Observation>>);
 
     impl Sink for Keep {
-        fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendResult> {
-            self.0
-                .lock()
-                .unwrap()
-                .extend(batch.observations.iter().cloned());
+        fn send<'a>(
+            &'a self,
+            batch: &'a crate::agent::spool::Outgoing,
+            _: crate::observation::SpoolStatus,
+        ) -> BoxFuture<'a, SendResult> {
+            let b = batch.batch().expect("the spool holds batches");
+            self.0.lock().unwrap().extend(b.observations);
             Box::pin(async { SendResult::Acked })
         }
     }

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use rand::RngExt;
 use reqwest::StatusCode;
 
-use super::spool::Spool;
+use super::spool::{Outgoing, Spool};
 use crate::collector::Collector;
 use crate::collector::ingest::Uploader;
 use crate::observation::{Batch, SpoolStatus};
@@ -30,9 +30,9 @@ pub enum SendResult {
     TooLarge(String),
 }
 
-/// Where batches go.
+/// Where batches go: the oldest spooled batch, with the spool's status as it leaves.
 pub trait Sink: Send + Sync {
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendResult>;
+    fn send<'a>(&'a self, batch: &'a Outgoing, status: SpoolStatus) -> BoxFuture<'a, SendResult>;
 }
 
 /// Uploads to a collector over HTTP(S).
@@ -112,9 +112,13 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 }
 
 impl Sink for HttpSink {
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendResult> {
+    fn send<'a>(&'a self, batch: &'a Outgoing, status: SpoolStatus) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
-            let mut req = self.client.post(self.url.clone()).json(batch);
+            let mut req = self
+                .client
+                .post(self.url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(batch.json(status));
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -148,10 +152,14 @@ impl Sink for HttpSink {
 pub struct InProcessSink(pub Arc<Collector>);
 
 impl Sink for InProcessSink {
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendResult> {
+    fn send<'a>(&'a self, batch: &'a Outgoing, status: SpoolStatus) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
             let c = self.0.clone();
-            let b = batch.clone();
+            let mut b = match batch.batch() {
+                Ok(b) => b,
+                Err(e) => return SendResult::Rejected(format!("not a batch: {e}")),
+            };
+            b.spool = Some(status);
             let r = tokio::task::spawn_blocking(move || {
                 c.ingest(&Uploader::InProcess, b, chrono::Utc::now())
             })
@@ -261,20 +269,15 @@ pub async fn upload_loop(
         }
         let front = {
             let mut s = spool.lock().expect("spool lock");
-            let front = s.front();
+            let front = s.front_outgoing();
             let status = SpoolStatus {
                 observations: s.observations(),
                 dropped_observations: s.dropped_observations(),
             };
-            front.map(|f| {
-                f.map(|(key, mut batch)| {
-                    batch.spool = Some(status);
-                    (key, batch)
-                })
-            })
+            front.map(|f| f.map(|out| (out, status)))
         };
-        let (key, batch) = match front {
-            Ok(Some(kb)) => kb,
+        let (batch, status) = match front {
+            Ok(Some(bs)) => bs,
             Ok(None) => match deadline {
                 Some(_) if flushed.is_cancelled() => return,
                 // The batcher's last flush is bounded by the probe timeout in `run`.
@@ -303,12 +306,12 @@ pub async fn upload_loop(
             }
         };
         let result = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, sink.send(&batch)).await {
+            Some(d) => match tokio::time::timeout_at(d, sink.send(&batch, status)).await {
                 Ok(r) => r,
                 Err(_) => return,
             },
             None => tokio::select! {
-                r = sink.send(&batch) => r,
+                r = sink.send(&batch, status) => r,
                 // Abandoned mid-way: sent again while draining; the collector's dedup
                 // makes that harmless.
                 _ = stop.cancelled() => continue,
@@ -317,24 +320,25 @@ pub async fn upload_loop(
         let delay = match result {
             SendResult::Acked => {
                 backoff.reset();
-                if let Err(e) = spool.lock().expect("spool lock").ack(key) {
+                if let Err(e) = spool.lock().expect("spool lock").ack(batch.key) {
                     tracing::error!(error = %e, "cannot remove an acknowledged batch from the spool");
                 }
-                tracing::debug!(batch = %batch.batch_id, observations = batch.observations.len(), "batch acknowledged");
+                tracing::debug!(batch = %batch.batch_id, observations = batch.observations, "batch acknowledged");
                 continue;
             }
             SendResult::TooLarge(reason) => {
                 let mut sp = spool.lock().expect("spool lock");
-                let r = match split(&batch) {
+                let parts = batch.batch().ok().and_then(|b| split(&b));
+                let r = match parts {
                     Some([a, b]) => {
-                        tracing::warn!(batch = %batch.batch_id, observations = batch.observations.len(), %reason, "collector found the batch too large; splitting it");
+                        tracing::warn!(batch = %batch.batch_id, observations = batch.observations, %reason, "collector found the batch too large; splitting it");
                         sp.requeue(a)
                             .and_then(|_| sp.requeue(b))
-                            .and_then(|_| sp.ack(key))
+                            .and_then(|_| sp.ack(batch.key))
                     }
                     None => {
                         tracing::error!(batch = %batch.batch_id, %reason, "collector refuses even the smallest part of a batch; dropping it");
-                        sp.ack(key)
+                        sp.ack(batch.key)
                     }
                 };
                 if let Err(e) = r {
@@ -343,8 +347,8 @@ pub async fn upload_loop(
                 continue;
             }
             SendResult::Rejected(reason) => {
-                tracing::error!(batch = %batch.batch_id, observations = batch.observations.len(), %reason, "collector rejected a batch; dropping it");
-                if let Err(e) = spool.lock().expect("spool lock").ack(key) {
+                tracing::error!(batch = %batch.batch_id, observations = batch.observations, %reason, "collector rejected a batch; dropping it");
+                if let Err(e) = spool.lock().expect("spool lock").ack(batch.key) {
                     tracing::error!(error = %e, "cannot remove a rejected batch from the spool");
                 }
                 continue;
@@ -372,6 +376,87 @@ pub async fn upload_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes batches of at most `max` observations, answers 413 to larger ones.
+    struct Small {
+        max: usize,
+        got: Mutex<Vec<Batch>>,
+    }
+
+    impl Sink for Small {
+        fn send<'a>(&'a self, out: &'a Outgoing, status: SpoolStatus) -> BoxFuture<'a, SendResult> {
+            let b: Batch = serde_json::from_slice(&out.json(status)).expect("a batch body");
+            let r = if b.observations.len() > self.max {
+                SendResult::TooLarge("413".into())
+            } else {
+                self.got.lock().unwrap().push(b);
+                SendResult::Acked
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_too_large_is_split_until_it_fits_and_nothing_is_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let o: crate::observation::Observation = serde_json::from_str(
+            r#"{"agent":"a","target":"t","country":"KZ","asn":1,"signal":"icmp","measured_at":"2022-01-05T10:30:00Z","ok":true}"#,
+        )
+        .unwrap();
+        let obs: Vec<_> = (0..10)
+            .map(|i| crate::observation::Observation {
+                target: format!("t{i}"),
+                ..o.clone()
+            })
+            .collect();
+        let spool = Arc::new(Mutex::new(Spool::open(d.path(), 1 << 20).unwrap()));
+        spool
+            .lock()
+            .unwrap()
+            .push(Batch {
+                batch_id: "a-1".into(),
+                agent: "a".into(),
+                observations: obs.clone(),
+                spool: None,
+            })
+            .unwrap();
+        let sink = Arc::new(Small {
+            max: 3,
+            got: Mutex::new(Vec::new()),
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flushed = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(upload_loop(
+            spool.clone(),
+            sink.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+            stop.clone(),
+            flushed.clone(),
+        ));
+        for _ in 0..200 {
+            if spool.lock().unwrap().batches() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        flushed.cancel();
+        task.await.unwrap();
+        let got = sink.got.lock().unwrap();
+        let mut targets: Vec<String> = got
+            .iter()
+            .flat_map(|b| b.observations.iter().map(|o| o.target.clone()))
+            .collect();
+        targets.sort();
+        let mut want: Vec<String> = obs.iter().map(|o| o.target.clone()).collect();
+        want.sort();
+        assert_eq!(targets, want);
+        assert!(
+            got.iter()
+                .all(|b| b.observations.len() <= 3 && b.batch_id.starts_with("a-1."))
+        );
+        assert!(got.iter().all(|b| b.spool.is_some()));
+    }
 
     #[test]
     fn backoff_grows_caps_and_resets() {
