@@ -964,7 +964,8 @@ impl EchoEngine {
 #[allow(unsafe_code)]
 mod sockopt {
     //! setsockopt calls socket2 and nix do not offer (ICMP filters) or that must not fail
-    //! silently (a forced receive buffer): the only unsafe code in blackout.
+    //! silently (a forced receive buffer). The only other unsafe code in blackout is one
+    //! `madvise` in `agent::table`.
     use std::os::fd::RawFd;
 
     const SOL_RAW: libc::c_int = 255;
