@@ -290,25 +290,30 @@ fn partial_outage_opens_and_closes_with_the_right_times() {
     );
 }
 
+/// One closed bin of the `feed_bin` world plus three DNS servers (in `dns_asn`).
+fn dns_world_bin(
+    eng: &mut Engine,
+    b: i64,
+    agents: &[&str],
+    dns_asn: u32,
+    net_down: bool,
+    dns_ok: bool,
+) {
+    feed_bin(eng, b, agents, |_, _| net_down, |_| true);
+    for a in agents {
+        for k in 0..3 {
+            eng.ingest(&obs(a, &format!("ns{k}"), dns_asn, Signal::Dns, b, dns_ok));
+        }
+    }
+    close(eng, b);
+}
+
 #[test]
 fn national_blackout_and_service_blocking_are_told_apart() {
     let agents = ["a", "b", "c"];
     let mut eng = Engine::new(DetectConfig::default());
     let world = |eng: &mut Engine, b: i64, all_down: bool, dns_down: bool| {
-        feed_bin(eng, b, &agents, |_, _| all_down, |_| true);
-        for a in agents {
-            for k in 0..3 {
-                eng.ingest(&obs(
-                    a,
-                    &format!("ns{k}"),
-                    0,
-                    Signal::Dns,
-                    b,
-                    !(all_down || dns_down),
-                ));
-            }
-        }
-        close(eng, b);
+        dns_world_bin(eng, b, &agents, 0, all_down, !(all_down || dns_down));
     };
     for b in 0..20 {
         world(&mut eng, b, false, false);
@@ -342,13 +347,7 @@ fn a_blackouts_ragged_edges_are_not_service_blocking_but_blocking_after_it_is() 
     let agents = ["a", "b", "c"];
     let mut eng = Engine::new(DetectConfig::default());
     let world = |eng: &mut Engine, b: i64, net_down: bool, dns_down: bool| {
-        feed_bin(eng, b, &agents, |_, _| net_down, |_| true);
-        for a in agents {
-            for k in 0..3 {
-                eng.ingest(&obs(a, &format!("ns{k}"), 100, Signal::Dns, b, !dns_down));
-            }
-        }
-        close(eng, b);
+        dns_world_bin(eng, b, &agents, 100, net_down, !dns_down);
     };
     for b in 0..20 {
         world(&mut eng, b, false, false);
