@@ -413,10 +413,13 @@ impl TargetTable {
                 measured_at,
             );
         };
+        outcome.observe(agent, self.block_labels(b), Signal::Icmp, measured_at)
+    }
+
+    fn block_labels(&self, b: &Block) -> crate::probe::Labels {
         let l = &self.labels[b.labels as usize];
-        Observation {
-            agent: agent.to_string(),
-            target: BlockId {
+        crate::probe::Labels {
+            id: BlockId {
                 form: &l.id,
                 net: b.net,
             }
@@ -424,15 +427,7 @@ impl TargetTable {
             country: l.country.to_string(),
             asn: l.asn,
             region: l.region.as_deref().map(str::to_string),
-            signal: Signal::Icmp,
             control: l.control,
-            measured_at,
-            ok: outcome.ok,
-            phase: outcome.phase,
-            failure: outcome.failure,
-            rtt_ms: outcome.rtt.map(|d| d.as_secs_f64() * 1000.0),
-            block: outcome.block,
-            timings_ms: outcome.timings.map(|t| t.to_ms()),
         }
     }
 
@@ -443,16 +438,13 @@ impl TargetTable {
             .iter()
             .map(|b| {
                 let l = &self.labels[b.labels as usize];
+                let labels = self.block_labels(b);
                 Target {
-                    id: BlockId {
-                        form: &l.id,
-                        net: b.net,
-                    }
-                    .to_string(),
-                    country: l.country.to_string(),
-                    asn: l.asn,
-                    region: l.region.as_deref().map(str::to_string),
-                    control: l.control,
+                    id: labels.id,
+                    country: labels.country,
+                    asn: labels.asn,
+                    region: labels.region,
+                    control: labels.control,
                     kind: TargetKind::Icmp {
                         block: b.net,
                         hosts: Vec::<IpAddr>::new(),

@@ -101,14 +101,37 @@ impl Outcome {
         target: &Target,
         measured_at: DateTime<Utc>,
     ) -> Observation {
+        self.observe(
+            agent,
+            Labels {
+                id: target.id.clone(),
+                country: target.country.clone(),
+                asn: target.asn,
+                region: target.region.clone(),
+                control: target.control,
+            },
+            target.signal(),
+            measured_at,
+        )
+    }
+
+    /// As [`Outcome::into_observation`], for a target known by its labels only (the
+    /// agent's compact blocks are not [`Target`]s).
+    pub fn observe(
+        self,
+        agent: &str,
+        labels: Labels,
+        signal: Signal,
+        measured_at: DateTime<Utc>,
+    ) -> Observation {
         Observation {
             agent: agent.to_string(),
-            target: target.id.clone(),
-            country: target.country.clone(),
-            asn: target.asn,
-            region: target.region.clone(),
-            signal: target.signal(),
-            control: target.control,
+            target: labels.id,
+            country: labels.country,
+            asn: labels.asn,
+            region: labels.region,
+            signal,
+            control: labels.control,
             measured_at,
             ok: self.ok,
             phase: self.phase,
@@ -118,6 +141,16 @@ impl Outcome {
             timings_ms: self.timings.map(|t| t.to_ms()),
         }
     }
+}
+
+/// What an observation says of its target besides the signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    pub id: String,
+    pub country: String,
+    pub asn: u32,
+    pub region: Option<String>,
+    pub control: bool,
 }
 
 /// Why a probe could not run. Never a network failure.
