@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blackout::catalog::build::{DiscoverSettings, discover_catalog};
-use blackout::catalog::{self, CatalogFile};
+use blackout_tools::catalog::{DiscoverSettings, discover_catalog};
+use blackout_model::catalog::{self, CatalogFile};
 
 fn is_root() -> bool {
     Command::new("id")

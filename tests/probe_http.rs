@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{Failure, Phase};
-use blackout::probe::http::HttpProber;
-use blackout::probe::{Outcome, ProbeSet, ProbeSettings, Prober};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{Failure, Phase};
+use blackout_probe::http::HttpProber;
+use blackout_probe::{Outcome, ProbeSet, ProbeSettings, Prober};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

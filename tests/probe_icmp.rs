@@ -10,10 +10,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{BlockVerdict, Failure, Phase};
-use blackout::probe::icmp::{BLOCK_ENTRY_BYTES, IcmpProber};
-use blackout::probe::{ProbeError, ProbeSet, ProbeSettings};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{BlockVerdict, Failure, Phase};
+use blackout_probe::icmp::{BLOCK_ENTRY_BYTES, IcmpProber};
+use blackout_probe::{ProbeError, ProbeSet, ProbeSettings};
 
 fn settings(timeout_ms: u64) -> ProbeSettings {
     ProbeSettings {

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blackout::observation::Failure;
-use blackout::probe::ProbeSettings;
-use blackout::probe::echo::{EchoEngine, EchoResult, EngineConfig};
-use blackout::probe::icmp::IcmpProber;
+use blackout_model::observation::Failure;
+use blackout_probe::ProbeSettings;
+use blackout_probe::echo::{EchoEngine, EchoResult, EngineConfig};
+use blackout_probe::icmp::IcmpProber;
 
 fn settings(timeout_ms: u64) -> ProbeSettings {
     ProbeSettings {
@@ -26,7 +26,7 @@ fn settings(timeout_ms: u64) -> ProbeSettings {
 fn config(timeout_ms: u64) -> EngineConfig {
     EngineConfig {
         timeout: Duration::from_millis(timeout_ms),
-        recv_buffer: blackout::probe::DEFAULT_ICMP_RECV_BUFFER_BYTES,
+        recv_buffer: blackout_probe::DEFAULT_ICMP_RECV_BUFFER_BYTES,
     }
 }
 

@@ -251,7 +251,7 @@ pub fn start_agent(config: &Path, log: &Path, wrapper: &[&str]) -> Proc {
     };
     cmd.args(["--log-format", "json", "run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info,blackout::agent::spool=debug");
+        .env("RUST_LOG", "info,blackout_agent::spool=debug");
     spawn(cmd, log)
 }
 
