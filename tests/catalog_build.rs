@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use blackout_tools::catalog::{BuildArgs, BuildError, build};
 use blackout_model::catalog::{self, TargetKind};
+use blackout_tools::catalog::{BuildArgs, BuildError, build};
 
 fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
     let p = dir.join(rel);

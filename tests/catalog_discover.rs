@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blackout_tools::catalog::{DiscoverSettings, discover_catalog};
 use blackout_model::catalog::{self, CatalogFile};
+use blackout_tools::catalog::{DiscoverSettings, discover_catalog};
 
 fn is_root() -> bool {
     Command::new("id")

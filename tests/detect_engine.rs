@@ -1,9 +1,7 @@
 //! Engine behaviour: vantage health, quorum, block verdicts, states and events, inpainting,
 //! late data and persistence.
 
-use blackout_detect::{
-    ChangeKind, DetectConfig, Engine, EntityKey, EventKind, State,
-};
+use blackout_detect::{ChangeKind, DetectConfig, Engine, EntityKey, EventKind, State};
 use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 

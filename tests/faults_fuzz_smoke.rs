@@ -14,11 +14,7 @@ use proptest::prelude::*;
 fn collector() -> &'static Collector {
     static C: OnceLock<Collector> = OnceLock::new();
     C.get_or_init(|| {
-        Collector::new(
-            CollectorConfig::default(),
-            blackout::embedded().unwrap(),
-        )
-        .unwrap()
+        Collector::new(CollectorConfig::default(), blackout::embedded().unwrap()).unwrap()
     })
 }
 

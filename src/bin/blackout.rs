@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use blackout_agent::AgentConfig;
 use blackout::InProcessSink;
-use blackout_model::catalog::CatalogFile;
+use blackout_agent::AgentConfig;
 use blackout_collector::{Collector, CollectorConfig};
+use blackout_model::catalog::CatalogFile;
 
 #[derive(Parser)]
 #[command(version, about = "blackout: Internet-shutdown detector")]

@@ -235,7 +235,9 @@ impl World {
                 std::fs::read_to_string(p)
                     .unwrap_or_default()
                     .lines()
-                    .filter_map(|l| serde_json::from_str::<blackout_model::observation::Batch>(l).ok())
+                    .filter_map(|l| {
+                        serde_json::from_str::<blackout_model::observation::Batch>(l).ok()
+                    })
                     .flat_map(|b| b.observations)
                     .collect::<Vec<_>>()
             })

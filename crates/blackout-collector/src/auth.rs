@@ -25,7 +25,10 @@ impl Tokens {
     /// From the configuration's `[agents]`: agent id -> SHA-256 of its token.
     pub fn new(agents: &[(String, [u8; 32])]) -> Tokens {
         Tokens {
-            by_hash: agents.iter().map(|(id, hash)| (*hash, id.clone())).collect(),
+            by_hash: agents
+                .iter()
+                .map(|(id, hash)| (*hash, id.clone()))
+                .collect(),
         }
     }
 

@@ -456,8 +456,10 @@ mod tests {
                                 control: t.control,
                                 measured_at: at,
                                 ok,
-                                phase: (!ok).then_some(blackout_model::observation::Phase::IcmpEcho),
-                                failure: (!ok).then_some(blackout_model::observation::Failure::Timeout),
+                                phase: (!ok)
+                                    .then_some(blackout_model::observation::Phase::IcmpEcho),
+                                failure: (!ok)
+                                    .then_some(blackout_model::observation::Failure::Timeout),
                                 rtt_ms: ok.then_some(30.0),
                                 block: None,
                                 timings_ms: None,
@@ -504,12 +506,19 @@ mod tests {
                 .open_events()
                 .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
                 .collect();
-            let agg = live.state.view.aggregate(now, c.config.freshness_secs as i64);
+            let agg = live
+                .state
+                .view
+                .aggregate(now, c.config.freshness_secs as i64);
             format!(
                 "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{open:?}\n{last:?}\n{counters:?}",
-                agg.country.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                agg.country
+                    .iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
                 agg.asn.iter().collect::<std::collections::BTreeMap<_, _>>(),
-                agg.agent_control.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                agg.agent_control
+                    .iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
                 agg.http_phase_median_seconds
                     .iter()
                     .map(|(k, v)| (k, v.to_bits()))

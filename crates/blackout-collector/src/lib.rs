@@ -26,4 +26,3 @@ pub use facts::{BatchResult, Counters};
 pub use ingest::{Collector, IngestError};
 pub use read::{ReadModel, Scrape};
 pub use state::{SPARK_POINTS, Spark, State};
-

@@ -60,9 +60,7 @@ mod series;
 pub mod sim;
 
 pub use config::{DetectConfig, SignalThresholds};
-pub use engine::{
-    AgentSnapshot, Engine, EngineStats, EntitySnapshot, SignalSnapshot, Snapshot,
-};
+pub use engine::{AgentSnapshot, Engine, EngineStats, EntitySnapshot, SignalSnapshot, Snapshot};
 pub use entity::EntityKey;
 pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence};
 pub use series::State;

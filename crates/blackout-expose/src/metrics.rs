@@ -257,7 +257,11 @@ impl Families {
                 Family::IntGauge(c) => Box::new(c.clone()),
             };
             r.register(c).expect("metric names are unique constants");
-            assert!(out.insert(d.name, f).is_none(), "{} twice in METRICS", d.name);
+            assert!(
+                out.insert(d.name, f).is_none(),
+                "{} twice in METRICS",
+                d.name
+            );
         }
         Families(out)
     }
@@ -406,8 +410,12 @@ impl Metrics {
         }
         for ((agent, signal, phase, failure), n) in &c.observation_failures {
             follow(
-                self.observation_failures
-                    .with_label_values(&[agent.as_str(), signal.as_str(), phase, failure]),
+                self.observation_failures.with_label_values(&[
+                    agent.as_str(),
+                    signal.as_str(),
+                    phase,
+                    failure,
+                ]),
                 *n,
             );
         }
@@ -587,7 +595,12 @@ mod tests {
         for d in METRICS {
             assert!(seen.insert(d.name), "{} twice", d.name);
             assert!(d.name.starts_with("blackout_"), "{}", d.name);
-            assert_eq!(d.kind == Kind::Counter, d.name.ends_with("_total"), "{}", d.name);
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
         }
         let _ = Metrics::new();
     }

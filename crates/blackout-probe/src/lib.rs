@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use blackout_model::catalog::Target;
-use blackout_model::observation::{BlockReport, Failure, HttpTimingsMs, Observation, Phase, Signal};
+use blackout_model::observation::{
+    BlockReport, Failure, HttpTimingsMs, Observation, Phase, Signal,
+};
 
 /// How long each phase of an HTTP(S) probe took: durations (not offsets from the start),
 /// each summed over the redirect hops, as blackbox_exporter sums its

@@ -13,9 +13,9 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use blackout_probe::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 use blackout_model::catalog::{Target, TargetKind, parse_dns_server};
 use blackout_model::observation::{Failure, HttpTimingsMs, Phase, Signal};
+use blackout_probe::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 
 /// A prefix in an ICMP target file expands into its addresses; more than this many in one
 /// file is a typo, not a measurement.

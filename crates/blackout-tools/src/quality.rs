@@ -10,10 +10,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::replay::{SeriesInput, SeriesPoint, replay_series, split_csv_line};
 use blackout_detect::sim::{Scenario, TruthKind};
 use blackout_detect::{DetectConfig, Engine, EntityKey, Event, EventKind};
 use blackout_model::observation::{Observation, Signal};
-use crate::replay::{SeriesInput, SeriesPoint, replay_series, split_csv_line};
 
 /// Arguments of `blackout quality`.
 #[derive(Debug, Clone, clap::Args)]

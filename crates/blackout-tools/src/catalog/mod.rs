@@ -461,7 +461,9 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| format!("AS{asn}"));
-        catalog.network.push(blackout_model::catalog::NetworkEntry { asn, name });
+        catalog
+            .network
+            .push(blackout_model::catalog::NetworkEntry { asn, name });
     }
 
     // Provenance: only the inputs that contributed to this file.

@@ -274,7 +274,11 @@ fn delegated(
             continue;
         }
         let cc = text(f[1]).to_ascii_uppercase();
-        if !blackout_model::observation::is_country_code(&cc) || cc == "ZZ" || cc == "EU" || cc == "AP" {
+        if !blackout_model::observation::is_country_code(&cc)
+            || cc == "ZZ"
+            || cc == "EU"
+            || cc == "AP"
+        {
             continue;
         }
         let start = parse_ipv4(f[3]).ok_or_else(|| {

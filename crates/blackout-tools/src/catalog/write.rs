@@ -205,7 +205,8 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/probes/control.toml"))
                 .unwrap();
         let c = blackout_model::catalog::parse(&text, "control.toml").unwrap();
-        let again = blackout_model::catalog::parse(&render_catalog(&c, &["x".into()]), "rendered").unwrap();
+        let again =
+            blackout_model::catalog::parse(&render_catalog(&c, &["x".into()]), "rendered").unwrap();
         assert_eq!(c, again);
     }
 }
