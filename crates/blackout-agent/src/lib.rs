@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod filter;
+pub mod network;
 pub mod run;
 pub mod schedule;
 pub mod spool;
@@ -9,4 +10,5 @@ pub mod table;
 pub mod upload;
 
 pub use config::AgentConfig;
+pub use network::Network;
 pub use run::{AgentError, run, run_multi};

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::AgentConfig;
 use super::filter::{Refusal, TargetFilter};
+use super::network::Network;
 use super::schedule;
 use super::spool::{Spool, SpoolError};
 use super::table::{BlockStates, Entry, TargetTable};
@@ -237,8 +238,8 @@ type Done = (
 
 /// Probes target `i` of `table` once. A compact block's state is copied out of `states`
 /// and written back when its round is over.
-async fn probe_one(
-    probes: Arc<ProbeSet>,
+async fn probe_one<N: Network>(
+    probes: Arc<N>,
     table: Arc<TargetTable>,
     states: Arc<BlockStates>,
     i: usize,
@@ -251,10 +252,7 @@ async fn probe_one(
             availability,
         } => {
             let mut st = states.get(i);
-            let out = probes
-                .icmp
-                .probe_block_with(&mut st, &id, &net, &[], availability)
-                .await;
+            let out = probes.probe_block(&mut st, &id, &net, availability).await;
             if out.is_ok() {
                 states.set(i, st);
             }
@@ -274,9 +272,27 @@ async fn probe_one(
 /// of the agent's CPU).
 pub async fn run_with_updates(
     cfg: AgentConfig,
+    updates: tokio::sync::watch::Receiver<Arc<TargetTable>>,
+    sinks: Vec<Arc<dyn Sink>>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let settings = ProbeSettings {
+        timeout: cfg.timeout,
+        icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
+        ..ProbeSettings::default()
+    };
+    let probes = Arc::new(ProbeSet::new(&settings).await?);
+    run_on(cfg, updates, sinks, stop, probes).await
+}
+
+/// As [`run_with_updates`], on the network `probes` (the real [`ProbeSet`], or a fake in
+/// tests).
+pub async fn run_on<N: Network>(
+    cfg: AgentConfig,
     mut updates: tokio::sync::watch::Receiver<Arc<TargetTable>>,
     sinks: Vec<Arc<dyn Sink>>,
     stop: CancellationToken,
+    probes: Arc<N>,
 ) -> Result<(), AgentError> {
     let mut table = updates.borrow_and_update().clone();
     let mut spools = Vec::new();
@@ -299,13 +315,7 @@ pub async fn run_with_updates(
         }
         spools.push((Arc::new(Mutex::new(spool)), Arc::new(Notify::new())));
     }
-    let settings = ProbeSettings {
-        timeout: cfg.timeout,
-        icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
-        ..ProbeSettings::default()
-    };
-    let probes = Arc::new(ProbeSet::new(&settings).await?);
-    let mut states = Arc::new(BlockStates::new(&table, None, &probes.icmp));
+    let mut states = Arc::new(BlockStates::new(&table, None, probes.new_block_state()));
     tracing::info!(agent = %cfg.agent_id, targets = table.len(), round_secs = cfg.round.as_secs(), "agent started");
 
     let flushed = CancellationToken::new();
@@ -377,7 +387,7 @@ pub async fn run_with_updates(
             states = Arc::new(BlockStates::new(
                 &new,
                 Some((&table, &states)),
-                &probes.icmp,
+                probes.new_block_state(),
             ));
             table = new;
             tracing::info!(targets = table.len(), "new target list from the collector");
@@ -595,6 +605,143 @@ mod tests {
             }
         }
         assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) >= 20);
+    }
+
+    /// A network in memory: targets whose id ends in `-down` time out at connect; every
+    /// probe is recorded with the (paused) tokio clock.
+    #[derive(Default)]
+    struct FakeNet {
+        calls: Mutex<Vec<(String, Instant)>>,
+    }
+
+    impl Network for FakeNet {
+        fn new_block_state(&self) -> blackout_probe::icmp::BlockState {
+            blackout_probe::icmp::IcmpProber::new(&ProbeSettings::default()).new_block_state()
+        }
+
+        fn probe_block<'a>(
+            &'a self,
+            _: &'a mut blackout_probe::icmp::BlockState,
+            id: &'a (dyn std::fmt::Display + Sync),
+            _: &'a ipnet::IpNet,
+            _: Option<f64>,
+        ) -> BoxFuture<'a, Result<Outcome, ProbeError>> {
+            let id = id.to_string();
+            Box::pin(async move { self.answer(id).await })
+        }
+
+        fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Outcome, ProbeError>> {
+            Box::pin(self.answer(target.id.clone()))
+        }
+    }
+
+    impl FakeNet {
+        async fn answer(&self, id: String) -> Result<Outcome, ProbeError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((id.clone(), Instant::now()));
+            if id.ends_with("-down") {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(Outcome::failed(
+                    blackout_model::observation::Phase::Connect,
+                    blackout_model::observation::Failure::Timeout,
+                ))
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Outcome::ok(Duration::from_millis(20)))
+            }
+        }
+    }
+
+    /// The pacing loop without a network: every target once per round, spread over the
+    /// round, failures become observations with their phase and label.
+    #[tokio::test(start_paused = true)]
+    async fn on_a_fake_network_rounds_probe_every_target_once_spread_over_the_round() {
+        let targets: Vec<Target> = (0..30)
+            .map(|i| {
+                let down = if i % 3 == 0 { "-down" } else { "" };
+                target(
+                    format!("tcp:{i}{down}"),
+                    TargetKind::Tcp {
+                        address: std::net::SocketAddr::from(([192, 0, 2, 1], 443)),
+                    },
+                )
+            })
+            .collect();
+        let n = targets.len();
+        let round = Duration::from_secs(60);
+        let cfg = AgentConfig {
+            round,
+            concurrency: 4,
+            max_probes_per_sec: 1000,
+            timeout: Duration::from_secs(2),
+            upload_interval: Duration::from_millis(100),
+            allow_reserved: true,
+            ..AgentConfig::standalone()
+        };
+        let table = Arc::new(TargetTable::from_targets(targets.clone()).unwrap());
+        let (_keep_tx, rx) = tokio::sync::watch::channel(table);
+        let net = Arc::new(FakeNet::default());
+        let keep = Arc::new(Keep::default());
+        let stop = CancellationToken::new();
+        let t0 = Instant::now();
+        let agent = tokio::spawn(run_on(
+            cfg,
+            rx,
+            vec![keep.clone() as Arc<dyn Sink>],
+            stop.clone(),
+            net.clone(),
+        ));
+        // Two whole rounds and half of a third.
+        tokio::time::sleep(round * 5 / 2).await;
+        stop.cancel();
+        agent.await.unwrap().unwrap();
+
+        let calls = net.calls.lock().unwrap().clone();
+        for r in 0..2u32 {
+            let (from, to) = (t0 + round * r, t0 + round * (r + 1));
+            let in_round: Vec<&(String, Instant)> = calls
+                .iter()
+                .filter(|(_, at)| *at >= from && *at < to)
+                .collect();
+            let ids: HashSet<&str> = in_round.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(in_round.len(), n, "round {r}: {n} probes");
+            assert_eq!(ids.len(), n, "round {r}: every target once");
+            // Spread over the round, not a burst at its start.
+            let first = in_round.iter().map(|(_, at)| *at).min().unwrap();
+            let last = in_round.iter().map(|(_, at)| *at).max().unwrap();
+            assert!(
+                last - first > round / 2,
+                "round {r} took {:?}",
+                last - first
+            );
+            let early = in_round
+                .iter()
+                .filter(|(_, at)| *at < from + round / 10)
+                .count();
+            assert!(
+                early <= n / 3,
+                "round {r}: {early} of {n} in its first tenth"
+            );
+        }
+        let obs = keep.0.lock().unwrap().clone();
+        assert!(obs.len() >= 2 * n, "{} observations", obs.len());
+        for o in &obs {
+            let down = o.target.ends_with("-down");
+            assert_eq!(o.ok, !down, "{o:?}");
+            if down {
+                assert_eq!(o.phase, Some(blackout_model::observation::Phase::Connect));
+                assert_eq!(
+                    o.failure,
+                    Some(blackout_model::observation::Failure::Timeout)
+                );
+            }
+            assert_eq!(
+                (o.country.as_str(), o.asn, o.signal),
+                ("KZ", 1, Signal::Tcp)
+            );
+        }
     }
 
     struct IcmpProberCheck;

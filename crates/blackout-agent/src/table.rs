@@ -24,7 +24,7 @@ use blackout_model::catalog::{
 };
 use blackout_model::observation::{Observation, Signal};
 use blackout_probe::Outcome;
-use blackout_probe::icmp::{BlockState, IcmpProber};
+use blackout_probe::icmp::BlockState;
 
 /// How the id of a block of an entry is written (as `CatalogFile::expand_into` does).
 #[derive(Debug, Clone, PartialEq)]
@@ -502,9 +502,8 @@ impl BlockStates {
     pub fn new(
         table: &TargetTable,
         old: Option<(&TargetTable, &BlockStates)>,
-        prober: &IcmpProber,
+        fresh: BlockState,
     ) -> BlockStates {
-        let fresh = prober.new_block_state();
         let n = table.blocks.len();
         let mut shards: Vec<Vec<BlockState>> = (0..STATE_SHARDS)
             .map(|s| Vec::with_capacity(n / STATE_SHARDS + usize::from(s < n % STATE_SHARDS)))
@@ -712,19 +711,20 @@ asn = 9198
 
     #[test]
     fn block_state_survives_an_update_for_blocks_that_stay() {
-        let prober = IcmpProber::new(&blackout_probe::ProbeSettings::default());
+        let prober =
+            blackout_probe::icmp::IcmpProber::new(&blackout_probe::ProbeSettings::default());
         let none = TargetFilter::new(true, vec![]);
         let a = "country = \"KZ\"\n[[icmp]]\nprefix = \"2.0.0.0/22\"\nasn = 1\n";
         let b = "country = \"KZ\"\n[[icmp]]\nprefix = \"2.0.2.0/23\"\nasn = 1\n[[icmp]]\nprefix = \"1.0.0.0/24\"\nasn = 1\n";
         let (ta, _) = TargetTable::from_catalog(&files(&[a]), &none).unwrap();
-        let sa = BlockStates::new(&ta, None, &prober);
+        let sa = BlockStates::new(&ta, None, prober.new_block_state());
         for i in 0..ta.blocks() {
             let mut st = sa.get(i);
             st.belief = i as f32 / 10.0;
             sa.set(i, st);
         }
         let (tb, _) = TargetTable::from_catalog(&files(&[b]), &none).unwrap();
-        let sb = BlockStates::new(&tb, Some((&ta, &sa)), &prober);
+        let sb = BlockStates::new(&tb, Some((&ta, &sa)), prober.new_block_state());
         let belief = |net: &str| {
             let i = (0..tb.len())
                 .find(|i| tb.id(*i) == format!("icmp:{net}"))
@@ -763,10 +763,11 @@ asn = 9198
                 parse(&text, "x.toml").unwrap()
             })
             .collect();
-        let prober = IcmpProber::new(&blackout_probe::ProbeSettings::default());
+        let prober =
+            blackout_probe::icmp::IcmpProber::new(&blackout_probe::ProbeSettings::default());
         let before = rss();
         let (t, _) = TargetTable::from_catalog(&f, &TargetFilter::new(false, vec![])).unwrap();
-        let s = BlockStates::new(&t, None, &prober);
+        let s = BlockStates::new(&t, None, prober.new_block_state());
         let per_block = (rss() - before) as f64 / t.blocks() as f64;
         eprintln!(
             "{} blocks: {per_block:.0} bytes of RSS per block (table + state)",
