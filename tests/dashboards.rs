@@ -349,9 +349,9 @@ fn exposition_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `blackout_*` string constant in src/expose/names.rs.
+/// Every `blackout_*` string constant in crates/blackout-expose/src/names.rs.
 fn names_rs() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo().join("src/expose/names.rs")).unwrap();
+    let text = std::fs::read_to_string(repo().join("crates/blackout-expose/src/names.rs")).unwrap();
     let mut out = BTreeSet::new();
     for (i, part) in text.split('"').enumerate() {
         if i % 2 == 1 && part.starts_with("blackout_") {

@@ -1,7 +1,7 @@
 //! HTTP(S) probes against real servers on loopback that answer, fail, hang, reset and
 //! loop; HTTPS with a self-signed certificate.
 
-mod common;
+use blackout_test_support as common;
 
 use common::read_http_head;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! and small servers of our own that delay a phase by a known amount, hang in one, or let
 //! no connection in.
 
-mod common;
+use blackout_test_support as common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
