@@ -1,24 +1,37 @@
-//! blackout: an Internet-shutdown detector.
-//!
-//! The module tree follows the data path:
+//! blackout: an Internet-shutdown detector. The crates follow the data path:
 //!
 //! ```text
-//! catalog (targets) -> probe -> observation -> agent (schedule, spool, upload)
-//!   -> collector (ingest, store) -> detect (vantage health, aggregate, baseline,
-//!   state, events) -> expose (Prometheus metrics, status page)
+//! blackout-model (observation, failure vocabulary, catalog format)
+//!   <- blackout-probe <- blackout-agent (schedule, spool, upload)
+//!   <- blackout-detect (pure) <- blackout-collector (ingest, log, state, read model)
+//!   <- blackout-expose (metrics, status page)
+//! blackout-tools (replay, quality, catalog build, ad-hoc probes) and this package (the
+//! binaries and their wiring) on top.
 //! ```
 //!
-//! `detect` is pure: no I/O and no clock. Time is passed in, so the same engine runs
-//! live in the collector, offline in `replay`, and under the simulator in tests.
+//! This package holds what only the binaries need: the catalogs compiled in, the
+//! in-process sink of `standalone`, the server that merges the collector's and the
+//! exposition's routes, and log set-up.
 
-pub mod agent;
-pub mod catalog;
-pub mod collector;
-pub mod detect;
-pub mod expose;
+pub mod embedded;
 pub mod logging;
-pub mod observation;
-pub mod probe;
-pub mod replay;
+pub mod standalone;
 
-pub use observation::{Batch, Failure, Observation, Phase, Signal};
+use std::sync::Arc;
+
+use blackout_collector::Collector;
+
+pub use embedded::{embedded, embedded_names};
+pub use standalone::InProcessSink;
+
+/// Serves the collector's API and the exposition (`/metrics`, the status page) on
+/// `listener` until `shutdown` resolves (see [`blackout_collector::serve`]).
+pub async fn serve(
+    collector: Arc<Collector>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = blackout_collector::router(collector.clone())
+        .merge(blackout_expose::router(collector.read_model()));
+    blackout_collector::serve(collector, app, listener, shutdown).await
+}

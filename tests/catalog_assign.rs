@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use blackout::catalog::assign::{agents_for, assign, assign_ids};
-use blackout::catalog::{Target, TargetKind};
+use blackout_collector::assign::{agents_for, assign, assign_ids};
+use blackout_model::catalog::{Target, TargetKind};
 use proptest::prelude::*;
 
 fn targets(n: usize, controls: usize) -> Vec<Target> {

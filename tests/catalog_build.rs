@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use blackout::catalog::build::{BuildArgs, BuildError, build};
-use blackout::catalog::{self, TargetKind};
+use blackout_model::catalog::{self, TargetKind};
+use blackout_tools::catalog::{BuildArgs, BuildError, build};
 
 fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
     let p = dir.join(rel);
@@ -189,7 +189,7 @@ fn sampling_caps_blocks_per_as_and_says_so() {
     let of = |asn| {
         targets
             .iter()
-            .filter(|t| t.asn == asn && t.signal() == blackout::Signal::Icmp)
+            .filter(|t| t.asn == asn && t.signal() == blackout_model::Signal::Icmp)
             .count()
     };
     assert_eq!((of(64500), of(64501), of(64502)), (2, 1, 1));

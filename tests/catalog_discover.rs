@@ -2,20 +2,15 @@
 //! namespace where only 10.77.1.16/28 of 10.77.1.0/24 answers. Needs root (raw ICMP
 //! sockets, namespaces); skips with a message otherwise.
 
+use blackout_test_support::is_root;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use blackout::catalog::build::{DiscoverSettings, discover_catalog};
-use blackout::catalog::{self, CatalogFile};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use blackout_model::catalog::{self, CatalogFile};
+use blackout_tools::catalog::{DiscoverSettings, discover_catalog};
 
 fn settings(keep_silent: bool) -> DiscoverSettings {
     DiscoverSettings {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use blackout::expose::names;
+use blackout_expose::names;
 use hickory_proto::op::Message;
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
@@ -349,9 +349,9 @@ fn exposition_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Every `blackout_*` string constant in src/expose/names.rs.
+/// Every `blackout_*` string constant in crates/blackout-expose/src/names.rs.
 fn names_rs() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo().join("src/expose/names.rs")).unwrap();
+    let text = std::fs::read_to_string(repo().join("crates/blackout-expose/src/names.rs")).unwrap();
     let mut out = BTreeSet::new();
     for (i, part) in text.split('"').enumerate() {
         if i % 2 == 1 && part.starts_with("blackout_") {

@@ -1,10 +1,8 @@
 //! Engine behaviour: vantage health, quorum, block verdicts, states and events, inpainting,
 //! late data and persistence.
 
-use blackout::detect::{
-    ChangeKind, DetectConfig, Engine, EntityKey, EventKind, PersistedState, State,
-};
-use blackout::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
+use blackout_detect::{ChangeKind, DetectConfig, Engine, EntityKey, EventKind, State};
+use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 const BIN: i64 = 300;
@@ -53,7 +51,7 @@ fn control(agent: &str, bin: i64, ok: bool) -> Observation {
 }
 
 /// Close every bin up to and including `bin`.
-fn close(eng: &mut Engine, bin: i64) -> Vec<blackout::detect::EventChange> {
+fn close(eng: &mut Engine, bin: i64) -> Vec<blackout_detect::EventChange> {
     eng.advance(t0() + Duration::seconds((bin + 1) * BIN + 30))
 }
 
@@ -548,9 +546,11 @@ fn state_survives_a_restart() {
         feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
         close(&mut eng, b);
     }
-    let saved = serde_json::to_string(&eng.save_state()).unwrap();
-    let restored: PersistedState = serde_json::from_str(&saved).unwrap();
-    let mut back = Engine::restore(cfg, restored);
+    // As the collector's snapshot does: the whole engine, in postcard, settings put back.
+    let saved = postcard::to_stdvec(&eng).unwrap();
+    let mut back = postcard::from_bytes::<Engine>(&saved)
+        .unwrap()
+        .with_config(cfg);
     assert_eq!(
         back.events().cloned().collect::<Vec<_>>(),
         eng.events().cloned().collect::<Vec<_>>()

@@ -1,7 +1,7 @@
 //! `blackout replay` inputs: signals CSV, IODA JSON, observation JSON Lines.
 
-use blackout::detect::{DetectConfig, EntityKey, EventKind};
-use blackout::replay::{
+use blackout_detect::{DetectConfig, EntityKey, EventKind};
+use blackout_tools::replay::{
     infer_bin_secs, read_ioda, read_observations, read_signals_csv, replay_series,
 };
 use std::io::Write;

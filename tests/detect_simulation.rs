@@ -1,8 +1,8 @@
 //! A seeded simulation against ground truth: the quality goals as a regression
 //! test (the full run is `blackout quality`, see QUALITY.md).
 
-use blackout::detect::DetectConfig;
-use blackout::detect::quality::simulate;
+use blackout_detect::DetectConfig;
+use blackout_tools::quality::simulate;
 
 #[test]
 fn simulated_scenarios_meet_the_quality_goals() {

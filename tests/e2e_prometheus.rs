@@ -4,7 +4,7 @@
 //! reachable shares that the servers' set-up implies, and promtool must accept the
 //! exposition.
 
-mod common;
+use blackout_test_support as common;
 
 use std::io::Write;
 use std::path::Path;

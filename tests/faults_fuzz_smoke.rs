@@ -6,19 +6,15 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use blackout::collector::ingest::Uploader;
-use blackout::collector::{Collector, CollectorConfig};
-use blackout::observation::Batch;
+use blackout_collector::Uploader;
+use blackout_collector::{Collector, CollectorConfig};
+use blackout_model::observation::Batch;
 use proptest::prelude::*;
 
 fn collector() -> &'static Collector {
     static C: OnceLock<Collector> = OnceLock::new();
     C.get_or_init(|| {
-        Collector::new(
-            CollectorConfig::default(),
-            blackout::catalog::embedded().unwrap(),
-        )
-        .unwrap()
+        Collector::new(CollectorConfig::default(), blackout::embedded().unwrap()).unwrap()
     })
 }
 
@@ -41,13 +37,13 @@ fn config_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = blackout::collector::CollectorConfig::parse(text, Path::new("fuzz.toml")) {
+    if let Err(e) = blackout_collector::CollectorConfig::parse(text, Path::new("fuzz.toml")) {
         assert!(e.to_string().starts_with("fuzz.toml: "));
     }
-    if let Err(e) = blackout::agent::AgentConfig::parse(text, Path::new("fuzz.toml")) {
+    if let Err(e) = blackout_agent::AgentConfig::parse(text, Path::new("fuzz.toml")) {
         assert!(e.to_string().starts_with("fuzz.toml: "));
     }
-    if let Ok(file) = blackout::catalog::parse(text, "fuzz.toml") {
+    if let Ok(file) = blackout_model::catalog::parse(text, "fuzz.toml") {
         // expand() has no size limit: a /0 of /48 blocks would exhaust memory (a known
         // finding, reported), so only modest catalogs are expanded here.
         let blocks: f64 = file
@@ -60,7 +56,7 @@ fn config_parse(data: &[u8]) {
             })
             .sum();
         if blocks <= 100_000.0 {
-            let _ = blackout::catalog::expand(&[file]);
+            let _ = blackout_model::catalog::expand(&[file]);
         }
     }
 }

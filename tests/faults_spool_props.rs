@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use blackout::agent::spool::Spool;
-use blackout::observation::{Batch, Observation};
+use blackout_agent::spool::Spool;
+use blackout_model::observation::{Batch, Observation};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use blackout::catalog::{DnsServer, Target, TargetKind};
-use blackout::observation::{Failure, Phase};
-use blackout::probe::{Outcome, ProbeSet, ProbeSettings};
+use blackout_model::catalog::{DnsServer, Target, TargetKind};
+use blackout_model::observation::{Failure, Phase};
+use blackout_probe::{Outcome, ProbeSet, ProbeSettings};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};

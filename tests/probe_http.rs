@@ -1,17 +1,17 @@
 //! HTTP(S) probes against real servers on loopback that answer, fail, hang, reset and
 //! loop; HTTPS with a self-signed certificate.
 
-mod common;
+use blackout_test_support as common;
 
 use common::read_http_head;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{Failure, Phase};
-use blackout::probe::http::HttpProber;
-use blackout::probe::{Outcome, ProbeSet, ProbeSettings, Prober};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{Failure, Phase};
+use blackout_probe::http::HttpProber;
+use blackout_probe::{Outcome, ProbeSet, ProbeSettings, Prober};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -3,7 +3,7 @@
 //! and small servers of our own that delay a phase by a known amount, hang in one, or let
 //! no connection in.
 
-mod common;
+use blackout_test_support as common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,10 +11,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{Failure, Phase};
-use blackout::probe::http::HttpProber;
-use blackout::probe::{HttpTimings, Outcome, ProbeSettings, Prober};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{Failure, Phase};
+use blackout_probe::http::HttpProber;
+use blackout_probe::{HttpTimings, Outcome, ProbeSettings, Prober};
 use common::{Proc, free_port, read_http_head, require, wait_for};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

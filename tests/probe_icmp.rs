@@ -2,7 +2,9 @@
 //! block probing against blocks in network namespaces where only some addresses answer,
 //! and one that goes dark.
 
-mod common;
+use blackout_test_support::is_root;
+
+use blackout_test_support as common;
 
 use common::in_netns;
 use std::net::IpAddr;
@@ -10,25 +12,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{BlockVerdict, Failure, Phase};
-use blackout::probe::icmp::{BLOCK_ENTRY_BYTES, IcmpProber};
-use blackout::probe::{ProbeError, ProbeSet, ProbeSettings};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{BlockVerdict, Failure, Phase};
+use blackout_probe::icmp::{BLOCK_ENTRY_BYTES, IcmpProber};
+use blackout_probe::{ProbeError, ProbeSet, ProbeSettings};
 
 fn settings(timeout_ms: u64) -> ProbeSettings {
     ProbeSettings {
         timeout: Duration::from_millis(timeout_ms),
         ..ProbeSettings::default()
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn block_target(block: &str, hosts: &[&str], availability: Option<f64>) -> Target {

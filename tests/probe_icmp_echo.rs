@@ -2,7 +2,9 @@
 //! ::1 answer), and network namespaces for what loopback cannot do: echoes nobody
 //! answers, routers that answer with ICMP errors, and forged foreign and stale replies.
 
-mod common;
+use blackout_test_support::is_root;
+
+use blackout_test_support as common;
 
 use common::in_netns;
 use std::io::Read;
@@ -11,10 +13,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blackout::observation::Failure;
-use blackout::probe::ProbeSettings;
-use blackout::probe::echo::{EchoEngine, EchoResult, EngineConfig};
-use blackout::probe::icmp::IcmpProber;
+use blackout_model::observation::Failure;
+use blackout_probe::ProbeSettings;
+use blackout_probe::echo::{EchoEngine, EchoResult, EngineConfig};
+use blackout_probe::icmp::IcmpProber;
 
 fn settings(timeout_ms: u64) -> ProbeSettings {
     ProbeSettings {
@@ -26,17 +28,8 @@ fn settings(timeout_ms: u64) -> ProbeSettings {
 fn config(timeout_ms: u64) -> EngineConfig {
     EngineConfig {
         timeout: Duration::from_millis(timeout_ms),
-        recv_buffer: blackout::probe::DEFAULT_ICMP_RECV_BUFFER_BYTES,
+        recv_buffer: blackout_probe::DEFAULT_ICMP_RECV_BUFFER_BYTES,
     }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn open(v4: bool, timeout_ms: u64) -> Option<EchoEngine> {

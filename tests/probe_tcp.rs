@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use blackout::catalog::{Target, TargetKind};
-use blackout::observation::{Failure, Phase};
-use blackout::probe::{ProbeError, ProbeSet, ProbeSettings, Prober};
+use blackout_model::catalog::{Target, TargetKind};
+use blackout_model::observation::{Failure, Phase};
+use blackout_probe::{ProbeError, ProbeSet, ProbeSettings, Prober};
 
 fn target(address: std::net::SocketAddr) -> Target {
     Target {

@@ -10,7 +10,7 @@ mod world;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use blackout::expose::names;
+use blackout_expose::names;
 use world::observe::{Event, Metrics};
 use world::{World, try_run};
 
@@ -679,7 +679,7 @@ fn national_blackout(s: &mut Suite) -> Row {
         // 5 echoes unanswered, the 6th answered after the restore, stamped "up" inside the
         // cut). Only probes that ended before the restore tell whether the cut held.
         let timeout = chrono::Duration::milliseconds(s.w.timing.timeout_ms as i64);
-        let ended_before_restore = |o: &&blackout::observation::Observation| {
+        let ended_before_restore = |o: &&blackout_model::observation::Observation| {
             let echoes = o.block.as_ref().map_or(1, |b| b.probes.max(1)) as i32;
             o.measured_at + timeout * echoes + chrono::Duration::seconds(1) < cut_to
         };

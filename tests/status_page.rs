@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use blackout::expose::status_page::{
+use blackout_expose::status_page::{
     self, CountryStatus, EventView, Evidence, SignalSeries, Status, StatusView,
 };
 

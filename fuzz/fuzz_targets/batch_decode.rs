@@ -4,9 +4,9 @@
 
 use std::sync::OnceLock;
 
-use blackout::collector::ingest::Uploader;
-use blackout::collector::{Collector, CollectorConfig};
-use blackout::observation::Batch;
+use blackout_collector::Uploader;
+use blackout_collector::{Collector, CollectorConfig};
+use blackout_model::observation::Batch;
 use libfuzzer_sys::fuzz_target;
 
 fn collector() -> &'static Collector {
@@ -14,7 +14,7 @@ fn collector() -> &'static Collector {
     C.get_or_init(|| {
         Collector::new(
             CollectorConfig::default(),
-            blackout::catalog::embedded().expect("embedded catalogs parse"),
+            blackout::embedded().expect("embedded catalogs parse"),
         )
         .expect("collector without state")
     })

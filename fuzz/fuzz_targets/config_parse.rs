@@ -10,13 +10,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = blackout::collector::CollectorConfig::parse(text, Path::new("fuzz.toml")) {
+    if let Err(e) = blackout_collector::CollectorConfig::parse(text, Path::new("fuzz.toml")) {
         assert!(e.to_string().starts_with("fuzz.toml: "));
     }
-    if let Err(e) = blackout::agent::AgentConfig::parse(text, Path::new("fuzz.toml")) {
+    if let Err(e) = blackout_agent::AgentConfig::parse(text, Path::new("fuzz.toml")) {
         assert!(e.to_string().starts_with("fuzz.toml: "));
     }
-    if let Ok(file) = blackout::catalog::parse(text, "fuzz.toml") {
+    if let Ok(file) = blackout_model::catalog::parse(text, "fuzz.toml") {
         // expand() has no size limit: a /0 of /48 blocks would exhaust memory (a known
         // finding, reported), so only modest catalogs are expanded here.
         let blocks: f64 = file
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             })
             .sum();
         if blocks <= 100_000.0 {
-            let _ = blackout::catalog::expand(&[file]);
+            let _ = blackout_model::catalog::expand(&[file]);
         }
     }
 });

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use blackout::agent::AgentConfig;
-use blackout::agent::upload::{HttpSink, collector_client};
+use blackout_agent::AgentConfig;
+use blackout_agent::upload::{HttpSink, collector_client};
 
 #[derive(Parser)]
 #[command(version, about = "blackout probe agent")]
@@ -28,7 +28,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Probe targets once each and print one JSON line per target (like fping).
-    Probe(blackout::probe::adhoc::ProbeArgs),
+    Probe(blackout_tools::adhoc::ProbeArgs),
 }
 
 fn main() -> Result<()> {
@@ -37,7 +37,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Probe(args) => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            Ok(rt.block_on(blackout::probe::adhoc::run(&args))?)
+            Ok(rt.block_on(blackout_tools::adhoc::run(&args))?)
         }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
@@ -72,7 +72,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
         .context("collector_url is required")?;
     let client = collector_client(cfg.ca_file.as_deref(), std::time::Duration::from_secs(30))?;
     // One spool and one upload loop per collector (side-by-side collectors).
-    let mut sinks: Vec<Arc<dyn blackout::agent::upload::Sink>> = Vec::new();
+    let mut sinks: Vec<Arc<dyn blackout_agent::upload::Sink>> = Vec::new();
     for u in &cfg.collector_urls {
         sinks.push(Arc::new(HttpSink::new(
             u,
@@ -83,12 +83,12 @@ async fn run(cfg: AgentConfig) -> Result<()> {
     if !cfg.catalog.is_empty() {
         let mut files = Vec::new();
         for p in &cfg.catalog {
-            files.extend(blackout::catalog::load_path(p)?);
+            files.extend(blackout_model::catalog::load_path(p)?);
         }
-        let table = blackout::agent::run::select_table(&cfg, &files)?;
+        let table = blackout_agent::run::select_table(&cfg, &files)?;
         drop(files);
         let (_keep, rx) = tokio::sync::watch::channel(Arc::new(table));
-        blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+        blackout_agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
         return Ok(());
     }
     // The collector hands out this agent's share and rebalances it over time.
@@ -109,7 +109,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
                 stop.clone(),
             );
             async move {
-                blackout::agent::run::fetch_catalog(&client, &url, &id, token.as_deref(), &stop)
+                blackout_agent::run::fetch_catalog(&client, &url, &id, token.as_deref(), &stop)
                     .await
             }
         }
@@ -117,7 +117,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
     let Some(mut files) = fetch().await else {
         return Ok(());
     };
-    let table = blackout::agent::run::select_table(&cfg, &files)?;
+    let table = blackout_agent::run::select_table(&cfg, &files)?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(table));
     {
         let (cfg, stop) = (cfg.clone(), stop.clone());
@@ -133,7 +133,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
                 if new == files {
                     continue;
                 }
-                match blackout::agent::run::select_table(&cfg, &new) {
+                match blackout_agent::run::select_table(&cfg, &new) {
                     Ok(t) => {
                         files = new;
                         let _ = tx.send(Arc::new(t));
@@ -145,6 +145,6 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             }
         });
     }
-    blackout::agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+    blackout_agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
     Ok(())
 }

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use blackout::agent::AgentConfig;
-use blackout::agent::upload::InProcessSink;
-use blackout::catalog::CatalogFile;
-use blackout::collector::{Collector, CollectorConfig};
+use blackout::InProcessSink;
+use blackout_agent::AgentConfig;
+use blackout_collector::{Collector, CollectorConfig};
+use blackout_model::catalog::CatalogFile;
 
 #[derive(Parser)]
 #[command(version, about = "blackout: Internet-shutdown detector")]
@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(long)]
         catalog: Vec<PathBuf>,
         /// Seconds in which every target is probed once.
-        #[arg(long, default_value_t = blackout::agent::config::DEFAULT_ROUND_SECS)]
+        #[arg(long, default_value_t = blackout_agent::config::DEFAULT_ROUND_SECS)]
         round_secs: u64,
         /// Keep accepted observations here (survives restarts).
         #[arg(long)]
@@ -57,12 +57,12 @@ enum Cmd {
         allow_reserved: bool,
     },
     /// Run the detector over recorded data and print events as JSON Lines.
-    Replay(blackout::replay::ReplayArgs),
+    Replay(blackout_tools::replay::ReplayArgs),
     /// Measure detection quality (precision, recall, delay) on real and simulated data.
-    Quality(blackout::detect::quality::QualityArgs),
+    Quality(blackout_tools::quality::QualityArgs),
     /// Build target catalogs from public registry data.
     #[command(subcommand)]
-    Catalog(blackout::catalog::build::CatalogCommand),
+    Catalog(blackout_tools::catalog::CatalogCommand),
     /// Validate configuration and catalog files, and say what is wrong and where.
     CheckConfig {
         #[arg(long)]
@@ -76,11 +76,11 @@ enum Cmd {
 
 fn load_catalogs(paths: &[PathBuf]) -> Result<Vec<CatalogFile>> {
     if paths.is_empty() {
-        return Ok(blackout::catalog::embedded()?);
+        return Ok(blackout::embedded()?);
     }
     let mut files = Vec::new();
     for p in paths {
-        files.extend(blackout::catalog::load_path(p)?);
+        files.extend(blackout_model::catalog::load_path(p)?);
     }
     Ok(files)
 }
@@ -106,7 +106,7 @@ async fn run_collector(cfg: CollectorConfig) -> Result<()> {
     tracing::info!(%listen, targets = collector.targets.len(), agents = collector.config.agents.len(), "collector listening");
     let stop = CancellationToken::new();
     tokio::spawn(shutdown_signal(stop.clone()));
-    blackout::collector::serve(collector, listener, stop.cancelled_owned()).await?;
+    blackout::serve(collector, listener, stop.cancelled_owned()).await?;
     Ok(())
 }
 
@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
             agent.round = std::time::Duration::from_secs(round_secs);
             agent.allow_reserved = allow_reserved;
             agent.spool_dir = spool_dir;
-            let targets = blackout::agent::run::select_targets(&agent, &files)?;
+            let targets = blackout_agent::run::select_targets(&agent, &files)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -181,14 +181,14 @@ async fn main() -> Result<()> {
             let stop = CancellationToken::new();
             tokio::spawn(shutdown_signal(stop.clone()));
             let sink = Arc::new(InProcessSink(collector.clone()));
-            let agent_task = tokio::spawn(blackout::agent::run(agent, targets, sink, stop.clone()));
-            blackout::collector::serve(collector, listener, stop.clone().cancelled_owned()).await?;
+            let agent_task = tokio::spawn(blackout_agent::run(agent, targets, sink, stop.clone()));
+            blackout::serve(collector, listener, stop.clone().cancelled_owned()).await?;
             agent_task.await??;
             Ok(())
         }
-        Cmd::Replay(args) => Ok(blackout::replay::run(&args)?),
-        Cmd::Quality(args) => Ok(blackout::detect::quality::run(&args)?),
-        Cmd::Catalog(cmd) => Ok(blackout::catalog::build::run(&cmd)?),
+        Cmd::Replay(args) => Ok(blackout_tools::replay::run(&args)?),
+        Cmd::Quality(args) => Ok(blackout_tools::quality::run(&args)?),
+        Cmd::Catalog(cmd) => Ok(blackout_tools::catalog::run(&cmd)?),
         Cmd::CheckConfig {
             collector,
             agent,
@@ -212,8 +212,8 @@ async fn main() -> Result<()> {
                 println!("{}: ok (agent {})", p.display(), c.agent_id);
             }
             for p in catalog {
-                let files = blackout::catalog::load_path(&p)?;
-                let targets = blackout::catalog::expand(&files)?;
+                let files = blackout_model::catalog::load_path(&p)?;
+                let targets = blackout_model::catalog::expand(&files)?;
                 println!(
                     "{}: ok ({} files, {} targets)",
                     p.display(),

@@ -9,22 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_blackout");
 pub const AGENT: &str = env!("CARGO_BIN_EXE_blackout-agent");
 
 pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+    blackout_test_support::token_hash(s)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Not every test binary that includes this module uses all of them.
+#[allow(unused_imports)]
+pub use blackout_test_support::{free_port, is_root, wait_until};
 
 /// TCP targets on loopback: the first `open` accept connections (a thread accepts and
 /// closes), the others are refused. Returns the catalog text (country KZ, AS 64500).
@@ -251,7 +245,7 @@ pub fn start_agent(config: &Path, log: &Path, wrapper: &[&str]) -> Proc {
     };
     cmd.args(["--log-format", "json", "run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "info,blackout::agent::spool=debug");
+        .env("RUST_LOG", "info,blackout_agent::spool=debug");
     spawn(cmd, log)
 }
 
@@ -365,19 +359,4 @@ pub fn assert_log_exactly_once(c: &CollectorSetup) -> u64 {
         }
     }
     n
-}
-
-pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < within, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }

@@ -212,7 +212,7 @@ impl World {
     }
 
     /// Every observation the collector has durably accepted (its observation log).
-    pub fn accepted_observations(&self) -> Vec<blackout::observation::Observation> {
+    pub fn accepted_observations(&self) -> Vec<blackout_model::observation::Observation> {
         // One file per UTC day (`observations-YYYY-MM-DD.jsonl`, with retention), or the
         // single `observations.jsonl` of older builds: read them all, oldest first.
         let mut files: Vec<_> = std::fs::read_dir(self.path("collector-state"))
@@ -235,7 +235,9 @@ impl World {
                 std::fs::read_to_string(p)
                     .unwrap_or_default()
                     .lines()
-                    .filter_map(|l| serde_json::from_str::<blackout::observation::Batch>(l).ok())
+                    .filter_map(|l| {
+                        serde_json::from_str::<blackout_model::observation::Batch>(l).ok()
+                    })
                     .flat_map(|b| b.observations)
                     .collect::<Vec<_>>()
             })

@@ -425,7 +425,7 @@ impl World {
                 &role,
                 &bin,
                 &["run".into(), "--config".into(), conf.display().to_string()],
-                &[("RUST_LOG", "info,blackout::agent=debug")],
+                &[("RUST_LOG", "info,blackout_agent=debug")],
             );
         }
     }

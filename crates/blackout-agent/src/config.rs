@@ -1,0 +1,334 @@
+//! The agent's configuration file (`agent.toml`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default time in which every target is probed once.
+pub const DEFAULT_ROUND_SECS: u64 = 300;
+/// Default deadline of one probe.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Default number of probes in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 512;
+/// Default global pacing cap.
+pub const DEFAULT_MAX_PROBES_PER_SEC: u32 = 2_000;
+/// Default wait between uploads.
+pub const DEFAULT_UPLOAD_INTERVAL_SECS: u64 = 5;
+/// Default largest batch.
+pub const DEFAULT_BATCH_MAX: usize = 5_000;
+/// Default period of re-fetching a catalog from the collector.
+pub const DEFAULT_CATALOG_REFRESH_SECS: u64 = 600;
+/// Default threads of the agent's runtime: one paces 7,000 ICMP probes/s with room to
+/// spare, and a second only adds cross-thread wake-ups (a quarter more CPU, measured by
+/// `bench/sustained.sh`). More help agents with many HTTPS targets (TLS handshakes).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// Default disk cap of the spool (the oldest batches are dropped beyond it).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentConfig {
+    agent_id: String,
+    /// Base URL of the collector, e.g. `https://collector.example:9797`.
+    collector_url: Option<String>,
+    /// More collectors to upload the same observations to (scale-out, HA): each gets
+    /// its own spool, so one collector's outage delays only its own copy.
+    #[serde(default)]
+    collector_urls: Vec<String>,
+    /// The agent's bearer token, or a file holding it (preferred: keeps secrets out of
+    /// config files that get shared).
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust for the collector's TLS.
+    ca_file: Option<PathBuf>,
+    /// Catalog files or directories; empty: fetch the catalog from the collector.
+    #[serde(default)]
+    catalog: Vec<PathBuf>,
+    /// How often a catalog fetched from the collector is fetched again.
+    catalog_refresh_secs: Option<u64>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+    round_secs: Option<u64>,
+    timeout_ms: Option<u64>,
+    concurrency: Option<usize>,
+    max_probes_per_sec: Option<u32>,
+    upload_interval_secs: Option<u64>,
+    batch_max: Option<usize>,
+    /// Threads that run probes, batching and upload.
+    worker_threads: Option<usize>,
+    /// Politeness: at most this many ICMP echoes reach one block in any hour.
+    icmp_max_probes_per_block_hour: Option<u32>,
+    /// Probe private, reserved and bogon ranges (labs and tests only).
+    #[serde(default)]
+    allow_reserved: bool,
+    /// Prefixes never probed (operators who asked to be left alone).
+    #[serde(default)]
+    opt_out: Vec<IpNet>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub agent_id: String,
+    pub collector_url: Option<reqwest::Url>,
+    /// Every collector to upload to: `collector_url` first, then `collector_urls`.
+    pub collector_urls: Vec<reqwest::Url>,
+    pub token: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub catalog: Vec<PathBuf>,
+    pub catalog_refresh: Duration,
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+    pub round: Duration,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub max_probes_per_sec: u32,
+    pub upload_interval: Duration,
+    pub batch_max: usize,
+    pub worker_threads: usize,
+    pub icmp_max_probes_per_block_hour: u32,
+    pub allow_reserved: bool,
+    pub opt_out: Vec<IpNet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    /// The configuration of the agent inside `blackout standalone`.
+    pub fn standalone() -> AgentConfig {
+        AgentConfig {
+            agent_id: "standalone".into(),
+            collector_url: None,
+            collector_urls: Vec::new(),
+            token: None,
+            ca_file: None,
+            catalog: Vec::new(),
+            catalog_refresh: Duration::from_secs(DEFAULT_CATALOG_REFRESH_SECS),
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            round: Duration::from_secs(DEFAULT_ROUND_SECS),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            concurrency: DEFAULT_CONCURRENCY,
+            max_probes_per_sec: DEFAULT_MAX_PROBES_PER_SEC,
+            upload_interval: Duration::from_secs(DEFAULT_UPLOAD_INTERVAL_SECS),
+            batch_max: DEFAULT_BATCH_MAX,
+            worker_threads: DEFAULT_WORKER_THREADS,
+            icmp_max_probes_per_block_hour: blackout_probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
+            allow_reserved: false,
+            opt_out: Vec::new(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let invalid = |message: String| AgentConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawAgentConfig =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        if raw.agent_id.is_empty()
+            || raw.agent_id.len() > 128
+            || !raw
+                .agent_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(format!(
+                "key `agent_id`: {:?} must be 1 to 128 of [A-Za-z0-9._-]",
+                raw.agent_id
+            )));
+        }
+        let parse_url = |key: &str, u: &str| {
+            let url =
+                reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "key `{key}`: {u:?} must be http:// or https://"
+                )));
+            }
+            Ok(url)
+        };
+        let collector_url = match &raw.collector_url {
+            Some(u) => Some(parse_url("collector_url", u)?),
+            None => None,
+        };
+        let mut collector_urls: Vec<reqwest::Url> = collector_url.iter().cloned().collect();
+        for u in &raw.collector_urls {
+            let url = parse_url("collector_urls", u)?;
+            if collector_urls.contains(&url) {
+                return Err(invalid(format!(
+                    "key `collector_urls`: {u:?} is listed twice"
+                )));
+            }
+            collector_urls.push(url);
+        }
+        let token = match (&raw.token, &raw.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "keys `token` and `token_file`: give only one".into(),
+                ));
+            }
+            (Some(t), None) => Some(t.trim().to_string()),
+            (None, Some(f)) => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let f = base.join(f);
+                let t = std::fs::read_to_string(&f)
+                    .map_err(|e| invalid(format!("key `token_file`: {}: {e}", f.display())))?;
+                Some(t.trim().to_string())
+            }
+            (None, None) => None,
+        };
+        if collector_url.is_none() && !collector_urls.is_empty() {
+            return Err(invalid(
+                "key `collector_urls`: give `collector_url` (the first collector) too".into(),
+            ));
+        }
+        if collector_url.is_none() {
+            return Err(invalid(
+                "key `collector_url`: required (where to upload)".into(),
+            ));
+        }
+        if token.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("key `token`: must not be empty".into()));
+        }
+        let d = AgentConfig::standalone();
+        let nonzero = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(invalid(format!("key `{key}`: must be greater than 0"))),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        // Paths in the file are relative to the file, as a reader of it expects.
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(AgentConfig {
+            agent_id: raw.agent_id,
+            collector_url,
+            collector_urls,
+            token,
+            ca_file: raw.ca_file.map(|p| base.join(p)),
+            catalog: raw.catalog.iter().map(|p| base.join(p)).collect(),
+            catalog_refresh: Duration::from_secs(nonzero(
+                "catalog_refresh_secs",
+                raw.catalog_refresh_secs,
+                DEFAULT_CATALOG_REFRESH_SECS,
+            )?),
+            spool_dir: raw.spool_dir.map(|p| base.join(p)),
+            spool_max_bytes: nonzero("spool_max_bytes", raw.spool_max_bytes, d.spool_max_bytes)?,
+            round: Duration::from_secs(nonzero("round_secs", raw.round_secs, DEFAULT_ROUND_SECS)?),
+            timeout: Duration::from_millis(nonzero(
+                "timeout_ms",
+                raw.timeout_ms,
+                DEFAULT_TIMEOUT_MS,
+            )?),
+            concurrency: nonzero(
+                "concurrency",
+                raw.concurrency.map(|v| v as u64),
+                DEFAULT_CONCURRENCY as u64,
+            )? as usize,
+            max_probes_per_sec: nonzero(
+                "max_probes_per_sec",
+                raw.max_probes_per_sec.map(u64::from),
+                DEFAULT_MAX_PROBES_PER_SEC as u64,
+            )? as u32,
+            upload_interval: Duration::from_secs(nonzero(
+                "upload_interval_secs",
+                raw.upload_interval_secs,
+                DEFAULT_UPLOAD_INTERVAL_SECS,
+            )?),
+            batch_max: nonzero(
+                "batch_max",
+                raw.batch_max.map(|v| v as u64),
+                DEFAULT_BATCH_MAX as u64,
+            )? as usize,
+            worker_threads: match raw.worker_threads {
+                Some(n @ 1..=256) => n,
+                Some(n) => {
+                    return Err(invalid(format!(
+                        "key `worker_threads`: {n} must be between 1 and 256"
+                    )));
+                }
+                None => DEFAULT_WORKER_THREADS,
+            },
+            icmp_max_probes_per_block_hour: nonzero(
+                "icmp_max_probes_per_block_hour",
+                raw.icmp_max_probes_per_block_hour.map(u64::from),
+                blackout_probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR as u64,
+            )? as u32,
+            allow_reserved: raw.allow_reserved,
+            opt_out: raw.opt_out,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_key_and_line() {
+        let p = Path::new("/etc/blackout/agent.toml");
+        let ok = "agent_id = \"a1\"\ncollector_url = \"http://127.0.0.1:9797\"\n";
+        let cases = [
+            (
+                "agent_id = \"a b\"\ncollector_url = \"http://x\"\n",
+                "key `agent_id`",
+            ),
+            (
+                "agent_id = \"a\"\ncollector_url = \"ftp://x\"\n",
+                "key `collector_url`",
+            ),
+            ("agent_id = \"a\"\n", "key `collector_url`: required"),
+            (&format!("{ok}round_secs = 0\n"), "key `round_secs`"),
+            (&format!("{ok}round_sec = 10\n"), "line 3"),
+            (
+                &format!("{ok}worker_threads = 0\n"),
+                "key `worker_threads`: 0 must be between 1 and 256",
+            ),
+            (&format!("{ok}opt_out = [\"300.0.0.0/8\"]\n"), "line 3"),
+            (
+                &format!("{ok}token = \"x\"\ntoken_file = \"t\"\n"),
+                "only one",
+            ),
+            (
+                &format!("{ok}collector_urls = [\"http://127.0.0.1:9797\"]\n"),
+                "key `collector_urls`: \"http://127.0.0.1:9797\" is listed twice",
+            ),
+            (
+                &format!("{ok}collector_urls = [\"udp://x\"]\n"),
+                "key `collector_urls`",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = AgentConfig::parse(text, p).unwrap_err().to_string();
+            assert!(e.starts_with("/etc/blackout/agent.toml: "), "{e}");
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
+        let c = AgentConfig::parse(&format!("{ok}catalog = [\"probes\"]\n"), p).unwrap();
+        assert_eq!(c.catalog, vec![PathBuf::from("/etc/blackout/probes")]);
+        assert_eq!(c.round, Duration::from_secs(DEFAULT_ROUND_SECS));
+        assert_eq!(c.collector_urls.len(), 1);
+        let c = AgentConfig::parse(&format!("{ok}collector_urls = [\"https://b:9797/\"]\n"), p)
+            .unwrap();
+        assert_eq!(c.collector_urls.len(), 2);
+        assert_eq!(c.collector_urls[1].as_str(), "https://b:9797/");
+    }
+}

@@ -1,0 +1,28 @@
+//! The collector: ingest (HTTP API, authentication, validation, dedup), the durable log,
+//! the state and its snapshots, fleet assignment, and the read model the exposition
+//! reads. It knows nothing of Prometheus or HTML: `blackout-expose` renders the read
+//! model.
+
+pub mod api;
+pub mod assign;
+pub mod auth;
+pub mod config;
+pub mod dedup;
+pub mod facts;
+pub mod ingest;
+pub mod log;
+pub mod queries;
+pub mod read;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+pub mod tls;
+pub mod validate;
+
+pub use api::{router, serve};
+pub use auth::Uploader;
+pub use config::CollectorConfig;
+pub use facts::{BatchResult, Counters};
+pub use ingest::{Collector, IngestError};
+pub use read::{ReadModel, Scrape};
+pub use state::{SPARK_POINTS, Spark, State};

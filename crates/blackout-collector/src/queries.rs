@@ -1,0 +1,73 @@
+//! Questions the API and the agents ask of the collector: the catalog an agent should
+//! probe (fleet assignment), the detector's verdicts, the events.
+
+use std::collections::BTreeMap;
+
+use blackout_detect::{Event, Snapshot};
+use blackout_model::catalog::{CatalogFile, Target};
+use blackout_model::observation::Signal;
+use chrono::{DateTime, Utc};
+
+use crate::ingest::Collector;
+use crate::state::Spark;
+
+impl Collector {
+    /// The catalog an agent should probe: its share under fleet assignment (`assign_k`),
+    /// or everything. The fleet is the agents heard from within `agent_timeout_secs`, plus
+    /// the one asking, so shares rebalance as agents come and go.
+    pub fn catalog_for(&self, agent: Option<&str>, now: DateTime<Utc>) -> Vec<CatalogFile> {
+        let (Some(k), Some(agent)) = (self.config.assign_k, agent) else {
+            return self.catalog_files.clone();
+        };
+        let mut fleet: Vec<String> = {
+            let live = self.lock();
+            let oldest = now - chrono::Duration::seconds(self.config.agent_timeout_secs as i64);
+            live.state
+                .last_report
+                .iter()
+                .filter(|(_, t)| **t >= oldest)
+                .map(|(a, _)| a.clone())
+                .collect()
+        };
+        if !fleet.iter().any(|a| a == agent) {
+            fleet.push(agent.to_string());
+        }
+        let share = crate::assign::assign(&self.targets, &fleet, k);
+        let mine: Vec<&Target> = share
+            .get(agent)
+            .map(|idx| idx.iter().map(|i| &self.targets[*i]).collect())
+            .unwrap_or_default();
+        blackout_model::catalog::to_files(&mine)
+    }
+
+    /// The detector's view after the last tick.
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().verdicts.clone()
+    }
+
+    /// Events, newest first; only open ones if `open_only`; at most `limit`.
+    pub fn events(&self, open_only: bool, country: Option<&str>, limit: usize) -> Vec<Event> {
+        let live = self.lock();
+        let mut v: Vec<Event> = live
+            .state
+            .engine
+            .events()
+            .filter(|e| !open_only || e.is_open())
+            .filter(|e| country.is_none_or(|c| e.entity.country() == c))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Sparkline history per (country, signal).
+    pub fn sparks(&self) -> BTreeMap<(String, Signal), Spark> {
+        self.lock().state.sparks.clone()
+    }
+
+    /// Number of targets with at least one reading.
+    pub fn targets_seen(&self) -> usize {
+        self.lock().state.view.target_count()
+    }
+}

@@ -1,0 +1,107 @@
+//! The read model: what the exposition (metrics, status page) may see of the collector.
+//! A read-only view; renderers never reach into the collector's state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use blackout_detect::{Event, Snapshot};
+use blackout_model::catalog::CatalogFile;
+use blackout_model::observation::Signal;
+use chrono::{DateTime, Utc};
+
+use crate::facts::Counters;
+use crate::ingest::Collector;
+use crate::state::Spark;
+use crate::store::LatestAggregate;
+
+/// A read-only handle on a collector, for the exposition.
+#[derive(Clone)]
+pub struct ReadModel {
+    collector: Arc<Collector>,
+}
+
+/// What a scrape needs, taken at one instant under the collector's lock.
+#[derive(Debug)]
+pub struct Scrape {
+    /// The latest round as measured, within `freshness_secs`.
+    pub latest: LatestAggregate,
+    /// The detector's view after the last tick.
+    pub verdicts: Snapshot,
+    /// (country, kind) of every open event.
+    pub open_events: Vec<(String, &'static str)>,
+    /// When each agent's last batch was accepted.
+    pub last_report: HashMap<String, DateTime<Utc>>,
+    pub counters: Counters,
+}
+
+impl ReadModel {
+    pub fn new(collector: Arc<Collector>) -> ReadModel {
+        ReadModel { collector }
+    }
+
+    /// The catalog files the collector serves (countries, their names, controls).
+    pub fn catalog_files(&self) -> &[CatalogFile] {
+        &self.collector.catalog_files
+    }
+
+    /// How much history the detector needs before its first verdict.
+    pub fn warmup_secs(&self) -> u64 {
+        self.collector.config.detect.warmup_secs
+    }
+
+    /// The detector's view after the last tick.
+    pub fn verdicts(&self) -> Snapshot {
+        self.collector.snapshot()
+    }
+
+    /// Events, newest first; only open ones if `open_only`; at most `limit`.
+    pub fn events(&self, open_only: bool, country: Option<&str>, limit: usize) -> Vec<Event> {
+        self.collector.events(open_only, country, limit)
+    }
+
+    /// Sparkline history per (country, signal).
+    pub fn sparks(&self) -> BTreeMap<(String, Signal), Spark> {
+        self.collector.sparks()
+    }
+
+    /// The counters alone.
+    pub fn counters(&self) -> Counters {
+        self.collector.facts().clone()
+    }
+
+    /// Everything a metrics scrape reads, consistent with itself.
+    pub fn scrape(&self, now: DateTime<Utc>) -> Scrape {
+        let c = &self.collector;
+        let (latest, verdicts, open_events, last_report) = {
+            let live = c.lock();
+            let open = live
+                .state
+                .engine
+                .open_events()
+                .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
+                .collect();
+            (
+                live.state
+                    .view
+                    .aggregate(now, c.config.freshness_secs as i64),
+                live.verdicts.clone(),
+                open,
+                live.state.last_report.clone(),
+            )
+        };
+        Scrape {
+            latest,
+            verdicts,
+            open_events,
+            last_report,
+            counters: c.facts().clone(),
+        }
+    }
+}
+
+impl Collector {
+    /// The read model of this collector.
+    pub fn read_model(self: &Arc<Self>) -> ReadModel {
+        ReadModel::new(self.clone())
+    }
+}

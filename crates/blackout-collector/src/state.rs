@@ -1,0 +1,138 @@
+//! The collector's state and how a batch and the clock change it. [`State`] is the one
+//! shape of it: what the live collector holds and what a snapshot saves.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use blackout_detect::{ChangeKind, Engine, EntityKey, EventChange, Snapshot};
+use blackout_model::observation::{Batch, Signal};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::dedup::SeenBatches;
+use crate::facts::Counters;
+use crate::store::LatestView;
+
+/// Points of a country signal's history kept for the status page's sparklines.
+pub const SPARK_POINTS: usize = 288;
+
+/// (bin end in Unix seconds, value, baseline) of one (country, signal).
+pub type Spark = VecDeque<(i64, Option<f64>, Option<f64>)>;
+
+/// Everything the collector learned from the batches it accepted. A snapshot saves this
+/// (see [`crate::snapshot`]); the log can rebuild it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct State {
+    pub engine: Engine,
+    pub view: LatestView,
+    pub seen_batches: SeenBatches,
+    /// When each agent's last batch was accepted.
+    pub last_report: HashMap<String, DateTime<Utc>>,
+    pub sparks: BTreeMap<(String, Signal), Spark>,
+    /// Each agent's last reported count of dropped observations, to turn its reports
+    /// (which restart from 0 with the agent) into a counter.
+    pub spool_dropped: HashMap<String, u64>,
+}
+
+impl State {
+    pub fn new(engine: Engine) -> State {
+        State {
+            engine,
+            view: LatestView::default(),
+            seen_batches: SeenBatches::default(),
+            last_report: HashMap::new(),
+            sparks: BTreeMap::new(),
+            spool_dropped: HashMap::new(),
+        }
+    }
+
+    /// Applies an accepted (or replayed) batch.
+    pub fn apply(&mut self, batch: &Batch, facts: &mut Counters) {
+        self.seen_batches.insert(batch);
+        for o in &batch.observations {
+            self.view.record(o);
+            self.engine.ingest(o);
+        }
+        facts.observations(batch);
+        if let Some(s) = batch.spool {
+            facts.agent_spool_observations.insert(
+                batch.agent.clone(),
+                s.observations.min(i64::MAX as u64) as i64,
+            );
+            let last = self
+                .spool_dropped
+                .insert(batch.agent.clone(), s.dropped_observations);
+            // Below the last report: the agent restarted and counts from zero again.
+            let added = match last {
+                Some(l) if s.dropped_observations >= l => s.dropped_observations - l,
+                _ => s.dropped_observations,
+            };
+            *facts
+                .agent_spool_dropped
+                .entry(batch.agent.clone())
+                .or_default() += added;
+        }
+    }
+
+    /// Lets the detector close the bins that are over at `now`; logs and counts the
+    /// events that changed, and extends the sparklines when a bin closed. `verdicts` is
+    /// the detector's view after the previous tick; it is replaced by the new one.
+    pub fn tick(
+        &mut self,
+        now: DateTime<Utc>,
+        verdicts: &mut Snapshot,
+        facts: &mut Counters,
+    ) -> Vec<EventChange> {
+        let changes = self.engine.advance(now);
+        for c in &changes {
+            let e = &c.event;
+            if c.change == ChangeKind::Opened {
+                *facts
+                    .events_opened
+                    .entry((e.entity.country().to_string(), e.kind.as_str()))
+                    .or_default() += 1;
+            }
+            log_change(c);
+        }
+        let snap = self.engine.snapshot();
+        if snap.at != verdicts.at
+            && let Some(at) = snap.at
+        {
+            for ent in &snap.entities {
+                let EntityKey::Country(cc) = &ent.entity else {
+                    continue;
+                };
+                for sig in &ent.signals {
+                    let q = self.sparks.entry((cc.clone(), sig.signal)).or_default();
+                    if q.len() == SPARK_POINTS {
+                        q.pop_front();
+                    }
+                    q.push_back((at.timestamp(), sig.value, sig.baseline));
+                }
+            }
+        }
+        *verdicts = snap;
+        changes
+    }
+}
+
+/// Event changes are for the operator: opened and closed at WARN.
+fn log_change(c: &EventChange) {
+    let e = &c.event;
+    let fields = (
+        e.id,
+        e.entity.to_string(),
+        e.kind.as_str(),
+        e.start.to_rfc3339(),
+    );
+    match c.change {
+        ChangeKind::Opened => {
+            tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, start = %fields.3, severity = ?e.severity, "outage event opened")
+        }
+        ChangeKind::Updated => {
+            tracing::info!(id = fields.0, entity = %fields.1, kind = fields.2, severity = ?e.severity, "outage event updated")
+        }
+        ChangeKind::Closed => {
+            tracing::warn!(id = fields.0, entity = %fields.1, kind = fields.2, end = ?e.end, "outage event closed")
+        }
+    }
+}

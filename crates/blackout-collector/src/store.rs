@@ -1,0 +1,389 @@
+//! The latest view: each target's most recent reading from each agent.
+//!
+//! It answers "what does the fleet see right now" for the raw reachability metrics;
+//! verdicts over time come from `detect`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use blackout_model::observation::{HttpTimingsMs, Observation, Signal};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Reading {
+    agent: u32,
+    measured_at: i64,
+    ok: bool,
+    rtt_ms: f32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TargetLatest {
+    country: String,
+    asn: u32,
+    signal: Signal,
+    control: bool,
+    readings: Vec<Reading>,
+    /// HTTP targets: each agent's phase durations (ms, NaN = absent) of its reading above.
+    /// Kept apart from `Reading` so the millions of ICMP readings do not pay for them.
+    phases: Vec<(u32, [f32; 4])>,
+}
+
+/// Aggregate of one (country, signal) or (country, asn, signal) over fresh readings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Share {
+    /// Targets with at least one fresh reading from a healthy agent.
+    pub targets: u64,
+    /// Of those, targets that at least half of the agents reached.
+    pub reachable: u64,
+    /// Median RTT of successful readings, in seconds.
+    pub rtt_median_seconds: Option<f64>,
+}
+
+impl Share {
+    pub fn ratio(&self) -> Option<f64> {
+        (self.targets > 0).then(|| self.reachable as f64 / self.targets as f64)
+    }
+}
+
+/// The latest view aggregated at one instant.
+#[derive(Debug, Default)]
+pub struct LatestAggregate {
+    pub country: HashMap<(String, Signal), Share>,
+    pub asn: HashMap<(String, u32, Signal), Share>,
+    /// Per agent: share of its fresh control readings that succeeded (None: no controls).
+    pub agent_control: HashMap<String, Option<f64>>,
+    /// Per (country, phase of [`HttpTimingsMs::PHASES`]): median duration in seconds over
+    /// the successful fresh HTTP readings that timed the phase.
+    pub http_phase_median_seconds: HashMap<(String, &'static str), f64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LatestView {
+    agents: Vec<String>,
+    agent_index: HashMap<String, u32>,
+    targets: HashMap<String, TargetLatest>,
+}
+
+/// Below this share of successful control probes an agent is taken to be cut off itself.
+pub const HEALTHY_CONTROL_SHARE: f64 = 0.5;
+
+impl LatestView {
+    pub fn record(&mut self, o: &Observation) {
+        let agent = match self.agent_index.get(&o.agent) {
+            Some(i) => *i,
+            None => {
+                let i = self.agents.len() as u32;
+                self.agents.push(o.agent.clone());
+                self.agent_index.insert(o.agent.clone(), i);
+                i
+            }
+        };
+        let t = self
+            .targets
+            .entry(o.target.clone())
+            .or_insert_with(|| TargetLatest {
+                country: o.country.clone(),
+                asn: o.asn,
+                signal: o.signal,
+                control: o.control,
+                readings: Vec::with_capacity(1),
+                phases: Vec::new(),
+            });
+        let r = Reading {
+            agent,
+            measured_at: o.measured_at.timestamp(),
+            ok: o.ok,
+            rtt_ms: o.rtt_ms.unwrap_or(0.0) as f32,
+        };
+        let newest = match t.readings.iter_mut().find(|x| x.agent == agent) {
+            // A late upload must not overwrite a newer reading.
+            Some(x) if x.measured_at <= r.measured_at => {
+                *x = r;
+                true
+            }
+            Some(_) => false,
+            None => {
+                t.readings.push(r);
+                true
+            }
+        };
+        if newest {
+            let phases = o
+                .timings_ms
+                .map(|tm| tm.values().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+            let i = t.phases.iter().position(|(a, _)| *a == agent);
+            match (i, phases) {
+                (Some(i), Some(p)) => t.phases[i].1 = p,
+                (Some(i), None) => {
+                    t.phases.swap_remove(i);
+                }
+                (None, Some(p)) => t.phases.push((agent, p)),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Aggregates readings no older than `max_age_secs` at `now`.
+    pub fn aggregate(&self, now: DateTime<Utc>, max_age_secs: i64) -> LatestAggregate {
+        let oldest = now.timestamp() - max_age_secs;
+        let mut out = LatestAggregate::default();
+        let mut control = vec![(0u64, 0u64); self.agents.len()];
+        for t in self.targets.values().filter(|t| t.control) {
+            for r in t.readings.iter().filter(|r| r.measured_at >= oldest) {
+                let c = &mut control[r.agent as usize];
+                c.0 += r.ok as u64;
+                c.1 += 1;
+            }
+        }
+        let healthy: Vec<bool> = control
+            .iter()
+            .map(|(ok, n)| *n == 0 || (*ok as f64 / *n as f64) >= HEALTHY_CONTROL_SHARE)
+            .collect();
+        for (i, name) in self.agents.iter().enumerate() {
+            let (ok, n) = control[i];
+            out.agent_control
+                .insert(name.clone(), (n > 0).then(|| ok as f64 / n as f64));
+        }
+        let mut rtts: HashMap<(String, Signal), Vec<f32>> = HashMap::new();
+        let mut asn_rtts: HashMap<(String, u32, Signal), Vec<f32>> = HashMap::new();
+        let mut phases: HashMap<(String, usize), Vec<f32>> = HashMap::new();
+        for t in self.targets.values().filter(|t| !t.control) {
+            let (mut ok, mut n) = (0u32, 0u32);
+            for r in t.readings.iter() {
+                if r.measured_at < oldest || !healthy[r.agent as usize] {
+                    continue;
+                }
+                n += 1;
+                if r.ok {
+                    ok += 1;
+                    rtts.entry((t.country.clone(), t.signal))
+                        .or_default()
+                        .push(r.rtt_ms);
+                    if t.asn != 0 {
+                        asn_rtts
+                            .entry((t.country.clone(), t.asn, t.signal))
+                            .or_default()
+                            .push(r.rtt_ms);
+                    }
+                    if let Some((_, p)) = t.phases.iter().find(|(a, _)| *a == r.agent) {
+                        for (i, v) in p.iter().enumerate().filter(|(_, v)| !v.is_nan()) {
+                            phases.entry((t.country.clone(), i)).or_default().push(*v);
+                        }
+                    }
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            let up = ok * 2 >= n;
+            let c = out
+                .country
+                .entry((t.country.clone(), t.signal))
+                .or_default();
+            c.targets += 1;
+            c.reachable += up as u64;
+            if t.asn != 0 {
+                let a = out
+                    .asn
+                    .entry((t.country.clone(), t.asn, t.signal))
+                    .or_default();
+                a.targets += 1;
+                a.reachable += up as u64;
+            }
+        }
+        for (k, v) in rtts.iter_mut() {
+            if let Some(s) = out.country.get_mut(k) {
+                s.rtt_median_seconds = median_ms(v).map(|m| m / 1000.0);
+            }
+        }
+        for (k, v) in asn_rtts.iter_mut() {
+            if let Some(s) = out.asn.get_mut(k) {
+                s.rtt_median_seconds = median_ms(v).map(|m| m / 1000.0);
+            }
+        }
+        for ((country, i), mut v) in phases {
+            if let Some(m) = median_ms(&mut v) {
+                out.http_phase_median_seconds
+                    .insert((country, HttpTimingsMs::PHASES[i]), m / 1000.0);
+            }
+        }
+        out
+    }
+
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+}
+
+fn median_ms(v: &mut [f32]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
+    Some(*m as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(agent: &str, target: &str, country: &str, asn: u32, ok: bool, at: i64) -> Observation {
+        Observation {
+            agent: agent.into(),
+            target: target.into(),
+            country: country.into(),
+            asn,
+            region: None,
+            signal: Signal::Icmp,
+            control: country == "ZZ",
+            measured_at: DateTime::from_timestamp(at, 0).unwrap(),
+            ok,
+            phase: None,
+            failure: None,
+            rtt_ms: ok.then_some(10.0),
+            block: None,
+            timings_ms: None,
+        }
+    }
+
+    #[test]
+    fn agent_without_its_own_connectivity_is_ignored() {
+        let mut v = LatestView::default();
+        // a1 is healthy and sees KZ up; a2 lost its uplink: controls and targets fail.
+        v.record(&obs("a1", "c", "ZZ", 1, true, 100));
+        v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
+        v.record(&obs("a2", "c", "ZZ", 1, false, 100));
+        v.record(&obs("a2", "t1", "KZ", 9198, false, 100));
+        v.record(&obs("a2", "t2", "KZ", 9198, false, 100));
+        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let kz = &a.country[&("KZ".to_string(), Signal::Icmp)];
+        assert_eq!((kz.targets, kz.reachable), (1, 1));
+        assert_eq!(a.agent_control["a2"], Some(0.0));
+    }
+
+    fn http(
+        agent: &str,
+        target: &str,
+        ok: bool,
+        at: i64,
+        phases_ms: [Option<f64>; 4],
+    ) -> Observation {
+        let [resolve, connect, tls, first_byte] = phases_ms;
+        Observation {
+            signal: Signal::Http,
+            timings_ms: Some(HttpTimingsMs {
+                resolve,
+                connect,
+                tls,
+                first_byte,
+            }),
+            ..obs(agent, target, "KZ", 9198, ok, at)
+        }
+    }
+
+    #[test]
+    fn http_phases_are_medians_of_successful_fresh_readings() {
+        let mut v = LatestView::default();
+        v.record(&http(
+            "a1",
+            "h1",
+            true,
+            100,
+            [Some(4.0), Some(1.0), Some(10.0), Some(20.0)],
+        ));
+        v.record(&http(
+            "a1",
+            "h2",
+            true,
+            100,
+            [None, Some(3.0), Some(30.0), Some(40.0)],
+        ));
+        v.record(&http(
+            "a1",
+            "h3",
+            true,
+            100,
+            [None, Some(2.0), None, Some(60.0)],
+        ));
+        // A failed probe's phases do not count; nor do stale readings.
+        v.record(&http(
+            "a1",
+            "h4",
+            false,
+            100,
+            [None, Some(500.0), None, None],
+        ));
+        v.record(&http(
+            "a1",
+            "h5",
+            true,
+            10,
+            [None, Some(900.0), None, Some(900.0)],
+        ));
+        // A late upload with other phases does not replace the newer reading's.
+        v.record(&http(
+            "a1",
+            "h3",
+            true,
+            50,
+            [None, Some(700.0), None, Some(700.0)],
+        ));
+        // An ICMP reading of the same country has no phases.
+        v.record(&obs("a1", "i1", "KZ", 9198, true, 100));
+        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let got = |p: &'static str| {
+            a.http_phase_median_seconds
+                .get(&("KZ".to_string(), p))
+                .copied()
+        };
+        assert_eq!(got("resolve"), Some(0.004));
+        assert_eq!(got("connect"), Some(0.002));
+        assert_eq!(got("tls"), Some(0.03));
+        assert_eq!(got("first_byte"), Some(0.04));
+        assert_eq!(a.http_phase_median_seconds.len(), 4);
+        // A newer reading without timings (an older agent) drops the agent's phases.
+        v.record(&Observation {
+            timings_ms: None,
+            ..http("a1", "h1", true, 105, [None; 4])
+        });
+        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        assert_eq!(
+            a.http_phase_median_seconds
+                .get(&("KZ".to_string(), "resolve")),
+            None
+        );
+    }
+
+    #[test]
+    fn http_phases_survive_the_snapshot_encoding() {
+        let mut v = LatestView::default();
+        v.record(&http(
+            "a1",
+            "h1",
+            true,
+            100,
+            [None, Some(1.0), Some(2.0), Some(3.0)],
+        ));
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let back: LatestView = postcard::from_bytes(&bytes).unwrap();
+        let now = DateTime::from_timestamp(110, 0).unwrap();
+        let (a, b) = (v.aggregate(now, 60), back.aggregate(now, 60));
+        assert_eq!(a.http_phase_median_seconds.len(), 3);
+        assert_eq!(a.http_phase_median_seconds, b.http_phase_median_seconds);
+    }
+
+    #[test]
+    fn stale_and_late_readings() {
+        let mut v = LatestView::default();
+        v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
+        // An older reading arriving late does not replace the newer one.
+        v.record(&obs("a1", "t1", "KZ", 9198, false, 50));
+        let a = v.aggregate(DateTime::from_timestamp(120, 0).unwrap(), 60);
+        assert_eq!(a.country[&("KZ".to_string(), Signal::Icmp)].reachable, 1);
+        let a = v.aggregate(DateTime::from_timestamp(1000, 0).unwrap(), 60);
+        assert!(a.country.is_empty());
+    }
+}

@@ -1,0 +1,96 @@
+//! Validation of a batch against the collector's catalog and clock: the first bad record
+//! refuses the whole batch.
+
+use std::collections::HashMap;
+
+use blackout_model::catalog::Target;
+use blackout_model::observation::{Batch, Signal};
+use chrono::{DateTime, Utc};
+
+use crate::ingest::IngestError;
+
+/// What a target is, as the collector's catalog knows it: observations must agree.
+#[derive(Debug, Clone)]
+struct KnownTarget {
+    country: String,
+    asn: u32,
+    signal: Signal,
+    control: bool,
+}
+
+/// The rules a batch must pass.
+#[derive(Debug)]
+pub struct Validator {
+    known: HashMap<String, KnownTarget>,
+    max_age_secs: u64,
+    max_future_secs: u64,
+}
+
+impl Validator {
+    pub fn new(targets: &[Target], max_age_secs: u64, max_future_secs: u64) -> Validator {
+        let known = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    KnownTarget {
+                        country: t.country.clone(),
+                        asn: t.asn,
+                        signal: t.signal(),
+                        control: t.control,
+                    },
+                )
+            })
+            .collect();
+        Validator {
+            known,
+            max_age_secs,
+            max_future_secs,
+        }
+    }
+
+    /// Checks every record; the first bad one refuses the whole batch.
+    pub fn validate(&self, batch: &Batch, now: DateTime<Utc>) -> Result<(), IngestError> {
+        if batch.batch_id.is_empty() || batch.batch_id.len() > 128 {
+            return Err(IngestError::Invalid(
+                "field `batch_id`: must be 1 to 128 characters".into(),
+            ));
+        }
+        let oldest = now - chrono::Duration::seconds(self.max_age_secs as i64);
+        let newest = now + chrono::Duration::seconds(self.max_future_secs as i64);
+        for (i, o) in batch.observations.iter().enumerate() {
+            let bad = |msg: String| {
+                IngestError::Invalid(format!("observations[{i}] (target {:?}) {msg}", o.target))
+            };
+            o.validate().map_err(|e| bad(e.to_string()))?;
+            if o.agent != batch.agent {
+                return Err(bad(format!(
+                    "field `agent`: {:?} differs from the batch's agent {:?}",
+                    o.agent, batch.agent
+                )));
+            }
+            if o.measured_at < oldest || o.measured_at > newest {
+                return Err(bad(format!(
+                    "field `measured_at`: {} is outside the accepted window {} .. {}",
+                    o.measured_at.to_rfc3339(),
+                    oldest.to_rfc3339(),
+                    newest.to_rfc3339()
+                )));
+            }
+            let Some(k) = self.known.get(&o.target) else {
+                return Err(bad("field `target`: not in the collector's catalog".into()));
+            };
+            if k.country != o.country
+                || k.asn != o.asn
+                || k.signal != o.signal
+                || k.control != o.control
+            {
+                return Err(bad(format!(
+                    "fields `country`/`asn`/`signal`/`control`: the catalog says {} AS{} {} control={}",
+                    k.country, k.asn, k.signal, k.control
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1553 @@
+//! The detection engine: bins, vantage health, quorum, aggregation, baselines, states and
+//! events. Pure: no I/O and no clock; time is passed in.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::config::DetectConfig;
+use super::entity::EntityKey;
+use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence};
+use super::fxhash::FxMap;
+use super::series::{BaselineShape, History, Rules, State, Tracker, baseline, median};
+use blackout_model::observation::{BlockVerdict, Observation, Signal};
+
+/// Evidence lists are capped so that an event stays small whatever the fleet size.
+const MAX_EVIDENCE_NAMES: usize = 64;
+/// Loss from fewer probes than this is noise (three lost of ten is not throttling).
+const MIN_LOSS_PROBES: u64 = 30;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct TargetMeta {
+    /// Slow average of the target's RTT: RTTs are compared per target, so a change in
+    /// which targets answered never looks like a change in latency.
+    rtt_base_ms: f32,
+    signal: Signal,
+    control: bool,
+    entities: [u32; 3],
+    n_entities: u8,
+}
+
+/// One agent's observations of one target in one bin.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Cell {
+    ok: u16,
+    fail: u16,
+    probes: u32,
+    replies: u32,
+    rtt_ms: f32,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Cell {
+            ok: 0,
+            fail: 0,
+            probes: 0,
+            replies: 0,
+            rtt_ms: f32::INFINITY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Tally {
+    ok: u32,
+    fail: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+enum Metric {
+    Level,
+    Rtt,
+}
+
+/// Raw data of one bin, kept after the bin closes for `late_window_secs`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BinData {
+    cells: FxMap<u64, Cell>,
+    control: FxMap<u32, Tally>,
+    agents: BTreeSet<u32>,
+    /// Aggregate series (`ingest_value`): sum and count per entity, signal and metric.
+    values: FxMap<(u32, Signal, Metric), (f64, u32)>,
+    /// Late observations placed in this bin since it was last (re)evaluated, per entity.
+    late_pending: FxMap<u32, u64>,
+    late_total: u64,
+    dirty: bool,
+}
+
+/// Aggregate of one entity and signal in one bin.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Agg {
+    entity: u32,
+    signal: Signal,
+    up: u32,
+    down: u32,
+    level: Option<f64>,
+    /// Median RTT (display).
+    rtt_ms: Option<f64>,
+    /// The latency series value: median over targets of RTT / the target's own average
+    /// (observations), or the aggregate latency itself (`ingest_rtt_value`).
+    rtt_value: Option<f64>,
+    /// Median over targets of RTT minus the target's own average, in milliseconds: the
+    /// absolute floor of throttling (None for aggregate series, whose unit is unknown).
+    rtt_added_ms: Option<f64>,
+    loss: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BinResult {
+    aggs: Vec<Agg>,
+    /// Mean RTT per target in this bin (healthy agents), to update the targets' averages.
+    target_rtts: Vec<(u32, f32)>,
+    healthy: Vec<u32>,
+    unhealthy: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SeriesState {
+    hist: History,
+    tracker: Tracker,
+    last_value: Option<f64>,
+    last_baseline: Option<f64>,
+    last_bin: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SignalSeries {
+    level: SeriesState,
+    rtt: SeriesState,
+    loss: SeriesState,
+    targets: u32,
+    targets_down: u32,
+    rtt_ms: Option<f64>,
+}
+
+/// Overall view of an entity after the last evaluation.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct View {
+    state: State,
+    kind: Option<EventKind>,
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub observations: u64,
+    pub values: u64,
+    /// Observations placed in an already closed bin.
+    pub late_observations: u64,
+    /// Late observations older than the late window but inside the baseline window:
+    /// counted in the evidence of the events covering them, not re-aggregated.
+    pub late_evidence_only: u64,
+    /// Observations older than the baseline window: dropped.
+    pub too_late_observations: u64,
+    pub bins_closed: u64,
+    pub bins_reevaluated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignalSnapshot {
+    pub signal: Signal,
+    /// Share of targets up (observations) or the series' level (aggregate input).
+    pub value: Option<f64>,
+    pub baseline: Option<f64>,
+    pub ratio: Option<f64>,
+    /// None during warm-up.
+    pub state: Option<State>,
+    pub targets: u32,
+    pub targets_down: u32,
+    pub rtt_ms: Option<f64>,
+    pub rtt_baseline_ms: Option<f64>,
+    pub rtt_ratio: Option<f64>,
+    pub loss: Option<f64>,
+    pub throttled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntitySnapshot {
+    pub entity: EntityKey,
+    pub state: State,
+    pub kind: Option<EventKind>,
+    pub event_id: Option<u64>,
+    pub signals: Vec<SignalSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentSnapshot {
+    pub agent: String,
+    /// Health in the last closed bin; agents that sent nothing there are unhealthy.
+    pub healthy: bool,
+    pub control_ok: u32,
+    pub control_failed: u32,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// End of the last closed bin.
+    pub at: Option<DateTime<Utc>>,
+    pub bin_secs: u64,
+    pub entities: Vec<EntitySnapshot>,
+    pub agents: Vec<AgentSnapshot>,
+    pub open_events: usize,
+    pub stats: EngineStats,
+}
+
+/// See the module documentation of [`crate`].
+///
+/// Serialisable whole (open bins, raw data of the late window, per-target averages), so
+/// that a collector's snapshot restores exactly the engine it saved; the settings are not
+/// part of it, [`Engine::with_config`] puts them back.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Engine {
+    #[serde(skip)]
+    cfg: DetectConfig,
+    #[serde(skip)]
+    shape: BaselineShape,
+    #[serde(skip)]
+    hist_cap: usize,
+    #[serde(skip)]
+    late_bins: i64,
+    agents: Vec<String>,
+    agent_index: FxMap<String, u32>,
+    agent_has_controls: Vec<bool>,
+    agent_last_bin: Vec<Option<i64>>,
+    targets: Vec<TargetMeta>,
+    target_index: FxMap<String, u32>,
+    entities: Vec<EntityKey>,
+    entity_index: FxMap<EntityKey, u32>,
+    children: FxMap<u32, Vec<u32>>,
+    bins: BTreeMap<i64, BinData>,
+    results: BTreeMap<i64, BinResult>,
+    last_closed: Option<i64>,
+    series: BTreeMap<(u32, Signal), SignalSeries>,
+    views: FxMap<u32, View>,
+    events: Vec<Event>,
+    open: FxMap<u32, usize>,
+    next_id: u64,
+    stats: EngineStats,
+    last_health: Vec<(u32, bool, Tally)>,
+    /// Late observations older than the raw window, per entity and bin, not yet added to
+    /// the evidence of the events covering them.
+    late_evidence: FxMap<(u32, i64), u64>,
+}
+
+fn ts(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
+}
+
+fn push_capped(v: &mut Vec<String>, s: &str) {
+    if v.len() < MAX_EVIDENCE_NAMES && !v.iter().any(|x| x == s) {
+        v.push(s.to_string());
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: DetectConfig) -> Engine {
+        let bin = cfg.bin_secs.max(1) as i64;
+        let bins_per_day = if 86_400 % bin == 0 { 86_400 / bin } else { 0 };
+        let days = (cfg.baseline_window_secs / 86_400).max(1) as i64;
+        let shape = BaselineShape {
+            bins_per_day,
+            days,
+            recent_bins: cfg.bins(cfg.recent_window_secs),
+            warmup_bins: cfg.warmup_bins() as usize,
+        };
+        let hist_cap = (cfg.bins(cfg.baseline_window_secs) + 2) as usize;
+        let late_bins = cfg.bins(cfg.late_window_secs);
+        Engine {
+            cfg,
+            shape,
+            hist_cap,
+            late_bins,
+            agents: Vec::new(),
+            agent_index: FxMap::default(),
+            agent_has_controls: Vec::new(),
+            agent_last_bin: Vec::new(),
+            targets: Vec::new(),
+            target_index: FxMap::default(),
+            entities: Vec::new(),
+            entity_index: FxMap::default(),
+            children: FxMap::default(),
+            bins: BTreeMap::new(),
+            results: BTreeMap::new(),
+            last_closed: None,
+            series: BTreeMap::new(),
+            views: FxMap::default(),
+            events: Vec::new(),
+            open: FxMap::default(),
+            next_id: 1,
+            stats: EngineStats::default(),
+            last_health: Vec::new(),
+            late_evidence: FxMap::default(),
+        }
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Number of distinct targets seen.
+    pub fn tracked_targets(&self) -> usize {
+        self.targets.len()
+    }
+
+    fn bin_of(&self, at: DateTime<Utc>) -> i64 {
+        at.timestamp().div_euclid(self.cfg.bin_secs as i64)
+    }
+
+    fn bin_start(&self, bin: i64) -> DateTime<Utc> {
+        ts(bin * self.cfg.bin_secs as i64)
+    }
+
+    /// Start of the first bin not yet closed: after a restore, re-ingest observations
+    /// measured from here on.
+    pub fn resume_from(&self) -> Option<DateTime<Utc>> {
+        self.last_closed.map(|b| self.bin_start(b + 1))
+    }
+
+    fn intern_entity(&mut self, e: EntityKey) -> u32 {
+        if let Some(&i) = self.entity_index.get(&e) {
+            return i;
+        }
+        let parent = e.parent().map(|p| self.intern_entity(p));
+        let i = self.entities.len() as u32;
+        self.entities.push(e.clone());
+        self.entity_index.insert(e, i);
+        if let Some(p) = parent {
+            self.children.entry(p).or_default().push(i);
+        }
+        i
+    }
+
+    fn intern_agent(&mut self, agent: &str) -> u32 {
+        if let Some(&i) = self.agent_index.get(agent) {
+            return i;
+        }
+        let i = self.agents.len() as u32;
+        self.agents.push(agent.to_string());
+        self.agent_index.insert(agent.to_string(), i);
+        self.agent_has_controls.push(false);
+        self.agent_last_bin.push(None);
+        i
+    }
+
+    fn intern_target(&mut self, obs: &Observation) -> u32 {
+        if let Some(&i) = self.target_index.get(obs.target.as_str()) {
+            return i;
+        }
+        let mut entities = [0u32; 3];
+        let mut n = 0u8;
+        if !obs.control {
+            entities[0] = self.intern_entity(EntityKey::Country(obs.country.clone()));
+            n = 1;
+            // ASN 0 means "origin unknown or anycast": it counts for the country only.
+            if obs.asn != 0 {
+                entities[n as usize] = self.intern_entity(EntityKey::Asn {
+                    country: obs.country.clone(),
+                    asn: obs.asn,
+                });
+                n += 1;
+            }
+            if let Some(r) = obs.region.as_ref().filter(|r| !r.is_empty()) {
+                entities[n as usize] = self.intern_entity(EntityKey::Region {
+                    country: obs.country.clone(),
+                    region: r.clone(),
+                });
+                n += 1;
+            }
+        }
+        let i = self.targets.len() as u32;
+        self.targets.push(TargetMeta {
+            rtt_base_ms: f32::NAN,
+            signal: obs.signal,
+            control: obs.control,
+            entities,
+            n_entities: n,
+        });
+        self.target_index.insert(obs.target.clone(), i);
+        i
+    }
+
+    /// Returns the bin to write into, or None when it is older than the late window.
+    fn bin_for_write(&mut self, bin: i64) -> Option<(&mut BinData, bool)> {
+        let late = self.last_closed.is_some_and(|lc| bin <= lc);
+        if late
+            && self
+                .last_closed
+                .is_some_and(|lc| bin <= lc - self.late_bins)
+        {
+            return None;
+        }
+        let bd = self.bins.entry(bin).or_default();
+        Some((bd, late))
+    }
+
+    /// Places an observation in the bin of its `measured_at`, late data included.
+    pub fn ingest(&mut self, obs: &Observation) {
+        let bin = self.bin_of(obs.measured_at);
+        if let Some(lc) = self.last_closed
+            && bin <= lc - self.late_bins
+        {
+            // Beyond the raw window the bin cannot be re-aggregated, but the observation
+            // still lands in the evidence of the events covering its time.
+            if bin > lc - self.hist_cap as i64 && !obs.control {
+                let target = self.intern_target(obs);
+                let meta = self.targets[target as usize];
+                for &e in &meta.entities[..meta.n_entities as usize] {
+                    *self.late_evidence.entry((e, bin)).or_default() += 1;
+                }
+                self.stats.late_observations += 1;
+                self.stats.late_evidence_only += 1;
+            } else {
+                self.stats.too_late_observations += 1;
+            }
+            return;
+        }
+        self.stats.observations += 1;
+        let agent = self.intern_agent(&obs.agent);
+        let target = self.intern_target(obs);
+        let meta = self.targets[target as usize];
+        if obs.control {
+            self.agent_has_controls[agent as usize] = true;
+        }
+        let last = &mut self.agent_last_bin[agent as usize];
+        if last.is_none_or(|l| l < bin) {
+            *last = Some(bin);
+        }
+        let Some((bd, late)) = self.bin_for_write(bin) else {
+            return;
+        };
+        bd.agents.insert(agent);
+        if meta.control {
+            let t = bd.control.entry(agent).or_default();
+            if obs.ok {
+                t.ok += 1;
+            } else {
+                t.fail += 1;
+            }
+        } else {
+            let cell = bd
+                .cells
+                .entry(((target as u64) << 32) | agent as u64)
+                .or_default();
+            match &obs.block {
+                Some(b) => {
+                    match b.verdict {
+                        BlockVerdict::Up => cell.ok = cell.ok.saturating_add(1),
+                        BlockVerdict::Down => cell.fail = cell.fail.saturating_add(1),
+                        BlockVerdict::Uncertain => {}
+                    }
+                    cell.probes += b.probes;
+                    cell.replies += b.replies;
+                }
+                None => {
+                    if obs.ok {
+                        cell.ok = cell.ok.saturating_add(1);
+                    } else {
+                        cell.fail = cell.fail.saturating_add(1);
+                    }
+                    cell.probes += 1;
+                    cell.replies += obs.ok as u32;
+                }
+            }
+            if obs.ok
+                && let Some(r) = obs.rtt_ms
+            {
+                cell.rtt_ms = cell.rtt_ms.min(r as f32);
+            }
+        }
+        if late {
+            bd.dirty = true;
+            bd.late_total += 1;
+            for &e in &meta.entities[..meta.n_entities as usize] {
+                *bd.late_pending.entry(e).or_default() += 1;
+            }
+            self.stats.late_observations += 1;
+        }
+    }
+
+    /// One value of an aggregate series (replay of `--signals`/IODA input): a level such
+    /// as responsive blocks or a connectivity index. Values in one bin are averaged.
+    pub fn ingest_value(
+        &mut self,
+        at: DateTime<Utc>,
+        entity: &EntityKey,
+        signal: Signal,
+        value: f64,
+    ) {
+        self.ingest_metric(at, entity, signal, Metric::Level, value)
+    }
+
+    /// One value of an aggregate latency series (milliseconds or a latency index): feeds
+    /// throttling detection only.
+    pub fn ingest_rtt_value(
+        &mut self,
+        at: DateTime<Utc>,
+        entity: &EntityKey,
+        signal: Signal,
+        value: f64,
+    ) {
+        self.ingest_metric(at, entity, signal, Metric::Rtt, value)
+    }
+
+    fn ingest_metric(
+        &mut self,
+        at: DateTime<Utc>,
+        entity: &EntityKey,
+        signal: Signal,
+        metric: Metric,
+        value: f64,
+    ) {
+        if !value.is_finite() {
+            return;
+        }
+        let e = self.intern_entity(entity.clone());
+        let bin = self.bin_of(at);
+        let Some((bd, late)) = self.bin_for_write(bin) else {
+            self.stats.too_late_observations += 1;
+            return;
+        };
+        let v = bd.values.entry((e, signal, metric)).or_default();
+        v.0 += value;
+        v.1 += 1;
+        if late {
+            bd.dirty = true;
+        }
+        self.stats.values += 1;
+    }
+
+    /// The first instant after `now` at which `advance` closes another bin (a bin's end
+    /// plus the grace), so that a caller can wake then instead of polling.
+    pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let bin = self.cfg.bin_secs as i64;
+        let grace = self.cfg.grace_secs as i64;
+        ts(((now.timestamp() - grace).div_euclid(bin) + 1) * bin + grace)
+    }
+
+    /// Closes every bin whose end plus `grace_secs` is at or before `now`, re-evaluates
+    /// closed bins that received late data, and returns what changed in the events.
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<EventChange> {
+        let mut changes = Vec::new();
+        let dirty: Vec<i64> = self
+            .bins
+            .iter()
+            .filter(|(b, d)| d.dirty && self.last_closed.is_some_and(|lc| **b <= lc))
+            .map(|(b, _)| *b)
+            .collect();
+        for b in dirty {
+            self.reevaluate(b, &mut changes);
+        }
+        if !self.late_evidence.is_empty() {
+            self.apply_late_evidence(&mut changes);
+        }
+        let bin = self.cfg.bin_secs as i64;
+        let closable = (now.timestamp() - self.cfg.grace_secs as i64).div_euclid(bin) - 1;
+        if self.last_closed.is_some_and(|lc| closable <= lc) {
+            return changes;
+        }
+        let from = self.last_closed.map_or(i64::MIN, |lc| lc + 1);
+        let to_close: Vec<i64> = self.bins.range(from..=closable).map(|(b, _)| *b).collect();
+        for b in to_close {
+            let mut result = self.aggregate(b);
+            self.learn_rtts(std::mem::take(&mut result.target_rtts));
+            if let Some(bd) = self.bins.get_mut(&b) {
+                bd.dirty = false;
+                bd.late_pending.clear();
+            }
+            self.evaluate(b, &result, now, &mut changes);
+            self.last_health = self.health_list(b);
+            self.results.insert(b, result);
+            self.stats.bins_closed += 1;
+        }
+        self.last_closed = Some(closable);
+        let keep_from = closable - self.late_bins + 1;
+        self.bins = self.bins.split_off(&keep_from);
+        self.results = self.results.split_off(&keep_from);
+        changes
+    }
+
+    fn learn_rtts(&mut self, samples: Vec<(u32, f32)>) {
+        for (t, r) in samples {
+            let base = &mut self.targets[t as usize].rtt_base_ms;
+            if !base.is_finite() {
+                *base = r;
+            } else {
+                // Learn slowly, and far more slowly from values that look like throttling.
+                let alpha = if r <= 2.0 * *base { 0.1 } else { 0.005 };
+                *base += alpha * (r - *base);
+            }
+        }
+    }
+
+    fn agent_health(&self, bd: &BinData, agent: u32) -> (bool, Tally) {
+        match bd.control.get(&agent) {
+            Some(t) => {
+                let total = (t.ok + t.fail) as f64;
+                (t.fail as f64 <= self.cfg.control_fail_share * total, *t)
+            }
+            // Agents that never probe controls cannot be checked; one that does but
+            // sent none this bin has lost its own way out.
+            None => (!self.agent_has_controls[agent as usize], Tally::default()),
+        }
+    }
+
+    fn health_list(&self, bin: i64) -> Vec<(u32, bool, Tally)> {
+        let Some(bd) = self.bins.get(&bin) else {
+            return Vec::new();
+        };
+        (0..self.agents.len() as u32)
+            .map(|a| {
+                if bd.agents.contains(&a) {
+                    let (h, t) = self.agent_health(bd, a);
+                    (a, h, t)
+                } else {
+                    (a, false, Tally::default())
+                }
+            })
+            .collect()
+    }
+
+    /// Vantage health, quorum per target, aggregation per entity and signal.
+    fn aggregate(&self, bin: i64) -> BinResult {
+        let mut out = BinResult::default();
+        let Some(bd) = self.bins.get(&bin) else {
+            return out;
+        };
+        let mut healthy = vec![false; self.agents.len()];
+        for &a in &bd.agents {
+            let (h, _) = self.agent_health(bd, a);
+            healthy[a as usize] = h;
+            if h {
+                out.healthy.push(a);
+            } else {
+                out.unhealthy.push(a);
+            }
+        }
+        #[derive(Default, Clone, Copy)]
+        struct TAcc {
+            probed: u32,
+            failed: u32,
+            probes: u64,
+            replies: u64,
+            rtt_sum: f64,
+            rtt_n: u32,
+        }
+        let mut per_target: FxMap<u32, TAcc> = FxMap::default();
+        per_target.reserve(bd.cells.len() / 2 + 1);
+        #[derive(Default)]
+        struct EAcc {
+            up: u32,
+            down: u32,
+            rtts: Vec<f64>,
+            ratios: Vec<f64>,
+            added_ms: Vec<f64>,
+            probes: u64,
+            replies: u64,
+        }
+        let mut per_entity: BTreeMap<(u32, Signal), EAcc> = BTreeMap::new();
+        for (&key, cell) in &bd.cells {
+            let agent = (key & 0xffff_ffff) as u32;
+            if !healthy[agent as usize] {
+                continue;
+            }
+            let target = (key >> 32) as u32;
+            let t = per_target.entry(target).or_default();
+            if cell.ok > 0 {
+                t.probed += 1;
+            } else if cell.fail > 0 {
+                t.probed += 1;
+                t.failed += 1;
+            }
+            t.probes += cell.probes as u64;
+            t.replies += cell.replies as u64;
+            if cell.ok > 0 && cell.rtt_ms.is_finite() {
+                t.rtt_sum += cell.rtt_ms as f64;
+                t.rtt_n += 1;
+            }
+        }
+        for (&target, t) in &per_target {
+            if t.probed == 0 {
+                continue;
+            }
+            let down = t.failed as f64 > self.cfg.down_quorum * t.probed as f64;
+            let meta = &self.targets[target as usize];
+            let rtt = (t.rtt_n > 0).then(|| t.rtt_sum / t.rtt_n as f64);
+            if let Some(r) = rtt {
+                out.target_rtts.push((target, r as f32));
+            }
+            let ratio = rtt
+                .filter(|_| meta.rtt_base_ms.is_finite() && meta.rtt_base_ms > 0.0)
+                .map(|r| r / meta.rtt_base_ms as f64);
+            for &e in &meta.entities[..meta.n_entities as usize] {
+                let acc = per_entity.entry((e, meta.signal)).or_default();
+                if let Some(r) = rtt {
+                    acc.rtts.push(r);
+                }
+                if let Some(q) = ratio {
+                    acc.ratios.push(q);
+                    if let Some(r) = rtt {
+                        acc.added_ms.push(r - meta.rtt_base_ms as f64);
+                    }
+                }
+                if down {
+                    acc.down += 1;
+                } else {
+                    acc.up += 1;
+                    acc.probes += t.probes;
+                    acc.replies += t.replies;
+                }
+            }
+        }
+        let min_targets = self.cfg.min_targets;
+        for ((entity, signal), mut acc) in per_entity {
+            let n = acc.up + acc.down;
+            let enough = n >= min_targets;
+            out.aggs.push(Agg {
+                entity,
+                signal,
+                up: acc.up,
+                down: acc.down,
+                level: enough.then(|| acc.up as f64 / n as f64),
+                rtt_ms: if acc.rtts.len() as u32 >= min_targets {
+                    median(&mut acc.rtts)
+                } else {
+                    None
+                },
+                rtt_value: if acc.ratios.len() as u32 >= min_targets {
+                    median(&mut acc.ratios)
+                } else {
+                    None
+                },
+                rtt_added_ms: if acc.added_ms.len() as u32 >= min_targets {
+                    median(&mut acc.added_ms)
+                } else {
+                    None
+                },
+                loss: (acc.up >= min_targets && acc.probes >= MIN_LOSS_PROBES)
+                    .then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
+            });
+        }
+        let mut external: BTreeMap<(u32, Signal), Agg> = BTreeMap::new();
+        for (&(entity, signal, metric), &(sum, n)) in &bd.values {
+            let a = external.entry((entity, signal)).or_insert(Agg {
+                entity,
+                signal,
+                up: 0,
+                down: 0,
+                level: None,
+                rtt_ms: None,
+                rtt_value: None,
+                rtt_added_ms: None,
+                loss: None,
+            });
+            let v = sum / n as f64;
+            match metric {
+                Metric::Level => a.level = Some(v),
+                Metric::Rtt => {
+                    a.rtt_ms = Some(v);
+                    a.rtt_value = Some(v);
+                }
+            }
+        }
+        out.aggs.extend(external.into_values());
+        out
+    }
+
+    fn level_raw(&self, signal: Signal, ratio: f64, degraded: bool) -> State {
+        let (warn, outage) = self.cfg.thresholds(signal);
+        let normal_at = if degraded {
+            self.cfg.recovery_ratio
+        } else {
+            warn
+        };
+        if ratio < outage {
+            State::Outage
+        } else if ratio < normal_at {
+            State::Warning
+        } else {
+            State::Normal
+        }
+    }
+
+    fn level_rules(&self) -> Rules {
+        Rules {
+            warning_min_bins: self.cfg.warning_min_bins,
+            outage_min_bins: self.cfg.outage_min_bins,
+            recovery_min_bins: self.cfg.recovery_min_bins,
+        }
+    }
+
+    fn throttle_rules(&self) -> Rules {
+        Rules {
+            warning_min_bins: self.cfg.throttle_min_bins,
+            outage_min_bins: u32::MAX,
+            recovery_min_bins: self.cfg.recovery_min_bins,
+        }
+    }
+
+    /// Feeds one bin's aggregate into its series: baseline from history before the bin,
+    /// state step, then the inpainted value into history.
+    fn update_series(&mut self, bin: i64, agg: &Agg) {
+        let shape = self.shape;
+        let cap = self.hist_cap;
+        let level_rules = self.level_rules();
+        let throttle_rules = self.throttle_rules();
+        let rtt_factor = self.cfg.throttle_rtt_factor;
+        let min_added_ms = self.cfg.throttle_rtt_min_added_ms;
+        let loss_inc = self.cfg.throttle_loss_increase;
+        let warn = self.cfg.thresholds(agg.signal).0;
+        let min_missing = self.cfg.min_targets_down as f64;
+        let mut s = self
+            .series
+            .remove(&(agg.entity, agg.signal))
+            .unwrap_or_default();
+        if agg.level.is_some() {
+            s.targets = agg.up + agg.down;
+            s.targets_down = agg.down;
+        }
+        if let Some(v) = agg.level {
+            let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
+            let mut store = v;
+            if let Some(b) = base {
+                let ratio = v / b;
+                let degraded = s.level.tracker.state() != State::Normal;
+                let mut raw = self.level_raw(agg.signal, ratio, degraded);
+                // One target of three failing is a 33 % drop and an anecdote: a drop
+                // counts only when enough targets are missing against the baseline.
+                let n = (agg.up + agg.down) as f64;
+                if n > 0.0 && b * n - agg.up as f64 <= min_missing - 0.5 {
+                    raw = State::Normal;
+                }
+                let st = s.level.tracker.step(bin, raw, &level_rules);
+                // Inpainting: a degraded value must not drag the baseline down.
+                if st != State::Normal || ratio < warn {
+                    store = b;
+                }
+            }
+            s.level.hist.set(bin, store, cap);
+            s.level.last_value = Some(v);
+            s.level.last_baseline = base;
+            s.level.last_bin = Some(bin);
+        }
+        if agg.rtt_ms.is_some() {
+            s.rtt_ms = agg.rtt_ms;
+        }
+        if let Some(v) = agg.rtt_value {
+            let base = baseline(&s.rtt.hist, bin, &shape).filter(|b| *b > 1e-9);
+            let mut store = v;
+            if let Some(b) = base {
+                let ratio = v / b;
+                let degraded = s.rtt.tracker.state() != State::Normal;
+                // A 0.2 ms baseline tripled by scheduling jitter is not throttling: the
+                // added delay must also be large in absolute terms (half of it to stay).
+                let far = |share: f64| agg.rtt_added_ms.is_none_or(|a| a >= min_added_ms * share);
+                let bad = (ratio >= rtt_factor && far(1.0))
+                    || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 && far(0.5));
+                let raw = if bad { State::Warning } else { State::Normal };
+                s.rtt.tracker.step(bin, raw, &throttle_rules);
+                if bad || ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 {
+                    store = b;
+                }
+            }
+            s.rtt.hist.set(bin, store, cap);
+            s.rtt.last_value = Some(v);
+            s.rtt.last_baseline = base;
+            s.rtt.last_bin = Some(bin);
+        }
+        if let Some(v) = agg.loss {
+            let base = baseline(&s.loss.hist, bin, &shape);
+            let mut store = v;
+            if let Some(b) = base {
+                let bad = v - b >= loss_inc
+                    || (s.loss.tracker.state() != State::Normal && v - b >= loss_inc * 0.5);
+                let raw = if bad { State::Warning } else { State::Normal };
+                s.loss.tracker.step(bin, raw, &throttle_rules);
+                if v - b >= loss_inc * 0.5 {
+                    store = b;
+                }
+            }
+            s.loss.hist.set(bin, store, cap);
+            s.loss.last_value = Some(v);
+            s.loss.last_baseline = base;
+            s.loss.last_bin = Some(bin);
+        }
+        self.series.insert((agg.entity, agg.signal), s);
+    }
+
+    fn evaluate(
+        &mut self,
+        bin: i64,
+        result: &BinResult,
+        now: DateTime<Utc>,
+        changes: &mut Vec<EventChange>,
+    ) {
+        for agg in &result.aggs {
+            self.update_series(bin, agg);
+        }
+        let conds = self.conditions(bin);
+        let healthy: Vec<String> = result
+            .healthy
+            .iter()
+            .take(MAX_EVIDENCE_NAMES)
+            .map(|a| self.agents[*a as usize].clone())
+            .collect();
+        let unhealthy: Vec<String> = result
+            .unhealthy
+            .iter()
+            .take(MAX_EVIDENCE_NAMES)
+            .map(|a| self.agents[*a as usize].clone())
+            .collect();
+        let bin_counts = self.bin_target_counts(result);
+        let mut entities: Vec<u32> = conds.keys().copied().collect();
+        entities.extend(self.open.keys().copied());
+        entities.sort_unstable();
+        entities.dedup();
+        for e in entities {
+            let cond = conds.get(&e).and_then(|c| c.event);
+            let open = self.open.get(&e).copied();
+            match (open, cond) {
+                (None, None) => {}
+                (None, Some((kind, sev))) => {
+                    let c = &conds[&e];
+                    self.open_event(e, kind, sev, c, bin, now, changes);
+                }
+                (Some(i), Some((kind, sev))) if self.events[i].kind.family() == kind.family() => {
+                    let before = (self.events[i].kind, self.events[i].severity);
+                    let ev = &mut self.events[i];
+                    if kind == EventKind::NationalBlackout {
+                        ev.kind = kind;
+                    }
+                    ev.severity = ev.severity.max(sev);
+                    if (ev.kind, ev.severity) != before {
+                        changes.push(EventChange {
+                            change: ChangeKind::Updated,
+                            event: ev.clone(),
+                        });
+                    }
+                }
+                // Services often fail a bin before the network when a blackout begins:
+                // a service blocking of one bin that the network's outage follows was
+                // that outage's first bin.
+                (Some(i), Some((kind, sev)))
+                    if self.events[i].kind == EventKind::ServiceBlocking
+                        && kind.family() == EventKind::Partial.family()
+                        && self.events[i].evidence.bins <= 1 =>
+                {
+                    let ev = &mut self.events[i];
+                    tracing::info!(event = ev.id, entity = %ev.entity, from = %ev.kind, to = %kind, "event is a network outage");
+                    ev.kind = kind;
+                    ev.severity = ev.severity.max(sev);
+                    changes.push(EventChange {
+                        change: ChangeKind::Updated,
+                        event: ev.clone(),
+                    });
+                }
+                (Some(i), Some((kind, sev))) => {
+                    self.close_event(e, i, bin, changes);
+                    let c = &conds[&e];
+                    self.open_event(e, kind, sev, c, bin, now, changes);
+                }
+                (Some(i), None) => {
+                    let end_bin = bin - (self.cfg.recovery_min_bins as i64 - 1);
+                    self.close_event(e, i, end_bin, changes);
+                }
+            }
+            if let Some(&i) = self.open.get(&e) {
+                let c = conds.get(&e);
+                let counts = bin_counts.get(&e).copied().unwrap_or_default();
+                let ev = &mut self.events[i];
+                ev.evidence.bins += 1;
+                if let Some(c) = c {
+                    ev.peak_drop = ev.peak_drop.max(c.peak_drop);
+                    ev.peak_rtt_ratio = ev.peak_rtt_ratio.max(c.rtt_ratio);
+                    for s in &c.signals {
+                        if !ev.evidence.signals.contains(s) {
+                            ev.evidence.signals.push(*s);
+                        }
+                    }
+                    for n in &c.networks {
+                        push_capped(&mut ev.evidence.networks, n);
+                    }
+                }
+                for a in &healthy {
+                    push_capped(&mut ev.evidence.agents, a);
+                }
+                for a in &unhealthy {
+                    push_capped(&mut ev.evidence.unhealthy_agents, a);
+                }
+                merge_counts(&mut ev.evidence, counts);
+            }
+        }
+        self.views = conds
+            .iter()
+            .map(|(e, c)| {
+                (
+                    *e,
+                    View {
+                        state: c.state,
+                        kind: c.event.map(|(k, _)| k),
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// Targets down and with a verdict per entity in one bin, all signals together.
+    fn bin_target_counts(&self, result: &BinResult) -> FxMap<u32, (u32, u32)> {
+        let mut m: FxMap<u32, (u32, u32)> = FxMap::default();
+        for a in &result.aggs {
+            let c = m.entry(a.entity).or_default();
+            c.0 += a.down;
+            c.1 += a.up + a.down;
+        }
+        m
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_event(
+        &mut self,
+        e: u32,
+        kind: EventKind,
+        severity: State,
+        c: &Cond,
+        bin: i64,
+        now: DateTime<Utc>,
+        changes: &mut Vec<EventChange>,
+    ) {
+        let start_bin = c.since.unwrap_or(bin).min(bin);
+        let ev = Event {
+            id: self.next_id,
+            entity: self.entities[e as usize].clone(),
+            kind,
+            severity,
+            start: self.bin_start(start_bin),
+            end: None,
+            detected_at: now,
+            peak_drop: 0.0,
+            peak_rtt_ratio: 1.0,
+            evidence: Evidence::default(),
+        };
+        self.next_id += 1;
+        tracing::info!(event = ev.id, entity = %ev.entity, kind = %ev.kind, start = %ev.start, "event opened");
+        changes.push(EventChange {
+            change: ChangeKind::Opened,
+            event: ev.clone(),
+        });
+        self.open.insert(e, self.events.len());
+        self.events.push(ev);
+    }
+
+    fn close_event(&mut self, e: u32, i: usize, end_bin: i64, changes: &mut Vec<EventChange>) {
+        let start = self.events[i].start;
+        let mut end = self.bin_start(end_bin);
+        if end <= start {
+            end = start + chrono::Duration::seconds(self.cfg.bin_secs as i64);
+        }
+        let ev = &mut self.events[i];
+        ev.end = Some(end);
+        tracing::info!(event = ev.id, entity = %ev.entity, kind = %ev.kind, end = %end, "event closed");
+        changes.push(EventChange {
+            change: ChangeKind::Closed,
+            event: ev.clone(),
+        });
+        self.open.remove(&e);
+    }
+
+    /// Per entity: overall state, and the event it calls for.
+    fn conditions(&self, bin: i64) -> BTreeMap<u32, Cond> {
+        let mut own: BTreeMap<u32, Cond> = BTreeMap::new();
+        let mut by_entity: BTreeMap<u32, Vec<(Signal, &SignalSeries)>> = BTreeMap::new();
+        for ((e, s), ser) in &self.series {
+            by_entity.entry(*e).or_default().push((*s, ser));
+        }
+        for (e, sigs) in &by_entity {
+            if let Some(c) = self.own_condition(sigs, self.entities[*e as usize].is_country(), bin)
+            {
+                own.insert(*e, c);
+            }
+        }
+        let name = |e: u32| self.entities[e as usize].to_string();
+        // Countries: national when most networks and most signals agree; countries with
+        // no series of their own (regional input) are judged from their networks.
+        let mut out = own.clone();
+        for (e, key) in self.entities.iter().enumerate() {
+            let e = e as u32;
+            if !key.is_country() {
+                continue;
+            }
+            let kids: Vec<u32> = self
+                .children
+                .get(&e)
+                .map(|k| k.iter().copied().filter(|k| own.contains_key(k)).collect())
+                .unwrap_or_default();
+            let disrupted: Vec<u32> = kids
+                .iter()
+                .copied()
+                .filter(|k| own[k].net.is_some_and(|s| s >= State::Warning))
+                .collect();
+            let out_kids = kids
+                .iter()
+                .filter(|k| own[*k].net == Some(State::Outage))
+                .count();
+            let net_share = if kids.is_empty() {
+                None
+            } else {
+                Some(disrupted.len() as f64 / kids.len() as f64)
+            };
+            let nat_net = self.cfg.national_network_share;
+            match own.get(&e) {
+                Some(c) => {
+                    let mut c = c.clone();
+                    c.networks = disrupted.iter().map(|k| name(*k)).collect();
+                    // Services failing with a network of the country are that network's
+                    // outage, reported on it.
+                    if matches!(c.event, Some((EventKind::ServiceBlocking, _)))
+                        && !disrupted.is_empty()
+                    {
+                        c.event = None;
+                        c.state = State::Normal;
+                    }
+                    if let Some((EventKind::Partial, sev)) = c.event {
+                        let national = sev == State::Outage
+                            && net_share.is_none_or(|s| s > nat_net)
+                            && c.signal_share >= self.cfg.national_signal_share;
+                        if national {
+                            c.event = Some((EventKind::NationalBlackout, sev));
+                        }
+                    }
+                    out.insert(e, c);
+                }
+                None => {
+                    let Some(share) = net_share else { continue };
+                    let mut c = Cond {
+                        state: State::Normal,
+                        ..Cond::default()
+                    };
+                    if share > nat_net {
+                        let sev = if out_kids as f64 > nat_net * kids.len() as f64 {
+                            State::Outage
+                        } else {
+                            State::Warning
+                        };
+                        c.state = sev;
+                        c.net = Some(sev);
+                        c.event = Some((EventKind::NationalBlackout, sev));
+                        c.networks = disrupted.iter().map(|k| name(*k)).collect();
+                        c.since = disrupted.iter().filter_map(|k| own[k].since).min();
+                        c.peak_drop = disrupted
+                            .iter()
+                            .map(|k| own[k].peak_drop)
+                            .fold(0.0, f64::max);
+                        let mut sigs: Vec<Signal> = disrupted
+                            .iter()
+                            .flat_map(|k| own[k].signals.clone())
+                            .collect();
+                        sigs.sort();
+                        sigs.dedup();
+                        c.signals = sigs;
+                    } else if !disrupted.is_empty() {
+                        c.state = State::Warning;
+                    }
+                    out.insert(e, c);
+                }
+            }
+        }
+        // Networks and regions inside a national blackout are part of it.
+        let national: BTreeSet<u32> = out
+            .iter()
+            .filter(|(_, c)| matches!(c.event, Some((EventKind::NationalBlackout, _))))
+            .map(|(e, _)| *e)
+            .collect();
+        for (e, c) in out.iter_mut() {
+            let key = &self.entities[*e as usize];
+            if key.is_country() {
+                continue;
+            }
+            if let Some((EventKind::Partial, sev)) = c.event {
+                let parent = key
+                    .parent()
+                    .and_then(|p| self.entity_index.get(&p).copied());
+                if parent.is_some_and(|p| national.contains(&p)) {
+                    c.event = Some((EventKind::NationalBlackout, sev));
+                }
+            }
+            if c.net.is_some_and(|s| s >= State::Warning) {
+                c.networks = vec![key.to_string()];
+            }
+        }
+        out
+    }
+
+    /// An entity's condition from its own series. On a network or region, service
+    /// blocking needs two bins: a few HTTP targets of one network fail together by chance
+    /// more often than a country's name servers do.
+    fn own_condition(
+        &self,
+        sigs: &[(Signal, &SignalSeries)],
+        is_country: bool,
+        bin: i64,
+    ) -> Option<Cond> {
+        let mut with_verdict: Vec<(Signal, &SignalSeries)> = sigs
+            .iter()
+            .filter(|(_, s)| s.level.tracker.state.is_some())
+            .copied()
+            .collect();
+        let is_net = |s: Signal| matches!(s, Signal::Icmp | Signal::Tcp);
+        // An entity with network signals judges its network on them only.
+        let has_net = with_verdict.iter().any(|(s, _)| is_net(*s));
+        // Signals measured in this bin vote; one without a value here (its reports still
+        // in flight, e.g. adaptive ICMP blocks that wait several timeouts to say "down")
+        // would vote with its state from before. With none measured (every vantage point
+        // unhealthy), the states from before stand.
+        if with_verdict
+            .iter()
+            .any(|(_, s)| s.level.last_bin == Some(bin))
+        {
+            with_verdict.retain(|(_, s)| s.level.last_bin == Some(bin));
+        }
+        let throttled_sigs: Vec<Signal> = sigs
+            .iter()
+            .filter(|(_, s)| {
+                s.rtt.tracker.state() != State::Normal || s.loss.tracker.state() != State::Normal
+            })
+            .map(|(sig, _)| *sig)
+            .collect();
+        if with_verdict.is_empty() && throttled_sigs.is_empty() {
+            return None;
+        }
+        let (net_sigs, svc_sigs): (Vec<_>, Vec<_>) = if has_net {
+            with_verdict.iter().partition(|(s, _)| is_net(*s))
+        } else {
+            (with_verdict.clone(), Vec::new())
+        };
+        // The state reached by a majority of the signals: ICMP and TCP must agree, so
+        // that one signal's noise or filtering alone never makes a network look down.
+        let combine = |v: &[(Signal, &SignalSeries)]| -> Option<State> {
+            let mut st: Vec<State> = v.iter().map(|(_, s)| s.level.tracker.state()).collect();
+            if st.is_empty() {
+                return None;
+            }
+            st.sort_by(|a, b| b.cmp(a));
+            Some(st[st.len() / 2])
+        };
+        let net = combine(&net_sigs);
+        // Service blocking: services failing while the network signals are normal, both
+        // for `service_min_bins` bins in a row (a network's few targets: at least 2).
+        // Both runs end in this bin, so they overlap for the shorter of them. Services
+        // that failed with the network (the tail of an outage: they often come back a bin
+        // after it) need two bins from the network's recovery on. A network signal
+        // without a value in this bin cannot vouch for the network.
+        let net_good_run = net_sigs
+            .iter()
+            .map(|(_, s)| {
+                if s.level.last_bin == Some(bin) {
+                    s.level.tracker.good_run
+                } else {
+                    0
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        let net_good_start = net_sigs
+            .iter()
+            .filter_map(|(_, s)| s.level.tracker.good_start)
+            .max();
+        let svc = svc_sigs.iter().map(|(_, s)| s.level.tracker.state()).max();
+        let degraded: Vec<(Signal, &SignalSeries)> = with_verdict
+            .iter()
+            .filter(|(_, s)| s.level.tracker.state() != State::Normal)
+            .copied()
+            .collect();
+        let peak_drop = degraded
+            .iter()
+            .filter_map(|(_, s)| {
+                let v = s.level.last_value?;
+                let b = s.level.last_baseline?;
+                Some((1.0 - v / b).clamp(0.0, 1.0))
+            })
+            .fold(0.0, f64::max);
+        let since_of = |v: &[(Signal, &SignalSeries)], rtt: bool| {
+            v.iter()
+                .filter_map(|(_, s)| {
+                    if rtt {
+                        s.rtt.tracker.since.or(s.loss.tracker.since)
+                    } else {
+                        s.level.tracker.since
+                    }
+                })
+                .min()
+        };
+        let rtt_ratio = sigs
+            .iter()
+            .filter_map(|(_, s)| Some(s.rtt.last_value? / s.rtt.last_baseline?))
+            .fold(1.0, f64::max);
+        let mut c = Cond {
+            state: State::Normal,
+            net,
+            signal_share: if with_verdict.is_empty() {
+                0.0
+            } else {
+                degraded.len() as f64 / with_verdict.len() as f64
+            },
+            peak_drop,
+            rtt_ratio,
+            ..Cond::default()
+        };
+        // Throttling loses some probes: a warning-level drop under throttling is the
+        // throttling; an outage-level one is an outage.
+        let reach = net
+            .filter(|s| *s == State::Outage || (*s == State::Warning && throttled_sigs.is_empty()));
+        if let Some(n) = reach {
+            c.state = n;
+            c.event = Some((EventKind::Partial, n));
+            c.signals = degraded.iter().map(|(s, _)| *s).collect();
+            c.since = since_of(&degraded, false);
+        } else if !throttled_sigs.is_empty() {
+            c.state = State::Warning;
+            c.event = Some((EventKind::Throttling, State::Warning));
+            let bad: Vec<_> = sigs
+                .iter()
+                .filter(|(s, _)| throttled_sigs.contains(s))
+                .copied()
+                .collect();
+            c.signals = throttled_sigs;
+            c.since = since_of(&bad, true);
+        } else if let Some(sv) = svc.filter(|s| *s >= State::Warning)
+            && svc_sigs.iter().any(|(_, s)| {
+                let t = &s.level.tracker;
+                let base = if is_country {
+                    self.cfg.service_min_bins
+                } else {
+                    self.cfg.service_min_bins.max(2)
+                };
+                let tail = t.since.is_some_and(|since| net_good_start > Some(since));
+                let need = if tail { base.max(2) } else { base };
+                t.state() != State::Normal && t.bad_run.min(net_good_run) >= need
+            })
+        {
+            c.state = State::Warning;
+            c.event = Some((EventKind::ServiceBlocking, sv));
+            let bad: Vec<_> = svc_sigs
+                .iter()
+                .filter(|(_, s)| s.level.tracker.state() != State::Normal)
+                .copied()
+                .collect();
+            c.signals = bad.iter().map(|(s, _)| *s).collect();
+            c.since = since_of(&bad, false).max(net_good_start);
+        }
+        Some(c)
+    }
+
+    /// Re-aggregates a closed bin that received late data: its values in the series'
+    /// history (inpainted as at first evaluation) and the evidence of events covering it.
+    /// States and event boundaries already reported are not rewritten.
+    fn reevaluate(&mut self, bin: i64, changes: &mut Vec<EventChange>) {
+        let result = self.aggregate(bin);
+        let pending: Vec<(u32, u64)> = match self.bins.get_mut(&bin) {
+            Some(bd) => {
+                bd.dirty = false;
+                bd.late_pending.drain().collect()
+            }
+            None => Vec::new(),
+        };
+        self.stats.bins_reevaluated += 1;
+        let shape = self.shape;
+        let cap = self.hist_cap;
+        let t0 = self.bin_start(bin);
+        let covering = |ev: &Event| ev.start <= t0 && ev.end.is_none_or(|e| e > t0);
+        for agg in &result.aggs {
+            let Some(v) = agg.level else { continue };
+            let in_event = self
+                .events
+                .iter()
+                .rev()
+                .any(|ev| ev.entity == self.entities[agg.entity as usize] && covering(ev));
+            let warn = self.cfg.thresholds(agg.signal).0;
+            let s = self.series.entry((agg.entity, agg.signal)).or_default();
+            let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
+            let store = match base {
+                Some(b) if in_event || v / b < warn => b,
+                _ => v,
+            };
+            s.level.hist.set(bin, store, cap);
+            if s.level.last_bin == Some(bin) {
+                s.level.last_value = Some(v);
+                s.targets = agg.up + agg.down;
+                s.targets_down = agg.down;
+            }
+        }
+        let counts = self.bin_target_counts(&result);
+        let healthy: Vec<String> = result
+            .healthy
+            .iter()
+            .map(|a| self.agents[*a as usize].clone())
+            .collect();
+        let unhealthy: Vec<String> = result
+            .unhealthy
+            .iter()
+            .map(|a| self.agents[*a as usize].clone())
+            .collect();
+        let pending: FxMap<u32, u64> = pending.into_iter().collect();
+        for i in 0..self.events.len() {
+            if !covering(&self.events[i]) {
+                continue;
+            }
+            let Some(&e) = self.entity_index.get(&self.events[i].entity) else {
+                continue;
+            };
+            let late = pending.get(&e).copied().unwrap_or(0);
+            let ev = &mut self.events[i];
+            ev.evidence.late_observations += late;
+            for a in &healthy {
+                push_capped(&mut ev.evidence.agents, a);
+            }
+            for a in &unhealthy {
+                push_capped(&mut ev.evidence.unhealthy_agents, a);
+            }
+            if let Some(c) = counts.get(&e) {
+                merge_counts(&mut ev.evidence, *c);
+            }
+            changes.push(EventChange {
+                change: ChangeKind::Updated,
+                event: ev.clone(),
+            });
+        }
+        self.results.insert(bin, result);
+    }
+
+    fn apply_late_evidence(&mut self, changes: &mut Vec<EventChange>) {
+        let pending: Vec<((u32, i64), u64)> = self.late_evidence.drain().collect();
+        let mut touched = BTreeSet::new();
+        for ((e, bin), n) in pending {
+            let t0 = self.bin_start(bin);
+            let key = &self.entities[e as usize];
+            for (i, ev) in self.events.iter_mut().enumerate() {
+                if &ev.entity == key && ev.start <= t0 && ev.end.is_none_or(|end| end > t0) {
+                    ev.evidence.late_observations += n;
+                    touched.insert(i);
+                }
+            }
+        }
+        for i in touched {
+            changes.push(EventChange {
+                change: ChangeKind::Updated,
+                event: self.events[i].clone(),
+            });
+        }
+    }
+
+    /// All events, open and closed, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
+    pub fn open_events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().filter(|e| e.is_open())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let mut entities = Vec::new();
+        let mut by_entity: BTreeMap<u32, Vec<SignalSnapshot>> = BTreeMap::new();
+        for ((e, sig), s) in &self.series {
+            let ratio = |st: &SeriesState| Some(st.last_value? / st.last_baseline?);
+            by_entity.entry(*e).or_default().push(SignalSnapshot {
+                signal: *sig,
+                value: s.level.last_value,
+                baseline: s.level.last_baseline,
+                ratio: ratio(&s.level),
+                state: s.level.tracker.state,
+                targets: s.targets,
+                targets_down: s.targets_down,
+                rtt_ms: s.rtt_ms,
+                rtt_baseline_ms: s.rtt_ms.zip(ratio(&s.rtt)).map(|(ms, q)| ms / q),
+                rtt_ratio: ratio(&s.rtt),
+                loss: s.loss.last_value,
+                throttled: s.rtt.tracker.state() != State::Normal
+                    || s.loss.tracker.state() != State::Normal,
+            });
+        }
+        for (e, key) in self.entities.iter().enumerate() {
+            let e = e as u32;
+            let view = self.views.get(&e);
+            let signals = by_entity.remove(&e).unwrap_or_default();
+            if signals.is_empty() && view.is_none() {
+                continue;
+            }
+            entities.push(EntitySnapshot {
+                entity: key.clone(),
+                state: view.map_or(State::Normal, |v| v.state),
+                kind: view.and_then(|v| v.kind),
+                event_id: self.open.get(&e).map(|i| self.events[*i].id),
+                signals,
+            });
+        }
+        entities.sort_by(|a, b| a.entity.cmp(&b.entity));
+        let agents = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(a, name)| {
+                let h = self.last_health.iter().find(|(x, _, _)| *x as usize == a);
+                AgentSnapshot {
+                    agent: name.clone(),
+                    healthy: h.is_some_and(|h| h.1),
+                    control_ok: h.map_or(0, |h| h.2.ok),
+                    control_failed: h.map_or(0, |h| h.2.fail),
+                    last_seen: self.agent_last_bin[a].map(|b| self.bin_start(b)),
+                }
+            })
+            .collect();
+        Snapshot {
+            at: self.last_closed.map(|b| self.bin_start(b + 1)),
+            bin_secs: self.cfg.bin_secs,
+            entities,
+            agents,
+            open_events: self.open.len(),
+            stats: self.stats,
+        }
+    }
+
+    /// An engine read back from a snapshot, with the settings it runs with (the same
+    /// ones it was saved with: a snapshot taken under other settings is not used).
+    pub fn with_config(self, cfg: DetectConfig) -> Engine {
+        let fresh = Engine::new(cfg);
+        Engine {
+            cfg: fresh.cfg,
+            shape: fresh.shape,
+            hist_cap: fresh.hist_cap,
+            late_bins: fresh.late_bins,
+            ..self
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Cond {
+    state: State,
+    net: Option<State>,
+    event: Option<(EventKind, State)>,
+    signals: Vec<Signal>,
+    networks: Vec<String>,
+    since: Option<i64>,
+    signal_share: f64,
+    peak_drop: f64,
+    rtt_ratio: f64,
+}
+
+fn merge_counts(ev: &mut Evidence, (down, total): (u32, u32)) {
+    if total == 0 {
+        return;
+    }
+    let share = down as f64 / total as f64;
+    if ev.targets_total == 0 || share > ev.share_of_targets {
+        ev.targets_down = down;
+        ev.targets_total = total;
+        ev.share_of_targets = share;
+    }
+}

@@ -1,0 +1,699 @@
+//! The Prometheus exposition of the collector: one declarative table of every metric
+//! ([`METRICS`]: name, type, help, labels) builds the registry; [`Metrics::render`] fills
+//! it from the collector's read model at each scrape.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use blackout_collector::store::HEALTHY_CONTROL_SHARE;
+use blackout_collector::{BatchResult, Scrape};
+use blackout_detect::{EntityKey, Snapshot};
+use blackout_model::catalog::CatalogFile;
+use prometheus::{
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use super::names;
+
+/// The type of a metric, as the exposition declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer counter (`_total`).
+    Counter,
+    /// A floating-point gauge.
+    Gauge,
+    /// An integer gauge (counts, states, flags).
+    IntGauge,
+}
+
+impl Kind {
+    /// The `# TYPE` of the exposition.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge | Kind::IntGauge => "gauge",
+        }
+    }
+}
+
+/// One metric the collector exports.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+/// Every metric the collector exports, in one table: the registry is built from it and
+/// the documentation is checked against it.
+pub const METRICS: &[Def] = &[
+    Def {
+        name: names::BUILD_INFO,
+        kind: Kind::IntGauge,
+        help: "Version of blackout, as a label.",
+        labels: &["version"],
+    },
+    Def {
+        name: names::OBSERVATIONS_INGESTED_TOTAL,
+        kind: Kind::Counter,
+        help: "Observations accepted from each agent.",
+        labels: &["agent", "signal"],
+    },
+    Def {
+        name: names::OBSERVATION_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        help: "Accepted observations that record a failed probe, by phase and failure.",
+        labels: &["agent", "signal", "phase", "failure"],
+    },
+    Def {
+        name: names::BATCHES_TOTAL,
+        kind: Kind::Counter,
+        help: "Upload batches by result.",
+        labels: &["result"],
+    },
+    Def {
+        name: names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS,
+        kind: Kind::Gauge,
+        help: "When the collector last accepted a batch from the agent (Unix time).",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS,
+        kind: Kind::Gauge,
+        help: "Measurement time of the newest observation from the agent (Unix time).",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::AGENT_HEALTHY,
+        kind: Kind::IntGauge,
+        help: "1 if the agent's control targets answer (its own connectivity works), else 0.",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::TARGETS,
+        kind: Kind::IntGauge,
+        help: "Targets with a fresh reading from a healthy agent.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::REACHABLE_RATIO,
+        kind: Kind::Gauge,
+        help: "Share of targets reachable in the latest round (0 to 1).",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::ASN_TARGETS,
+        kind: Kind::IntGauge,
+        help: "Targets of the network with a fresh reading from a healthy agent.",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
+        name: names::ASN_REACHABLE_RATIO,
+        kind: Kind::Gauge,
+        help: "Share of the network's targets reachable in the latest round (0 to 1).",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
+        name: names::RTT_MEDIAN_SECONDS,
+        kind: Kind::Gauge,
+        help: "Median round-trip time of successful probes in the latest round.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::HTTP_PHASE_SECONDS,
+        kind: Kind::Gauge,
+        help: "Median duration of each phase (resolve, connect, tls, first_byte; redirect hops summed) of the country's successful HTTP(S) probes in the latest round.",
+        labels: &["country", "phase"],
+    },
+    Def {
+        name: names::COUNTRY_STATUS,
+        kind: Kind::IntGauge,
+        help: "Verdict for the country: 0 normal, 1 warning, 2 outage.",
+        labels: &["country"],
+    },
+    Def {
+        name: names::ASN_STATUS,
+        kind: Kind::IntGauge,
+        help: "Verdict for the network: 0 normal, 1 warning, 2 outage.",
+        labels: &["country", "asn"],
+    },
+    Def {
+        name: names::COUNTRY_SIGNAL_VALUE,
+        kind: Kind::Gauge,
+        help: "Detector: share of the country's targets up in the last closed bin.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::COUNTRY_SIGNAL_BASELINE,
+        kind: Kind::Gauge,
+        help: "Detector: the learned normal level of that value.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::COUNTRY_SIGNAL_RATIO,
+        kind: Kind::Gauge,
+        help: "Detector: value / baseline.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::COUNTRY_SIGNAL_STATUS,
+        kind: Kind::IntGauge,
+        help: "Detector: state of the signal, 0 normal, 1 warning, 2 outage.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::ASN_SIGNAL_VALUE,
+        kind: Kind::Gauge,
+        help: "Detector: share of the network's targets up in the last closed bin.",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
+        name: names::ASN_SIGNAL_BASELINE,
+        kind: Kind::Gauge,
+        help: "Detector: the learned normal level of that value.",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
+        name: names::ASN_SIGNAL_RATIO,
+        kind: Kind::Gauge,
+        help: "Detector: value / baseline.",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
+        name: names::REGION_STATUS,
+        kind: Kind::IntGauge,
+        help: "Detector: verdict for a region of a country, 0 normal, 1 warning, 2 outage.",
+        labels: &["country", "region"],
+    },
+    Def {
+        name: names::EVENTS_OPEN,
+        kind: Kind::IntGauge,
+        help: "Open outage events by kind (national_blackout, partial, throttling, service_blocking).",
+        labels: &["country", "kind"],
+    },
+    Def {
+        name: names::EVENTS_TOTAL,
+        kind: Kind::Counter,
+        help: "Outage events opened, by kind.",
+        labels: &["country", "kind"],
+    },
+    Def {
+        name: names::VANTAGE_HEALTHY_AGENTS,
+        kind: Kind::IntGauge,
+        help: "Agents counted healthy by the detector in the last closed bin.",
+        labels: &[],
+    },
+    Def {
+        name: names::AGENT_SPOOL_OBSERVATIONS,
+        kind: Kind::IntGauge,
+        help: "Observations waiting in the agent's spool, as the agent last reported.",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL,
+        kind: Kind::Counter,
+        help: "Observations agents dropped because their spool was full, as they report them.",
+        labels: &["agent"],
+    },
+];
+
+/// The table's entry for a name.
+pub fn def(name: &str) -> Option<&'static Def> {
+    METRICS.iter().find(|d| d.name == name)
+}
+
+/// Results a batch can have, pre-created so `rate()` sees every series from the start.
+pub const BATCH_RESULTS: [&str; 5] = [
+    "accepted",
+    "duplicate",
+    "rejected",
+    "unauthorized",
+    "overloaded",
+];
+
+/// The registered families, by name, as the table built them.
+enum Family {
+    Counter(IntCounterVec),
+    Gauge(GaugeVec),
+    IntGauge(IntGaugeVec),
+}
+
+struct Families(HashMap<&'static str, Family>);
+
+impl Families {
+    fn build(r: &Registry) -> Families {
+        let mut out = HashMap::new();
+        for d in METRICS {
+            let opts = Opts::new(d.name, d.help);
+            let f = match d.kind {
+                Kind::Counter => Family::Counter(IntCounterVec::new(opts, d.labels).unwrap()),
+                Kind::Gauge => Family::Gauge(GaugeVec::new(opts, d.labels).unwrap()),
+                Kind::IntGauge => Family::IntGauge(IntGaugeVec::new(opts, d.labels).unwrap()),
+            };
+            let c: Box<dyn prometheus::core::Collector> = match &f {
+                Family::Counter(c) => Box::new(c.clone()),
+                Family::Gauge(c) => Box::new(c.clone()),
+                Family::IntGauge(c) => Box::new(c.clone()),
+            };
+            r.register(c).expect("metric names are unique constants");
+            assert!(
+                out.insert(d.name, f).is_none(),
+                "{} twice in METRICS",
+                d.name
+            );
+        }
+        Families(out)
+    }
+
+    fn counter(&self, name: &str) -> IntCounterVec {
+        match self.0.get(name) {
+            Some(Family::Counter(c)) => c.clone(),
+            _ => panic!("{name}: not a counter in METRICS"),
+        }
+    }
+
+    fn gauge(&self, name: &str) -> GaugeVec {
+        match self.0.get(name) {
+            Some(Family::Gauge(c)) => c.clone(),
+            _ => panic!("{name}: not a gauge in METRICS"),
+        }
+    }
+
+    fn int_gauge(&self, name: &str) -> IntGaugeVec {
+        match self.0.get(name) {
+            Some(Family::IntGauge(c)) => c.clone(),
+            _ => panic!("{name}: not an integer gauge in METRICS"),
+        }
+    }
+}
+
+/// Every metric the collector exports. Counters follow the collector's counts; gauges of
+/// aggregates and verdicts are recomputed at each scrape from the current state.
+pub struct Metrics {
+    pub registry: Registry,
+    pub observations_ingested: IntCounterVec,
+    pub observation_failures: IntCounterVec,
+    pub batches: IntCounterVec,
+    pub agent_last_report: GaugeVec,
+    pub agent_last_measurement: GaugeVec,
+    pub agent_healthy: IntGaugeVec,
+    pub targets: IntGaugeVec,
+    pub reachable_ratio: GaugeVec,
+    pub asn_targets: IntGaugeVec,
+    pub asn_reachable_ratio: GaugeVec,
+    pub rtt_median: GaugeVec,
+    pub http_phase: GaugeVec,
+    pub country_status: IntGaugeVec,
+    pub asn_status: IntGaugeVec,
+    pub country_signal_value: GaugeVec,
+    pub country_signal_baseline: GaugeVec,
+    pub country_signal_ratio: GaugeVec,
+    pub country_signal_status: IntGaugeVec,
+    pub asn_signal_value: GaugeVec,
+    pub asn_signal_baseline: GaugeVec,
+    pub asn_signal_ratio: GaugeVec,
+    pub region_status: IntGaugeVec,
+    pub events_open: IntGaugeVec,
+    pub events_total: IntCounterVec,
+    pub vantage_healthy_agents: IntGaugeVec,
+    pub agent_spool_observations: IntGaugeVec,
+    pub agent_spool_dropped: IntCounterVec,
+    /// One scrape at a time: a scrape resets and refills gauges.
+    scrape: Mutex<()>,
+}
+
+/// Raises a counter to a count the collector keeps (the series exists from the first
+/// count on, even at 0).
+fn follow(c: IntCounter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let fam = Families::build(&r);
+        fam.int_gauge(names::BUILD_INFO)
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let m = Metrics {
+            observations_ingested: fam.counter(names::OBSERVATIONS_INGESTED_TOTAL),
+            observation_failures: fam.counter(names::OBSERVATION_FAILURES_TOTAL),
+            batches: fam.counter(names::BATCHES_TOTAL),
+            agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
+            agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
+            agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
+            targets: fam.int_gauge(names::TARGETS),
+            reachable_ratio: fam.gauge(names::REACHABLE_RATIO),
+            asn_targets: fam.int_gauge(names::ASN_TARGETS),
+            asn_reachable_ratio: fam.gauge(names::ASN_REACHABLE_RATIO),
+            rtt_median: fam.gauge(names::RTT_MEDIAN_SECONDS),
+            http_phase: fam.gauge(names::HTTP_PHASE_SECONDS),
+            country_status: fam.int_gauge(names::COUNTRY_STATUS),
+            asn_status: fam.int_gauge(names::ASN_STATUS),
+            country_signal_value: fam.gauge(names::COUNTRY_SIGNAL_VALUE),
+            country_signal_baseline: fam.gauge(names::COUNTRY_SIGNAL_BASELINE),
+            country_signal_ratio: fam.gauge(names::COUNTRY_SIGNAL_RATIO),
+            country_signal_status: fam.int_gauge(names::COUNTRY_SIGNAL_STATUS),
+            asn_signal_value: fam.gauge(names::ASN_SIGNAL_VALUE),
+            asn_signal_baseline: fam.gauge(names::ASN_SIGNAL_BASELINE),
+            asn_signal_ratio: fam.gauge(names::ASN_SIGNAL_RATIO),
+            region_status: fam.int_gauge(names::REGION_STATUS),
+            events_open: fam.int_gauge(names::EVENTS_OPEN),
+            events_total: fam.counter(names::EVENTS_TOTAL),
+            vantage_healthy_agents: fam.int_gauge(names::VANTAGE_HEALTHY_AGENTS),
+            agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
+            agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
+            registry: r,
+            scrape: Mutex::new(()),
+        };
+        for result in BATCH_RESULTS {
+            m.batches.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Text exposition of everything registered.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+
+    /// Fills the registry from a scrape of the read model and returns the text
+    /// exposition. `catalog` gives the countries that always have a status series.
+    pub fn render(&self, scrape: &Scrape, catalog: &[CatalogFile]) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.render_counts(scrape);
+        self.render_detector(&scrape.verdicts, &scrape.open_events, catalog);
+        self.render_latest(scrape);
+        self.encode()
+    }
+
+    /// What the collector counted, and the agents' latest reports.
+    fn render_counts(&self, scrape: &Scrape) {
+        let c = &scrape.counters;
+        for r in BatchResult::ALL {
+            follow(self.batches.with_label_values(&[r.as_str()]), c.batches(r));
+        }
+        for ((agent, signal), n) in &c.observations_ingested {
+            follow(
+                self.observations_ingested
+                    .with_label_values(&[agent.as_str(), signal.as_str()]),
+                *n,
+            );
+        }
+        for ((agent, signal, phase, failure), n) in &c.observation_failures {
+            follow(
+                self.observation_failures.with_label_values(&[
+                    agent.as_str(),
+                    signal.as_str(),
+                    phase,
+                    failure,
+                ]),
+                *n,
+            );
+        }
+        for ((country, kind), n) in &c.events_opened {
+            follow(
+                self.events_total
+                    .with_label_values(&[country.as_str(), kind]),
+                *n,
+            );
+        }
+        for (agent, n) in &c.agent_spool_dropped {
+            follow(self.agent_spool_dropped.with_label_values(&[agent]), *n);
+        }
+        for (agent, n) in &c.agent_spool_observations {
+            self.agent_spool_observations
+                .with_label_values(&[agent])
+                .set(*n);
+        }
+        for (agent, t) in &c.agent_last_measurement {
+            self.agent_last_measurement
+                .with_label_values(&[agent])
+                .set(*t);
+        }
+        for (agent, t) in &scrape.last_report {
+            self.agent_last_report
+                .with_label_values(&[agent])
+                .set(t.timestamp_millis() as f64 / 1000.0);
+        }
+    }
+
+    /// The latest round, as measured.
+    fn render_latest(&self, scrape: &Scrape) {
+        let agg = &scrape.latest;
+        let m = self;
+        m.targets.reset();
+        m.reachable_ratio.reset();
+        m.asn_targets.reset();
+        m.asn_reachable_ratio.reset();
+        m.rtt_median.reset();
+        m.http_phase.reset();
+        for ((country, phase), secs) in &agg.http_phase_median_seconds {
+            m.http_phase
+                .with_label_values(&[country.as_str(), phase])
+                .set(*secs);
+        }
+        for (agent, share) in &agg.agent_control {
+            let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
+            m.agent_healthy
+                .with_label_values(&[agent])
+                .set(healthy as i64);
+        }
+        for ((country, signal), share) in &agg.country {
+            m.targets
+                .with_label_values(&[country, signal.as_str()])
+                .set(share.targets as i64);
+            if let Some(r) = share.ratio() {
+                m.reachable_ratio
+                    .with_label_values(&[country, signal.as_str()])
+                    .set(r);
+            }
+            if let Some(rtt) = share.rtt_median_seconds {
+                m.rtt_median
+                    .with_label_values(&[country, signal.as_str()])
+                    .set(rtt);
+            }
+        }
+        for ((country, asn, signal), share) in &agg.asn {
+            let asn_s = asn.to_string();
+            m.asn_targets
+                .with_label_values(&[country, &asn_s, signal.as_str()])
+                .set(share.targets as i64);
+            if let Some(r) = share.ratio() {
+                m.asn_reachable_ratio
+                    .with_label_values(&[country, &asn_s, signal.as_str()])
+                    .set(r);
+            }
+        }
+    }
+
+    /// Sets the detector's gauges from a snapshot. Countries of the catalog keep a status
+    /// series (0 until the detector says otherwise) so alerts see them from the start.
+    fn render_detector(
+        &self,
+        snap: &Snapshot,
+        open: &[(String, &'static str)],
+        catalog: &[CatalogFile],
+    ) {
+        let m = self;
+        for g in [
+            &m.country_signal_value,
+            &m.country_signal_baseline,
+            &m.country_signal_ratio,
+            &m.asn_signal_value,
+            &m.asn_signal_baseline,
+            &m.asn_signal_ratio,
+        ] {
+            g.reset();
+        }
+        m.country_signal_status.reset();
+        m.asn_status.reset();
+        m.region_status.reset();
+        m.events_open.reset();
+        for f in catalog.iter().filter(|f| !f.control) {
+            m.country_status.with_label_values(&[&f.country]).set(0);
+        }
+        let set = |g: &GaugeVec, labels: &[&str], v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                g.with_label_values(labels).set(v);
+            }
+        };
+        for e in &snap.entities {
+            let state = e.state.code() as i64;
+            match &e.entity {
+                EntityKey::Country(cc) => {
+                    m.country_status.with_label_values(&[cc]).set(state);
+                    for s in &e.signals {
+                        let l = [cc.as_str(), s.signal.as_str()];
+                        set(&m.country_signal_value, &l, s.value);
+                        set(&m.country_signal_baseline, &l, s.baseline);
+                        set(&m.country_signal_ratio, &l, s.ratio);
+                        if let Some(st) = s.state {
+                            m.country_signal_status
+                                .with_label_values(&l)
+                                .set(st.code() as i64);
+                        }
+                    }
+                }
+                EntityKey::Asn { country, asn } if !country.is_empty() => {
+                    let asn = asn.to_string();
+                    m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    for s in &e.signals {
+                        let l = [country.as_str(), asn.as_str(), s.signal.as_str()];
+                        set(&m.asn_signal_value, &l, s.value);
+                        set(&m.asn_signal_baseline, &l, s.baseline);
+                        set(&m.asn_signal_ratio, &l, s.ratio);
+                    }
+                }
+                EntityKey::Region { country, region } => {
+                    m.region_status
+                        .with_label_values(&[country, region])
+                        .set(state);
+                }
+                EntityKey::Asn { .. } => {}
+            }
+        }
+        for (country, kind) in open {
+            m.events_open
+                .with_label_values(&[country.as_str(), kind])
+                .inc();
+        }
+        m.vantage_healthy_agents
+            .with_label_values::<&str>(&[])
+            .set(snap.agents.iter().filter(|a| a.healthy).count() as i64);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use blackout_collector::{Collector, CollectorConfig, ReadModel, Uploader};
+    use blackout_model::catalog::CatalogFile;
+    use blackout_model::observation::{Batch, Observation, Signal};
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    #[test]
+    fn the_table_has_unique_names_and_builds_the_registry() {
+        let mut seen = std::collections::HashSet::new();
+        for d in METRICS {
+            assert!(seen.insert(d.name), "{} twice", d.name);
+            assert!(d.name.starts_with("blackout_"), "{}", d.name);
+            assert_eq!(
+                d.kind == Kind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
+        }
+        let _ = Metrics::new();
+    }
+
+    fn collector() -> Arc<Collector> {
+        let cat = blackout_model::catalog::parse(
+            "country = \"XA\"\n[[icmp]]\nprefix = \"198.18.0.0/20\"\nasn = 64500\n[[tcp]]\naddress = \"198.18.0.1:443\"\nasn = 64500\n",
+            "xa.toml",
+        )
+        .unwrap();
+        Arc::new(Collector::new(CollectorConfig::default(), vec![cat, control_catalog()]).unwrap())
+    }
+
+    fn control_catalog() -> CatalogFile {
+        blackout_model::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap()
+    }
+
+    fn report_spool(
+        c: &Collector,
+        agent: &str,
+        n: u32,
+        spool: Option<blackout_model::observation::SpoolStatus>,
+        now: DateTime<Utc>,
+    ) {
+        let o = Observation {
+            agent: agent.into(),
+            target: "tcp:192.0.2.1:443".into(),
+            country: "ZZ".into(),
+            asn: 1,
+            region: None,
+            signal: Signal::Tcp,
+            control: true,
+            measured_at: now,
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt_ms: Some(1.0),
+            block: None,
+            timings_ms: None,
+        };
+        let b = Batch {
+            batch_id: format!("{agent}-{n}"),
+            agent: agent.into(),
+            observations: vec![o],
+            spool,
+        };
+        c.ingest(&Uploader::InProcess, b, now).unwrap();
+    }
+
+    /// Was a unit test of the collector's ingest; the rendering is expose's now.
+    #[test]
+    fn spool_reports_become_a_backlog_gauge_and_a_drop_counter() {
+        use blackout_model::observation::SpoolStatus;
+        let c = collector();
+        let metrics = Metrics::new();
+        let read = ReadModel::new(c.clone());
+        let now = Utc::now();
+        let st = |observations, dropped_observations| {
+            Some(SpoolStatus {
+                observations,
+                dropped_observations,
+            })
+        };
+        let text = |_: &Collector| metrics.render(&read.scrape(now), read.catalog_files());
+        let line = |t: &str, name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        use crate::names::{
+            AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL as DROPPED, AGENT_SPOOL_OBSERVATIONS as WAITING,
+        };
+        let expect = |waiting: &str, dropped: &str| {
+            let t = text(&c);
+            assert_eq!(line(&t, WAITING).as_deref(), Some(waiting));
+            assert_eq!(line(&t, DROPPED).as_deref(), Some(dropped));
+        };
+        report_spool(&c, "a1", 1, st(40, 0), now);
+        report_spool(&c, "a1", 2, st(900, 7), now);
+        expect("900", "7");
+        // More drops, then an agent restart (its count starts again at 2).
+        report_spool(&c, "a1", 3, st(1000, 10), now);
+        report_spool(&c, "a1", 4, st(5, 2), now);
+        expect("5", "12");
+        // A batch without a report (an older agent) changes nothing.
+        report_spool(&c, "a1", 5, None, now);
+        assert_eq!(
+            line(&text(&c), crate::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
+            Some("5")
+        );
+    }
+}

@@ -1,0 +1,767 @@
+//! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
+//! no CDN), readable offline and without Grafana.
+//!
+//! [`render`] is a pure function of a [`StatusView`]; [`view_from`] fills the view from the
+//! collector's read model (verdicts, per-bin values against baselines, events).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use blackout_collector::ReadModel;
+use blackout_detect::EntityKey;
+
+/// A verdict, as the `blackout_*_status` gauges encode it (0, 1, 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No verdict yet (no fresh readings from a healthy agent).
+    Unknown,
+    Normal,
+    Warning,
+    Outage,
+}
+
+impl Status {
+    /// From the gauge value; anything else is unknown.
+    pub fn from_gauge(v: f64) -> Status {
+        match v as i64 {
+            0 if v == 0.0 => Status::Normal,
+            1 if v == 1.0 => Status::Warning,
+            2 if v == 2.0 => Status::Outage,
+            _ => Status::Unknown,
+        }
+    }
+
+    /// For people: the legend calls a missing verdict "no data".
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Unknown => "no data",
+            s => s.as_str(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unknown => "unknown",
+            Status::Normal => "normal",
+            Status::Warning => "warning",
+            Status::Outage => "outage",
+        }
+    }
+}
+
+/// Everything the page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub generated_at: DateTime<Utc>,
+    pub countries: Vec<CountryStatus>,
+    /// Open events and recently closed ones (`end` set); the page splits them.
+    pub events: Vec<EventView>,
+    /// Short remarks for the reader, e.g. what the numbers are while baselines are learned.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountryStatus {
+    /// ISO 3166 alpha-2.
+    pub code: String,
+    pub name: String,
+    pub status: Status,
+    /// Per signal: the series and its baseline. The first signal in [`MAIN_SIGNALS`] order
+    /// that has values is drawn as the country's sparkline.
+    pub signals: Vec<SignalSeries>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalSeries {
+    pub signal: String,
+    /// (Unix seconds, value), oldest first.
+    pub values: Vec<(i64, f64)>,
+    /// (Unix seconds, baseline), oldest first; empty while no baseline is learned.
+    #[serde(default)]
+    pub baseline: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    /// Entity: `KZ`, `KZ/AS9198` or `KZ/<region>`.
+    pub entity: String,
+    pub country: String,
+    /// national_blackout, partial, throttling, service_blocking.
+    pub kind: String,
+    pub severity: Status,
+    pub start: DateTime<Utc>,
+    /// `None` while the event is open.
+    pub end: Option<DateTime<Utc>>,
+    /// Largest drop below the baseline, 0 to 1.
+    pub peak_drop: Option<f64>,
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub signals: Vec<String>,
+    /// Networks, e.g. `AS9198`.
+    pub networks: Vec<String>,
+    pub agents: Vec<String>,
+    /// Share of the entity's targets that were down at the peak, 0 to 1.
+    pub share_of_targets: Option<f64>,
+}
+
+/// Which signal stands for a country when only one sparkline fits: ICMP blocks cover the
+/// address space, TCP is next where ICMP is filtered, then the services.
+pub const MAIN_SIGNALS: [&str; 4] = ["icmp", "tcp", "dns", "http"];
+
+const CSS: &str = include_str!("assets/status.css");
+
+const SPARK_W: f64 = 240.0;
+const SPARK_H: f64 = 56.0;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn duration_text(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+/// The series drawn for a country, if any has values.
+pub fn main_signal(c: &CountryStatus) -> Option<&SignalSeries> {
+    let has = |s: &&SignalSeries| s.values.iter().any(|(_, v)| v.is_finite());
+    MAIN_SIGNALS
+        .iter()
+        .find_map(|m| c.signals.iter().filter(has).find(|s| s.signal == *m))
+        .or_else(|| c.signals.iter().find(has))
+}
+
+/// Inline SVG: the value as a solid line, the baseline dashed, on a shared scale from 0.
+pub fn sparkline(s: &SignalSeries) -> String {
+    let pts = |v: &[(i64, f64)]| -> Vec<(i64, f64)> {
+        v.iter().copied().filter(|(_, y)| y.is_finite()).collect()
+    };
+    let values = pts(&s.values);
+    let baseline = pts(&s.baseline);
+    let all = values.iter().chain(baseline.iter());
+    let (mut t0, mut t1, mut ymax) = (i64::MAX, i64::MIN, 0.0f64);
+    for (t, y) in all {
+        t0 = t0.min(*t);
+        t1 = t1.max(*t);
+        ymax = ymax.max(*y);
+    }
+    let mut svg = format!(
+        r#"<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="{} over time">"#,
+        escape(&s.signal)
+    );
+    if values.is_empty() && baseline.is_empty() {
+        svg.push_str(r#"<text x="4" y="32" class="spark-empty">no readings yet</text></svg>"#);
+        return svg;
+    }
+    // Ratios live in 0..1: keep that scale so 100 % is always the top. Levels (counts of
+    // responsive blocks) scale to their largest value.
+    let top = if ymax <= 1.0 { 1.0 } else { ymax * 1.05 };
+    let span = (t1 - t0).max(1) as f64;
+    let pad = 3.0;
+    let x = |t: i64| pad + (t - t0) as f64 / span * (SPARK_W - 2.0 * pad);
+    let y = |v: f64| pad + (1.0 - (v / top).clamp(0.0, 1.0)) * (SPARK_H - 2.0 * pad);
+    let line = |v: &[(i64, f64)]| {
+        let mut d = String::new();
+        for (i, (t, val)) in v.iter().enumerate() {
+            let _ = write!(
+                d,
+                "{}{:.1},{:.1}",
+                if i == 0 { "" } else { " " },
+                x(*t),
+                y(*val)
+            );
+        }
+        d
+    };
+    let _ = write!(
+        svg,
+        r#"<line class="spark-axis" x1="0" y1="{:.1}" x2="{SPARK_W}" y2="{:.1}"/>"#,
+        y(0.0),
+        y(0.0)
+    );
+    if !baseline.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<polyline class="spark-baseline" points="{}"/>"#,
+            line(&baseline)
+        );
+    }
+    match values.len() {
+        0 => {}
+        1 => {
+            let (t, v) = values[0];
+            let _ = write!(
+                svg,
+                r#"<circle class="spark-dot" cx="{:.1}" cy="{:.1}" r="3"/>"#,
+                if baseline.is_empty() {
+                    SPARK_W / 2.0
+                } else {
+                    x(t)
+                },
+                y(v)
+            );
+        }
+        _ => {
+            let mut area = line(&values);
+            let (first, last) = (values[0].0, values[values.len() - 1].0);
+            let _ = write!(
+                area,
+                " {:.1},{:.1} {:.1},{:.1}",
+                x(last),
+                y(0.0),
+                x(first),
+                y(0.0)
+            );
+            let _ = write!(
+                svg,
+                r#"<polygon class="spark-area" points="{area}"/><polyline class="spark-value" points="{}"/>"#,
+                line(&values)
+            );
+            let (t, v) = values[values.len() - 1];
+            let _ = write!(
+                svg,
+                r#"<circle class="spark-dot" cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
+                x(t),
+                y(v)
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn latest(v: &[(i64, f64)]) -> Option<f64> {
+    v.iter().rev().map(|(_, y)| *y).find(|y| y.is_finite())
+}
+
+fn value_text(v: f64) -> String {
+    if (0.0..=1.0).contains(&v) {
+        percent(v)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn country_tile(out: &mut String, c: &CountryStatus) {
+    let st = c.status.as_str();
+    let _ = write!(
+        out,
+        r#"<article class="tile {st}" id="country-{code}"><header><span class="code">{code}</span><span class="name">{name}</span><span class="badge {st}">{label}</span></header>"#,
+        code = escape(&c.code),
+        name = escape(&c.name),
+        label = c.status.label(),
+    );
+    match main_signal(c) {
+        Some(s) => {
+            let now = latest(&s.values).map(value_text).unwrap_or_default();
+            let base = latest(&s.baseline)
+                .map(|b| format!(" · baseline {}", value_text(b)))
+                .unwrap_or_else(|| " · no baseline yet".to_string());
+            let _ = write!(
+                out,
+                r#"<div class="main"><span class="sig">{sig}</span> <strong>{now}</strong><span class="muted">{base}</span></div>{svg}"#,
+                sig = escape(&s.signal),
+                svg = sparkline(s),
+            );
+        }
+        None => out.push_str(r#"<div class="main muted">no readings yet</div>"#),
+    }
+    let chips: Vec<String> = c
+        .signals
+        .iter()
+        .filter_map(|s| {
+            latest(&s.values).map(|v| {
+                format!(
+                    r#"<li><span class="sig">{}</span> {}</li>"#,
+                    escape(&s.signal),
+                    value_text(v)
+                )
+            })
+        })
+        .collect();
+    let span = main_signal(c).and_then(|s| {
+        let first = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).min()?;
+        let last = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).max()?;
+        (last > first).then(|| {
+            format!(
+                r#"<li class="span" title="sparkline span">last {}</li>"#,
+                duration_text(last - first)
+            )
+        })
+    });
+    if !chips.is_empty() || span.is_some() {
+        let _ = write!(
+            out,
+            r#"<ul class="chips">{}{}</ul>"#,
+            chips.concat(),
+            span.unwrap_or_default()
+        );
+    }
+    out.push_str("</article>");
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "—".to_string()
+    } else {
+        v.iter().map(|s| escape(s)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn events_table(out: &mut String, events: &[&EventView], now: DateTime<Utc>, open: bool) {
+    out.push_str(r#"<table class="events"><thead><tr><th>entity</th><th>kind</th><th>severity</th><th>start</th>"#);
+    out.push_str(if open {
+        "<th>for</th>"
+    } else {
+        "<th>end</th><th>lasted</th>"
+    });
+    out.push_str("<th>peak drop</th><th>signals</th><th>networks</th><th>agents</th><th>targets down</th></tr></thead><tbody>");
+    for e in events {
+        let sev = e.severity.as_str();
+        let _ = write!(
+            out,
+            r#"<tr class="{sev}"><td><strong>{entity}</strong></td><td>{kind}</td><td><span class="badge {sev}">{label}</span></td><td class="time">{start}</td>"#,
+            entity = escape(&e.entity),
+            kind = escape(&e.kind.replace('_', " ")),
+            start = rfc3339(e.start),
+            label = e.severity.label(),
+        );
+        match e.end {
+            Some(end) if !open => {
+                let _ = write!(
+                    out,
+                    r#"<td class="time">{}</td><td class="time">{}</td>"#,
+                    rfc3339(end),
+                    duration_text((end - e.start).num_seconds())
+                );
+            }
+            _ => {
+                let _ = write!(
+                    out,
+                    r#"<td class="time">{}</td>"#,
+                    duration_text((now - e.start).num_seconds())
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.peak_drop.map(percent).unwrap_or_else(|| "—".into()),
+            list(&e.evidence.signals),
+            list(&e.evidence.networks),
+            list(&e.evidence.agents),
+            e.evidence
+                .share_of_targets
+                .map(percent)
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    out.push_str("</tbody></table>");
+}
+
+/// The whole page.
+pub fn render(view: &StatusView) -> String {
+    let mut countries: Vec<&CountryStatus> = view.countries.iter().collect();
+    // Worst first: what a reader came for is at the top.
+    countries.sort_by(|a, b| b.status.cmp(&a.status).then_with(|| a.code.cmp(&b.code)));
+    let count = |s: Status| view.countries.iter().filter(|c| c.status == s).count();
+    let mut open: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_none()).collect();
+    let mut closed: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_some()).collect();
+    // Worst first; a country's own event before those of its networks and regions, which
+    // are its evidence.
+    open.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then((a.entity != a.country).cmp(&(b.entity != b.country)))
+            .then(b.start.cmp(&a.start))
+            .then(a.entity.cmp(&b.entity))
+    });
+    closed.sort_by_key(|e| std::cmp::Reverse(e.end));
+
+    let mut out = String::with_capacity(16 * 1024 + 2048 * countries.len());
+    let _ = write!(
+        out,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="60"><title>blackout status</title><style>{CSS}</style></head><body>"#
+    );
+    let _ = write!(
+        out,
+        r#"<header class="top"><h1>blackout</h1><p class="muted">Internet shutdowns, as seen by this collector's agents · generated {}</p><ul class="summary"><li class="outage"><strong>{}</strong> outage</li><li class="warning"><strong>{}</strong> warning</li><li class="normal"><strong>{}</strong> normal</li><li class="unknown"><strong>{}</strong> no data</li><li><strong>{}</strong> open events</li></ul></header>"#,
+        rfc3339(view.generated_at),
+        count(Status::Outage),
+        count(Status::Warning),
+        count(Status::Normal),
+        count(Status::Unknown),
+        open.len(),
+    );
+    for n in &view.notes {
+        let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
+    }
+    out.push_str(r#"<main><section><h2>Countries</h2>"#);
+    if countries.is_empty() {
+        out.push_str(r#"<p class="muted">No country is watched: the catalog is empty.</p>"#);
+    } else {
+        out.push_str(r#"<div class="legend"><span class="swatch normal"></span>normal <span class="swatch warning"></span>warning <span class="swatch outage"></span>outage <span class="swatch unknown"></span>no data · <svg width="28" height="8"><line class="spark-value" x1="0" y1="4" x2="28" y2="4"/></svg> main signal <svg width="28" height="8"><line class="spark-baseline" x1="0" y1="4" x2="28" y2="4"/></svg> baseline</div><div class="grid">"#);
+        for c in countries {
+            country_tile(&mut out, c);
+        }
+        out.push_str("</div>");
+    }
+    out.push_str("</section><section><h2>Open events</h2>");
+    if open.is_empty() {
+        out.push_str(r#"<p class="muted">No open events.</p>"#);
+    } else {
+        events_table(&mut out, &open, view.generated_at, true);
+    }
+    out.push_str("</section><section><h2>Recent events</h2>");
+    if closed.is_empty() {
+        out.push_str(r#"<p class="muted">No recent events.</p>"#);
+    } else {
+        events_table(&mut out, &closed, view.generated_at, false);
+    }
+    let _ = write!(
+        out,
+        r#"</section></main><footer class="muted">Machine-readable: <a href="/metrics">/metrics</a> · <a href="/api/v1/catalog">/api/v1/catalog</a> · status values: 0 normal, 1 warning, 2 outage ({})</footer></body></html>"#,
+        super::names::COUNTRY_STATUS
+    );
+    out
+}
+
+/// Events shown: all open ones and the most recent closed ones, up to this many in all.
+pub const MAX_EVENTS: usize = 50;
+
+/// The view from the collector's detector: catalog countries, their verdicts, the history
+/// of each signal against its baseline, and the open and recent events.
+pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
+    let snap = read.verdicts();
+    let sparks = read.sparks();
+    let mut countries: BTreeMap<String, CountryStatus> = BTreeMap::new();
+    for f in read.catalog_files().iter().filter(|f| !f.control) {
+        countries
+            .entry(f.country.clone())
+            .or_insert_with(|| CountryStatus {
+                code: f.country.clone(),
+                name: f.name.clone().unwrap_or_else(|| f.country.clone()),
+                status: Status::Unknown,
+                signals: Vec::new(),
+            });
+    }
+    for e in &snap.entities {
+        let EntityKey::Country(cc) = &e.entity else {
+            continue;
+        };
+        let c = countries
+            .entry(cc.clone())
+            .or_insert_with(|| CountryStatus {
+                code: cc.clone(),
+                name: cc.clone(),
+                status: Status::Unknown,
+                signals: Vec::new(),
+            });
+        // Until a series has a state (warm-up), the country has no verdict yet.
+        if e.signals.iter().any(|s| s.state.is_some()) {
+            c.status = Status::from_gauge(e.state.code() as f64);
+        }
+    }
+    for ((cc, signal), points) in &sparks {
+        let Some(c) = countries.get_mut(cc) else {
+            continue;
+        };
+        c.signals.push(SignalSeries {
+            signal: signal.as_str().to_string(),
+            values: points
+                .iter()
+                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .collect(),
+            baseline: points
+                .iter()
+                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .collect(),
+        });
+    }
+    let events = read
+        .events(false, None, MAX_EVENTS)
+        .into_iter()
+        .map(|e| EventView {
+            entity: e.entity.to_string(),
+            country: e.entity.country().to_string(),
+            kind: e.kind.as_str().to_string(),
+            severity: Status::from_gauge(e.severity.code() as f64),
+            start: e.start,
+            end: e.end,
+            peak_drop: Some(e.peak_drop),
+            evidence: Evidence {
+                signals: e
+                    .evidence
+                    .signals
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+                networks: e.evidence.networks.clone(),
+                agents: e.evidence.agents.clone(),
+                share_of_targets: Some(e.evidence.share_of_targets),
+            },
+        })
+        .collect();
+    let mut notes = vec![format!(
+        "Sparklines: share of targets up per {} s bin against its learned baseline.",
+        snap.bin_secs
+    )];
+    if countries.values().all(|c| c.status == Status::Unknown) {
+        notes.push(format!(
+            "No verdict yet: the detector learns each signal's normal level first ({} s of data).",
+            read.warmup_secs()
+        ));
+    }
+    StatusView {
+        generated_at: now,
+        countries: countries.into_values().collect(),
+        events,
+        notes,
+    }
+}
+
+pub(crate) fn html(body: String) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                // Inline style only: nothing on the page loads or runs anything.
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+                ),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn series(signal: &str, values: &[f64], baseline: &[f64]) -> SignalSeries {
+        let pts = |v: &[f64]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, y)| (1_700_000_000 + 300 * i as i64, *y))
+                .collect()
+        };
+        SignalSeries {
+            signal: signal.into(),
+            values: pts(values),
+            baseline: pts(baseline),
+        }
+    }
+
+    fn view() -> StatusView {
+        StatusView {
+            generated_at: t(3600),
+            countries: vec![
+                CountryStatus {
+                    code: "UZ".into(),
+                    name: "Uzbekistan".into(),
+                    status: Status::Normal,
+                    signals: vec![series("icmp", &[0.9, 0.91, 0.9], &[0.9, 0.9, 0.9])],
+                },
+                CountryStatus {
+                    code: "KZ".into(),
+                    name: "Kazakhstan".into(),
+                    status: Status::Outage,
+                    signals: vec![
+                        series("dns", &[1.0, 0.0], &[]),
+                        series("icmp", &[812.0, 800.0, 40.0], &[810.0, 810.0, 812.0]),
+                    ],
+                },
+            ],
+            events: vec![
+                EventView {
+                    entity: "KZ".into(),
+                    country: "KZ".into(),
+                    kind: "national_blackout".into(),
+                    severity: Status::Outage,
+                    start: t(600),
+                    end: None,
+                    peak_drop: Some(0.95),
+                    evidence: Evidence {
+                        signals: vec!["icmp".into(), "dns".into()],
+                        networks: vec!["AS9198".into(), "AS29355".into()],
+                        agents: vec!["fra-1".into(), "ams-2".into()],
+                        share_of_targets: Some(0.93),
+                    },
+                },
+                EventView {
+                    entity: "UZ/AS8193".into(),
+                    country: "UZ".into(),
+                    kind: "partial".into(),
+                    severity: Status::Warning,
+                    start: t(0),
+                    end: Some(t(1500)),
+                    peak_drop: None,
+                    evidence: Evidence::default(),
+                },
+            ],
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn worst_country_first_and_events_split() {
+        let html = render(&view());
+        let kz = html.find("id=\"country-KZ\"").unwrap();
+        let uz = html.find("id=\"country-UZ\"").unwrap();
+        assert!(kz < uz, "outage before normal");
+        let open = html.find("<h2>Open events</h2>").unwrap();
+        let recent = html.find("<h2>Recent events</h2>").unwrap();
+        let national = html.find("national blackout").unwrap();
+        let partial = html.find("UZ/AS8193").unwrap();
+        assert!(open < national && national < recent && recent < partial);
+        // Evidence of the open event, and its age at generation time (3600 - 600 s).
+        assert!(html.contains("AS9198, AS29355"));
+        assert!(html.contains("fra-1, ams-2"));
+        assert!(html.contains("<td>95%</td>"));
+        assert!(html.contains("<td class=\"time\">50m</td>"));
+        // The closed one: end and duration.
+        assert!(html.contains("<td class=\"time\">25m</td>"));
+        assert!(html.contains("<strong>1</strong> outage"));
+        assert!(html.contains("<strong>1</strong> open events"));
+    }
+
+    #[test]
+    fn main_signal_prefers_icmp_and_draws_baseline() {
+        let v = view();
+        let kz = &v.countries[1];
+        assert_eq!(main_signal(kz).unwrap().signal, "icmp");
+        let svg = sparkline(main_signal(kz).unwrap());
+        assert!(svg.contains("spark-baseline"));
+        assert!(svg.contains("spark-value"));
+        // Levels scale to their maximum: the drop to 40 of 812 sits near the bottom.
+        let pts = svg.split("class=\"spark-value\" points=\"").nth(1).unwrap();
+        let last_y: f64 = pts
+            .split('"')
+            .next()
+            .unwrap()
+            .split(' ')
+            .next_back()
+            .unwrap()
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(last_y > SPARK_H * 0.85, "{last_y}");
+        let html = render(&v);
+        assert!(html.contains("baseline 812"));
+    }
+
+    #[test]
+    fn sparkline_edge_cases() {
+        let empty = sparkline(&series("icmp", &[], &[]));
+        assert!(empty.contains("no readings yet"));
+        let one = sparkline(&series("icmp", &[0.5], &[]));
+        assert!(one.contains("<circle") && !one.contains("polyline"));
+        let nan = sparkline(&series("icmp", &[f64::NAN, 0.5, f64::INFINITY], &[]));
+        assert!(!nan.contains("NaN") && !nan.contains("inf"));
+        // A ratio scale keeps 100 % at the top even when every value is low.
+        let low = sparkline(&series("icmp", &[0.1, 0.1], &[]));
+        assert!(low.contains(",48.0"), "{low}");
+    }
+
+    #[test]
+    fn names_and_ids_from_config_are_escaped() {
+        let mut v = view();
+        v.countries[0].name = "<script>alert(1)</script>".into();
+        v.countries[0].code = "\"><img src=x onerror=alert(1)>".into();
+        v.events[0].evidence.agents = vec!["a&b<i>".into()];
+        v.events[0].entity = "KZ/'x'".into();
+        v.notes = vec!["<b>note</b>".into()];
+        v.countries[1].signals[0].signal = "<svg onload=x>".into();
+        let html = render(&v);
+        assert!(!html.contains("<script>"));
+        assert!(!html.contains("<img"));
+        assert!(!html.contains("<i>"));
+        assert!(!html.contains("<b>note"));
+        assert!(!html.contains("<svg onload"));
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("id=\"country-&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\""));
+        assert!(html.contains("a&amp;b&lt;i&gt;"));
+        assert!(html.contains("KZ/&#39;x&#39;"));
+    }
+
+    #[test]
+    fn empty_view_says_so() {
+        let html = render(&StatusView {
+            generated_at: t(0),
+            countries: vec![],
+            events: vec![],
+            notes: vec![],
+        });
+        assert!(html.contains("No country is watched"));
+        assert!(html.contains("No open events."));
+        assert!(html.contains("No recent events."));
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(!html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn status_from_gauge() {
+        assert_eq!(Status::from_gauge(0.0), Status::Normal);
+        assert_eq!(Status::from_gauge(1.0), Status::Warning);
+        assert_eq!(Status::from_gauge(2.0), Status::Outage);
+        assert_eq!(Status::from_gauge(1.5), Status::Unknown);
+        assert_eq!(Status::from_gauge(-1.0), Status::Unknown);
+        assert_eq!(Status::from_gauge(f64::NAN), Status::Unknown);
+    }
+
+    #[test]
+    fn view_serde_round_trip() {
+        let v = view();
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains("\"severity\":\"outage\""));
+        let back: StatusView = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, v);
+    }
+}

@@ -1,0 +1,273 @@
+//! Probes: one file per kind behind one small trait.
+//!
+//! A probe never returns `Err` for a network failure: a failed probe is an [`Outcome`]
+//! with the phase that failed and a label from the closed [`Failure`] vocabulary.
+//! `Err` means the probe could not run at all (no ICMP permission, a target of the
+//! wrong kind).
+
+pub mod classify;
+pub mod dns;
+pub mod echo;
+pub mod http;
+pub mod icmp;
+pub mod tcp;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+
+use blackout_model::catalog::Target;
+use blackout_model::observation::{
+    BlockReport, Failure, HttpTimingsMs, Observation, Phase, Signal,
+};
+
+/// How long each phase of an HTTP(S) probe took: durations (not offsets from the start),
+/// each summed over the redirect hops, as blackbox_exporter sums its
+/// `probe_http_duration_seconds{phase}`. Only phases that completed are present: `resolve`
+/// is absent when the address is pinned or the URL names an IP, `tls` on plain HTTP, and a
+/// failed phase is absent (its failure is in the outcome). `first_byte` runs from sending
+/// the request to receiving the response head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpTimings {
+    pub resolve: Option<Duration>,
+    pub connect: Option<Duration>,
+    pub tls: Option<Duration>,
+    pub first_byte: Option<Duration>,
+}
+
+impl HttpTimings {
+    pub fn is_empty(&self) -> bool {
+        *self == HttpTimings::default()
+    }
+
+    /// Adds one hop's duration of a phase to the probe's total.
+    pub fn add(slot: &mut Option<Duration>, d: Duration) {
+        *slot = Some(slot.unwrap_or_default() + d);
+    }
+
+    /// In milliseconds, as observations carry them.
+    pub fn to_ms(&self) -> HttpTimingsMs {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        HttpTimingsMs {
+            resolve: ms(self.resolve),
+            connect: ms(self.connect),
+            tls: ms(self.tls),
+            first_byte: ms(self.first_byte),
+        }
+    }
+}
+
+/// The result of probing one target once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub phase: Option<Phase>,
+    pub failure: Option<Failure>,
+    /// ICMP, DNS, TCP: the round trip. HTTP: from the probe's start to the response head of
+    /// the last hop (redirects included).
+    pub rtt: Option<Duration>,
+    pub block: Option<BlockReport>,
+    /// HTTP(S) only.
+    pub timings: Option<HttpTimings>,
+}
+
+impl Outcome {
+    pub fn ok(rtt: Duration) -> Self {
+        Outcome {
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt: Some(rtt),
+            block: None,
+            timings: None,
+        }
+    }
+
+    pub fn failed(phase: Phase, failure: Failure) -> Self {
+        Outcome {
+            ok: false,
+            phase: Some(phase),
+            failure: Some(failure),
+            rtt: None,
+            block: None,
+            timings: None,
+        }
+    }
+
+    /// Turns the outcome into the record that travels to the collector.
+    pub fn into_observation(
+        self,
+        agent: &str,
+        target: &Target,
+        measured_at: DateTime<Utc>,
+    ) -> Observation {
+        self.observe(
+            agent,
+            Labels {
+                id: target.id.clone(),
+                country: target.country.clone(),
+                asn: target.asn,
+                region: target.region.clone(),
+                control: target.control,
+            },
+            target.signal(),
+            measured_at,
+        )
+    }
+
+    /// As [`Outcome::into_observation`], for a target known by its labels only (the
+    /// agent's compact blocks are not [`Target`]s).
+    pub fn observe(
+        self,
+        agent: &str,
+        labels: Labels,
+        signal: Signal,
+        measured_at: DateTime<Utc>,
+    ) -> Observation {
+        Observation {
+            agent: agent.to_string(),
+            target: labels.id,
+            country: labels.country,
+            asn: labels.asn,
+            region: labels.region,
+            signal,
+            control: labels.control,
+            measured_at,
+            ok: self.ok,
+            phase: self.phase,
+            failure: self.failure,
+            rtt_ms: self.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            block: self.block,
+            timings_ms: self.timings.map(|t| t.to_ms()),
+        }
+    }
+}
+
+/// What an observation says of its target besides the signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labels {
+    pub id: String,
+    pub country: String,
+    pub asn: u32,
+    pub region: Option<String>,
+    pub control: bool,
+}
+
+/// Why a probe could not run. Never a network failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "no permission for ICMP sockets: {0} (allow unprivileged ping with `sysctl net.ipv4.ping_group_range=\"0 2147483647\"`, or grant CAP_NET_RAW)"
+    )]
+    IcmpPermission(String),
+    #[error("target {id} is not a {expected} target")]
+    WrongKind { id: String, expected: Signal },
+    #[error("could not set up the {signal} probe: {reason}")]
+    Setup { signal: Signal, reason: String },
+    #[error("target {id}: {reason}")]
+    BadTarget { id: String, reason: String },
+    /// The block's politeness budget is spent: rounds come faster than
+    /// `icmp_max_probes_per_block_hour` allows.
+    #[error(
+        "block {id}: politeness budget spent (rounds faster than the per-block hourly limit allows)"
+    )]
+    PolitenessBudget { id: String },
+    #[error("{path}: {reason}")]
+    Input { path: String, reason: String },
+    #[error("writing the results: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// One probe kind.
+pub trait Prober: Send + Sync {
+    fn signal(&self) -> Signal;
+    /// Probes one target once. Network failures are `Ok(Outcome { ok: false, .. })`.
+    fn probe<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Outcome, ProbeError>>;
+}
+
+/// Default politeness: Trinocular's "fewer than 20 probes per hour per block".
+pub const DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR: u32 = 20;
+/// Default bound on the adaptive probes of one round (Trinocular: up to ~15).
+pub const DEFAULT_ICMP_MAX_EXTRA_PROBES: u32 = 15;
+/// Default ICMP receive buffer: with 1,000+ echoes in flight on one socket, replies are
+/// dropped at the default 208 KiB; 32 MiB showed no loss at any concurrency.
+pub const DEFAULT_ICMP_RECV_BUFFER_BYTES: usize = 32 << 20;
+
+/// Timeouts and limits shared by the probers. Build it with `..Default::default()` so that
+/// new limits do not break callers.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    pub timeout: Duration,
+    pub http_max_redirects: usize,
+    /// Politeness: at most this many echoes reach one block in any hour.
+    pub icmp_max_probes_per_block_hour: u32,
+    /// Adaptive echoes one block round may add to its first one.
+    pub icmp_max_extra_probes: u32,
+    /// Receive buffer of the shared ICMP sockets.
+    pub icmp_recv_buffer_bytes: usize,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            timeout: Duration::from_secs(5),
+            http_max_redirects: 5,
+            icmp_max_probes_per_block_hour: DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
+            icmp_max_extra_probes: DEFAULT_ICMP_MAX_EXTRA_PROBES,
+            icmp_recv_buffer_bytes: DEFAULT_ICMP_RECV_BUFFER_BYTES,
+        }
+    }
+}
+
+/// One prober per kind, shared by every task of the agent (`Arc<ProbeSet>`).
+///
+/// Creating it opens no ICMP socket: that happens on the first ICMP probe, so an agent
+/// without ICMP rights still probes DNS, HTTP and TCP, and only its ICMP targets fail with
+/// [`ProbeError::IcmpPermission`].
+#[derive(Debug)]
+pub struct ProbeSet {
+    pub icmp: icmp::IcmpProber,
+    pub dns: dns::DnsProber,
+    pub http: http::HttpProber,
+    pub tcp: tcp::TcpProber,
+}
+
+impl ProbeSet {
+    pub async fn new(settings: &ProbeSettings) -> Result<ProbeSet, ProbeError> {
+        Ok(ProbeSet {
+            icmp: icmp::IcmpProber::new(settings),
+            dns: dns::DnsProber::new(settings.timeout),
+            http: http::HttpProber::new(settings)?,
+            tcp: tcp::TcpProber::new(settings.timeout),
+        })
+    }
+
+    /// The prober for a signal.
+    pub fn prober(&self, signal: Signal) -> &dyn Prober {
+        match signal {
+            Signal::Icmp => &self.icmp,
+            Signal::Dns => &self.dns,
+            Signal::Http => &self.http,
+            Signal::Tcp => &self.tcp,
+        }
+    }
+
+    /// Probes one target once with the prober of its kind.
+    pub async fn probe(&self, target: &Target) -> Result<Outcome, ProbeError> {
+        self.prober(target.signal()).probe(target).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn probe_set_is_shareable() {
+        assert_send_sync::<ProbeSet>();
+        assert_send_sync::<std::sync::Arc<ProbeSet>>();
+    }
+}

@@ -1,0 +1,287 @@
+//! `blackout catalog discover`: a rate-limited ICMP sweep of a catalog's IPv4 blocks that
+//! finds each block's responsive addresses (Trinocular's ever-active set E(b)) and their
+//! availability A(b), and writes them back as single-block entries with `hosts`.
+//!
+//! One shared surge-ping client sends every probe; probes are paced to `rate_pps` and
+//! interleaved across blocks (address offset outer, block inner), so no single block sees
+//! a burst. Availability is answered / sent over `sweeps` full sweeps of the kept hosts.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net};
+use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence};
+use tokio::sync::Semaphore;
+
+use super::{BuildError, write};
+use blackout_model::catalog::{IPV4_BLOCK_LEN, IcmpEntry};
+
+/// Default probes per second: polite for a sweep of a country from one machine.
+pub const DEFAULT_RATE_PPS: u32 = 100;
+/// Default hosts kept per block: enough for Trinocular's adaptive probes (it sends up
+/// to ~15 extra per round) without bloating the catalog.
+pub const DEFAULT_MAX_PER_BLOCK: usize = 16;
+pub const DEFAULT_SWEEPS: u32 = 3;
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct DiscoverSettings {
+    pub rate_pps: u32,
+    pub max_per_block: usize,
+    pub sweeps: u32,
+    pub timeout: Duration,
+    pub keep_silent: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiscoverStats {
+    pub blocks: usize,
+    pub probes_sent: u64,
+    pub responsive_blocks: usize,
+    pub hosts: usize,
+}
+
+/// One block to sweep and the entry it came from.
+struct Block {
+    net: Ipv4Net,
+    entry: usize,
+}
+
+/// Sweeps `input`'s IPv4 ICMP blocks and writes the catalog with their hosts to `output`.
+/// IPv6 entries are copied unchanged (a /48 cannot be swept).
+pub async fn discover_catalog(
+    input: &Path,
+    output: &Path,
+    s: &DiscoverSettings,
+) -> Result<DiscoverStats, BuildError> {
+    if s.rate_pps == 0 || s.sweeps == 0 || s.max_per_block == 0 {
+        return Err(BuildError::Usage(
+            "--rate, --sweeps and --max-per-block must be at least 1".into(),
+        ));
+    }
+    let mut files = blackout_model::catalog::load_path(input)?;
+    if files.len() != 1 {
+        return Err(BuildError::Usage(format!(
+            "{}: discover works on one catalog file, found {}",
+            input.display(),
+            files.len()
+        )));
+    }
+    let mut file = files.remove(0);
+    let text = std::fs::read_to_string(input).map_err(|e| BuildError::io(input, e))?;
+
+    let mut blocks = Vec::new();
+    for (i, e) in file.icmp.iter().enumerate() {
+        if let IpNet::V4(net) = e.prefix {
+            let len = e.block_len.unwrap_or(IPV4_BLOCK_LEN);
+            if let Ok(subnets) = net.subnets(len) {
+                blocks.extend(subnets.map(|b| Block { net: b, entry: i }));
+            }
+        }
+    }
+    let answers = sweep(&blocks, s).await?;
+
+    let mut stats = DiscoverStats {
+        blocks: blocks.len(),
+        probes_sent: blocks
+            .iter()
+            .map(|b| 1u64 << (32 - b.net.prefix_len()))
+            .sum::<u64>()
+            * u64::from(s.sweeps),
+        ..Default::default()
+    };
+    let mut out: Vec<IcmpEntry> = file
+        .icmp
+        .iter()
+        .filter(|e| !e.prefix.addr().is_ipv4())
+        .cloned()
+        .collect();
+    let mut silent: Vec<(usize, Ipv4Net)> = Vec::new();
+    for b in &blocks {
+        let orig = &file.icmp[b.entry];
+        let mut hosts: Vec<(u32, u32)> = (u32::from(b.net.network())
+            ..=u32::from(b.net.broadcast()))
+            .filter_map(|a| answers.get(&a).map(|n| (a, *n)))
+            .collect();
+        if hosts.is_empty() {
+            silent.push((b.entry, b.net));
+            continue;
+        }
+        hosts.sort_by_key(|&(a, n)| (std::cmp::Reverse(n), a));
+        hosts.truncate(s.max_per_block);
+        let answered: u32 = hosts.iter().map(|h| h.1).sum();
+        let avail = f64::from(answered) / (f64::from(s.sweeps) * hosts.len() as f64);
+        hosts.sort_unstable();
+        stats.responsive_blocks += 1;
+        stats.hosts += hosts.len();
+        out.push(IcmpEntry {
+            id: single_id(orig, b.net),
+            prefix: IpNet::V4(b.net),
+            asn: orig.asn,
+            region: orig.region.clone(),
+            hosts: hosts
+                .iter()
+                .map(|h| IpAddr::V4(Ipv4Addr::from(h.0)))
+                .collect(),
+            availability: Some((avail * 1000.0).round() / 1000.0),
+            block_len: orig.block_len,
+        });
+    }
+    if s.keep_silent {
+        out.extend(regroup_silent(&file.icmp, &silent));
+    }
+    out.sort_by_key(|a| (a.asn, a.prefix));
+    file.icmp = out;
+
+    let mut header: Vec<String> = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim_start().to_string())
+        .collect();
+    header.push(format!(
+        "Discovered by `blackout catalog discover` ({} sweeps): {} of {} IPv4 blocks answered, {} hosts{}.",
+        s.sweeps,
+        stats.responsive_blocks,
+        stats.blocks,
+        stats.hosts,
+        if s.keep_silent {
+            ""
+        } else {
+            "; silent blocks dropped"
+        }
+    ));
+    let rendered = write::render_catalog(&file, &header);
+    blackout_model::catalog::parse(&rendered, &output.display().to_string()).map_err(|source| {
+        BuildError::Generated {
+            country: file.country.clone(),
+            source,
+        }
+    })?;
+    std::fs::write(output, rendered).map_err(|e| BuildError::io(output, e))?;
+    Ok(stats)
+}
+
+/// A block cut out of an entry keeps the id it had when the entry expanded.
+fn single_id(orig: &IcmpEntry, block: Ipv4Net) -> Option<String> {
+    let whole = orig.prefix == IpNet::V4(block);
+    orig.id.as_ref().map(|base| {
+        if whole {
+            base.clone()
+        } else {
+            format!("{base}/{block}")
+        }
+    })
+}
+
+/// Silent blocks back into the fewest prefixes per original entry.
+fn regroup_silent(entries: &[IcmpEntry], silent: &[(usize, Ipv4Net)]) -> Vec<IcmpEntry> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < silent.len() {
+        let (entry, first) = silent[i];
+        let orig = &entries[entry];
+        let size = 1u64 << (32 - first.prefix_len());
+        let start = u64::from(u32::from(first.network())) / size;
+        let mut end = start;
+        while i + 1 < silent.len()
+            && silent[i + 1].0 == entry
+            && u64::from(u32::from(silent[i + 1].1.network())) / size == end + 1
+        {
+            end += 1;
+            i += 1;
+        }
+        i += 1;
+        for (s, bits) in super::range_to_cidrs(start, end) {
+            let addr = Ipv4Addr::from((s * size) as u32);
+            let net = Ipv4Net::new(addr, first.prefix_len() - bits as u8)
+                .expect("aligned piece of a valid prefix");
+            let id = if bits == 0 {
+                single_id(orig, net)
+            } else {
+                orig.id.clone()
+            };
+            out.push(IcmpEntry {
+                id,
+                prefix: IpNet::V4(net),
+                hosts: Vec::new(),
+                availability: None,
+                ..orig.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Sends `sweeps` echo requests to every address of every block; returns, per address
+/// that answered at least once, how many echo replies it sent.
+async fn sweep(blocks: &[Block], s: &DiscoverSettings) -> Result<HashMap<u32, u32>, BuildError> {
+    let client = Arc::new(
+        Client::new(&Config::builder().kind(ICMP::V4).build()).map_err(|e| {
+            BuildError::Icmp(format!(
+                "cannot open an ICMP socket ({e}): needs CAP_NET_RAW or net.ipv4.ping_group_range covering this group"
+            ))
+        })?,
+    );
+    let answers: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    // Probes in flight are bounded by what the rate can produce within one timeout.
+    let in_flight = ((f64::from(s.rate_pps) * s.timeout.as_secs_f64()).ceil() as usize + 16)
+        .min(Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let period = Duration::from_secs_f64(1.0 / f64::from(s.rate_pps));
+    let widest = blocks
+        .iter()
+        .map(|b| 1u64 << (32 - b.net.prefix_len()))
+        .max()
+        .unwrap_or(0);
+    let start = tokio::time::Instant::now();
+    let mut sent: u64 = 0;
+    let payload = [0u8; 16];
+    for k in 0..s.sweeps {
+        for offset in 0..widest {
+            for b in blocks {
+                let size = 1u64 << (32 - b.net.prefix_len());
+                if offset >= size {
+                    continue;
+                }
+                let addr = u32::from(b.net.network()) + offset as u32;
+                let due = start + period.mul_f64(sent as f64);
+                sent += 1;
+                tokio::time::sleep_until(due).await;
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| BuildError::Icmp(e.to_string()))?;
+                let client = client.clone();
+                let answers = answers.clone();
+                let timeout = s.timeout;
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let ip = IpAddr::V4(Ipv4Addr::from(addr));
+                    let mut pinger = client.pinger(ip, PingIdentifier(0xb10c)).await;
+                    pinger.timeout(timeout);
+                    match pinger.ping(PingSequence(k as u16), &payload).await {
+                        // ping() also returns Ok for ICMP errors quoting the request.
+                        Ok((IcmpPacket::V4(p), _)) if p.get_icmp_type().0 == 0 => {
+                            if let Ok(mut m) = answers.lock() {
+                                *m.entry(addr).or_default() += 1;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::trace!(%ip, error = %e, "no echo reply"),
+                    }
+                });
+            }
+        }
+    }
+    // Wait for the last probes to answer or time out.
+    let _all = permits
+        .acquire_many(in_flight as u32)
+        .await
+        .map_err(|e| BuildError::Icmp(e.to_string()))?;
+    let m = answers.lock().map(|m| m.clone()).unwrap_or_default();
+    Ok(m)
+}
