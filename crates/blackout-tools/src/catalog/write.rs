@@ -201,9 +201,12 @@ mod tests {
 
     #[test]
     fn rendered_catalog_parses_back_identically() {
-        let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/probes/control.toml"))
-                .unwrap();
+        // The catalogs live at the workspace root, two levels above this crate.
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../probes/control.toml"
+        ))
+        .unwrap();
         let c = blackout_model::catalog::parse(&text, "control.toml").unwrap();
         let again =
             blackout_model::catalog::parse(&render_catalog(&c, &["x".into()]), "rendered").unwrap();
