@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Subnets};
 
 use blackout_model::catalog::IcmpEntry;
 
@@ -25,11 +25,21 @@ impl AsnMapBuilder {
         self.v6.push((start, end, asn));
     }
     /// The first organisation name seen for an AS is kept (inputs are read in a fixed
-    /// order, so the choice is stable).
+    /// order, so the choice is stable). A line break (possible inside a quoted CSV field)
+    /// becomes a space: the name is written into a one-line catalog comment.
     pub fn org(&mut self, asn: u32, name: &[u8]) {
-        self.orgs
-            .entry(asn)
-            .or_insert_with(|| String::from_utf8_lossy(name).trim().to_string());
+        self.orgs.entry(asn).or_insert_with(|| {
+            let name = String::from_utf8_lossy(name);
+            let name = name.trim();
+            if name.contains(['\r', '\n']) {
+                name.split(['\r', '\n'])
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                name.to_string()
+            }
+        });
     }
     pub fn build(self) -> AsnMap {
         let v4 = flatten(self.v4)
@@ -120,24 +130,6 @@ fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
             Some(p) => pos = p,
             None => break,
         }
-    }
-    out
-}
-
-/// Splits the inclusive range [start, end] into aligned power-of-two pieces, returned as
-/// (start, log2 size), in address order.
-pub fn range_to_cidrs(mut start: u64, end: u64) -> Vec<(u64, u32)> {
-    let mut out = Vec::new();
-    while start <= end {
-        let align = if start == 0 {
-            63
-        } else {
-            start.trailing_zeros()
-        };
-        let span = 63 - (end - start + 1).leading_zeros();
-        let bits = align.min(span);
-        out.push((start, bits));
-        start += 1u64 << bits;
     }
     out
 }
@@ -300,9 +292,11 @@ pub(crate) fn aggregate(blocks: &[(u32, u32)]) -> Vec<IcmpEntry> {
             i += 1;
         }
         i += 1;
-        for (s, bits) in range_to_cidrs(u64::from(start), u64::from(end)) {
-            let net = Ipv4Net::new(Ipv4Addr::from((s as u32) << 8), 24 - bits as u8)
-                .expect("a block-aligned prefix of length <= 24");
+        // The fewest aligned prefixes covering the run; block-aligned ends make each /24
+        // or shorter.
+        let first = Ipv4Addr::from(start << 8);
+        let last = Ipv4Addr::from((end << 8) | 0xff);
+        for net in Ipv4Subnets::new(first, last, 0) {
             out.push(IcmpEntry {
                 id: None,
                 prefix: IpNet::V4(net),
@@ -382,14 +376,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cidrs_cover_the_range_exactly(start in 0u64..1 << 24, len in 1u64..5000) {
+        fn aggregation_covers_the_blocks_exactly(
+            start in 0u32..1 << 24, len in 1u32..5000, split in 0u32..5000
+        ) {
             let end = (start + len - 1).min((1 << 24) - 1);
-            let pieces = range_to_cidrs(start, end);
+            let blocks: Vec<(u32, u32)> =
+                (start..=end).map(|b| (b, u32::from(b >= start + split))).collect();
             let mut next = start;
-            for (s, bits) in pieces {
-                prop_assert_eq!(s, next);
-                prop_assert_eq!(s % (1 << bits), 0);
-                next = s + (1 << bits);
+            for e in aggregate(&blocks) {
+                let IpNet::V4(net) = e.prefix else { panic!("{}", e.prefix) };
+                prop_assert!(net.prefix_len() <= 24);
+                prop_assert_eq!(u32::from(net.network()) >> 8, next);
+                let last = u32::from(net.broadcast()) >> 8;
+                prop_assert!((next..=last).all(|b| u32::from(b >= start + split) == e.asn));
+                next = last + 1;
             }
             prop_assert_eq!(next, end + 1);
         }
