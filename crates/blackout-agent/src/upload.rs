@@ -465,10 +465,19 @@ mod tests {
     fn retry_after_takes_every_http_date_form_and_only_gmt() {
         let now: chrono::DateTime<chrono::Utc> = "2026-11-29T16:00:00Z".parse().unwrap();
         let in_30s = Some(Duration::from_secs(30));
-        assert_eq!(parse_retry_after("Sun, 29 Nov 2026 16:00:30 GMT", now), in_30s);
-        assert_eq!(parse_retry_after("Sunday, 29-Nov-26 16:00:30 GMT", now), in_30s);
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 16:00:30 GMT", now),
+            in_30s
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 29-Nov-26 16:00:30 GMT", now),
+            in_30s
+        );
         assert_eq!(parse_retry_after("Sun Nov 29 16:00:30 2026", now), in_30s);
-        assert_eq!(parse_retry_after("Sun, 29 Nov 2026 17:00:30 +0100", now), None);
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 17:00:30 +0100", now),
+            None
+        );
     }
 
     #[test]
