@@ -2,10 +2,11 @@
 //! each /24 of a country, sampling, and re-aggregation into CIDR prefixes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Subnets};
+use rangemap::RangeInclusiveMap;
 
 use blackout_model::catalog::IcmpEntry;
 
@@ -86,52 +87,16 @@ impl AsnMap {
 }
 
 /// Resolves overlapping ranges: the smallest covering range wins (ties: lower AS).
+/// Ranges go into the map widest first, and among equal widths higher AS first: each
+/// insert overwrites what it covers, so what is left at an address is the narrowest
+/// range over it. The map joins touching ranges of one AS.
 fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
-    rs.sort_unstable();
-    let disjoint = rs.windows(2).all(|w| w[0].1 < w[1].0);
-    let mut out: Vec<(u128, u128, u32)> = Vec::with_capacity(rs.len());
-    let mut push = |s: u128, e: u128, a: u32| match out.last_mut() {
-        Some(last) if last.2 == a && last.1.checked_add(1) == Some(s) => last.1 = e,
-        _ => out.push((s, e, a)),
-    };
-    if disjoint {
-        for (s, e, a) in rs {
-            push(s, e, a);
-        }
-        return out;
+    rs.sort_unstable_by_key(|&(s, e, a)| (Reverse(e - s), Reverse(a), s));
+    let mut m = RangeInclusiveMap::new();
+    for (s, e, a) in rs {
+        m.insert(s..=e, a);
     }
-    let mut heap: BinaryHeap<Reverse<(u128, u32, u128)>> = BinaryHeap::new();
-    let mut i = 0;
-    let mut pos: u128 = 0;
-    loop {
-        if heap.is_empty() {
-            if i == rs.len() {
-                break;
-            }
-            pos = rs[i].0;
-        }
-        while i < rs.len() && rs[i].0 <= pos {
-            let (s, e, a) = rs[i];
-            heap.push(Reverse((e - s, a, e)));
-            i += 1;
-        }
-        while heap.peek().is_some_and(|Reverse((_, _, e))| *e < pos) {
-            heap.pop();
-        }
-        let Some(&Reverse((_, asn, end))) = heap.peek() else {
-            continue;
-        };
-        let mut seg_end = end;
-        if i < rs.len() && rs[i].0 - 1 < seg_end {
-            seg_end = rs[i].0 - 1;
-        }
-        push(pos, seg_end, asn);
-        match seg_end.checked_add(1) {
-            Some(p) => pos = p,
-            None => break,
-        }
-    }
-    out
+    m.iter().map(|(r, &a)| (*r.start(), *r.end(), a)).collect()
 }
 
 /// /24 blocks (as block numbers, address >> 8) of a country, each with its owner.
