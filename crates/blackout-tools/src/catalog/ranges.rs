@@ -87,10 +87,40 @@ impl AsnMap {
 }
 
 /// Resolves overlapping ranges: the smallest covering range wins (ties: lower AS).
+/// Touching ranges of one AS are joined.
+fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
+    rs.sort_unstable();
+    let mut out: Vec<(u128, u128, u32)> = Vec::with_capacity(rs.len());
+    let mut join = |(s, e, a): (u128, u128, u32)| match out.last_mut() {
+        Some(last) if last.2 == a && last.1.checked_add(1) == Some(s) => last.1 = e,
+        _ => out.push((s, e, a)),
+    };
+    // Only clusters of overlapping ranges go through the range map: one flattened
+    // database (ip-location-db: 1 overlap in 411,961 IPv4 rows) is almost all single
+    // ranges, and the map for all of them cost a tenth of the whole build.
+    let mut i = 0;
+    while i < rs.len() {
+        let (mut j, mut end) = (i + 1, rs[i].1);
+        while j < rs.len() && rs[j].0 <= end {
+            end = end.max(rs[j].1);
+            j += 1;
+        }
+        if j == i + 1 {
+            join(rs[i]);
+        } else {
+            flatten_overlapping(rs[i..j].to_vec())
+                .into_iter()
+                .for_each(&mut join);
+        }
+        i = j;
+    }
+    out
+}
+
 /// Ranges go into the map widest first, and among equal widths higher AS first: each
 /// insert overwrites what it covers, so what is left at an address is the narrowest
 /// range over it. The map joins touching ranges of one AS.
-fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
+fn flatten_overlapping(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
     rs.sort_unstable_by_key(|&(s, e, a)| (Reverse(e - s), Reverse(a), s));
     let mut m = RangeInclusiveMap::new();
     for (s, e, a) in rs {
@@ -372,6 +402,20 @@ mod tests {
                 let got = flat.get(i).filter(|s| s.0 <= x).map(|s| s.2);
                 prop_assert_eq!(got, want, "at {}", x);
             }
+        }
+
+        #[test]
+        fn clusters_resolve_like_the_whole_map(
+            rs in proptest::collection::vec((0u128..4, 0u128..6, 1u32..3), 1..30)
+        ) {
+            // Starts 0..3 apart, lengths 1..6: runs of single ranges, touching ranges
+            // and clusters of overlapping ones.
+            let mut at = 0u128;
+            let rs: Vec<(u128, u128, u32)> = rs.into_iter().map(|(step, len, a)| {
+                at += step;
+                (at, at + len, a)
+            }).collect();
+            prop_assert_eq!(flatten(rs.clone()), flatten_overlapping(rs));
         }
 
         #[test]

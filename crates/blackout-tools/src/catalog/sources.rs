@@ -401,47 +401,69 @@ fn ipverse(
 
 /// The records of a CSV file (RFC 4180: quoted fields may hold commas, doubled quotes
 /// and line breaks) with the 1-based line each starts on; rows may have any number of
-/// fields, a missing one reads as empty. Lines are counted here: the reader's own count
-/// leaves out the blank lines it skips, and its byte offset of a record is where the
-/// previous one ended, before those blank lines.
-fn csv_records<'a>(
+/// fields, a missing one reads as empty. One record buffer is reused for every row.
+struct CsvRows<'a> {
     path: &'a Path,
     data: &'a [u8],
-) -> impl Iterator<Item = Result<(usize, csv::ByteRecord), BuildError>> + 'a {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(data);
-    let mut rec = csv::ByteRecord::new();
-    let (mut seen, mut line) = (0usize, 1usize);
-    let mut line_at = move |byte: u64| {
-        let mut byte = (byte as usize).min(data.len());
-        while data.get(byte).is_some_and(|b| matches!(b, b'\r' | b'\n')) {
+    reader: csv::Reader<&'a [u8]>,
+    record: csv::ByteRecord,
+    /// Bytes of `data` whose line breaks are counted in `line`.
+    seen: usize,
+    line: usize,
+}
+
+impl<'a> CsvRows<'a> {
+    fn new(path: &'a Path, data: &'a [u8]) -> Self {
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
+        CsvRows {
+            path,
+            data,
+            reader,
+            record: csv::ByteRecord::new(),
+            seen: 0,
+            line: 1,
+        }
+    }
+
+    /// Lines are counted here: the reader's own count leaves out the blank lines it skips,
+    /// and its byte offset of a record is where the previous one ended, before them.
+    fn line_at(&mut self, byte: u64) -> usize {
+        let mut byte = (byte as usize).min(self.data.len());
+        while matches!(self.data.get(byte), Some(b'\r' | b'\n')) {
             byte += 1;
         }
-        if byte > seen {
-            line += data[seen..byte].iter().filter(|&&b| b == b'\n').count();
-            seen = byte;
+        if byte > self.seen {
+            let breaks = self.data[self.seen..byte].iter().filter(|&&b| b == b'\n');
+            self.line += breaks.count();
+            self.seen = byte;
         }
-        line
-    };
-    std::iter::from_fn(move || match r.read_byte_record(&mut rec) {
-        Ok(false) => None,
-        Ok(true) => {
-            let n = line_at(rec.position().map_or(0, |p| p.byte()));
-            Some(Ok((n, rec.clone())))
+        self.line
+    }
+
+    fn next_row(&mut self) -> Option<Result<(usize, &csv::ByteRecord), BuildError>> {
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => {
+                let byte = self.record.position().map_or(0, |p| p.byte());
+                let n = self.line_at(byte);
+                Some(Ok((n, &self.record)))
+            }
+            Err(e) => {
+                let n = e.position().map_or(0, |p| self.line_at(p.byte()));
+                Some(Err(bad(self.path, n, e.to_string())))
+            }
         }
-        Err(e) => {
-            let n = e.position().map_or(0, |p| line_at(p.byte()));
-            Some(Err(bad(path, n, e.to_string())))
-        }
-    })
+    }
 }
 
 /// ip-location-db: `range_start,range_end,asn,organization` (IPv4 or IPv6 rows).
 fn asn_csv(path: &Path, b: &mut AsnMapBuilder) -> Result<Source, BuildError> {
     let data = read(path)?;
-    for row in csv_records(path, &data) {
+    let mut rows = CsvRows::new(path, &data);
+    while let Some(row) = rows.next_row() {
         let (n, row) = row?;
         let field = |i: usize| row.get(i).unwrap_or_default();
         let (start, end, asn, org) = (field(0), field(1), field(2), field(3));
@@ -685,7 +707,8 @@ fn citizenlab(
         }
         let data = read(&path)?;
         let mut urls = BTreeSet::new();
-        for row in csv_records(&path, &data) {
+        let mut rows = CsvRows::new(&path, &data);
+        while let Some(row) = rows.next_row() {
             let (n, row) = row?;
             let url = text(row.get(0).unwrap_or_default());
             if n == 1 && url == "url" {
@@ -746,12 +769,12 @@ mod tests {
     #[test]
     fn csv_rows_unquote_and_keep_their_lines() {
         let data = b"\"Cloudflare, Inc.\",x\n\n\"say \"\"hi\"\"\"\r\n";
-        let rows: Vec<(usize, Vec<Vec<u8>>)> = csv_records(Path::new("t.csv"), data)
-            .map(|r| {
-                let (n, rec) = r.unwrap();
-                (n, rec.iter().map(<[u8]>::to_vec).collect())
-            })
-            .collect();
+        let mut csv = CsvRows::new(Path::new("t.csv"), data);
+        let mut rows: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        while let Some(r) = csv.next_row() {
+            let (n, rec) = r.unwrap();
+            rows.push((n, rec.iter().map(<[u8]>::to_vec).collect()));
+        }
         assert_eq!(
             rows,
             vec![
