@@ -86,16 +86,18 @@ impl HttpSink {
     }
 }
 
-/// Retry-After as delay-seconds or as an HTTP date (RFC 9110 allows both).
+/// Retry-After as delay-seconds or as an HTTP date (RFC 9110 allows both). A date is
+/// read by `httpdate`, which takes all three forms a recipient must accept (IMF-fixdate,
+/// RFC 850, asctime) and, as the grammar says, only GMT: a date with another zone is not
+/// an HTTP date, and the agent then keeps its own backoff.
 fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let at = httpdate::parse_http_date(v).ok()?;
     Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
+        at.duration_since(std::time::SystemTime::from(now))
             .unwrap_or(Duration::ZERO),
     )
 }
@@ -454,6 +456,28 @@ mod tests {
             "{d:?}"
         );
         assert!(obey_retry_after(Duration::from_secs(86_400)) < Duration::from_secs(4_400));
+    }
+
+    /// RFC 9110 section 5.6.7: a recipient must also accept the obsolete RFC 850 and
+    /// asctime forms (the RFC 2822 parser used before took neither), and an HTTP date is
+    /// always GMT (that parser also took numeric offsets, which no HTTP date has).
+    #[test]
+    fn retry_after_takes_every_http_date_form_and_only_gmt() {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-29T16:00:00Z".parse().unwrap();
+        let in_30s = Some(Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 16:00:30 GMT", now),
+            in_30s
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 29-Nov-26 16:00:30 GMT", now),
+            in_30s
+        );
+        assert_eq!(parse_retry_after("Sun Nov 29 16:00:30 2026", now), in_30s);
+        assert_eq!(
+            parse_retry_after("Sun, 29 Nov 2026 17:00:30 +0100", now),
+            None
+        );
     }
 
     #[test]

@@ -54,7 +54,6 @@ mod config;
 mod engine;
 mod entity;
 mod event;
-mod fxhash;
 mod series;
 
 pub mod sim;

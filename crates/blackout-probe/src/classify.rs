@@ -1,4 +1,4 @@
-//! Maps errors from io, hickory, rustls, hyper and surge-ping to the closed failure vocabulary.
+//! Maps errors from io, hickory, rustls and hyper to the closed failure vocabulary.
 //!
 //! A failure label is only meaningful with the operation that failed (OONI's lesson): the
 //! same `ECONNRESET` means "the TCP connection was cut" in `connect` and "a middlebox killed
@@ -76,16 +76,6 @@ pub fn hickory_failure(e: &NetError) -> Failure {
             Failure::DnsBadResponse
         }
         NetError::Truncated => Failure::DnsBadResponse,
-        _ => Failure::Unknown,
-    }
-}
-
-/// Maps a surge-ping error of one echo request.
-pub fn surge_failure(e: &surge_ping::SurgeError) -> Failure {
-    use surge_ping::SurgeError as S;
-    match e {
-        S::Timeout { .. } => Failure::Timeout,
-        S::IOError(io) => io_failure(io),
         _ => Failure::Unknown,
     }
 }
@@ -251,27 +241,6 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(hickory_failure(&e), want, "{e}");
-        }
-    }
-
-    #[test]
-    fn surge_table() {
-        use surge_ping::{PingSequence, SurgeError};
-        let cases = [
-            (
-                SurgeError::Timeout {
-                    seq: PingSequence(1),
-                },
-                Failure::Timeout,
-            ),
-            (
-                SurgeError::IOError(io::Error::from_raw_os_error(libc::ENETUNREACH)),
-                Failure::Unreachable,
-            ),
-            (SurgeError::NetworkError, Failure::Unknown),
-        ];
-        for (e, want) in cases {
-            assert_eq!(surge_failure(&e), want, "{e}");
         }
     }
 

@@ -10,10 +10,10 @@
 //! `sendto`, `recvfrom` and `getsockname`, and in user space `FuturesUnordered` polling
 //! led the profile. Here a burst costs one `sendmmsg` per 64 echoes and one `recvmmsg`
 //! per batch of replies; a single echo ([`EchoEngine::echo`]) costs one `sendto`, a slot
-//! in the slab and a oneshot channel, and no timer of its own. surge-ping is no longer
-//! used for ICMP: opening the socket (DGRAM first, RAW fallback) is a few lines of
-//! socket2, and its packet types do not parse the quoted request of an ICMP error, which
-//! we need to map errors to [`Failure::Unreachable`].
+//! in the slab and a oneshot channel, and no timer of its own. surge-ping is not used at
+//! all (`catalog discover` sweeps with this engine too): opening the socket (DGRAM first,
+//! RAW fallback) is a few lines of socket2, and its packet types do not parse the quoted
+//! request of an ICMP error, which we need to map errors to [`Failure::Unreachable`].
 //!
 //! Matching: an echo's sequence number is its slot; its payload carries a random token of
 //! this engine and the slot's generation. A reply counts only when its sequence number

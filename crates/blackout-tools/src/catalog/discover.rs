@@ -2,9 +2,11 @@
 //! finds each block's responsive addresses (Trinocular's ever-active set E(b)) and their
 //! availability A(b), and writes them back as single-block entries with `hosts`.
 //!
-//! One shared surge-ping client sends every probe; probes are paced to `rate_pps` and
-//! interleaved across blocks (address offset outer, block inner), so no single block sees
-//! a burst. Availability is answered / sent over `sweeps` full sweeps of the kept hosts.
+//! The probe crate's echo engine (the one the agent uses) sends every probe; probes are
+//! paced to `rate_pps` and interleaved across blocks (address offset outer, block inner),
+//! so no single block sees a burst. Availability is answered / sent over `sweeps` full
+//! sweeps of the kept hosts. Only echo replies count: the engine reports an ICMP error
+//! quoting our request as `Unreachable`, not as an answer.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,12 +14,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipnet::{IpNet, Ipv4Net};
-use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence};
+use ipnet::{IpNet, Ipv4Net, Ipv4Subnets};
 use tokio::sync::Semaphore;
 
 use super::{BuildError, write};
 use blackout_model::catalog::{IPV4_BLOCK_LEN, IcmpEntry};
+use blackout_probe::DEFAULT_ICMP_RECV_BUFFER_BYTES;
+use blackout_probe::echo::{EchoEngine, EchoResult, EngineConfig};
 
 /// Default probes per second: polite for a sweep of a country from one machine.
 pub const DEFAULT_RATE_PPS: u32 = 100;
@@ -183,22 +186,19 @@ fn regroup_silent(entries: &[IcmpEntry], silent: &[(usize, Ipv4Net)]) -> Vec<Icm
     while i < silent.len() {
         let (entry, first) = silent[i];
         let orig = &entries[entry];
-        let size = 1u64 << (32 - first.prefix_len());
-        let start = u64::from(u32::from(first.network())) / size;
-        let mut end = start;
+        let mut last = first;
         while i + 1 < silent.len()
             && silent[i + 1].0 == entry
-            && u64::from(u32::from(silent[i + 1].1.network())) / size == end + 1
+            && u64::from(u32::from(silent[i + 1].1.network()))
+                == u64::from(u32::from(last.broadcast())) + 1
         {
-            end += 1;
+            last = silent[i + 1].1;
             i += 1;
         }
         i += 1;
-        for (s, bits) in super::range_to_cidrs(start, end) {
-            let addr = Ipv4Addr::from((s * size) as u32);
-            let net = Ipv4Net::new(addr, first.prefix_len() - bits as u8)
-                .expect("aligned piece of a valid prefix");
-            let id = if bits == 0 {
+        // The fewest aligned prefixes covering the run of silent blocks.
+        for net in Ipv4Subnets::new(first.network(), last.broadcast(), 0) {
+            let id = if net.prefix_len() == first.prefix_len() {
                 single_id(orig, net)
             } else {
                 orig.id.clone()
@@ -218,13 +218,15 @@ fn regroup_silent(entries: &[IcmpEntry], silent: &[(usize, Ipv4Net)]) -> Vec<Icm
 /// Sends `sweeps` echo requests to every address of every block; returns, per address
 /// that answered at least once, how many echo replies it sent.
 async fn sweep(blocks: &[Block], s: &DiscoverSettings) -> Result<HashMap<u32, u32>, BuildError> {
-    let client = Arc::new(
-        Client::new(&Config::builder().kind(ICMP::V4).build()).map_err(|e| {
-            BuildError::Icmp(format!(
-                "cannot open an ICMP socket ({e}): needs CAP_NET_RAW or net.ipv4.ping_group_range covering this group"
-            ))
-        })?,
-    );
+    let config = EngineConfig {
+        timeout: s.timeout,
+        recv_buffer: DEFAULT_ICMP_RECV_BUFFER_BYTES,
+    };
+    let engine = Arc::new(EchoEngine::open(true, &config).map_err(|e| {
+        BuildError::Icmp(format!(
+            "cannot open an ICMP socket ({e}): needs CAP_NET_RAW or net.ipv4.ping_group_range covering this group"
+        ))
+    })?);
     let answers: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     // Probes in flight are bounded by what the rate can produce within one timeout.
     let in_flight = ((f64::from(s.rate_pps) * s.timeout.as_secs_f64()).ceil() as usize + 16)
@@ -238,8 +240,7 @@ async fn sweep(blocks: &[Block], s: &DiscoverSettings) -> Result<HashMap<u32, u3
         .unwrap_or(0);
     let start = tokio::time::Instant::now();
     let mut sent: u64 = 0;
-    let payload = [0u8; 16];
-    for k in 0..s.sweeps {
+    for _ in 0..s.sweeps {
         for offset in 0..widest {
             for b in blocks {
                 let size = 1u64 << (32 - b.net.prefix_len());
@@ -255,23 +256,18 @@ async fn sweep(blocks: &[Block], s: &DiscoverSettings) -> Result<HashMap<u32, u3
                     .acquire_owned()
                     .await
                     .map_err(|e| BuildError::Icmp(e.to_string()))?;
-                let client = client.clone();
+                let engine = engine.clone();
                 let answers = answers.clone();
-                let timeout = s.timeout;
                 tokio::spawn(async move {
                     let _permit = permit;
                     let ip = IpAddr::V4(Ipv4Addr::from(addr));
-                    let mut pinger = client.pinger(ip, PingIdentifier(0xb10c)).await;
-                    pinger.timeout(timeout);
-                    match pinger.ping(PingSequence(k as u16), &payload).await {
-                        // ping() also returns Ok for ICMP errors quoting the request.
-                        Ok((IcmpPacket::V4(p), _)) if p.get_icmp_type().0 == 0 => {
+                    match engine.echo(ip).await {
+                        EchoResult::Reply(_) => {
                             if let Ok(mut m) = answers.lock() {
                                 *m.entry(addr).or_default() += 1;
                             }
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::trace!(%ip, error = %e, "no echo reply"),
+                        other => tracing::trace!(%ip, result = ?other, "no echo reply"),
                     }
                 });
             }

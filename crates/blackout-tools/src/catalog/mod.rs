@@ -20,7 +20,7 @@ use std::time::Instant;
 use blackout_model::catalog::{CatalogError, CatalogFile};
 
 pub use discover::{DiscoverSettings, DiscoverStats, discover_catalog};
-pub use ranges::{AsnMap, range_to_cidrs};
+pub use ranges::AsnMap;
 pub use sources::Inputs;
 
 /// Subcommands of `blackout catalog`.

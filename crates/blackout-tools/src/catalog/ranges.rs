@@ -2,10 +2,11 @@
 //! each /24 of a country, sampling, and re-aggregation into CIDR prefixes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Subnets};
+use rangemap::RangeInclusiveMap;
 
 use blackout_model::catalog::IcmpEntry;
 
@@ -25,11 +26,21 @@ impl AsnMapBuilder {
         self.v6.push((start, end, asn));
     }
     /// The first organisation name seen for an AS is kept (inputs are read in a fixed
-    /// order, so the choice is stable).
+    /// order, so the choice is stable). A line break (possible inside a quoted CSV field)
+    /// becomes a space: the name is written into a one-line catalog comment.
     pub fn org(&mut self, asn: u32, name: &[u8]) {
-        self.orgs
-            .entry(asn)
-            .or_insert_with(|| String::from_utf8_lossy(name).trim().to_string());
+        self.orgs.entry(asn).or_insert_with(|| {
+            let name = String::from_utf8_lossy(name);
+            let name = name.trim();
+            if name.contains(['\r', '\n']) {
+                name.split(['\r', '\n'])
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                name.to_string()
+            }
+        });
     }
     pub fn build(self) -> AsnMap {
         let v4 = flatten(self.v4)
@@ -76,70 +87,46 @@ impl AsnMap {
 }
 
 /// Resolves overlapping ranges: the smallest covering range wins (ties: lower AS).
+/// Touching ranges of one AS are joined.
 fn flatten(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
     rs.sort_unstable();
-    let disjoint = rs.windows(2).all(|w| w[0].1 < w[1].0);
     let mut out: Vec<(u128, u128, u32)> = Vec::with_capacity(rs.len());
-    let mut push = |s: u128, e: u128, a: u32| match out.last_mut() {
+    let mut join = |(s, e, a): (u128, u128, u32)| match out.last_mut() {
         Some(last) if last.2 == a && last.1.checked_add(1) == Some(s) => last.1 = e,
         _ => out.push((s, e, a)),
     };
-    if disjoint {
-        for (s, e, a) in rs {
-            push(s, e, a);
-        }
-        return out;
-    }
-    let mut heap: BinaryHeap<Reverse<(u128, u32, u128)>> = BinaryHeap::new();
+    // Only clusters of overlapping ranges go through the range map: one flattened
+    // database (ip-location-db: 1 overlap in 411,961 IPv4 rows) is almost all single
+    // ranges, and the map for all of them cost a tenth of the whole build.
     let mut i = 0;
-    let mut pos: u128 = 0;
-    loop {
-        if heap.is_empty() {
-            if i == rs.len() {
-                break;
-            }
-            pos = rs[i].0;
+    while i < rs.len() {
+        let (mut j, mut end) = (i + 1, rs[i].1);
+        while j < rs.len() && rs[j].0 <= end {
+            end = end.max(rs[j].1);
+            j += 1;
         }
-        while i < rs.len() && rs[i].0 <= pos {
-            let (s, e, a) = rs[i];
-            heap.push(Reverse((e - s, a, e)));
-            i += 1;
+        if j == i + 1 {
+            join(rs[i]);
+        } else {
+            flatten_overlapping(rs[i..j].to_vec())
+                .into_iter()
+                .for_each(&mut join);
         }
-        while heap.peek().is_some_and(|Reverse((_, _, e))| *e < pos) {
-            heap.pop();
-        }
-        let Some(&Reverse((_, asn, end))) = heap.peek() else {
-            continue;
-        };
-        let mut seg_end = end;
-        if i < rs.len() && rs[i].0 - 1 < seg_end {
-            seg_end = rs[i].0 - 1;
-        }
-        push(pos, seg_end, asn);
-        match seg_end.checked_add(1) {
-            Some(p) => pos = p,
-            None => break,
-        }
+        i = j;
     }
     out
 }
 
-/// Splits the inclusive range [start, end] into aligned power-of-two pieces, returned as
-/// (start, log2 size), in address order.
-pub fn range_to_cidrs(mut start: u64, end: u64) -> Vec<(u64, u32)> {
-    let mut out = Vec::new();
-    while start <= end {
-        let align = if start == 0 {
-            63
-        } else {
-            start.trailing_zeros()
-        };
-        let span = 63 - (end - start + 1).leading_zeros();
-        let bits = align.min(span);
-        out.push((start, bits));
-        start += 1u64 << bits;
+/// Ranges go into the map widest first, and among equal widths higher AS first: each
+/// insert overwrites what it covers, so what is left at an address is the narrowest
+/// range over it. The map joins touching ranges of one AS.
+fn flatten_overlapping(mut rs: Vec<(u128, u128, u32)>) -> Vec<(u128, u128, u32)> {
+    rs.sort_unstable_by_key(|&(s, e, a)| (Reverse(e - s), Reverse(a), s));
+    let mut m = RangeInclusiveMap::new();
+    for (s, e, a) in rs {
+        m.insert(s..=e, a);
     }
-    out
+    m.iter().map(|(r, &a)| (*r.start(), *r.end(), a)).collect()
 }
 
 /// /24 blocks (as block numbers, address >> 8) of a country, each with its owner.
@@ -300,9 +287,11 @@ pub(crate) fn aggregate(blocks: &[(u32, u32)]) -> Vec<IcmpEntry> {
             i += 1;
         }
         i += 1;
-        for (s, bits) in range_to_cidrs(u64::from(start), u64::from(end)) {
-            let net = Ipv4Net::new(Ipv4Addr::from((s as u32) << 8), 24 - bits as u8)
-                .expect("a block-aligned prefix of length <= 24");
+        // The fewest aligned prefixes covering the run; block-aligned ends make each /24
+        // or shorter.
+        let first = Ipv4Addr::from(start << 8);
+        let last = Ipv4Addr::from((end << 8) | 0xff);
+        for net in Ipv4Subnets::new(first, last, 0) {
             out.push(IcmpEntry {
                 id: None,
                 prefix: IpNet::V4(net),
@@ -382,14 +371,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cidrs_cover_the_range_exactly(start in 0u64..1 << 24, len in 1u64..5000) {
+        fn aggregation_covers_the_blocks_exactly(
+            start in 0u32..1 << 24, len in 1u32..5000, split in 0u32..5000
+        ) {
             let end = (start + len - 1).min((1 << 24) - 1);
-            let pieces = range_to_cidrs(start, end);
+            let blocks: Vec<(u32, u32)> =
+                (start..=end).map(|b| (b, u32::from(b >= start + split))).collect();
             let mut next = start;
-            for (s, bits) in pieces {
-                prop_assert_eq!(s, next);
-                prop_assert_eq!(s % (1 << bits), 0);
-                next = s + (1 << bits);
+            for e in aggregate(&blocks) {
+                let IpNet::V4(net) = e.prefix else { panic!("{}", e.prefix) };
+                prop_assert!(net.prefix_len() <= 24);
+                prop_assert_eq!(u32::from(net.network()) >> 8, next);
+                let last = u32::from(net.broadcast()) >> 8;
+                prop_assert!((next..=last).all(|b| u32::from(b >= start + split) == e.asn));
+                next = last + 1;
             }
             prop_assert_eq!(next, end + 1);
         }
@@ -407,6 +402,20 @@ mod tests {
                 let got = flat.get(i).filter(|s| s.0 <= x).map(|s| s.2);
                 prop_assert_eq!(got, want, "at {}", x);
             }
+        }
+
+        #[test]
+        fn clusters_resolve_like_the_whole_map(
+            rs in proptest::collection::vec((0u128..4, 0u128..6, 1u32..3), 1..30)
+        ) {
+            // Starts 0..3 apart, lengths 1..6: runs of single ranges, touching ranges
+            // and clusters of overlapping ones.
+            let mut at = 0u128;
+            let rs: Vec<(u128, u128, u32)> = rs.into_iter().map(|(step, len, a)| {
+                at += step;
+                (at, at + len, a)
+            }).collect();
+            prop_assert_eq!(flatten(rs.clone()), flatten_overlapping(rs));
         }
 
         #[test]

@@ -399,30 +399,62 @@ fn ipverse(
     })
 }
 
-/// Splits one CSV field off `s` (RFC 4180 quoting), returning (field, rest).
-fn csv_field(s: &[u8]) -> (std::borrow::Cow<'_, [u8]>, &[u8]) {
-    if s.first() == Some(&b'"') {
-        let mut out = Vec::new();
-        let mut i = 1;
-        while i < s.len() {
-            if s[i] == b'"' {
-                if s.get(i + 1) == Some(&b'"') {
-                    out.push(b'"');
-                    i += 2;
-                    continue;
-                }
-                let rest = s.get(i + 1..).unwrap_or(&[]);
-                let rest = rest.strip_prefix(b",").unwrap_or(rest);
-                return (out.into(), rest);
-            }
-            out.push(s[i]);
-            i += 1;
+/// The records of a CSV file (RFC 4180: quoted fields may hold commas, doubled quotes
+/// and line breaks) with the 1-based line each starts on; rows may have any number of
+/// fields, a missing one reads as empty. One record buffer is reused for every row.
+struct CsvRows<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    reader: csv::Reader<&'a [u8]>,
+    record: csv::ByteRecord,
+    /// Bytes of `data` whose line breaks are counted in `line`.
+    seen: usize,
+    line: usize,
+}
+
+impl<'a> CsvRows<'a> {
+    fn new(path: &'a Path, data: &'a [u8]) -> Self {
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
+        CsvRows {
+            path,
+            data,
+            reader,
+            record: csv::ByteRecord::new(),
+            seen: 0,
+            line: 1,
         }
-        (out.into(), &[])
-    } else {
-        match s.iter().position(|&b| b == b',') {
-            Some(p) => (s[..p].into(), &s[p + 1..]),
-            None => (s.into(), &[]),
+    }
+
+    /// Lines are counted here: the reader's own count leaves out the blank lines it skips,
+    /// and its byte offset of a record is where the previous one ended, before them.
+    fn line_at(&mut self, byte: u64) -> usize {
+        let mut byte = (byte as usize).min(self.data.len());
+        while matches!(self.data.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        if byte > self.seen {
+            let breaks = self.data[self.seen..byte].iter().filter(|&&b| b == b'\n');
+            self.line += breaks.count();
+            self.seen = byte;
+        }
+        self.line
+    }
+
+    fn next_row(&mut self) -> Option<Result<(usize, &csv::ByteRecord), BuildError>> {
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => {
+                let byte = self.record.position().map_or(0, |p| p.byte());
+                let n = self.line_at(byte);
+                Some(Ok((n, &self.record)))
+            }
+            Err(e) => {
+                let n = e.position().map_or(0, |p| self.line_at(p.byte()));
+                Some(Err(bad(self.path, n, e.to_string())))
+            }
         }
     }
 }
@@ -430,29 +462,26 @@ fn csv_field(s: &[u8]) -> (std::borrow::Cow<'_, [u8]>, &[u8]) {
 /// ip-location-db: `range_start,range_end,asn,organization` (IPv4 or IPv6 rows).
 fn asn_csv(path: &Path, b: &mut AsnMapBuilder) -> Result<Source, BuildError> {
     let data = read(path)?;
-    for (n, line) in lines(&data) {
-        if line.is_empty() {
-            continue;
-        }
-        let (start, rest) = csv_field(line);
-        let (end, rest) = csv_field(rest);
-        let (asn, rest) = csv_field(rest);
-        let (org, _) = csv_field(rest);
-        if n == 1 && parse_u64(&asn).is_none() && start.as_ref().starts_with(b"range") {
+    let mut rows = CsvRows::new(path, &data);
+    while let Some(row) = rows.next_row() {
+        let (n, row) = row?;
+        let field = |i: usize| row.get(i).unwrap_or_default();
+        let (start, end, asn, org) = (field(0), field(1), field(2), field(3));
+        if n == 1 && parse_u64(asn).is_none() && start.starts_with(b"range") {
             continue; // a header row
         }
-        let asn = parse_u64(&asn)
+        let asn = parse_u64(asn)
             .filter(|a| *a <= u64::from(u32::MAX))
-            .ok_or_else(|| bad(path, n, format!("asn {:?} is not an AS number", text(&asn))))?
+            .ok_or_else(|| bad(path, n, format!("asn {:?} is not an AS number", text(asn))))?
             as u32;
-        if let (Some(s), Some(e)) = (parse_ipv4(&start), parse_ipv4(&end)) {
+        if let (Some(s), Some(e)) = (parse_ipv4(start), parse_ipv4(end)) {
             if e < s {
                 return Err(bad(path, n, "range_end is before range_start"));
             }
             b.add_v4(s, e, asn);
         } else {
             let p6 = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<Ipv6Addr>().ok();
-            match (p6(&start), p6(&end)) {
+            match (p6(start), p6(end)) {
                 (Some(s), Some(e)) if u128::from(e) >= u128::from(s) => {
                     b.add_v6(u128::from(s), u128::from(e), asn)
                 }
@@ -462,15 +491,15 @@ fn asn_csv(path: &Path, b: &mut AsnMapBuilder) -> Result<Source, BuildError> {
                         n,
                         format!(
                             "{:?},{:?} is not an IP address range",
-                            text(&start),
-                            text(&end)
+                            text(start),
+                            text(end)
                         ),
                     ));
                 }
             }
         }
         if asn != 0 && !org.is_empty() {
-            b.org(asn, &org);
+            b.org(asn, org);
         }
     }
     let dir = parent_name(path);
@@ -678,12 +707,13 @@ fn citizenlab(
         }
         let data = read(&path)?;
         let mut urls = BTreeSet::new();
-        for (n, line) in lines(&data) {
-            if line.is_empty() || (n == 1 && line.starts_with(b"url,")) {
-                continue;
+        let mut rows = CsvRows::new(&path, &data);
+        while let Some(row) = rows.next_row() {
+            let (n, row) = row?;
+            let url = text(row.get(0).unwrap_or_default());
+            if n == 1 && url == "url" {
+                continue; // the header row
             }
-            let (url, _) = csv_field(line);
-            let url = text(&url);
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(bad(&path, n, format!("{url:?} is not an http(s) URL")));
             }
@@ -737,11 +767,42 @@ mod tests {
     }
 
     #[test]
-    fn csv_fields_unquote() {
-        let (a, r) = csv_field(b"\"Cloudflare, Inc.\",x");
-        assert_eq!(&*a, b"Cloudflare, Inc.");
-        assert_eq!(r, b"x");
-        let (a, _) = csv_field(b"\"say \"\"hi\"\"\"");
-        assert_eq!(&*a, b"say \"hi\"");
+    fn csv_rows_unquote_and_keep_their_lines() {
+        let data = b"\"Cloudflare, Inc.\",x\n\n\"say \"\"hi\"\"\"\r\n";
+        let mut csv = CsvRows::new(Path::new("t.csv"), data);
+        let mut rows: Vec<(usize, Vec<Vec<u8>>)> = Vec::new();
+        while let Some(r) = csv.next_row() {
+            let (n, rec) = r.unwrap();
+            rows.push((n, rec.iter().map(<[u8]>::to_vec).collect()));
+        }
+        assert_eq!(
+            rows,
+            vec![
+                (1, vec![b"Cloudflare, Inc.".to_vec(), b"x".to_vec()]),
+                (3, vec![b"say \"hi\"".to_vec()]),
+            ]
+        );
+    }
+
+    /// RFC 4180 lets a quoted field hold a line break. The hand-written splitter read
+    /// such a row as two lines and failed on the second ("Inc.\"" is no range); a row
+    /// after it must still be reported on its own line, and the name stays on one line
+    /// (it is written into a catalog comment).
+    #[test]
+    fn asn_csv_takes_a_line_break_inside_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("asn.csv");
+        std::fs::write(
+            &p,
+            "1.0.0.0,1.0.0.255,13335,\"Cloudflare,\nInc.\"\n1.0.1.0,1.0.1.255,AS2,x\n",
+        )
+        .unwrap();
+        let mut b = AsnMapBuilder::default();
+        let err = asn_csv(&p, &mut b).unwrap_err().to_string();
+        assert!(err.contains(":3: asn \"AS2\""), "{err}");
+        std::fs::write(&p, "1.0.0.0,1.0.0.255,13335,\"Cloudflare,\r\nInc.\"\n").unwrap();
+        let mut b = AsnMapBuilder::default();
+        asn_csv(&p, &mut b).unwrap();
+        assert_eq!(b.build().org(13335), Some("Cloudflare, Inc."));
     }
 }

@@ -201,6 +201,7 @@ mod tests {
 
     #[test]
     fn rendered_catalog_parses_back_identically() {
+        // The catalogs live at the workspace root, two levels above this crate.
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../probes/control.toml"
