@@ -18,7 +18,7 @@
 //! is used when present. Missing programs skip the test locally and fail it in CI
 //! (`CI=true`), where .ci/run installs them. No root needed: the cut closes loopback ports.
 
-mod common;
+use blackout_test_support as common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
