@@ -51,8 +51,8 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::BUILD_INFO,
         kind: Kind::IntGauge,
-        help: "Version of blackout, as a label.",
-        labels: &["version"],
+        help: "The running build of blackout: version, git revision and build date (UTC), as labels.",
+        labels: &["version", "revision", "build_date"],
     },
     Def {
         name: names::OBSERVATIONS_INGESTED_TOTAL,
@@ -333,11 +333,11 @@ fn follow(c: IntCounter, total: u64) {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(build: crate::BuildInfo) -> Self {
         let r = Registry::new();
         let fam = Families::build(&r);
         fam.int_gauge(names::BUILD_INFO)
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[build.version, build.revision, build.build_date])
             .set(1);
         let m = Metrics {
             observations_ingested: fam.counter(names::OBSERVATIONS_INGESTED_TOTAL),
@@ -574,7 +574,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(crate::BuildInfo::UNKNOWN)
     }
 }
 
@@ -602,7 +602,7 @@ mod tests {
                 d.name
             );
         }
-        let _ = Metrics::new();
+        let _ = Metrics::new(crate::BuildInfo::UNKNOWN);
     }
 
     fn collector() -> Arc<Collector> {
@@ -659,7 +659,7 @@ mod tests {
     fn spool_reports_become_a_backlog_gauge_and_a_drop_counter() {
         use blackout_model::observation::SpoolStatus;
         let c = collector();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(crate::BuildInfo::UNKNOWN);
         let read = ReadModel::new(c.clone());
         let now = Utc::now();
         let st = |observations, dropped_observations| {
