@@ -128,6 +128,22 @@ fn version_and_build_info_name_the_build() {
         assert!(line.contains(&want), "{line} lacks {want}");
     }
     assert!(line.ends_with(" 1"), "{line}");
+    // The process metrics every exporter has, read from /proc of the collector itself.
+    let rss = metric_sum(&m, "process_resident_memory_bytes", &[]);
+    assert!(rss > 1e6, "process_resident_memory_bytes {rss}");
+    let start = metric_sum(&m, "process_start_time_seconds", &[]);
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now - 600.0..=now).contains(&start),
+        "process_start_time_seconds {start}, now {now}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_threads",
+    ] {
+        assert!(m.lines().any(|l| l.starts_with(name)), "{name} missing");
+    }
 }
 
 fn obs(target: &str, at: &str) -> Value {

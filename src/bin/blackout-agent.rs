@@ -1,5 +1,6 @@
 //! `blackout-agent`: the probe agent operators run on vantage points.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,8 +41,16 @@ fn main() -> Result<()> {
     blackout::logging::init(&cli.log_format, cli.log_level.as_deref());
     match cli.cmd {
         Cmd::Probe(args) => {
+            // fping's exit status: 0 all answered, 1 some did not, 2 could not run.
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            Ok(rt.block_on(blackout_tools::adhoc::run(&args))?)
+            match rt.block_on(blackout_tools::adhoc::run(&args)) {
+                Ok(s) if s.all_answered() => Ok(()),
+                Ok(_) => std::process::exit(1),
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "Error: {e}");
+                    std::process::exit(2)
+                }
+            }
         }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;

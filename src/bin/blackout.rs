@@ -35,13 +35,13 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on (overrides the config file).
-        #[arg(long)]
+        #[arg(long, value_parser = blackout::parse_listen)]
         listen: Option<SocketAddr>,
     },
     /// Collector and one agent in one process, on the shipped catalogs: the place to start.
     Standalone {
         /// Address of the status page, API and /metrics [default: 127.0.0.1:9797].
-        #[arg(long)]
+        #[arg(long, value_parser = blackout::parse_listen)]
         listen: Option<SocketAddr>,
         /// collector.toml for the collector half (e.g. its [detect] table); the detector's
         /// bin is then the config's, not one round.

@@ -335,6 +335,12 @@ fn follow(c: IntCounter, total: u64) {
 impl Metrics {
     pub fn new(build: crate::BuildInfo) -> Self {
         let r = Registry::new();
+        // process_* (CPU, RSS, open fds, start time, threads), as every exporter has them.
+        // Only on Linux, where they are read from /proc.
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let fam = Families::build(&r);
         fam.int_gauge(names::BUILD_INFO)
             .with_label_values(&[build.version, build.revision, build.build_date])
