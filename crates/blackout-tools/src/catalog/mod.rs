@@ -400,7 +400,14 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
         country: cc.to_string(),
         name: extra
             .and_then(|e| e.name.clone())
-            .or_else(|| inputs.country_names.get(cc).cloned()),
+            .or_else(|| inputs.country_names.get(cc).cloned())
+            // DNS-only catalogs have no prefix source to name the country: ISO 3166's
+            // English name, so no page shows a bare code twice.
+            .or_else(|| {
+                isocountry::CountryCode::for_alpha2(cc)
+                    .ok()
+                    .map(|c| c.name().to_string())
+            }),
         control: false,
         source: Vec::new(),
         network: Vec::new(),
