@@ -296,27 +296,26 @@ fn a_trickled_request_head_is_cut_at_its_deadline() {
 #[test]
 fn per_address_limit_refuses_the_sixty_fifth_connection() {
     let tmp = tempfile::tempdir().unwrap();
-    let (c, _) = setup(tmp.path(), &[], "max_connections_per_ip = 8");
+    // The default limit, 64.
+    let (c, _) = setup(tmp.path(), &[], "");
     let _collector = c.start();
     let src: IpAddr = Ipv4Addr::new(127, 0, 0, 77).into();
     let mut held = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..64 {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         s.bind(&SocketAddr::new(src, 0).into()).unwrap();
         s.connect(&c.addr.into()).unwrap();
         held.push(std::net::TcpStream::from(s));
     }
-    // The ninth is accepted and closed at once: no answer, end of stream.
+    // The 65th is accepted and closed at once: no answer, end of stream.
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.bind(&SocketAddr::new(src, 0).into()).unwrap();
     s.connect(&c.addr.into()).unwrap();
-    let mut ninth = std::net::TcpStream::from(s);
-    ninth
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = ninth.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut over = std::net::TcpStream::from(s);
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n");
     let mut buf = Vec::new();
-    let _ = ninth.read_to_end(&mut buf);
+    let _ = over.read_to_end(&mut buf);
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
     // Another address, and the trusted one, are served meanwhile.
     let (s, _) = block_on(timed(Ipv4Addr::new(127, 0, 0, 78).into(), |cl| {
