@@ -317,7 +317,7 @@ fn per_address_limit_refuses_the_sixty_fifth_connection() {
     let mut buf = Vec::new();
     let _ = over.read_to_end(&mut buf);
     assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
-    // Another address, and the trusted one, are served meanwhile.
+    // Another address is served meanwhile.
     let (s, _) = block_on(timed(Ipv4Addr::new(127, 0, 0, 78).into(), |cl| {
         cl.get(format!("{}healthz", c.url()))
     }));
