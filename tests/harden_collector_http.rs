@@ -27,6 +27,8 @@ const PER_ADDRESS: usize = 60;
 const ATTACK_SECS: u64 = 14;
 /// An agent outside `trusted_networks`: it gets no reserved slot until it shows its token.
 const AGENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 200);
+/// A scraper outside `trusted_networks` (Prometheus on another host, not configured).
+const FAR_SCRAPER_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 201);
 /// What a legitimate request may take during an attack.
 const PATIENCE: Duration = Duration::from_secs(5);
 
@@ -154,7 +156,7 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         .enable_all()
         .build()
         .unwrap();
-    let (scrapes, uploads, fds) = rt.block_on(async {
+    let (scrapes, far_scrapes, uploads, fds) = rt.block_on(async {
         let end = tokio::time::Instant::now() + Duration::from_secs(ATTACK_SECS);
         let mut tasks = Vec::new();
         for k in 0..ATTACK_ADDRESSES {
@@ -170,12 +172,21 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let fds = open_fds(collector.pid());
         let mut scrapes = Vec::new();
+        let mut far_scrapes = Vec::new();
         let mut uploads = Vec::new();
         for i in 0..5 {
             let url = format!("{base}metrics");
             let (s, t) = timed(Ipv4Addr::LOCALHOST.into(), |cl| cl.get(url)).await;
             assert_eq!(s, Ok(200), "scrape {i} during the attack (after {t:?})");
             scrapes.push(t);
+            let url = format!("{base}metrics");
+            let (s, t) = timed(FAR_SCRAPER_ADDRESS.into(), |cl| cl.get(url)).await;
+            assert_eq!(
+                s,
+                Ok(200),
+                "untrusted scrape {i} during the attack (after {t:?})"
+            );
+            far_scrapes.push(t);
             let url = format!("{base}api/v1/observations");
             let body = batch(&format!("b{i}"), "a1", &targets);
             let (s, t) = timed(AGENT_ADDRESS.into(), |cl| {
@@ -192,9 +203,9 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         for t in tasks {
             t.await.unwrap();
         }
-        (scrapes, uploads, fds)
+        (scrapes, far_scrapes, uploads, fds)
     });
-    let (mut scrapes, mut uploads) = (scrapes, uploads);
+    let (mut scrapes, mut far_scrapes, mut uploads) = (scrapes, far_scrapes, uploads);
     let hwm = collector.vm_hwm_kib() / 1024;
     let m = scrape(&base);
     let dropped = |r: &str| {
@@ -211,9 +222,11 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         attack.refused_or_closed.load(Ordering::Relaxed),
     );
     println!(
-        "during it: scrape median {} ms (max {} ms), upload from {AGENT_ADDRESS} median {} ms (max {} ms); collector VmHWM {hwm} MiB; dropped: evicted {}, head_timeout {}, per_ip_limit {}, full {}",
+        "during it: scrape median {} ms (max {} ms), scrape from {FAR_SCRAPER_ADDRESS} median {} ms (max {} ms), upload from {AGENT_ADDRESS} median {} ms (max {} ms); collector VmHWM {hwm} MiB; dropped: evicted {}, head_timeout {}, per_ip_limit {}, full {}",
         ms(median(&mut scrapes)),
         ms(*scrapes.iter().max().unwrap()),
+        ms(median(&mut far_scrapes)),
+        ms(*far_scrapes.iter().max().unwrap()),
         ms(median(&mut uploads)),
         ms(*uploads.iter().max().unwrap()),
         dropped("evicted"),
@@ -225,7 +238,7 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         fds > 1500,
         "the attack holds most of the pool ({fds} descriptors)"
     );
-    for t in scrapes.iter().chain(&uploads) {
+    for t in scrapes.iter().chain(&far_scrapes).chain(&uploads) {
         assert!(*t < PATIENCE, "a legitimate request took {t:?}");
     }
     assert!(dropped("evicted") > 0.0, "{m}");
