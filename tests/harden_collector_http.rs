@@ -171,6 +171,16 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let fds = open_fds(collector.pid());
+        let gauge = {
+            let url = format!("{base}metrics");
+            let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+            metric_sum(&m, "blackout_http_connections", &["class=\"untrusted\""])
+        };
+        println!("untrusted connections 3 s into the attack: {gauge}");
+        assert!(
+            (1500.0..=1792.0).contains(&gauge),
+            "untrusted connections {gauge}: the attack holds at most max_connections - reserved_connections"
+        );
         let mut scrapes = Vec::new();
         let mut far_scrapes = Vec::new();
         let mut uploads = Vec::new();

@@ -83,6 +83,8 @@ pub struct Counters {
     pub batches: [u64; BatchResult::ALL.len()],
     /// Connections the server closed or refused, indexed as [`ConnectionDrop::ALL`].
     pub connections_dropped: [u64; ConnectionDrop::ALL.len()],
+    /// Connections open now: (trusted, untrusted), as the server admits them.
+    pub connections_open: (u64, u64),
     /// Observations accepted, per (agent, signal).
     pub observations_ingested: BTreeMap<(String, Signal), u64>,
     /// Accepted observations of failed probes, per (agent, signal, phase, failure).

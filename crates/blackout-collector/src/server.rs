@@ -127,6 +127,7 @@ impl Admission {
             *t.per_ip.entry(ip).or_default() += 1;
         }
         t.open.insert(id, conn.clone());
+        self.publish(&t);
         Ok(conn)
     }
 
@@ -149,7 +150,9 @@ impl Admission {
     }
 
     fn release(&self, conn: &Conn) {
-        Self::remove(&self.limits, &mut self.lock(), conn.id);
+        let mut t = self.lock();
+        Self::remove(&self.limits, &mut t, conn.id);
+        self.publish(&t);
     }
 
     /// The connection has shown an agent's token: it may use the reserved slots, and is
@@ -158,11 +161,19 @@ impl Admission {
         let mut t = self.lock();
         if t.open.contains_key(&conn.id) && !conn.trusted.swap(true, Ordering::Relaxed) {
             t.untrusted -= 1;
+            self.publish(&t);
         }
     }
 
     fn count(&self, why: ConnectionDrop) {
         self.collector.facts().connection_dropped(why);
+    }
+
+    /// Shows the table's counts to the exposition (called with the table locked, so
+    /// that the last writer has the latest counts).
+    fn publish(&self, t: &Table) {
+        let untrusted = t.untrusted as u64;
+        self.collector.facts().connections_open = (t.open.len() as u64 - untrusted, untrusted);
     }
 }
 

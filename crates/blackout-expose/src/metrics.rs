@@ -79,6 +79,12 @@ pub const METRICS: &[Def] = &[
         labels: &["reason"],
     },
     Def {
+        name: names::HTTP_CONNECTIONS,
+        kind: Kind::IntGauge,
+        help: "Open connections: trusted (a trusted network, or an agent's token seen) or untrusted.",
+        labels: &["class"],
+    },
+    Def {
         name: names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS,
         kind: Kind::Gauge,
         help: "When the collector last accepted a batch from the agent (Unix time).",
@@ -293,6 +299,7 @@ pub struct Metrics {
     pub observation_failures: IntCounterVec,
     pub batches: IntCounterVec,
     pub connections_dropped: IntCounterVec,
+    pub connections_open: IntGaugeVec,
     pub agent_last_report: GaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
@@ -348,6 +355,7 @@ impl Metrics {
             observation_failures: fam.counter(names::OBSERVATION_FAILURES_TOTAL),
             batches: fam.counter(names::BATCHES_TOTAL),
             connections_dropped: fam.counter(names::HTTP_CONNECTIONS_DROPPED_TOTAL),
+            connections_open: fam.int_gauge(names::HTTP_CONNECTIONS),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
@@ -416,6 +424,13 @@ impl Metrics {
                 c.connections_dropped(why),
             );
         }
+        let (trusted, untrusted) = c.connections_open;
+        self.connections_open
+            .with_label_values(&["trusted"])
+            .set(trusted as i64);
+        self.connections_open
+            .with_label_values(&["untrusted"])
+            .set(untrusted as i64);
         for ((agent, signal), n) in &c.observations_ingested {
             follow(
                 self.observations_ingested

@@ -10,6 +10,7 @@ pub const OBSERVATIONS_INGESTED_TOTAL: &str = "blackout_observations_ingested_to
 pub const OBSERVATION_FAILURES_TOTAL: &str = "blackout_observation_failures_total";
 pub const BATCHES_TOTAL: &str = "blackout_batches_total";
 pub const HTTP_CONNECTIONS_DROPPED_TOTAL: &str = "blackout_http_connections_dropped_total";
+pub const HTTP_CONNECTIONS: &str = "blackout_http_connections";
 pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
     "blackout_agent_last_report_timestamp_seconds";
 pub const AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS: &str =
