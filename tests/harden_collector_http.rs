@@ -173,7 +173,17 @@ fn a_slowloris_from_fifty_addresses_stops_neither_uploads_nor_scrapes() {
         let fds = open_fds(collector.pid());
         let gauge = {
             let url = format!("{base}metrics");
-            let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+            let m = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .expect("a scrape 3 s into the attack")
+                .text()
+                .await
+                .unwrap();
             metric_sum(&m, "blackout_http_connections", &["class=\"untrusted\""])
         };
         println!("untrusted connections 3 s into the attack: {gauge}");
