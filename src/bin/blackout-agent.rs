@@ -92,6 +92,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
         return Ok(());
     }
     // The collector hands out this agent's share and rebalances it over time.
+    let catalog_refusals = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fetch = {
         let (client, url, id, token, stop) = (
             client.clone(),
@@ -100,7 +101,9 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             cfg.token.clone(),
             stop.clone(),
         );
+        let (limits, refusals) = (cfg.catalog_limits, catalog_refusals.clone());
         move || {
+            let refusals = refusals.clone();
             let (client, url, id, token, stop) = (
                 client.clone(),
                 url.clone(),
@@ -109,8 +112,16 @@ async fn run(cfg: AgentConfig) -> Result<()> {
                 stop.clone(),
             );
             async move {
-                blackout_agent::run::fetch_catalog(&client, &url, &id, token.as_deref(), &stop)
-                    .await
+                blackout_agent::run::fetch_catalog(
+                    &client,
+                    &url,
+                    &id,
+                    token.as_deref(),
+                    &limits,
+                    &refusals,
+                    &stop,
+                )
+                .await
             }
         }
     };

@@ -150,6 +150,22 @@ impl TargetTable {
         files: &[CatalogFile],
         filter: &TargetFilter,
     ) -> Result<(TargetTable, Refused), CatalogError> {
+        Self::from_catalog_within(files, filter, crate::catalog::DEFAULT_MAX_TARGETS)
+    }
+
+    /// As [`Self::from_catalog`], refusing catalogs that expand into more than
+    /// `max_targets` targets before anything is allocated for them.
+    pub fn from_catalog_within(
+        files: &[CatalogFile],
+        filter: &TargetFilter,
+        max_targets: u64,
+    ) -> Result<(TargetTable, Refused), CatalogError> {
+        crate::catalog::check_target_count(files, max_targets).map_err(|e| {
+            CatalogError::Invalid {
+                origin: "catalog".into(),
+                message: e.to_string(),
+            }
+        })?;
         let mut t = TargetTable::default();
         let mut refused = Refused::default();
         let mut strings = Interner::default();
@@ -158,14 +174,15 @@ impl TargetTable {
         // block, and must cost no more per block than the prefixes it came from.
         let mut shared: HashMap<LabelsKey, u32> = HashMap::new();
         let compact = |e: &blackout_model::catalog::IcmpEntry| e.hosts.is_empty();
+        // Bounded by `max_targets` (checked above), so the sum cannot overflow.
         let blocks: usize = files
             .iter()
             .flat_map(|f| f.icmp.iter().filter(|e| compact(e)))
             .map(|e| {
-                let bits = block_len(&e.prefix, e.block_len) - e.prefix.prefix_len();
+                let bits = block_len(&e.prefix, e.block_len).saturating_sub(e.prefix.prefix_len());
                 1usize.checked_shl(bits as u32).unwrap_or(0)
             })
-            .sum();
+            .fold(0usize, usize::saturating_add);
         t.blocks.reserve_exact(blocks);
         advise_huge_pages(&t.blocks);
         for f in files {
