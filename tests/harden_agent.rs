@@ -151,6 +151,17 @@ impl FakeCollector {
         ids
     }
 
+    /// The highest count of refused catalogs an upload reported.
+    fn max_catalog_refusals(&self) -> u64 {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["spool"]["catalog_refusals"].as_u64())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn observations(&self) -> Vec<Value> {
         self.batches
             .lock()
@@ -261,6 +272,10 @@ fn a_catalog_of_billions_of_targets_is_refused_and_the_agent_keeps_probing() {
     );
     wait_for_more_batches(&c, 2, &mut agent, &log);
     assert!(reached.load(Ordering::SeqCst) > 0);
+    assert!(
+        c.max_catalog_refusals() >= 2,
+        "the refusals reach the collector"
+    );
     let text = log_text(&log);
     assert!(
         text.contains("max_targets") && text.contains("1677721600 targets"),
@@ -302,6 +317,10 @@ fn endless_catalog_and_upload_response_bodies_are_cut_short() {
     });
     // New batches, not the same one again: every upload was acknowledged.
     wait_for_more_batches(&c, 3, &mut agent, &log);
+    assert!(
+        c.max_catalog_refusals() >= 1,
+        "the refusal reaches the collector"
+    );
     let text = log_text(&log);
     assert!(
         text.contains("max_catalog_bytes") && text.contains("1048576"),

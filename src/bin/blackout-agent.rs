@@ -92,7 +92,6 @@ async fn run(cfg: AgentConfig) -> Result<()> {
         return Ok(());
     }
     // The collector hands out this agent's share and rebalances it over time.
-    let catalog_refusals = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fetch = {
         let (client, url, id, token, stop) = (
             client.clone(),
@@ -101,9 +100,8 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             cfg.token.clone(),
             stop.clone(),
         );
-        let (limits, refusals) = (cfg.catalog_limits, catalog_refusals.clone());
+        let limits = cfg.catalog_limits;
         move || {
-            let refusals = refusals.clone();
             let (client, url, id, token, stop) = (
                 client.clone(),
                 url.clone(),
@@ -118,7 +116,6 @@ async fn run(cfg: AgentConfig) -> Result<()> {
                     &id,
                     token.as_deref(),
                     &limits,
-                    &refusals,
                     &stop,
                 )
                 .await

@@ -5,6 +5,7 @@
 
 use blackout_model::catalog::{CatalogFile, IPV4_BLOCK_LEN, IPV6_BLOCK_LEN};
 use ipnet::IpNet;
+use std::sync::atomic::AtomicU64;
 
 /// Default cap on a catalog response body.
 pub const DEFAULT_MAX_CATALOG_BYTES: u64 = 256 << 20;
@@ -13,6 +14,10 @@ pub const DEFAULT_MAX_CATALOG_BYTES: u64 = 256 << 20;
 pub const DEFAULT_MAX_TARGETS: u64 = (1 << 24) + (1 << 20);
 /// Cap on an upload response body: the agent only needs the status and a short reason.
 pub const MAX_UPLOAD_RESPONSE_BYTES: u64 = 4 << 10;
+
+/// Catalogs from the collector this agent refused as over a limit since it started: one
+/// count per process, reported to the collector with every batch (`SpoolStatus`).
+pub static REFUSALS: AtomicU64 = AtomicU64::new(0);
 
 /// The limits a received catalog must stay within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

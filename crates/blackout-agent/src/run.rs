@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,14 +41,14 @@ pub enum AgentError {
 
 /// Fetches the catalog from the collector, retrying until it answers with a catalog
 /// within `limits` or `stop` fires. A refused catalog is logged with the limit that
-/// refused it and counted in `refusals`; the caller keeps the catalog it had meanwhile.
+/// refused it and counted in [`crate::catalog::REFUSALS`] (which the collector shows);
+/// the caller keeps the catalog it had meanwhile.
 pub async fn fetch_catalog(
     client: &reqwest::Client,
     base: &reqwest::Url,
     agent_id: &str,
     token: Option<&str>,
     limits: &CatalogLimits,
-    refusals: &AtomicU64,
     stop: &CancellationToken,
 ) -> Option<Vec<CatalogFile>> {
     let mut url = base.join("api/v1/catalog").ok()?;
@@ -87,7 +87,7 @@ pub async fn fetch_catalog(
         let d = backoff.next_delay();
         match err.limit() {
             Some((limit, value)) => {
-                let n = refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                let n = crate::catalog::REFUSALS.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::error!(limit, value, refusals = n, error = %err, retry_in_secs = d.as_secs_f64(), "catalog from the collector refused: over a limit; keeping the current catalog");
             }
             None => {

@@ -398,6 +398,7 @@ mod tests {
         let status = SpoolStatus {
             observations: 7,
             dropped_observations: 2,
+            catalog_refusals: 0,
         };
         let mut on_disk = Spool::open(d.path(), 1 << 20).unwrap();
         let mut in_memory = Spool::in_memory(1 << 20);
@@ -407,6 +408,7 @@ mod tests {
             b.spool = Some(SpoolStatus {
                 observations: 99,
                 dropped_observations: 99,
+                catalog_refusals: 0,
             });
             s.push(b).unwrap();
             let out = s.front_outgoing().unwrap().unwrap();

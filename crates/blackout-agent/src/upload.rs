@@ -250,6 +250,8 @@ pub async fn upload_loop(
             let status = SpoolStatus {
                 observations: s.observations(),
                 dropped_observations: s.dropped_observations(),
+                catalog_refusals: super::catalog::REFUSALS
+                    .load(std::sync::atomic::Ordering::Relaxed),
             };
             front.map(|f| f.map(|out| (out, status)))
         };

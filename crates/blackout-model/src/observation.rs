@@ -266,6 +266,14 @@ pub struct SpoolStatus {
     pub observations: u64,
     /// Observations dropped because the spool was full, since the agent started.
     pub dropped_observations: u64,
+    /// Catalogs from the collector the agent refused as over a limit (`max_catalog_bytes`,
+    /// `max_targets`), since it started. Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub catalog_refusals: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a record is not a valid observation. Names the field, so that an operator can
