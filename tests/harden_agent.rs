@@ -518,3 +518,134 @@ fn a_full_spool_disk_counts_the_loss_cleans_up_and_resumes() {
     assert!(dropped >= 3, "dropped_observations = {dropped}");
     wait_for_more_batches(&c, 2, &mut agent, &log);
 }
+
+/// A namespace of the test's own, removed with its `/etc/netns` files however the test
+/// ends (after the processes inside were killed: they are dropped first).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
+    }
+}
+
+/// What a censor's resolver answers for every name: a CNAME chain
+/// (`NAME -> cdn.blocked.test.`) that ends in `A 127.0.0.1`.
+fn injected_answer(query: &[u8]) -> Option<Vec<u8>> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::rdata::{A, CNAME};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let q = Message::from_vec(query).ok()?;
+    let question = q.queries.first()?.clone();
+    let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+    r.metadata.recursion_available = true;
+    r.add_queries(q.queries.clone());
+    let cdn = Name::from_ascii("cdn.blocked.test.").ok()?;
+    r.add_answer(Record::from_rdata(
+        question.name().clone(),
+        60,
+        RData::CNAME(CNAME(cdn.clone())),
+    ));
+    if question.query_type() == RecordType::A {
+        r.add_answer(Record::from_rdata(
+            cdn,
+            60,
+            RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
+        ));
+    }
+    r.to_vec().ok()
+}
+
+/// An injected DNS answer that leads, through a CNAME chain, to a private address: the
+/// agent runs in a namespace whose resolver (`/etc/netns/NS/resolv.conf`, as `ip netns
+/// exec` sets it up) is a server of the test's. Refused as `reserved_address`, never
+/// connected to.
+#[test]
+fn an_injected_dns_answer_through_a_cname_chain_is_refused() {
+    if !common::is_root() || common::which("ip").is_none() {
+        eprintln!("SKIP: needs root and iproute2 for a network namespace");
+        return;
+    }
+    let ns = Netns(format!("bo-h2-dns-{}", std::process::id()));
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "cannot create the namespace");
+    std::fs::create_dir_all(format!("/etc/netns/{}", ns.0)).unwrap();
+    std::fs::write(
+        format!("/etc/netns/{}/resolv.conf", ns.0),
+        "nameserver 127.0.0.1\n",
+    )
+    .unwrap();
+    // Everything the agent talks to lives in the namespace: threads started from a
+    // thread inside it stay inside it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = format!("/run/netns/{}", ns.0);
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let dns = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = dns.recv_from(&mut buf) {
+                if let Some(r) = injected_answer(&buf[..n]) {
+                    let _ = dns.send_to(&r, from);
+                }
+            }
+        });
+        let (target, reached) = counting_listener("127.0.0.1:0");
+        let c = FakeCollector::start(Arc::new(|_: &str, _: usize| Reply::Json(b"{}".to_vec())));
+        tx.send((target, reached, c)).unwrap();
+    });
+    let (target, reached, c) = rx.recv().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kz.toml"),
+        format!(
+            "country = \"KZ\"\n[[http]]\nid = \"injected\"\nurl = \"http://www.blocked.test:{}/\"\nasn = 1\n",
+            target.port()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("agent.toml"),
+        format!(
+            "agent_id = \"hostile\"\ncollector_url = \"{}\"\ntoken = \"t\"\nround_secs = 1\ntimeout_ms = 1000\nupload_interval_secs = 1\ncatalog = [\"kz.toml\"]\n",
+            c.url
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = common::Proc::spawn(
+        "blackout-agent",
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(env!("CARGO_BIN_EXE_blackout-agent"))
+            .current_dir(dir.path())
+            .args(["run", "--config", "agent.toml"]),
+        &log,
+    );
+    let obs = common::wait_for(
+        "observations of the target",
+        Duration::from_secs(15),
+        || {
+            agent.assert_running(&log);
+            let o = observations_of(&c, "injected");
+            (o.len() >= 2).then_some(o)
+        },
+    );
+    for o in &obs {
+        assert_eq!(o["ok"], false, "{o}");
+        assert_eq!(o["failure"], "reserved_address", "{o}");
+    }
+    assert_eq!(reached.load(Ordering::SeqCst), 0, "the agent connected");
+    drop(agent);
+}
