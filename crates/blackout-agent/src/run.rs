@@ -88,7 +88,7 @@ pub async fn fetch_catalog(
         match err.limit() {
             Some((limit, value)) => {
                 let n = crate::catalog::REFUSALS.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::error!(limit, value, refusals = n, error = %err, retry_in_secs = d.as_secs_f64(), "catalog from the collector refused: over a limit; keeping the current catalog");
+                tracing::error!(limit, value, refusals = n, error = %err, retry_in_secs = d.as_secs_f64(), "catalog from the collector refused: over a limit; keeping the current one (if any) and fetching again");
             }
             None => {
                 tracing::warn!(error = %err, retry_in_secs = d.as_secs_f64(), "cannot fetch the catalog")
