@@ -61,6 +61,59 @@ fn config_parse(data: &[u8]) {
     }
 }
 
+/// Same body as fuzz_targets/catalog.rs.
+fn catalog(data: &[u8]) {
+    use std::collections::BTreeSet;
+
+    use blackout_agent::catalog::{CatalogLimits, count_targets, parse_catalog};
+    use blackout_agent::filter::TargetFilter;
+    use blackout_agent::table::{Entry, TargetTable};
+
+    const MAX_TARGETS: u64 = 50_000;
+
+    let limits = CatalogLimits {
+        max_targets: MAX_TARGETS,
+        ..CatalogLimits::default()
+    };
+    let Ok(files) = parse_catalog(data, &limits) else {
+        return;
+    };
+    let counted = count_targets(&files);
+    assert!(counted <= MAX_TARGETS);
+    let everything = TargetFilter::new(true, Vec::new());
+    let table = TargetTable::from_catalog_within(&files, &everything, MAX_TARGETS);
+    let plain = blackout_model::catalog::expand(&files);
+    match (&table, &plain) {
+        (Ok((t, refused)), Ok(targets)) => {
+            assert_eq!(refused.total(), 0);
+            assert_eq!(t.len() as u64, counted);
+            assert_eq!(targets.len() as u64, counted);
+            let ids: BTreeSet<String> = (0..t.len())
+                .map(|i| match t.entry(i) {
+                    Entry::Block { id, .. } => id.to_string(),
+                    Entry::Other(target) => target.id.clone(),
+                })
+                .collect();
+            let want: BTreeSet<String> = targets.iter().map(|t| t.id.clone()).collect();
+            assert_eq!(ids, want);
+        }
+        (Err(a), Err(b)) => {
+            assert!(a.to_string().contains("appears more than once"), "{a}");
+            assert!(b.to_string().contains("appears more than once"), "{b}");
+        }
+        (a, b) => panic!(
+            "the table and the expansion disagree: table {:?}, expansion {:?}",
+            a.as_ref().map(|(t, _)| t.len()).map_err(|e| e.to_string()),
+            b.as_ref().map(|t| t.len()).map_err(|e| e.to_string())
+        ),
+    }
+    // The agent's own filter: what it refuses plus what it keeps is everything.
+    let agent = TargetFilter::new(false, vec!["2.72.0.0/16".parse().unwrap()]);
+    if let Ok((t, refused)) = TargetTable::from_catalog_within(&files, &agent, MAX_TARGETS) {
+        assert_eq!((t.len() + refused.total()) as u64, counted);
+    }
+}
+
 fn corpus(name: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -81,6 +134,9 @@ fn corpora_pass() {
     }
     for c in corpus("config_parse") {
         config_parse(&c);
+    }
+    for c in corpus("catalog") {
+        catalog(&c);
     }
 }
 
@@ -135,6 +191,15 @@ proptest! {
     ) {
         let c = corpus("batch_decode");
         batch_decode(&mutate(c[pick % c.len()].clone(), &ms));
+    }
+
+    #[test]
+    fn catalog_path_never_panics_on_mutated_catalogs(
+        pick in any::<usize>(),
+        ms in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let c = corpus("catalog");
+        catalog(&mutate(c[pick % c.len()].clone(), &ms));
     }
 
     #[test]

@@ -101,6 +101,7 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             cfg.token.clone(),
             stop.clone(),
         );
+        let limits = cfg.catalog_limits;
         move || {
             let (client, url, id, token, stop) = (
                 client.clone(),
@@ -110,8 +111,15 @@ async fn run(cfg: AgentConfig) -> Result<()> {
                 stop.clone(),
             );
             async move {
-                blackout_agent::run::fetch_catalog(&client, &url, &id, token.as_deref(), &stop)
-                    .await
+                blackout_agent::run::fetch_catalog(
+                    &client,
+                    &url,
+                    &id,
+                    token.as_deref(),
+                    &limits,
+                    &stop,
+                )
+                .await
             }
         }
     };

@@ -6,6 +6,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::catalog::{CatalogLimits, DEFAULT_MAX_CATALOG_BYTES, DEFAULT_MAX_TARGETS};
+
 /// Default time in which every target is probed once.
 pub const DEFAULT_ROUND_SECS: u64 = 300;
 /// Default deadline of one probe.
@@ -66,6 +68,10 @@ struct RawAgentConfig {
     /// Prefixes never probed (operators who asked to be left alone).
     #[serde(default)]
     opt_out: Vec<IpNet>,
+    /// Largest catalog response body taken from the collector.
+    max_catalog_bytes: Option<u64>,
+    /// Most targets a catalog from the collector may expand into.
+    max_targets: Option<u64>,
 }
 
 /// The validated configuration.
@@ -91,6 +97,8 @@ pub struct AgentConfig {
     pub icmp_max_probes_per_block_hour: u32,
     pub allow_reserved: bool,
     pub opt_out: Vec<IpNet>,
+    /// Limits on a catalog received from the collector.
+    pub catalog_limits: CatalogLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +136,7 @@ impl AgentConfig {
             icmp_max_probes_per_block_hour: blackout_probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
             allow_reserved: false,
             opt_out: Vec::new(),
+            catalog_limits: CatalogLimits::default(),
         }
     }
 
@@ -275,6 +284,14 @@ impl AgentConfig {
             )? as u32,
             allow_reserved: raw.allow_reserved,
             opt_out: raw.opt_out,
+            catalog_limits: CatalogLimits {
+                max_catalog_bytes: nonzero(
+                    "max_catalog_bytes",
+                    raw.max_catalog_bytes,
+                    DEFAULT_MAX_CATALOG_BYTES,
+                )?,
+                max_targets: nonzero("max_targets", raw.max_targets, DEFAULT_MAX_TARGETS)?,
+            },
         })
     }
 }

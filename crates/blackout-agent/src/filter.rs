@@ -1,5 +1,6 @@
 //! Which targets an agent may probe: never private, reserved or bogon space (unless a lab
-//! allows it), never an operator's opted-out prefix.
+//! allows it), never an operator's opted-out prefix. The ranges and the rules are
+//! [`blackout_probe::address`]'s, the one policy of every address the agent contacts.
 
 use std::net::IpAddr;
 
@@ -7,50 +8,13 @@ use ipnet::IpNet;
 
 use blackout_model::catalog::{DnsServer, Target, TargetKind};
 
-/// IANA special-purpose and bogon ranges (RFC 6890 and its updates).
-const RESERVED: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.0.2.0/24",
-    "192.88.99.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-    "::/128",
-    "::1/128",
-    "::ffff:0:0/96",
-    "64:ff9b::/96",
-    "64:ff9b:1::/48",
-    "100::/64",
-    "2001:db8::/32",
-    "2002::/16",
-    "fc00::/7",
-    "fe80::/10",
-    "ff00::/8",
-];
+use blackout_probe::address::AddressPolicy;
+pub use blackout_probe::address::Refusal;
 
-/// Why a target is not probed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Reserved,
-    OptedOut,
-}
-
+/// The agent's [`AddressPolicy`] applied to whole targets when a catalog is loaded; the
+/// probes apply the same policy again to what they resolve and where they are redirected.
 pub struct TargetFilter {
-    reserved: Vec<IpNet>,
-    opt_out: Vec<IpNet>,
-}
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+    policy: AddressPolicy,
 }
 
 /// The addresses a target sends packets to, as prefixes (a block is its whole prefix).
@@ -82,15 +46,14 @@ fn destinations(t: &Target) -> Vec<IpNet> {
 
 impl TargetFilter {
     pub fn new(allow_reserved: bool, opt_out: Vec<IpNet>) -> Self {
-        let reserved = if allow_reserved {
-            Vec::new()
-        } else {
-            RESERVED
-                .iter()
-                .map(|s| s.parse().expect("reserved ranges are valid constants"))
-                .collect()
-        };
-        TargetFilter { reserved, opt_out }
+        TargetFilter {
+            policy: AddressPolicy::new(allow_reserved, opt_out),
+        }
+    }
+
+    /// The policy the filter applies, for the probes to apply too.
+    pub fn policy(&self) -> &AddressPolicy {
+        &self.policy
     }
 
     pub fn check(&self, t: &Target) -> Result<(), Refusal> {
@@ -101,13 +64,7 @@ impl TargetFilter {
 
     /// Whether any address of `net` may be refused (a block is refused whole).
     pub fn check_prefix(&self, net: &IpNet) -> Result<(), Refusal> {
-        if self.opt_out.iter().any(|o| overlaps(o, net)) {
-            return Err(Refusal::OptedOut);
-        }
-        if self.reserved.iter().any(|r| overlaps(r, net)) {
-            return Err(Refusal::Reserved);
-        }
-        Ok(())
+        self.policy.check_prefix(net)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The probe agent: scheduler (rounds, pacing, politeness), durable spool, upload.
 
+pub mod catalog;
 pub mod config;
 pub mod filter;
 pub mod network;

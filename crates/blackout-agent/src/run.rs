@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::catalog::{CatalogLimits, CatalogRefusal, parse_catalog, read_capped};
 use super::config::AgentConfig;
 use super::filter::{Refusal, TargetFilter};
 use super::network::Network;
@@ -22,6 +24,7 @@ use super::table::{BlockStates, Entry, TargetTable};
 use super::upload::{Backoff, Sink, upload_loop};
 use blackout_model::catalog::{CatalogError, CatalogFile, Target};
 use blackout_model::observation::{Batch, Observation, Signal};
+use blackout_probe::address::AddressPolicy;
 use blackout_probe::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +39,16 @@ pub enum AgentError {
     NoTargets { refused: usize },
 }
 
-/// Fetches the catalog from the collector, retrying until it answers or `stop` fires.
+/// Fetches the catalog from the collector, retrying until it answers with a catalog
+/// within `limits` or `stop` fires. A refused catalog is logged with the limit that
+/// refused it and counted in [`crate::catalog::REFUSALS`] (which the collector shows);
+/// the caller keeps the catalog it had meanwhile.
 pub async fn fetch_catalog(
     client: &reqwest::Client,
     base: &reqwest::Url,
     agent_id: &str,
     token: Option<&str>,
+    limits: &CatalogLimits,
     stop: &CancellationToken,
 ) -> Option<Vec<CatalogFile>> {
     let mut url = base.join("api/v1/catalog").ok()?;
@@ -52,22 +59,41 @@ pub async fn fetch_catalog(
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let err = match req.send().await {
-            Ok(r) if r.status().is_success() => match r.json::<Vec<CatalogFile>>().await {
-                Ok(files) => {
-                    let bad = files.iter().find_map(|f| f.check().err());
-                    match bad {
-                        None => return Some(files),
-                        Some(m) => format!("invalid catalog from the collector: {m}"),
-                    }
+        let got = match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                match read_capped(r, limits.max_catalog_bytes).await {
+                    Ok(Ok(body)) => parse_catalog(&body, limits),
+                    Ok(Err(read)) => Err(CatalogRefusal::TooLarge {
+                        limit: limits.max_catalog_bytes,
+                        read,
+                    }),
+                    Err(e) => Err(CatalogRefusal::Unreachable(format!(
+                        "reading the body: {e}"
+                    ))),
                 }
-                Err(e) => format!("catalog from the collector is not valid JSON: {e}"),
-            },
-            Ok(r) => format!("collector answered {}", r.status()),
-            Err(e) => format!("collector unreachable: {e}"),
+            }
+            Ok(r) => Err(CatalogRefusal::Unreachable(format!(
+                "collector answered {}",
+                r.status()
+            ))),
+            Err(e) => Err(CatalogRefusal::Unreachable(format!(
+                "collector unreachable: {e}"
+            ))),
+        };
+        let err = match got {
+            Ok(files) => return Some(files),
+            Err(e) => e,
         };
         let d = backoff.next_delay();
-        tracing::warn!(error = %err, retry_in_ms = d.as_millis() as u64, "cannot fetch the catalog");
+        match err.limit() {
+            Some((limit, value)) => {
+                let n = crate::catalog::REFUSALS.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(limit, value, refusals = n, error = %err, retry_in_ms = d.as_millis() as u64, "catalog from the collector refused: over a limit; keeping the current one (if any) and fetching again");
+            }
+            None => {
+                tracing::warn!(error = %err, retry_in_ms = d.as_millis() as u64, "cannot fetch the catalog")
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = stop.cancelled() => return None,
@@ -77,6 +103,12 @@ pub async fn fetch_catalog(
 
 /// Keeps only what this agent may probe, logging what it refused.
 pub fn select_targets(cfg: &AgentConfig, files: &[CatalogFile]) -> Result<Vec<Target>, AgentError> {
+    crate::catalog::check_target_count(files, cfg.catalog_limits.max_targets).map_err(|e| {
+        CatalogError::Invalid {
+            origin: "catalog".into(),
+            message: e.to_string(),
+        }
+    })?;
     let all = blackout_model::catalog::expand(files)?;
     let filter = TargetFilter::new(cfg.allow_reserved, cfg.opt_out.clone());
     let (mut reserved, mut opted_out) = (0usize, 0usize);
@@ -109,7 +141,8 @@ pub fn select_targets(cfg: &AgentConfig, files: &[CatalogFile]) -> Result<Vec<Ta
 /// entries are never expanded into [`Target`]s (see [`super::table`]).
 pub fn select_table(cfg: &AgentConfig, files: &[CatalogFile]) -> Result<TargetTable, AgentError> {
     let filter = TargetFilter::new(cfg.allow_reserved, cfg.opt_out.clone());
-    let (table, refused) = TargetTable::from_catalog(files, &filter)?;
+    let (table, refused) =
+        TargetTable::from_catalog_within(files, &filter, cfg.catalog_limits.max_targets)?;
     if refused.total() > 0 {
         tracing::info!(
             reserved = refused.reserved,
@@ -279,6 +312,9 @@ pub async fn run_with_updates(
     let settings = ProbeSettings {
         timeout: cfg.timeout,
         icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
+        // The catalog was filtered with this policy; the probes apply it again to every
+        // address they resolve or are redirected to.
+        address_policy: Arc::new(AddressPolicy::new(cfg.allow_reserved, cfg.opt_out.clone())),
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);

@@ -186,7 +186,11 @@ impl Spool {
     /// batch is on disk (file and directory entry synced).
     pub fn push(&mut self, batch: Batch) -> Result<(), SpoolError> {
         let (id, n) = (batch.batch_id.clone(), batch.observations.len());
-        self.store(batch)?;
+        if let Err(e) = self.store(batch) {
+            // Lost for good: counted, so that the collector shows the loss.
+            self.dropped_observations += n as u64;
+            return Err(e);
+        }
         // Tests count what the agent produced from these lines, so it is logged only
         // once the batch is durable.
         let dir = self.dir.as_deref().map(|d| d.display().to_string());
@@ -212,13 +216,23 @@ impl Spool {
                 let data = serde_json::to_vec(&batch).expect("a batch always serialises");
                 let path = Self::path_of(dir, seq);
                 let tmp = path.with_extension("tmp");
-                let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-                f.write_all(&data).map_err(io_err(&tmp))?;
-                f.sync_all().map_err(io_err(&tmp))?;
-                std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err(dir))?;
+                let written = (|| {
+                    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+                    f.write_all(&data).map_err(io_err(&tmp))?;
+                    f.sync_all().map_err(io_err(&tmp))?;
+                    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_err(dir))
+                })();
+                if let Err(e) = written {
+                    // Nothing half-written stays behind: a full disk gets its space back
+                    // for the next batch, and a batch that is not known to be durable is
+                    // not in the queue (it would be uploaded from memory of nothing).
+                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
                 (data.len() as u64, None)
             }
             None => {
@@ -354,7 +368,8 @@ impl Spool {
         self.bytes
     }
 
-    /// Observations dropped because the spool was full.
+    /// Observations dropped because the spool was full, or because a batch could not
+    /// be written to it (a full disk).
     pub fn dropped_observations(&self) -> u64 {
         self.dropped_observations
     }
@@ -383,6 +398,7 @@ mod tests {
         let status = SpoolStatus {
             observations: 7,
             dropped_observations: 2,
+            catalog_refusals: 0,
         };
         let mut on_disk = Spool::open(d.path(), 1 << 20).unwrap();
         let mut in_memory = Spool::in_memory(1 << 20);
@@ -392,6 +408,7 @@ mod tests {
             b.spool = Some(SpoolStatus {
                 observations: 99,
                 dropped_observations: 99,
+                catalog_refusals: 0,
             });
             s.push(b).unwrap();
             let out = s.front_outgoing().unwrap().unwrap();

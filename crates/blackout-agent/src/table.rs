@@ -150,6 +150,22 @@ impl TargetTable {
         files: &[CatalogFile],
         filter: &TargetFilter,
     ) -> Result<(TargetTable, Refused), CatalogError> {
+        Self::from_catalog_within(files, filter, crate::catalog::DEFAULT_MAX_TARGETS)
+    }
+
+    /// As [`Self::from_catalog`], refusing catalogs that expand into more than
+    /// `max_targets` targets before anything is allocated for them.
+    pub fn from_catalog_within(
+        files: &[CatalogFile],
+        filter: &TargetFilter,
+        max_targets: u64,
+    ) -> Result<(TargetTable, Refused), CatalogError> {
+        crate::catalog::check_target_count(files, max_targets).map_err(|e| {
+            CatalogError::Invalid {
+                origin: "catalog".into(),
+                message: e.to_string(),
+            }
+        })?;
         let mut t = TargetTable::default();
         let mut refused = Refused::default();
         let mut strings = Interner::default();
@@ -158,14 +174,15 @@ impl TargetTable {
         // block, and must cost no more per block than the prefixes it came from.
         let mut shared: HashMap<LabelsKey, u32> = HashMap::new();
         let compact = |e: &blackout_model::catalog::IcmpEntry| e.hosts.is_empty();
+        // Bounded by `max_targets` (checked above), so the sum cannot overflow.
         let blocks: usize = files
             .iter()
             .flat_map(|f| f.icmp.iter().filter(|e| compact(e)))
             .map(|e| {
-                let bits = block_len(&e.prefix, e.block_len) - e.prefix.prefix_len();
+                let bits = block_len(&e.prefix, e.block_len).saturating_sub(e.prefix.prefix_len());
                 1usize.checked_shl(bits as u32).unwrap_or(0)
             })
-            .sum();
+            .fold(0usize, usize::saturating_add);
         t.blocks.reserve_exact(blocks);
         advise_huge_pages(&t.blocks);
         for f in files {
@@ -338,9 +355,15 @@ impl TargetTable {
                     .map(|rest| (IdForm::Base((*b).into()), rest))
             });
             for (form, rest) in derived.into_iter().chain(based) {
+                // Only the id a block would get, character for character, is the same
+                // id: `icmp:2a00:0::/48` names the block `2a00::/48` but is another id
+                // (found by the `catalog` fuzz target).
                 let Ok(net) = rest.parse::<IpNet>() else {
                     continue;
                 };
+                if rest != net.to_string() {
+                    continue;
+                }
                 let start = self.blocks.partition_point(|b| b.net < net);
                 let clash = self.blocks[start..]
                     .iter()
@@ -706,6 +729,13 @@ asn = 9198
         let f = files(&[
             "country = \"KZ\"\n[[icmp]]\nprefix = \"2.0.0.0/24\"\nasn = 1\n[[icmp]]\nid = \"z\"\nprefix = \"2.0.0.0/24\"\nasn = 2\n",
         ]);
+        assert_eq!(TargetTable::from_catalog(&f, &none).unwrap().0.len(), 2);
+        // An id that names another entry's block in a non-canonical form is another id,
+        // as expand says (found by the `catalog` fuzz target: the table refused it).
+        let f = files(&[
+            "country = \"KZ\"\n[[icmp]]\nprefix = \"2a00::/48\"\nasn = 1\n[[icmp]]\nid = \"icmp:2a00:0::/48\"\nprefix = \"2a01::/48\"\nasn = 1\n",
+        ]);
+        assert_eq!(expand(&f).unwrap().len(), 2);
         assert_eq!(TargetTable::from_catalog(&f, &none).unwrap().0.len(), 2);
     }
 

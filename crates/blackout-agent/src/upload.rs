@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use rand::RngExt;
 use reqwest::StatusCode;
 
+use super::catalog::{MAX_UPLOAD_RESPONSE_BYTES, read_capped};
 use super::spool::{Outgoing, Spool};
 use blackout_model::observation::{Batch, SpoolStatus};
 
@@ -133,7 +134,15 @@ impl Sink for HttpSink {
             };
             let status = resp.status();
             let after = retry_after(&resp);
-            let body = resp.text().await.unwrap_or_default();
+            // Only a short reason is needed: a collector (or what poses as one) that
+            // answers with an endless body must not fill the agent's memory.
+            let body = match read_capped(resp, MAX_UPLOAD_RESPONSE_BYTES).await {
+                Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(Err(read)) => format!(
+                    "(response body longer than {MAX_UPLOAD_RESPONSE_BYTES} bytes, {read} read, not kept)"
+                ),
+                Err(e) => format!("(response body unreadable: {e})"),
+            };
             match status {
                 s if s.is_success() => SendResult::Acked,
                 StatusCode::BAD_REQUEST => SendResult::Rejected(format!("{status}: {body}")),
@@ -241,6 +250,8 @@ pub async fn upload_loop(
             let status = SpoolStatus {
                 observations: s.observations(),
                 dropped_observations: s.dropped_observations(),
+                catalog_refusals: super::catalog::REFUSALS
+                    .load(std::sync::atomic::Ordering::Relaxed),
             };
             front.map(|f| f.map(|out| (out, status)))
         };

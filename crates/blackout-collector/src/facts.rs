@@ -95,6 +95,8 @@ pub struct Counters {
     pub agent_spool_observations: BTreeMap<String, i64>,
     /// Observations each agent dropped from its full spool, summed over its restarts.
     pub agent_spool_dropped: BTreeMap<String, u64>,
+    /// Catalogs each agent refused as over a limit, summed over its restarts.
+    pub agent_catalog_refusals: BTreeMap<String, u64>,
     /// Events opened, per (country, kind).
     pub events_opened: BTreeMap<(String, &'static str), u64>,
 }

@@ -474,6 +474,7 @@ mod tests {
                         spool: Some(blackout_model::observation::SpoolStatus {
                             observations: bin as u64,
                             dropped_observations: 0,
+                            catalog_refusals: 0,
                         }),
                     }
                 })

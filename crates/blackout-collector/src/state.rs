@@ -31,6 +31,8 @@ pub struct State {
     /// Each agent's last reported count of dropped observations, to turn its reports
     /// (which restart from 0 with the agent) into a counter.
     pub spool_dropped: HashMap<String, u64>,
+    /// The same for each agent's count of refused catalogs.
+    pub catalog_refusals: HashMap<String, u64>,
 }
 
 impl State {
@@ -42,6 +44,7 @@ impl State {
             last_report: HashMap::new(),
             sparks: BTreeMap::new(),
             spool_dropped: HashMap::new(),
+            catalog_refusals: HashMap::new(),
         }
     }
 
@@ -68,6 +71,17 @@ impl State {
             };
             *facts
                 .agent_spool_dropped
+                .entry(batch.agent.clone())
+                .or_default() += added;
+            let last = self
+                .catalog_refusals
+                .insert(batch.agent.clone(), s.catalog_refusals);
+            let added = match last {
+                Some(l) if s.catalog_refusals >= l => s.catalog_refusals - l,
+                _ => s.catalog_refusals,
+            };
+            *facts
+                .agent_catalog_refusals
                 .entry(batch.agent.clone())
                 .or_default() += added;
         }

@@ -228,6 +228,12 @@ pub const METRICS: &[Def] = &[
         help: "Observations agents dropped because their spool was full, as they report them.",
         labels: &["agent"],
     },
+    Def {
+        name: names::AGENT_CATALOG_REFUSALS_TOTAL,
+        kind: Kind::Counter,
+        help: "Catalogs from the collector that agents refused as over a limit, as they report them.",
+        labels: &["agent"],
+    },
 ];
 
 /// The table's entry for a name.
@@ -324,6 +330,7 @@ pub struct Metrics {
     pub vantage_healthy_agents: IntGaugeVec,
     pub agent_spool_observations: IntGaugeVec,
     pub agent_spool_dropped: IntCounterVec,
+    pub agent_catalog_refusals: IntCounterVec,
     /// One scrape at a time: a scrape resets and refills gauges.
     scrape: Mutex<()>,
 }
@@ -380,6 +387,7 @@ impl Metrics {
             vantage_healthy_agents: fam.int_gauge(names::VANTAGE_HEALTHY_AGENTS),
             agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
             agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
+            agent_catalog_refusals: fam.counter(names::AGENT_CATALOG_REFUSALS_TOTAL),
             registry: r,
             scrape: Mutex::new(()),
         };
@@ -458,6 +466,9 @@ impl Metrics {
         }
         for (agent, n) in &c.agent_spool_dropped {
             follow(self.agent_spool_dropped.with_label_values(&[agent]), *n);
+        }
+        for (agent, n) in &c.agent_catalog_refusals {
+            follow(self.agent_catalog_refusals.with_label_values(&[agent]), *n);
         }
         for (agent, n) in &c.agent_spool_observations {
             self.agent_spool_observations
@@ -696,6 +707,7 @@ mod tests {
             Some(SpoolStatus {
                 observations,
                 dropped_observations,
+                catalog_refusals: 0,
             })
         };
         let text = |_: &Collector| metrics.render(&read.scrape(now), read.catalog_files());

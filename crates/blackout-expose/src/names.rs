@@ -55,3 +55,4 @@ pub const VANTAGE_HEALTHY_AGENTS: &str = "blackout_vantage_healthy_agents";
 pub const AGENT_SPOOL_OBSERVATIONS: &str = "blackout_agent_spool_observations";
 pub const AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL: &str =
     "blackout_agent_spool_dropped_observations_total";
+pub const AGENT_CATALOG_REFUSALS_TOTAL: &str = "blackout_agent_catalog_refusals_total";

@@ -109,11 +109,16 @@ pub enum Failure {
     HttpStatus,
     HttpTooManyRedirects,
     HttpProtocolError,
+    /// Refused by the agent, never contacted: the address is private, reserved or bogon
+    /// space (a name or a redirect that leads there, e.g. an injected DNS answer).
+    ReservedAddress,
+    /// Refused by the agent, never contacted: the address is in the operator's opt-out.
+    OptedOutAddress,
     Unknown,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 15] = [
+    pub const ALL: [Failure; 17] = [
         Failure::Timeout,
         Failure::Refused,
         Failure::Reset,
@@ -128,6 +133,8 @@ impl Failure {
         Failure::HttpStatus,
         Failure::HttpTooManyRedirects,
         Failure::HttpProtocolError,
+        Failure::ReservedAddress,
+        Failure::OptedOutAddress,
         Failure::Unknown,
     ];
 
@@ -147,6 +154,8 @@ impl Failure {
             Failure::HttpStatus => "http_status",
             Failure::HttpTooManyRedirects => "http_too_many_redirects",
             Failure::HttpProtocolError => "http_protocol_error",
+            Failure::ReservedAddress => "reserved_address",
+            Failure::OptedOutAddress => "opted_out_address",
             Failure::Unknown => "unknown",
         }
     }
@@ -257,6 +266,14 @@ pub struct SpoolStatus {
     pub observations: u64,
     /// Observations dropped because the spool was full, since the agent started.
     pub dropped_observations: u64,
+    /// Catalogs from the collector the agent refused as over a limit (`max_catalog_bytes`,
+    /// `max_targets`), since it started. Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub catalog_refusals: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a record is not a valid observation. Names the field, so that an operator can

@@ -7,6 +7,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -18,6 +19,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::OnceCell;
 use tokio::time::timeout_at;
 
+use super::address::AddressPolicy;
 use super::classify::{hickory_failure, io_failure, rcode_failure};
 use super::{Outcome, ProbeError, Prober};
 use blackout_model::catalog::{DnsServer, Target, TargetKind};
@@ -46,6 +48,7 @@ impl Question {
 /// Probes DNS servers.
 pub struct DnsProber {
     timeout: Duration,
+    policy: Arc<AddressPolicy>,
     system: OnceCell<Result<TokioResolver, String>>,
 }
 
@@ -67,12 +70,22 @@ impl DnsProber {
     pub fn new(timeout: Duration) -> Self {
         DnsProber {
             timeout,
+            policy: Arc::default(),
             system: OnceCell::new(),
         }
     }
 
+    /// Asks only the servers `policy` allows. The agent's own resolver (`system`) is
+    /// the operator's choice, not the catalog's, and is not checked.
+    pub fn with_policy(self, policy: Arc<AddressPolicy>) -> Self {
+        DnsProber { policy, ..self }
+    }
+
     /// Asks `server` one question; UDP first, TCP when the answer is truncated.
     pub async fn query(&self, server: SocketAddr, q: &Question) -> Outcome {
+        if let Err(r) = self.policy.check_ip(server.ip()) {
+            return Outcome::failed(Phase::DnsRoundTrip, r.failure());
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut msg = Message::query();
         msg.metadata.recursion_desired = true;

@@ -42,6 +42,7 @@ use tokio::sync::OnceCell;
 use tokio::time::timeout_at;
 use url::{Host, Url};
 
+use super::address::AddressPolicy;
 use super::classify::{hickory_failure, hyper_failure, io_failure, tls_failure};
 use super::{HttpTimings, Outcome, ProbeError, ProbeSettings, Prober};
 use blackout_model::catalog::{Target, TargetKind};
@@ -58,6 +59,7 @@ pub struct HttpProber {
     max_redirects: usize,
     tls: tokio_rustls::TlsConnector,
     resolver: OnceCell<Result<TokioResolver, String>>,
+    policy: Arc<AddressPolicy>,
 }
 
 impl std::fmt::Debug for HttpProber {
@@ -104,6 +106,7 @@ impl HttpProber {
             max_redirects: settings.http_max_redirects,
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             resolver: OnceCell::new(),
+            policy: settings.address_policy.clone(),
         })
     }
 
@@ -212,6 +215,15 @@ impl HttpProber {
                     id: url.to_string(),
                     reason: "URL has no host".into(),
                 });
+            }
+        };
+        // Every hop, whatever led to it (a literal, a pinned address, a resolved name, a
+        // redirect): only allowed addresses are contacted.
+        let addresses = match self.policy.allowed(&addresses) {
+            Ok(a) => a,
+            Err(r) => {
+                tracing::debug!(url = %url, refusal = ?r, "http probe: address refused");
+                return Ok(Err((Phase::Connect, r.failure())));
             }
         };
         let tls = https.then_some(server_name);

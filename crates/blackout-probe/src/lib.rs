@@ -5,6 +5,7 @@
 //! `Err` means the probe could not run at all (no ICMP permission, a target of the
 //! wrong kind).
 
+pub mod address;
 pub mod classify;
 pub mod dns;
 pub mod echo;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod icmp;
 pub mod tcp;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -206,6 +208,8 @@ pub struct ProbeSettings {
     pub icmp_max_extra_probes: u32,
     /// Receive buffer of the shared ICMP sockets.
     pub icmp_recv_buffer_bytes: usize,
+    /// Which addresses probes may contact; the default allows all.
+    pub address_policy: Arc<address::AddressPolicy>,
 }
 
 impl Default for ProbeSettings {
@@ -216,6 +220,7 @@ impl Default for ProbeSettings {
             icmp_max_probes_per_block_hour: DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
             icmp_max_extra_probes: DEFAULT_ICMP_MAX_EXTRA_PROBES,
             icmp_recv_buffer_bytes: DEFAULT_ICMP_RECV_BUFFER_BYTES,
+            address_policy: Arc::default(),
         }
     }
 }
@@ -237,9 +242,9 @@ impl ProbeSet {
     pub async fn new(settings: &ProbeSettings) -> Result<ProbeSet, ProbeError> {
         Ok(ProbeSet {
             icmp: icmp::IcmpProber::new(settings),
-            dns: dns::DnsProber::new(settings.timeout),
+            dns: dns::DnsProber::new(settings.timeout).with_policy(settings.address_policy.clone()),
             http: http::HttpProber::new(settings)?,
-            tcp: tcp::TcpProber::new(settings.timeout),
+            tcp: tcp::TcpProber::new(settings.timeout).with_policy(settings.address_policy.clone()),
         })
     }
 

@@ -1,11 +1,13 @@
 //! TCP connect probes: many hosts drop ICMP but accept a handshake on 443 or 80.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tokio::net::TcpStream;
 
+use super::address::AddressPolicy;
 use super::classify::io_failure;
 use super::{Outcome, ProbeError, Prober};
 use blackout_model::catalog::{Target, TargetKind};
@@ -15,15 +17,27 @@ use blackout_model::observation::{Failure, Phase, Signal};
 #[derive(Debug, Clone)]
 pub struct TcpProber {
     timeout: Duration,
+    policy: Arc<AddressPolicy>,
 }
 
 impl TcpProber {
     pub fn new(timeout: Duration) -> Self {
-        TcpProber { timeout }
+        TcpProber {
+            timeout,
+            policy: Arc::default(),
+        }
+    }
+
+    /// Contacts only the addresses `policy` allows.
+    pub fn with_policy(self, policy: Arc<AddressPolicy>) -> Self {
+        TcpProber { policy, ..self }
     }
 
     /// One connect attempt to `addr`.
     pub async fn connect(&self, addr: SocketAddr) -> Outcome {
+        if let Err(r) = self.policy.check_ip(addr.ip()) {
+            return Outcome::failed(Phase::Connect, r.failure());
+        }
         let start = Instant::now();
         match tokio::time::timeout(self.timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
