@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use blackout_model::observation::{Batch, Signal};
+use blackout_detect::EventKind;
+use blackout_model::observation::{Batch, Failure, Phase, Signal};
 
 /// What became of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,8 +76,11 @@ impl ConnectionDrop {
     }
 }
 
-/// Counts since the collector started (a restart replays the log through them again),
-/// and the latest per-agent reports. Kept in memory only, as Prometheus counters are.
+/// Counts since the collector's state began, and the latest per-agent reports. Saved in
+/// the snapshot ([`SavedCounters`]), so a restart goes on counting from there; the log
+/// written after the snapshot is replayed through them (each replayed batch counts as
+/// accepted, as it was). What the log does not hold (refused uploads) after the last
+/// snapshot is lost by a crash: Prometheus reads the fall as a counter reset.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// Uploads by result, indexed as [`BatchResult::ALL`].
@@ -101,7 +105,106 @@ pub struct Counters {
     pub events_opened: BTreeMap<(String, &'static str), u64>,
 }
 
+/// [`Counters`] as the snapshot stores them: labels as strings, so a vocabulary that
+/// grows (a new failure, a new result) never shifts what an older snapshot meant; a
+/// label this version does not know is dropped on load.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedCounters {
+    batches: Vec<(String, u64)>,
+    observations_ingested: Vec<(String, String, u64)>,
+    observation_failures: Vec<(String, String, String, String, u64)>,
+    agent_last_measurement: Vec<(String, f64)>,
+    agent_spool_observations: Vec<(String, i64)>,
+    agent_spool_dropped: Vec<(String, u64)>,
+    events_opened: Vec<(String, String, u64)>,
+}
+
+/// The closed-set value whose label is `s`, from the serde names the labels are.
+fn from_label<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
 impl Counters {
+    pub fn save(&self) -> SavedCounters {
+        SavedCounters {
+            batches: BatchResult::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), self.batches(*r)))
+                .collect(),
+            observations_ingested: self
+                .observations_ingested
+                .iter()
+                .map(|((a, s), n)| (a.clone(), s.as_str().to_string(), *n))
+                .collect(),
+            observation_failures: self
+                .observation_failures
+                .iter()
+                .map(|((a, s, p, f), n)| {
+                    (
+                        a.clone(),
+                        s.as_str().to_string(),
+                        p.to_string(),
+                        f.to_string(),
+                        *n,
+                    )
+                })
+                .collect(),
+            agent_last_measurement: self
+                .agent_last_measurement
+                .iter()
+                .map(|(a, t)| (a.clone(), *t))
+                .collect(),
+            agent_spool_observations: self
+                .agent_spool_observations
+                .iter()
+                .map(|(a, n)| (a.clone(), *n))
+                .collect(),
+            agent_spool_dropped: self
+                .agent_spool_dropped
+                .iter()
+                .map(|(a, n)| (a.clone(), *n))
+                .collect(),
+            events_opened: self
+                .events_opened
+                .iter()
+                .map(|((c, k), n)| (c.clone(), k.to_string(), *n))
+                .collect(),
+        }
+    }
+
+    pub fn restore(saved: &SavedCounters) -> Counters {
+        let mut c = Counters::default();
+        for (label, n) in &saved.batches {
+            if let Some(r) = BatchResult::ALL.iter().find(|r| r.as_str() == label) {
+                c.batches[*r as usize] = *n;
+            }
+        }
+        for (a, s, n) in &saved.observations_ingested {
+            if let Some(s) = from_label::<Signal>(s) {
+                c.observations_ingested.insert((a.clone(), s), *n);
+            }
+        }
+        for (a, s, p, f, n) in &saved.observation_failures {
+            if let (Some(s), Some(p), Some(f)) = (
+                from_label::<Signal>(s),
+                from_label::<Phase>(p),
+                from_label::<Failure>(f),
+            ) {
+                c.observation_failures
+                    .insert((a.clone(), s, p.as_str(), f.as_str()), *n);
+            }
+        }
+        c.agent_last_measurement = saved.agent_last_measurement.iter().cloned().collect();
+        c.agent_spool_observations = saved.agent_spool_observations.iter().cloned().collect();
+        c.agent_spool_dropped = saved.agent_spool_dropped.iter().cloned().collect();
+        for (country, k, n) in &saved.events_opened {
+            if let Some(k) = from_label::<EventKind>(k) {
+                c.events_opened.insert((country.clone(), k.as_str()), *n);
+            }
+        }
+        c
+    }
+
     pub fn batch(&mut self, result: BatchResult) {
         self.batches[result as usize] += 1;
     }
@@ -148,5 +251,52 @@ impl Counters {
                 .or_default();
             *g = g.max(t.timestamp_millis() as f64 / 1000.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_survive_the_snapshot_and_unknown_labels_are_dropped() {
+        let mut c = Counters::default();
+        c.batch(BatchResult::Accepted);
+        c.batch(BatchResult::Accepted);
+        c.batch(BatchResult::StorageError);
+        c.observations_ingested
+            .insert(("a1".into(), Signal::Dns), 7);
+        c.observation_failures.insert(
+            (
+                "a1".into(),
+                Signal::Http,
+                Phase::Connect.as_str(),
+                Failure::Timeout.as_str(),
+            ),
+            3,
+        );
+        c.agent_last_measurement.insert("a1".into(), 1.5e9);
+        c.agent_spool_observations.insert("a1".into(), 12);
+        c.agent_spool_dropped.insert("a1".into(), 4);
+        c.events_opened
+            .insert(("KZ".into(), EventKind::NationalBlackout.as_str()), 2);
+        let saved = c.save();
+        let bytes = postcard::to_stdvec(&saved).unwrap();
+        let back: SavedCounters = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(Counters::restore(&back), c);
+
+        // A snapshot from a version with a label this one does not know.
+        let mut odd = saved.clone();
+        odd.batches.push(("teleported".into(), 9));
+        odd.events_opened
+            .push(("KZ".into(), "alien_invasion".into(), 1));
+        odd.observation_failures.push((
+            "a1".into(),
+            "http".into(),
+            "connect".into(),
+            "gremlins".into(),
+            1,
+        ));
+        assert_eq!(Counters::restore(&odd), c);
     }
 }

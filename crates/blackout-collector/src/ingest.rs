@@ -71,13 +71,13 @@ fn usable_snapshot(
     dir: &std::path::Path,
     fingerprint: &str,
     config: &CollectorConfig,
-) -> Option<(Header, State)> {
+) -> Option<snapshot::Saved> {
     let why = match snapshot::load(dir) {
         Ok(None) => return None,
-        Ok(Some((h, _))) if h.fingerprint != fingerprint => {
+        Ok(Some((h, ..))) if h.fingerprint != fingerprint => {
             "it was taken with other detector settings or another version".to_string()
         }
-        Ok(Some((h, _)))
+        Ok(Some((h, ..)))
             if !ObservationLog::can_resume_from(dir, &h.log, config.retention_days, Utc::now()) =>
         {
             format!(
@@ -116,9 +116,11 @@ impl Collector {
             .state_dir
             .as_deref()
             .and_then(|dir| usable_snapshot(dir, &fingerprint, &config));
-        let from = saved.as_ref().map(|(h, _)| h.log.clone());
+        let from = saved.as_ref().map(|(h, ..)| h.log.clone());
+        let mut counters = Counters::default();
         let state = match saved {
-            Some((h, mut state)) => {
+            Some((h, mut state, saved_counters)) => {
+                counters = Counters::restore(&saved_counters);
                 tracing::info!(
                     taken_at = %h.taken_at,
                     segment = %h.log.segment,
@@ -144,7 +146,7 @@ impl Collector {
             tokens,
             validator,
             live: Mutex::new(live),
-            facts: Mutex::new(Counters::default()),
+            facts: Mutex::new(counters),
             fingerprint,
             restore: Mutex::new(Restore {
                 from_snapshot: from.is_some(),
@@ -161,6 +163,9 @@ impl Collector {
                 Utc::now(),
                 from.as_ref(),
                 &mut |b| {
+                    // Every logged batch was accepted once: counted again as it is
+                    // replayed, on top of the snapshot's counts (if any).
+                    facts.batch(BatchResult::Accepted);
                     live.state.apply(&b, &mut facts);
                     n += 1;
                 },
@@ -219,7 +224,10 @@ impl Collector {
                 taken_at: now,
                 log: log.position(),
             };
-            snapshot::encode(&header, &live.state)?
+            // Both under the state lock (taken before the counters' everywhere), so the
+            // counters are those of exactly the state saved.
+            let counters = self.facts().save();
+            snapshot::encode(&header, &live.state, &counters)?
         };
         let encoded = started.elapsed();
         snapshot::write(dir, &bytes)?;

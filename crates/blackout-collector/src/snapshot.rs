@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::facts::SavedCounters;
 use crate::log::LogPosition;
 use crate::state::State;
 use blackout_detect::DetectConfig;
@@ -30,7 +31,8 @@ use blackout_detect::DetectConfig;
 pub const FILE: &str = "snapshot.bin";
 /// First bytes of the file; changed whenever the layout of anything in it changes.
 /// 02: the latest view keeps each agent's HTTP phase durations.
-const MAGIC: &[u8; 8] = b"BLKSNP02";
+/// 03: the counters (batches, observations, events) follow the state.
+const MAGIC: &[u8; 8] = b"BLKSNP03";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -54,7 +56,7 @@ pub fn fingerprint(detect: &DetectConfig) -> String {
 }
 
 /// What a snapshot was taken under and where in the log it stands. The file holds this
-/// header, then the [`State`] (postcard, field after field).
+/// header, then the [`State`], then the counters (postcard, field after field).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Header {
     pub fingerprint: String,
@@ -62,9 +64,16 @@ pub struct Header {
     pub log: LogPosition,
 }
 
-pub fn encode(header: &Header, state: &State) -> Result<Vec<u8>, SnapshotError> {
-    let body =
-        postcard::to_stdvec(&(header, state)).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+/// A snapshot as read back.
+pub type Saved = (Header, State, SavedCounters);
+
+pub fn encode(
+    header: &Header,
+    state: &State,
+    counters: &SavedCounters,
+) -> Result<Vec<u8>, SnapshotError> {
+    let body = postcard::to_stdvec(&(header, state, counters))
+        .map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(MAGIC.len() + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&body);
@@ -72,7 +81,7 @@ pub fn encode(header: &Header, state: &State) -> Result<Vec<u8>, SnapshotError> 
 }
 
 /// Reads the snapshot in `dir`, if there is one.
-pub fn load(dir: &Path) -> Result<Option<(Header, State)>, SnapshotError> {
+pub fn load(dir: &Path) -> Result<Option<Saved>, SnapshotError> {
     let path = dir.join(FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
