@@ -87,3 +87,58 @@ fn listen_takes_port_only_and_host_names() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--listen") && err.contains(":PORT"), "{err}");
 }
+
+/// `check-config` reports every invalid value of a file (one line each, naming the key),
+/// refuses a catalog path that does not exist, and checks a systemd unit's agent config
+/// as far as it can outside the unit, saying what it did not check.
+#[test]
+fn check_config_reports_every_error_and_what_it_did_not_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("collector.toml");
+    std::fs::write(
+        &bad,
+        "listen = \"nope\"\nmax_age_secs = 0\nassign_k = 0\n\n[[agent]]\nid = \"a\"\ntoken_sha256 = \"xyz\"\n",
+    )
+    .unwrap();
+    let out = Command::new(COLLECTOR)
+        .args(["check-config", "--collector"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in ["`listen`", "`max_age_secs`", "`assign_k`", "`token_sha256`"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(bad.to_str().unwrap()) && l.contains(key)),
+            "{key} not reported: {text}"
+        );
+    }
+
+    let missing = dir.path().join("missing-catalog.toml");
+    std::fs::write(&missing, "catalog = [\"no-such-dir\"]\n").unwrap();
+    let out = Command::new(COLLECTOR)
+        .args(["check-config", "--collector"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("key `catalog`") && text.contains("no-such-dir"),
+        "{text}"
+    );
+
+    // The shipped unit's agent config: its token is a systemd credential.
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/agent.toml");
+    let out = Command::new(COLLECTOR)
+        .args(["check-config", "--agent", unit])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("note: key `token_file`") && text.contains("not checked"),
+        "{text}"
+    );
+}

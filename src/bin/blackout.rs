@@ -200,35 +200,102 @@ async fn main() -> Result<()> {
             collector,
             agent,
             catalog,
-        } => {
-            anyhow::ensure!(
-                collector.is_some() || agent.is_some() || !catalog.is_empty(),
-                "nothing to check: give --collector, --agent and/or --catalog"
-            );
-            if let Some(p) = collector {
-                let c = CollectorConfig::load(&p)?;
-                println!(
-                    "{}: ok ({} agents, listen {})",
-                    p.display(),
-                    c.agents.len(),
-                    c.listen
-                );
+        } => check_config(collector, agent, catalog),
+    }
+}
+
+/// `check-config`: every file is checked, every error in each is printed (one line each,
+/// naming file and key), and the catalogs the configs name are loaded as the daemons
+/// would load them. Exit status 1 when anything is wrong.
+fn check_config(
+    collector: Option<PathBuf>,
+    agent: Option<PathBuf>,
+    catalog: Vec<PathBuf>,
+) -> Result<()> {
+    anyhow::ensure!(
+        collector.is_some() || agent.is_some() || !catalog.is_empty(),
+        "nothing to check: give --collector, --agent and/or --catalog"
+    );
+    let mut failed = 0usize;
+    let mut fail = |e: &dyn std::fmt::Display| {
+        failed += 1;
+        println!("{e}");
+    };
+    // As the daemons load them: no path means the embedded catalogs (collector) or the
+    // collector's (agent).
+    let check_catalogs = |paths: &[PathBuf], from: &std::path::Path| -> Result<usize, String> {
+        let files =
+            load_catalogs(paths).map_err(|e| format!("{}: key `catalog`: {e}", from.display()))?;
+        blackout_model::catalog::expand(&files)
+            .map(|t| t.len())
+            .map_err(|e| format!("{}: key `catalog`: {e}", from.display()))
+    };
+    if let Some(p) = collector {
+        match CollectorConfig::load(&p) {
+            Ok(c) => {
+                let base = p.parent().map(|b| b.to_path_buf()).unwrap_or_default();
+                let paths: Vec<PathBuf> = c.catalog.iter().map(|c| base.join(c)).collect();
+                match check_catalogs(&paths, &p) {
+                    Ok(n) => println!(
+                        "{}: ok ({} agents, listen {}, {n} targets{})",
+                        p.display(),
+                        c.agents.len(),
+                        c.listen,
+                        if paths.is_empty() {
+                            " from the embedded catalogs"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Err(e) => fail(&e),
+                }
             }
-            if let Some(p) = agent {
-                let c = AgentConfig::load(&p)?;
-                println!("{}: ok (agent {})", p.display(), c.agent_id);
-            }
-            for p in catalog {
-                let files = blackout_model::catalog::load_path(&p)?;
-                let targets = blackout_model::catalog::expand(&files)?;
-                println!(
-                    "{}: ok ({} files, {} targets)",
-                    p.display(),
-                    files.len(),
-                    targets.len()
-                );
-            }
-            Ok(())
+            Err(e) => fail(&e),
         }
     }
+    if let Some(p) = agent {
+        match AgentConfig::check(&p) {
+            Ok((c, notes)) => match (c.catalog.is_empty())
+                .then_some(0)
+                .map_or_else(|| check_catalogs(&c.catalog, &p), Ok)
+            {
+                Ok(n) => {
+                    for note in &notes {
+                        println!("{}: note: {note}", p.display());
+                    }
+                    println!(
+                        "{}: ok (agent {}{})",
+                        p.display(),
+                        c.agent_id,
+                        if c.catalog.is_empty() {
+                            ", catalog from the collector".to_string()
+                        } else {
+                            format!(", {n} targets")
+                        }
+                    );
+                }
+                Err(e) => fail(&e),
+            },
+            Err(e) => fail(&e),
+        }
+    }
+    for p in catalog {
+        match blackout_model::catalog::load_path(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|files| {
+                let n = blackout_model::catalog::expand(&files)
+                    .map_err(|e| e.to_string())?
+                    .len();
+                Ok((files.len(), n))
+            }) {
+            Ok((files, targets)) => {
+                println!("{}: ok ({files} files, {targets} targets)", p.display())
+            }
+            Err(e) => fail(&e),
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of the files checked have errors (above)");
+    }
+    Ok(())
 }

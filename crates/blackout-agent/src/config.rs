@@ -148,13 +148,57 @@ impl AgentConfig {
         Self::parse(&text, path)
     }
 
+    /// Parses and validates `text`. A TOML syntax error or an unknown key stops at the
+    /// first; past that, every invalid value is reported at once (one line each, naming
+    /// its key).
     pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, AgentConfigError> {
-        let invalid = |message: String| AgentConfigError::Invalid {
+        Self::parse_with(text, path, false).map(|(c, _)| c)
+    }
+
+    /// As [`AgentConfig::load`], for `check-config`: a `token_file` under
+    /// `/run/credentials/` (systemd's `LoadCredential=`, which exists only inside the
+    /// running unit) that is missing here is not an error but a note of what was not
+    /// checked. Returns the config and those notes.
+    pub fn check(path: &Path) -> Result<(AgentConfig, Vec<String>), AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Io {
             path: path.to_path_buf(),
-            message,
-        };
-        let raw: RawAgentConfig =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+            source,
+        })?;
+        Self::parse_with(&text, path, true)
+    }
+
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        unit_view: bool,
+    ) -> Result<(AgentConfig, Vec<String>), AgentConfigError> {
+        let raw: RawAgentConfig = toml::from_str(text).map_err(|e| AgentConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut errors = Vec::new();
+        let mut notes = Vec::new();
+        let config = Self::validate(raw, path, unit_view, &mut errors, &mut notes);
+        if errors.is_empty() {
+            Ok((config, notes))
+        } else {
+            Err(AgentConfigError::Invalid {
+                path: path.to_path_buf(),
+                // One line per error, each naming the file, as the first does.
+                message: errors.join(&format!("\n{}: ", path.display())),
+            })
+        }
+    }
+
+    /// The typed config from `raw`; each invalid value is pushed to `errors` and replaced
+    /// by its default so that the others are still checked.
+    fn validate(
+        raw: RawAgentConfig,
+        path: &Path,
+        unit_view: bool,
+        errors: &mut Vec<String>,
+        notes: &mut Vec<String>,
+    ) -> AgentConfig {
         if raw.agent_id.is_empty()
             || raw.agent_id.len() > 128
             || !raw
@@ -162,137 +206,164 @@ impl AgentConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(invalid(format!(
+            errors.push(format!(
                 "key `agent_id`: {:?} must be 1 to 128 of [A-Za-z0-9._-]",
                 raw.agent_id
-            )));
+            ));
         }
         let parse_url = |key: &str, u: &str| {
-            let url =
-                reqwest::Url::parse(u).map_err(|e| invalid(format!("key `{key}`: {u:?}: {e}")))?;
+            let url = reqwest::Url::parse(u).map_err(|e| format!("key `{key}`: {u:?}: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!(
-                    "key `{key}`: {u:?} must be http:// or https://"
-                )));
+                return Err(format!("key `{key}`: {u:?} must be http:// or https://"));
             }
             Ok(url)
         };
         let collector_url = match &raw.collector_url {
-            Some(u) => Some(parse_url("collector_url", u)?),
-            None => None,
+            Some(u) => match parse_url("collector_url", u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => {
+                errors.push("key `collector_url`: required (where to upload)".into());
+                None
+            }
         };
         let mut collector_urls: Vec<reqwest::Url> = collector_url.iter().cloned().collect();
         for u in &raw.collector_urls {
-            let url = parse_url("collector_urls", u)?;
-            if collector_urls.contains(&url) {
-                return Err(invalid(format!(
-                    "key `collector_urls`: {u:?} is listed twice"
-                )));
+            match parse_url("collector_urls", u) {
+                Ok(url) if collector_urls.contains(&url) => {
+                    errors.push(format!("key `collector_urls`: {u:?} is listed twice"));
+                }
+                Ok(url) => collector_urls.push(url),
+                Err(e) => errors.push(e),
             }
-            collector_urls.push(url);
+        }
+        if raw.collector_url.is_none() && !raw.collector_urls.is_empty() {
+            errors.push(
+                "key `collector_urls`: give `collector_url` (the first collector) too".into(),
+            );
         }
         let token = match (&raw.token, &raw.token_file) {
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "keys `token` and `token_file`: give only one".into(),
-                ));
+                errors.push("keys `token` and `token_file`: give only one".into());
+                None
             }
             (Some(t), None) => Some(t.trim().to_string()),
             (None, Some(f)) => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let f = base.join(f);
-                let t = std::fs::read_to_string(&f)
-                    .map_err(|e| invalid(format!("key `token_file`: {}: {e}", f.display())))?;
-                Some(t.trim().to_string())
+                match std::fs::read_to_string(&f) {
+                    Ok(t) => Some(t.trim().to_string()),
+                    Err(e)
+                        if unit_view
+                            && e.kind() == std::io::ErrorKind::NotFound
+                            && f.starts_with("/run/credentials") =>
+                    {
+                        notes.push(format!(
+                            "key `token_file`: {} exists only inside the running unit (systemd LoadCredential=); not checked here",
+                            f.display()
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(format!("key `token_file`: {}: {e}", f.display()));
+                        None
+                    }
+                }
             }
             (None, None) => None,
         };
-        if collector_url.is_none() && !collector_urls.is_empty() {
-            return Err(invalid(
-                "key `collector_urls`: give `collector_url` (the first collector) too".into(),
-            ));
-        }
-        if collector_url.is_none() {
-            return Err(invalid(
-                "key `collector_url`: required (where to upload)".into(),
-            ));
-        }
         if token.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid("key `token`: must not be empty".into()));
+            errors.push("key `token`: must not be empty".into());
         }
         let d = AgentConfig::standalone();
-        let nonzero = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(invalid(format!("key `{key}`: must be greater than 0"))),
-            Some(v) => Ok(v),
-            None => Ok(default),
+        let mut nonzero = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => {
+                errors.push(format!("key `{key}`: must be greater than 0"));
+                default
+            }
+            Some(v) => v,
+            None => default,
         };
         // Paths in the file are relative to the file, as a reader of it expects.
         let base = path.parent().unwrap_or(Path::new("."));
-        Ok(AgentConfig {
+        let catalog_refresh = Duration::from_secs(nonzero(
+            "catalog_refresh_secs",
+            raw.catalog_refresh_secs,
+            DEFAULT_CATALOG_REFRESH_SECS,
+        ));
+        let spool_max_bytes = nonzero("spool_max_bytes", raw.spool_max_bytes, d.spool_max_bytes);
+        let round = Duration::from_secs(nonzero("round_secs", raw.round_secs, DEFAULT_ROUND_SECS));
+        let timeout =
+            Duration::from_millis(nonzero("timeout_ms", raw.timeout_ms, DEFAULT_TIMEOUT_MS));
+        let concurrency = nonzero(
+            "concurrency",
+            raw.concurrency.map(|v| v as u64),
+            DEFAULT_CONCURRENCY as u64,
+        ) as usize;
+        let max_probes_per_sec = nonzero(
+            "max_probes_per_sec",
+            raw.max_probes_per_sec.map(u64::from),
+            DEFAULT_MAX_PROBES_PER_SEC as u64,
+        ) as u32;
+        let upload_interval = Duration::from_secs(nonzero(
+            "upload_interval_secs",
+            raw.upload_interval_secs,
+            DEFAULT_UPLOAD_INTERVAL_SECS,
+        ));
+        let batch_max = nonzero(
+            "batch_max",
+            raw.batch_max.map(|v| v as u64),
+            DEFAULT_BATCH_MAX as u64,
+        ) as usize;
+        let icmp_max_probes_per_block_hour = nonzero(
+            "icmp_max_probes_per_block_hour",
+            raw.icmp_max_probes_per_block_hour.map(u64::from),
+            blackout_probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR as u64,
+        ) as u32;
+        let catalog_limits = CatalogLimits {
+            max_catalog_bytes: nonzero(
+                "max_catalog_bytes",
+                raw.max_catalog_bytes,
+                DEFAULT_MAX_CATALOG_BYTES,
+            ),
+            max_targets: nonzero("max_targets", raw.max_targets, DEFAULT_MAX_TARGETS),
+        };
+        let worker_threads = match raw.worker_threads {
+            Some(n @ 1..=256) => n,
+            Some(n) => {
+                errors.push(format!(
+                    "key `worker_threads`: {n} must be between 1 and 256"
+                ));
+                DEFAULT_WORKER_THREADS
+            }
+            None => DEFAULT_WORKER_THREADS,
+        };
+        AgentConfig {
             agent_id: raw.agent_id,
             collector_url,
             collector_urls,
             token,
             ca_file: raw.ca_file.map(|p| base.join(p)),
             catalog: raw.catalog.iter().map(|p| base.join(p)).collect(),
-            catalog_refresh: Duration::from_secs(nonzero(
-                "catalog_refresh_secs",
-                raw.catalog_refresh_secs,
-                DEFAULT_CATALOG_REFRESH_SECS,
-            )?),
+            catalog_refresh,
             spool_dir: raw.spool_dir.map(|p| base.join(p)),
-            spool_max_bytes: nonzero("spool_max_bytes", raw.spool_max_bytes, d.spool_max_bytes)?,
-            round: Duration::from_secs(nonzero("round_secs", raw.round_secs, DEFAULT_ROUND_SECS)?),
-            timeout: Duration::from_millis(nonzero(
-                "timeout_ms",
-                raw.timeout_ms,
-                DEFAULT_TIMEOUT_MS,
-            )?),
-            concurrency: nonzero(
-                "concurrency",
-                raw.concurrency.map(|v| v as u64),
-                DEFAULT_CONCURRENCY as u64,
-            )? as usize,
-            max_probes_per_sec: nonzero(
-                "max_probes_per_sec",
-                raw.max_probes_per_sec.map(u64::from),
-                DEFAULT_MAX_PROBES_PER_SEC as u64,
-            )? as u32,
-            upload_interval: Duration::from_secs(nonzero(
-                "upload_interval_secs",
-                raw.upload_interval_secs,
-                DEFAULT_UPLOAD_INTERVAL_SECS,
-            )?),
-            batch_max: nonzero(
-                "batch_max",
-                raw.batch_max.map(|v| v as u64),
-                DEFAULT_BATCH_MAX as u64,
-            )? as usize,
-            worker_threads: match raw.worker_threads {
-                Some(n @ 1..=256) => n,
-                Some(n) => {
-                    return Err(invalid(format!(
-                        "key `worker_threads`: {n} must be between 1 and 256"
-                    )));
-                }
-                None => DEFAULT_WORKER_THREADS,
-            },
-            icmp_max_probes_per_block_hour: nonzero(
-                "icmp_max_probes_per_block_hour",
-                raw.icmp_max_probes_per_block_hour.map(u64::from),
-                blackout_probe::DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR as u64,
-            )? as u32,
+            spool_max_bytes,
+            round,
+            timeout,
+            concurrency,
+            max_probes_per_sec,
+            upload_interval,
+            batch_max,
+            worker_threads,
+            icmp_max_probes_per_block_hour,
             allow_reserved: raw.allow_reserved,
             opt_out: raw.opt_out,
-            catalog_limits: CatalogLimits {
-                max_catalog_bytes: nonzero(
-                    "max_catalog_bytes",
-                    raw.max_catalog_bytes,
-                    DEFAULT_MAX_CATALOG_BYTES,
-                )?,
-                max_targets: nonzero("max_targets", raw.max_targets, DEFAULT_MAX_TARGETS)?,
-            },
-        })
+            catalog_limits,
+        }
     }
 }
 

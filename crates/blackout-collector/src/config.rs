@@ -235,82 +235,132 @@ impl CollectorConfig {
         Self::parse(&text, path)
     }
 
+    /// Parses and validates `text`. A TOML syntax error or an unknown key stops at the
+    /// first; past that, every invalid value is reported at once (one line each, naming
+    /// its key), not only the first.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let raw: RawCollectorConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
-        };
-        let raw: RawCollectorConfig =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let mut errors = Vec::new();
+        let config = Self::validate(raw, path, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                // One line per error, each naming the file, as the first does.
+                message: errors.join(&format!("\n{}: ", path.display())),
+            })
+        }
+    }
+
+    /// The typed config from `raw`; each invalid value is pushed to `errors` and replaced
+    /// by its default so the others are still checked.
+    fn validate(raw: RawCollectorConfig, path: &Path, errors: &mut Vec<String>) -> Self {
         let d = CollectorConfig::default();
+        let mut or = |r: Result<u64, String>, default: u64| match r {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(e);
+                default
+            }
+        };
+        let positive = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(format!("key `{key}`: must be greater than 0")),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        let max_age_secs = or(
+            positive("max_age_secs", raw.max_age_secs, d.max_age_secs),
+            d.max_age_secs,
+        );
+        let retention_days = or(
+            positive(
+                "retention_days",
+                raw.retention_days.map(u64::from),
+                u64::from(d.retention_days),
+            ),
+            u64::from(d.retention_days),
+        ) as u32;
+        let max_body_bytes = or(
+            positive(
+                "max_body_bytes",
+                raw.max_body_bytes.map(|v| v as u64),
+                d.max_body_bytes as u64,
+            ),
+            d.max_body_bytes as u64,
+        ) as usize;
+        let agent_timeout_secs = or(
+            positive(
+                "agent_timeout_secs",
+                raw.agent_timeout_secs,
+                DEFAULT_AGENT_TIMEOUT_SECS,
+            ),
+            DEFAULT_AGENT_TIMEOUT_SECS,
+        );
+        let freshness_secs = or(
+            positive("freshness_secs", raw.freshness_secs, d.freshness_secs),
+            d.freshness_secs,
+        );
+        let max_future_secs = or(
+            positive("max_future_secs", raw.max_future_secs, d.max_future_secs),
+            d.max_future_secs,
+        );
+
         let listen = match &raw.listen {
-            Some(s) => s
-                .parse()
-                .map_err(|_| invalid(format!("key `listen`: {s:?} is not an IP:PORT address")))?,
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                errors.push(format!("key `listen`: {s:?} is not an IP:PORT address"));
+                d.listen
+            }),
             None => d.listen,
         };
         let mut agents = Vec::new();
         for (i, a) in raw.agent.iter().enumerate() {
             if a.id.is_empty() || a.id.len() > 128 {
-                return Err(invalid(format!(
-                    "agent[{i}] key `id`: must be 1 to 128 characters"
-                )));
+                errors.push(format!("agent[{i}] key `id`: must be 1 to 128 characters"));
             }
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(&a.token_sha256, &mut hash).map_err(|_| {
-                invalid(format!(
+            if hex::decode_to_slice(&a.token_sha256, &mut hash).is_err() {
+                errors.push(format!(
                     "agent[{i}] (id {:?}) key `token_sha256`: must be 64 hex digits (sha256sum of the token)",
                     a.id
-                ))
-            })?;
+                ));
+                continue;
+            }
             if agents.iter().any(|(id, _)| id == &a.id) {
-                return Err(invalid(format!(
-                    "agent[{i}] key `id`: {:?} appears twice",
-                    a.id
-                )));
+                errors.push(format!("agent[{i}] key `id`: {:?} appears twice", a.id));
             }
             // One token, one agent: with two, the token would authenticate only one of
             // them and the other would get 403 for ever.
             if let Some((other, _)) = agents.iter().find(|(_, h)| *h == hash) {
-                return Err(invalid(format!(
+                errors.push(format!(
                     "agent[{i}] (id {:?}) key `token_sha256`: the same token as agent {other:?}; give each agent its own token",
                     a.id
-                )));
+                ));
             }
             agents.push((a.id.clone(), hash));
         }
-        let positive = |key: &str, v: Option<u64>, default: u64| match v {
-            Some(0) => Err(invalid(format!("key `{key}`: must be greater than 0"))),
-            Some(v) => Ok(v),
-            None => Ok(default),
-        };
-        raw.detect
-            .validate()
-            .map_err(|m| match m.split_once(": ") {
-                Some((key, why)) => invalid(format!("key `detect.{key}`: {why}")),
-                None => invalid(format!("table `detect`: {m}")),
-            })?;
-        if raw.assign_k == Some(0) {
-            return Err(invalid("key `assign_k`: must be at least 1".into()));
+        if let Err(m) = raw.detect.validate() {
+            errors.push(match m.split_once(": ") {
+                Some((key, why)) => format!("key `detect.{key}`: {why}"),
+                None => format!("table `detect`: {m}"),
+            });
         }
-        let max_age_secs = positive("max_age_secs", raw.max_age_secs, d.max_age_secs)?;
-        let retention_days = positive(
-            "retention_days",
-            raw.retention_days.map(u64::from),
-            u64::from(d.retention_days),
-        )? as u32;
+        if raw.assign_k == Some(0) {
+            errors.push("key `assign_k`: must be at least 1".into());
+        }
         if u64::from(retention_days) * 86_400 < max_age_secs + 86_400 {
             // A batch re-sent after its segment expired would be counted twice.
-            return Err(invalid(format!(
+            errors.push(format!(
                 "key `retention_days`: {retention_days} days must exceed `max_age_secs` ({max_age_secs} s) by a day, so that re-sent batches are still recognised"
-            )));
+            ));
         }
-        let max_body_bytes = positive(
-            "max_body_bytes",
-            raw.max_body_bytes.map(|v| v as u64),
-            d.max_body_bytes as u64,
-        )? as usize;
-        let http = http_limits(&raw, max_body_bytes).map_err(invalid)?;
+        let http = http_limits(&raw, max_body_bytes).unwrap_or_else(|e| {
+            errors.push(e);
+            HttpLimits::default()
+        });
         let base = path.parent().unwrap_or(Path::new(""));
         let tls = match (raw.tls_cert_file, raw.tls_key_file) {
             (Some(c), Some(k)) => Some(TlsFiles {
@@ -319,23 +369,17 @@ impl CollectorConfig {
             }),
             (None, None) => None,
             (Some(_), None) => {
-                return Err(invalid(
-                    "key `tls_key_file`: required with `tls_cert_file`".into(),
-                ));
+                errors.push("key `tls_key_file`: required with `tls_cert_file`".into());
+                None
             }
             (None, Some(_)) => {
-                return Err(invalid(
-                    "key `tls_cert_file`: required with `tls_key_file`".into(),
-                ));
+                errors.push("key `tls_cert_file`: required with `tls_key_file`".into());
+                None
             }
         };
-        Ok(CollectorConfig {
+        CollectorConfig {
             assign_k: raw.assign_k,
-            agent_timeout_secs: positive(
-                "agent_timeout_secs",
-                raw.agent_timeout_secs,
-                DEFAULT_AGENT_TIMEOUT_SECS,
-            )?,
+            agent_timeout_secs,
             snapshot_interval_secs: raw
                 .snapshot_interval_secs
                 .unwrap_or(DEFAULT_SNAPSHOT_INTERVAL_SECS),
@@ -345,13 +389,13 @@ impl CollectorConfig {
             catalog: raw.catalog,
             retention_days,
             tls,
-            freshness_secs: positive("freshness_secs", raw.freshness_secs, d.freshness_secs)?,
+            freshness_secs,
             max_body_bytes,
             http,
-            max_future_secs: positive("max_future_secs", raw.max_future_secs, d.max_future_secs)?,
+            max_future_secs,
             max_age_secs,
             agents,
-        })
+        }
     }
 }
 
