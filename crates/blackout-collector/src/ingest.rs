@@ -468,6 +468,44 @@ mod tests {
         assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
     }
 
+    #[test]
+    fn seen_batch_ids_are_bounded_by_the_retention_and_replay_applies_each_once() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = CollectorConfig {
+            state_dir: Some(d.path().to_path_buf()),
+            retention_days: 2,
+            max_age_secs: 3600,
+            ..CollectorConfig::default()
+        };
+        let now = Utc::now();
+        {
+            let c = Collector::new(cfg.clone(), vec![control_catalog()]).unwrap();
+            for n in 0..3 {
+                report_spool(&c, "a1", n, None, now);
+            }
+            assert_eq!(c.lock().state.seen_batches.len(), 3);
+            // Ticks within the retention keep them; once their day is out of it, they go.
+            c.tick(now + chrono::Duration::days(2));
+            assert_eq!(c.lock().state.seen_batches.len(), 3);
+            c.tick(now + chrono::Duration::days(3));
+            assert!(c.lock().state.seen_batches.is_empty());
+        }
+        // The log holds a batch twice (two writers before the lock): applied once.
+        let seg = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".jsonl"))
+            .unwrap();
+        let text = std::fs::read_to_string(&seg).unwrap();
+        let first = text.split_inclusive('\n').next().unwrap().to_string();
+        std::fs::write(&seg, text + &first).unwrap();
+        let c = Collector::new(cfg, vec![control_catalog()]).unwrap();
+        let r = c.restore_info();
+        assert_eq!((r.replayed_batches, r.duplicate_batches), (3, 1));
+        let ingested: u64 = c.facts().observations_ingested.values().sum();
+        assert_eq!(ingested, 3);
+    }
+
     mod snapshots {
         use super::*;
         use blackout_detect::DetectConfig;
