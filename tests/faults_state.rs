@@ -235,6 +235,49 @@ fn a_damaged_record_in_the_middle_of_the_log_is_set_aside_and_the_collector_star
 }
 
 #[test]
+fn a_torn_tail_of_any_bytes_is_cut_and_appends_and_snapshots_go_on_from_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cat, targets) = catalog(2);
+    let c = setup(&tmp.path().join("c"), &cat, "");
+    let mut p = c.start();
+    let base = c.url();
+    accept(&base, &batch("b1", &targets));
+    p.kill9();
+    // A crash in the middle of a write: a record without its newline, not UTF-8.
+    let seg = the_segment(&c);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let good = bytes.len();
+    bytes.extend_from_slice(b"1234abcd {\"batch_id\":\"b\xff\xfe");
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut p = c.start();
+    assert_eq!(ingested(&base, AGENT_ID), 2);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good as u64);
+    // The clean stop's snapshot records where b2 ends; b3 comes after it, and a start
+    // from that snapshot replays b3 and nothing else.
+    accept(&base, &batch("b2", &targets));
+    let mut p = restart(&c, &mut p);
+    accept(&base, &batch("b3", &targets));
+    p.kill9();
+    let _p = c.start();
+    assert_eq!(damaged(&base), 0.0);
+    let log = std::fs::read_to_string(c.dir.join("collector.log")).unwrap();
+    let last_restore = log
+        .lines()
+        .rfind(|l| l.contains("restored accepted batches"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let v: Value = serde_json::from_str(last_restore).unwrap();
+    assert_eq!(v["fields"]["batches"], json!(1), "{last_restore}");
+    for id in ["b1", "b2", "b3"] {
+        let (status, body) = post(&base, &batch(id, &targets));
+        assert_eq!(
+            (status, &body["duplicate"]),
+            (200, &json!(true)),
+            "{id}: {body}"
+        );
+    }
+}
+
+#[test]
 fn a_damaged_snapshot_is_not_used_and_the_whole_log_is_replayed() {
     let tmp = tempfile::tempdir().unwrap();
     let (cat, targets) = catalog(2);
