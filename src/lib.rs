@@ -15,6 +15,7 @@
 
 pub mod embedded;
 pub mod logging;
+pub mod signals;
 pub mod standalone;
 
 use std::sync::Arc;
@@ -22,7 +23,135 @@ use std::sync::Arc;
 use blackout_collector::Collector;
 
 pub use embedded::{embedded, embedded_names};
+
+/// A listen address as the ecosystem's flags take it: `IP:PORT`, `[IPv6]:PORT`,
+/// `:PORT` (every IPv4 interface, as `--web.listen-address=:9100`), or `HOST:PORT` with a
+/// name that resolves locally (`localhost:9797`; its IPv4 address first).
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{SocketAddr, ToSocketAddrs};
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: the port after ':' must be a number 0-65535"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err(format!(
+            "{s:?}: expected IP:PORT, :PORT or HOST:PORT (e.g. 127.0.0.1:9797)"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: the name has no address"))
+}
+
+/// What `--version` prints after the binary's name: version, git commit, build date.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("BLACKOUT_REVISION"),
+    ", built ",
+    env!("BLACKOUT_BUILD_DATE"),
+    ")"
+);
+
+/// This build, for `blackout_build_info`.
+pub const BUILD: blackout_expose::BuildInfo = blackout_expose::BuildInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    revision: env!("BLACKOUT_REVISION"),
+    build_date: env!("BLACKOUT_BUILD_DATE"),
+};
 pub use standalone::InProcessSink;
+
+/// Answers on `listener` while `start` (the log replay) runs on its own thread, so a
+/// supervisor's liveness check passes during a long replay: `GET /-/healthy` is 200,
+/// everything else (`/-/ready`, `/healthz`, the API) is 503 until `start` returns.
+/// Returns the listener for the real server and what `start` returned, or `None` when
+/// `stop` was cancelled first (a SIGTERM during a replay stops at once: the log is the
+/// record, nothing is lost by not finishing it).
+pub async fn while_starting<T: Send + 'static>(
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+    start: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<Option<(tokio::net::TcpListener, T)>> {
+    // Two descriptors of one socket: the first is closed when the start is over, and the
+    // connections still in the backlog are the real server's.
+    let socket = listener.into_std()?;
+    let early = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
+    let listener = tokio::net::TcpListener::from_std(socket)?;
+    let done = stop.child_token();
+    let server = tokio::spawn(answer_starting(early, done.clone()));
+    // A thread of its own, not the runtime's blocking pool: the runtime waits for its
+    // blocking tasks when it shuts down, and a stop must not wait for the replay.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("start".into())
+        .spawn(move || {
+            let _ = tx.send(start());
+        })?;
+    let started = tokio::select! {
+        r = rx => Some(r.map_err(|_| std::io::Error::other("the start thread panicked"))?),
+        _ = stop.cancelled() => None,
+    };
+    done.cancel();
+    let _ = server.await;
+    Ok(started.map(|t| (listener, t)))
+}
+
+/// The server of the start: one request per connection, and a connection once accepted
+/// is answered even when the start ends meanwhile (a graceful shutdown would close
+/// the ones whose request has not been read yet).
+async fn answer_starting(
+    listener: tokio::net::TcpListener,
+    done: tokio_util::sync::CancellationToken,
+) {
+    use hyper::{Response, StatusCode, body::Incoming, service::service_fn};
+    let answer = |req: hyper::Request<Incoming>| async move {
+        let (status, body) = if req.uri().path() == "/-/healthy" {
+            (StatusCode::OK, "Healthy\n")
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting: replaying the observation log\n",
+            )
+        };
+        Response::builder()
+            .status(status)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                body.as_bytes(),
+            )))
+    };
+    loop {
+        let io = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((io, _)) => io,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept while starting");
+                    continue;
+                }
+            },
+            _ = done.cancelled() => return,
+        };
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service_fn(answer));
+            let _ = conn.await;
+        });
+    }
+}
 
 /// Serves the collector's API and the exposition (`/metrics`, the status page) on
 /// `listener` until `shutdown` resolves (see [`blackout_collector::serve`]).
@@ -32,6 +161,39 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = blackout_collector::router(collector.clone())
-        .merge(blackout_expose::router(collector.read_model()));
+        .merge(blackout_expose::router(collector.read_model(), BUILD))
+        // The Prometheus ecosystem's probes: alive, and ready (replay done, the detector has
+        // its state: the server is only built after both).
+        .route("/-/healthy", axum::routing::get(|| async { "Healthy\n" }))
+        .route("/-/ready", axum::routing::get(|| async { "Ready\n" }));
     blackout_collector::serve(collector, app, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses_as_the_ecosystem_writes_them() {
+        let ok = [
+            ("127.0.0.1:9797", "127.0.0.1:9797"),
+            (":9797", "0.0.0.0:9797"),
+            ("localhost:9797", "127.0.0.1:9797"),
+            ("[::1]:9797", "[::1]:9797"),
+            ("0.0.0.0:0", "0.0.0.0:0"),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_listen(s).unwrap().to_string(), want, "{s}");
+        }
+        for s in [
+            "9797",
+            ":",
+            ":http",
+            ":70000",
+            "127.0.0.1",
+            "no-such-host.invalid:80",
+        ] {
+            assert!(parse_listen(s).is_err(), "{s} accepted");
+        }
+    }
 }

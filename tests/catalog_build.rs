@@ -270,6 +270,24 @@ fn refuses_to_run_without_inputs_or_countries() {
     );
 }
 
+/// `--country` with no target in any input is refused, naming the country and the
+/// inputs, and nothing is written (it used to write an empty catalog and exit 0).
+#[test]
+fn a_country_without_data_is_an_error_not_an_empty_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = fixtures(dir.path());
+    args.all = false;
+    args.country = vec!["XA".into(), "KZ".into()];
+    args.out = dir.path().join("out");
+    let e = build(&args).unwrap_err().to_string();
+    assert!(e.contains("no targets for KZ"), "{e}");
+    assert!(!e.contains("XA"), "XA has data: {e}");
+    assert!(e.contains("--delegated"), "names the inputs: {e}");
+    assert!(!args.out.exists(), "nothing written");
+    args.country = vec!["XA".into()];
+    assert_eq!(build(&args).unwrap().countries.len(), 1);
+}
+
 fn shared_data() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     let p = if p.is_dir() {

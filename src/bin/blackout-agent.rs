@@ -1,5 +1,6 @@
 //! `blackout-agent`: the probe agent operators run on vantage points.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,11 +12,15 @@ use blackout_agent::AgentConfig;
 use blackout_agent::upload::{HttpSink, collector_client};
 
 #[derive(Parser)]
-#[command(version, about = "blackout probe agent")]
+#[command(name = "blackout-agent", version = blackout::LONG_VERSION, about = "blackout probe agent")]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Log level [default: RUST_LOG if set, else info]. RUST_LOG also takes per-module
+    /// directives (`RUST_LOG=info,blackout_agent=debug`); this flag, when given, wins.
+    #[arg(long, global = true, value_parser = blackout::logging::LEVELS)]
+    log_level: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -33,11 +38,19 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    blackout::logging::init(&cli.log_format);
+    blackout::logging::init(&cli.log_format, cli.log_level.as_deref());
     match cli.cmd {
         Cmd::Probe(args) => {
+            // fping's exit status: 0 all answered, 1 some did not, 2 could not run.
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            Ok(rt.block_on(blackout_tools::adhoc::run(&args))?)
+            match rt.block_on(blackout_tools::adhoc::run(&args)) {
+                Ok(s) if s.all_answered() => Ok(()),
+                Ok(_) => std::process::exit(1),
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "Error: {e}");
+                    std::process::exit(2)
+                }
+            }
         }
         Cmd::Run { config } => {
             let cfg = AgentConfig::load(&config)?;
@@ -53,19 +66,7 @@ fn main() -> Result<()> {
 
 async fn run(cfg: AgentConfig) -> Result<()> {
     let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            stop.cancel();
-        });
-    }
+    tokio::spawn(blackout::signals::stop_on_signal(stop.clone()));
     let url = cfg
         .collector_url
         .clone()

@@ -14,11 +14,15 @@ use blackout_collector::{Collector, CollectorConfig};
 use blackout_model::catalog::CatalogFile;
 
 #[derive(Parser)]
-#[command(version, about = "blackout: Internet-shutdown detector")]
+#[command(name = "blackout", version = blackout::LONG_VERSION, about = "blackout: Internet-shutdown detector")]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Log level [default: RUST_LOG if set, else info]. RUST_LOG also takes per-module
+    /// directives (`RUST_LOG=info,blackout_agent=debug`); this flag, when given, wins.
+    #[arg(long, global = true, value_parser = blackout::logging::LEVELS)]
+    log_level: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,13 +35,13 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Address to listen on (overrides the config file).
-        #[arg(long)]
+        #[arg(long, value_parser = blackout::parse_listen)]
         listen: Option<SocketAddr>,
     },
     /// Collector and one agent in one process, on the shipped catalogs: the place to start.
     Standalone {
         /// Address of the status page, API and /metrics [default: 127.0.0.1:9797].
-        #[arg(long)]
+        #[arg(long, value_parser = blackout::parse_listen)]
         listen: Option<SocketAddr>,
         /// collector.toml for the collector half (e.g. its [detect] table); the detector's
         /// bin is then the config's, not one round.
@@ -85,27 +89,22 @@ fn load_catalogs(paths: &[PathBuf]) -> Result<Vec<CatalogFile>> {
     Ok(files)
 }
 
-async fn shutdown_signal(stop: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    stop.cancel();
-}
-
 async fn run_collector(cfg: CollectorConfig) -> Result<()> {
     let files = load_catalogs(&cfg.catalog)?;
     let listen = cfg.listen;
-    let collector = Arc::new(Collector::new(cfg, files)?);
+    let stop = CancellationToken::new();
+    tokio::spawn(blackout::signals::stop_on_signal(stop.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let Some((listener, collector)) =
+        blackout::while_starting(listener, stop.clone(), move || Collector::new(cfg, files))
+            .await?
+    else {
+        return Ok(());
+    };
+    let collector = Arc::new(collector?);
     tracing::info!(%listen, targets = collector.targets.len(), agents = collector.config.agents.len(), "collector listening");
-    let stop = CancellationToken::new();
-    tokio::spawn(shutdown_signal(stop.clone()));
     blackout::serve(collector, listener, stop.cancelled_owned()).await?;
     Ok(())
 }
@@ -113,7 +112,7 @@ async fn run_collector(cfg: CollectorConfig) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    blackout::logging::init(&cli.log_format);
+    blackout::logging::init(&cli.log_format, cli.log_level.as_deref());
     match cli.cmd {
         Cmd::Collector { config, listen } => {
             let mut cfg = match &config {
@@ -168,18 +167,26 @@ async fn main() -> Result<()> {
             };
             let files = load_catalogs(&catalog)?;
             let spool_dir = cfg.state_dir.as_ref().map(|d| d.join("spool"));
-            let collector = Arc::new(Collector::new(cfg, files.clone())?);
+            let stop = CancellationToken::new();
+            tokio::spawn(blackout::signals::stop_on_signal(stop.clone()));
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let started = {
+                let files = files.clone();
+                blackout::while_starting(listener, stop.clone(), move || Collector::new(cfg, files))
+                    .await?
+            };
+            let Some((listener, collector)) = started else {
+                return Ok(());
+            };
+            let collector = Arc::new(collector?);
             let mut agent = AgentConfig::standalone();
             agent.round = std::time::Duration::from_secs(round_secs);
             agent.allow_reserved = allow_reserved;
             agent.spool_dir = spool_dir;
             let targets = blackout_agent::run::select_targets(&agent, &files)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
             tracing::info!(%listen, targets = targets.len(), "standalone: status page, API and /metrics at http://{listen}/");
-            let stop = CancellationToken::new();
-            tokio::spawn(shutdown_signal(stop.clone()));
             let sink = Arc::new(InProcessSink(collector.clone()));
             let agent_task = tokio::spawn(blackout_agent::run(agent, targets, sink, stop.clone()));
             blackout::serve(collector, listener, stop.clone().cancelled_owned()).await?;

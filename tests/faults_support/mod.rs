@@ -174,9 +174,28 @@ impl CollectorSetup {
         format!("{}://{}/", self.scheme, self.addr)
     }
 
-    /// Starts the collector (log appended to `dir/collector.log`) and waits until it
-    /// listens.
+    /// Starts the collector (log appended to `dir/collector.log`) and waits until it is
+    /// ready (`/-/ready`: the port opens before the log replay, ready after it; over TLS,
+    /// until it listens).
     pub fn start(&self) -> Proc {
+        let mut p = self.start_early();
+        let t0 = Instant::now();
+        while self.scheme == "http"
+            && blackout_test_support::http_get(&format!("{}-/ready", self.url()))
+                .is_none_or(|(s, _)| s != 200)
+        {
+            assert!(
+                p.alive() && t0.elapsed() < Duration::from_secs(60),
+                "collector did not become ready: {}",
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        p
+    }
+
+    /// Starts the collector and returns as soon as it listens (possibly still replaying).
+    pub fn start_early(&self) -> Proc {
         let mut cmd = Command::new(COLLECTOR);
         cmd.args(["--log-format", "json", "collector", "--config"])
             .arg(&self.config);

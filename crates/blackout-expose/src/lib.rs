@@ -13,9 +13,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use blackout_collector::ReadModel;
 
+/// The build that serves the metrics, as `blackout_build_info` labels (the binaries know
+/// it; see the root package's build script).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub revision: &'static str,
+    pub build_date: &'static str,
+}
+
+impl BuildInfo {
+    /// This crate's version, revision unknown (tests and library users).
+    pub const UNKNOWN: BuildInfo = BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        revision: "unknown",
+        build_date: "unknown",
+    };
+}
+
 /// `GET /metrics` (Prometheus text exposition) and `GET /` (the status page).
-pub fn router(read: ReadModel) -> Router {
-    let metrics = Arc::new(metrics::Metrics::new());
+pub fn router(read: ReadModel, build: BuildInfo) -> Router {
+    let metrics = Arc::new(metrics::Metrics::new(build));
     let r = read.clone();
     Router::new()
         .route(

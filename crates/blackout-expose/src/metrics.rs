@@ -51,8 +51,8 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::BUILD_INFO,
         kind: Kind::IntGauge,
-        help: "Version of blackout, as a label.",
-        labels: &["version"],
+        help: "The running build of blackout: version, git revision and build date (UTC), as labels.",
+        labels: &["version", "revision", "build_date"],
     },
     Def {
         name: names::OBSERVATIONS_INGESTED_TOTAL,
@@ -347,11 +347,17 @@ fn follow(c: IntCounter, total: u64) {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(build: crate::BuildInfo) -> Self {
         let r = Registry::new();
+        // process_* (CPU, RSS, open fds, start time, threads), as every exporter has them.
+        // Only on Linux, where they are read from /proc.
+        #[cfg(target_os = "linux")]
+        let _ = r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         let fam = Families::build(&r);
         fam.int_gauge(names::BUILD_INFO)
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[build.version, build.revision, build.build_date])
             .set(1);
         let m = Metrics {
             observations_ingested: fam.counter(names::OBSERVATIONS_INGESTED_TOTAL),
@@ -598,7 +604,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(crate::BuildInfo::UNKNOWN)
     }
 }
 
@@ -626,7 +632,7 @@ mod tests {
                 d.name
             );
         }
-        let _ = Metrics::new();
+        let _ = Metrics::new(crate::BuildInfo::UNKNOWN);
     }
 
     fn collector() -> Arc<Collector> {
@@ -683,7 +689,7 @@ mod tests {
     fn spool_reports_become_a_backlog_gauge_and_a_drop_counter() {
         use blackout_model::observation::SpoolStatus;
         let c = collector();
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(crate::BuildInfo::UNKNOWN);
         let read = ReadModel::new(c.clone());
         let now = Utc::now();
         let st = |observations, dropped_observations| {

@@ -31,8 +31,13 @@ pub struct ProbeArgs {
     /// the prefix); dns: `SERVER QNAME [QTYPE]` (SERVER is IP, IP:PORT or `system`; QTYPE
     /// defaults to A); http: `URL [IP]` (IP pins the server's address); tcp: `IP:PORT`.
     /// Blank lines and lines starting with `#` are skipped.
-    #[arg(long, value_name = "FILE")]
-    pub targets: String,
+    #[arg(long, value_name = "FILE", required_unless_present = "target")]
+    pub targets: Option<String>,
+    /// Targets on the command line, as fping takes them: each argument is one line of the
+    /// target file's format (quote a DNS or HTTP line with its spaces). Probed after the
+    /// file's, when both are given.
+    #[arg(value_name = "TARGET")]
+    pub target: Vec<String>,
     /// Probes in flight at once.
     #[arg(long, default_value_t = 4096)]
     pub concurrency: usize,
@@ -181,11 +186,34 @@ fn parse_targets(
     Ok(out)
 }
 
+/// What a run of the ad-hoc probe command saw, for its exit status (as fping's: 0 when
+/// every target answered, 1 when some did not, 2 when it could not run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub sent: usize,
+    pub ok: usize,
+}
+
+impl Summary {
+    pub fn all_answered(&self) -> bool {
+        self.ok == self.sent
+    }
+}
+
 /// Runs the ad-hoc probe command.
-pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
-    let text = read_input(&args.targets)?;
-    let items = parse_targets(args.signal, &text, &args.targets)?;
-    drop(text);
+pub async fn run(args: &ProbeArgs) -> Result<Summary, ProbeError> {
+    let mut items = Vec::new();
+    if let Some(path) = &args.targets {
+        let text = read_input(path)?;
+        items = parse_targets(args.signal, &text, path)?;
+    }
+    if !args.target.is_empty() {
+        items.extend(parse_targets(
+            args.signal,
+            &args.target.join("\n"),
+            "command line (target)",
+        )?);
+    }
     let settings = ProbeSettings {
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
         ..ProbeSettings::default()
@@ -228,7 +256,8 @@ pub async fn run(args: &ProbeArgs) -> Result<(), ProbeError> {
     summary(args.signal, sent, ok, errors, start.elapsed());
     match first_error {
         Some(e) if sent == 0 => Err(e),
-        _ => Ok(()),
+        // A target that could not be probed did not answer either.
+        _ => Ok(Summary { sent: total, ok }),
     }
 }
 
@@ -239,7 +268,7 @@ async fn run_icmp(
     args: &ProbeArgs,
     items: Vec<(String, Item)>,
     set: &ProbeSet,
-) -> Result<(), ProbeError> {
+) -> Result<Summary, ProbeError> {
     let mut families: [(Vec<String>, Vec<IpAddr>); 2] = Default::default();
     for (label, item) in items {
         if let Item::Echo(ip) = item {
@@ -284,13 +313,14 @@ async fn run_icmp(
     .map_err(|e| ProbeError::Output(std::io::Error::other(e)))?
     .map_err(ProbeError::Output)?;
     summary(Signal::Icmp, sent, ok, 0, start.elapsed());
-    Ok(())
+    Ok(Summary { sent, ok })
 }
 
-/// The summary line on stderr.
+/// The summary line on stderr (a closed stderr loses it, and nothing else).
 fn summary(signal: Signal, sent: usize, ok: usize, errors: usize, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "signal={} sent={} ok={} failed={} rate={:.4} errors={} elapsed_s={:.3} probes_per_s={:.0}",
         signal,
         sent,

@@ -291,11 +291,37 @@ pub fn build(args: &BuildArgs) -> Result<BuildReport, BuildError> {
             all
         }
     };
+    let files: Vec<(&String, Generated)> = countries
+        .iter()
+        .map(|cc| (cc, assemble(cc, &inputs, args.sample)))
+        .collect();
+    // A country asked for by name with no target in any input is a mistake (a typo'd
+    // code, the wrong input files), not an empty catalog to write: refuse before writing
+    // anything, and name the inputs that had nothing.
+    let empty: Vec<&str> = files
+        .iter()
+        .filter(|(_, f)| {
+            let c = &f.catalog;
+            filter.is_some()
+                && c.icmp.is_empty()
+                && c.dns.is_empty()
+                && c.http.is_empty()
+                && c.tcp.is_empty()
+        })
+        .map(|(cc, _)| cc.as_str())
+        .collect();
+    if !empty.is_empty() {
+        return Err(BuildError::Usage(format!(
+            "no targets for {}: nothing for {} in {}",
+            empty.join(", "),
+            if empty.len() == 1 { "it" } else { "them" },
+            inputs_named(args)
+        )));
+    }
     std::fs::create_dir_all(&args.out).map_err(|e| BuildError::io(&args.out, e))?;
 
     let mut report = Vec::with_capacity(countries.len());
-    for cc in &countries {
-        let file = assemble(cc, &inputs, args.sample);
+    for (cc, file) in files {
         let text = write::render(&file);
         blackout_model::catalog::parse(&text, &format!("generated:{cc}")).map_err(|source| {
             BuildError::Generated {
@@ -320,6 +346,22 @@ pub fn build(args: &BuildArgs) -> Result<BuildReport, BuildError> {
         countries: report,
         elapsed_ms: started.elapsed().as_millis(),
     })
+}
+
+/// The inputs of a build, as the flags named them, for messages.
+fn inputs_named(args: &BuildArgs) -> String {
+    let mut out = Vec::new();
+    let mut add = |flag: &str, paths: &[PathBuf]| {
+        for p in paths {
+            out.push(format!("--{flag} {}", p.display()));
+        }
+    };
+    add("delegated", &args.delegated);
+    add("country-prefixes", &args.country_prefixes);
+    add("root-zone", args.root_zone.as_slice());
+    add("urls", args.urls.as_slice());
+    add("extra", &args.extra);
+    out.join(", ")
 }
 
 /// A generated catalog with the numbers its header states.

@@ -1,0 +1,89 @@
+//! The command line as scripts use it, against the real binaries: `blackout-agent probe`
+//! exits as fping does and takes targets as arguments, `--listen` takes the ecosystem's
+//! forms.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_blackout");
+const AGENT: &str = env!("CARGO_BIN_EXE_blackout-agent");
+
+fn probe(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(AGENT)
+        .arg("probe")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stdout).unwrap())
+}
+
+/// 0 when every target answered, 1 when some did not, 2 when the probe could not run
+/// (bad target, bad flags); targets as positional arguments, one JSON line each.
+#[test]
+fn probe_exits_as_fping_does() {
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let open = open.local_addr().unwrap().to_string();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (code, out) = probe(&["--signal", "tcp", &open]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("\"ok\":true"), "{out}");
+
+    let (code, out) = probe(&["--signal", "tcp", &open, &closed]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.lines().count(), 2);
+
+    let (code, _) = probe(&["--signal", "tcp", "not-an-address"]);
+    assert_eq!(code, Some(2));
+    let (code, _) = probe(&["--signal", "tcp"]);
+    assert_eq!(code, Some(2), "no target at all is a usage error");
+
+    // A file and arguments together: both probed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targets");
+    std::fs::write(&file, format!("# one\n{open}\n")).unwrap();
+    let (code, out) = probe(&[
+        "--signal",
+        "tcp",
+        "--targets",
+        file.to_str().unwrap(),
+        &closed,
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.lines().count(), 2);
+}
+
+/// `--listen :PORT` and `--listen localhost:PORT` bind as exporters' flags do.
+#[test]
+fn listen_takes_port_only_and_host_names() {
+    for form in [":{port}", "localhost:{port}"] {
+        let port = blackout_test_support::free_port();
+        let listen = form.replace("{port}", &port.to_string());
+        let dir = tempfile::tempdir().unwrap();
+        let _collector = blackout_test_support::Proc::spawn(
+            "collector",
+            Command::new(COLLECTOR).args(["collector", "--listen", &listen]),
+            &dir.path().join("collector.log"),
+        );
+        blackout_test_support::wait_for(
+            &format!("--listen {listen} to answer on 127.0.0.1:{port}"),
+            Duration::from_secs(20),
+            || {
+                blackout_test_support::http_get(&format!("http://127.0.0.1:{port}/-/healthy"))
+                    .filter(|(s, _)| *s == 200)
+            },
+        );
+    }
+    let out = Command::new(COLLECTOR)
+        .args(["collector", "--listen", "9797"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--listen") && err.contains(":PORT"), "{err}");
+}
