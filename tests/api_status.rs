@@ -65,7 +65,10 @@ fn refusals_name_record_and_field_and_count_nothing() {
         tmp.path(),
         &catalog,
         &[("a1", "tok-a1"), ("a2", "tok-a2")],
-        &format!("max_body_bytes = {MAX_BODY}"),
+        &format!(
+            "max_body_bytes = {MAX_BODY}\nagent_body_budget_bytes = {}",
+            2 * MAX_BODY
+        ),
     );
     let _collector = c.start();
     let api = Api {
@@ -202,14 +205,15 @@ fn refusals_name_record_and_field_and_count_nothing() {
     assert!(r.contains("\"duplicate\":false"), "{r}");
     assert_eq!(ingested(&c.url(), "a2"), 2);
 
-    // Overload: hold every ingest slot with requests whose bodies never come; the next
-    // one is refused at once with 503 and Retry-After, and counts nothing.
+    // Overload: a1's share of the body memory is two bodies of the largest size; hold it
+    // with requests whose bodies never come. a1's next upload is refused at once with
+    // 503 and Retry-After and counts nothing; a2, with its own share, is not touched.
     let mut held = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..2 {
         let mut s = std::net::TcpStream::connect(c.addr).unwrap();
         write!(
             s,
-            "POST /api/v1/observations HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok-a1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+            "POST /api/v1/observations HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok-a1\r\ncontent-type: application/json\r\ncontent-length: {MAX_BODY}\r\n\r\n{{"
         )
         .unwrap();
         held.push(s);
@@ -217,7 +221,7 @@ fn refusals_name_record_and_field_and_count_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     let (status, retry_after, reason) = api.post(Some("tok-a1"), bytes(&api.batch("g2", "a1", 3)));
     assert_eq!(status, 503, "{reason}");
-    assert!(reason.contains("busy"), "{reason}");
+    assert!(reason.contains("busy (memory budget)"), "{reason}");
     assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(ingested(&c.url(), "a1"), 3);
     let overloaded = metric_sum(
@@ -226,6 +230,8 @@ fn refusals_name_record_and_field_and_count_nothing() {
         &["result=\"overloaded\""],
     );
     assert!(overloaded >= 1.0);
+    let (s, _, r) = api.post(Some("tok-a2"), bytes(&api.batch("g2", "a2", 1)));
+    assert_eq!(s, 200, "{r}");
     // Released slots serve again.
     for mut s in held {
         s.write_all(b"}").unwrap();
@@ -236,5 +242,5 @@ fn refusals_name_record_and_field_and_count_nothing() {
     let (s, _, r) = api.post(Some("tok-a1"), bytes(&api.batch("g2", "a1", 3)));
     assert_eq!(s, 200, "{r}");
     assert_eq!(ingested(&c.url(), "a1"), 6);
-    assert_eq!(assert_log_exactly_once(&c), 3 + 2 + 3);
+    assert_eq!(assert_log_exactly_once(&c), 3 + 2 + 1 + 3);
 }

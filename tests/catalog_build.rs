@@ -461,3 +461,18 @@ fn url_lists_become_http_targets_and_the_header_warns_of_their_licence() {
     let e = build(&args).unwrap_err().to_string();
     assert!(e.starts_with(&format!("{}:2: ", bad.display())), "{e}");
 }
+
+/// Every shipped catalog names its country (DNS-only catalogs too: the status page
+/// showed 239 of 245 countries as their bare code twice).
+#[test]
+fn every_shipped_catalog_names_its_country() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/probes");
+    let files = blackout_model::catalog::load_path(std::path::Path::new(dir)).unwrap();
+    assert!(files.len() > 200);
+    let unnamed: Vec<&str> = files
+        .iter()
+        .filter(|f| !f.control && f.name.as_deref().is_none_or(|n| n.trim().is_empty()))
+        .map(|f| f.country.as_str())
+        .collect();
+    assert!(unnamed.is_empty(), "catalogs without a name: {unnamed:?}");
+}

@@ -19,6 +19,7 @@ fn settings(keep_silent: bool) -> DiscoverSettings {
         sweeps: 2,
         timeout: Duration::from_millis(500),
         keep_silent,
+        ..DiscoverSettings::new()
     }
 }
 
@@ -216,4 +217,107 @@ fn discover_command_runs_from_the_binary() {
     let f = load(&out);
     assert_eq!(f.icmp[0].hosts.len(), 4);
     assert_eq!(f.icmp[0].availability, Some(1.0));
+}
+
+/// An interrupted discovery (kill -9) resumes from its checkpoint: the rerun says where
+/// it starts, logs its progress, ends with the same catalog as an uninterrupted run and
+/// removes the checkpoint; a checkpoint of another run is refused, not misapplied.
+#[test]
+fn an_interrupted_discovery_resumes_from_its_checkpoint() {
+    if !is_root() {
+        eprintln!("SKIP: discover needs root for raw ICMP sockets");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("lo.toml");
+    std::fs::write(
+        &input,
+        "country = \"XA\"\n[[icmp]]\nprefix = \"127.0.8.0/22\"\nasn = 64500\n",
+    )
+    .unwrap();
+    let run_sweeps = |out: &Path, sweeps: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_blackout"));
+        c.args(["--log-format", "json", "catalog", "discover", "--catalog"])
+            .arg(&input)
+            .arg("--out")
+            .arg(out)
+            .args([
+                "--rate",
+                "300",
+                "--max-per-block",
+                "4",
+                "--sweeps",
+                sweeps,
+                "--timeout-ms",
+                "200",
+                "--checkpoint-secs",
+                "1",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let run = |out: &Path, extra: &[&str]| run_sweeps(out, "1", extra);
+    let out = dir.path().join("out.toml");
+    let partial = dir.path().join("out.toml.partial");
+    // 1,024 probes at 300/s: about 3.4 s; killed once a checkpoint is on disk.
+    let mut first = run(&out, &[]).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no checkpoint written"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished before a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!out.exists());
+    let cp: serde_json::Value = serde_json::from_slice(&std::fs::read(&partial).unwrap()).unwrap();
+    let done = cp["done"].as_u64().unwrap();
+    assert!(done > 0 && done < 1024, "checkpoint at {done}");
+
+    // Another --sweeps: the numbering differs, so the checkpoint is refused.
+    let other = run_sweeps(&out, "2", &[]).output().unwrap();
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        err.contains("out.toml.partial") && err.contains("--fresh"),
+        "{err}"
+    );
+
+    let resumed = run(&out, &[]).output().unwrap();
+    let log = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{log}");
+    let resume_line = log
+        .lines()
+        .find(|l| l.contains("resuming the discovery"))
+        .unwrap_or_else(|| panic!("no resume line: {log}"));
+    assert!(
+        resume_line.contains(&format!("\"done\":{done}")),
+        "{resume_line}"
+    );
+    assert!(
+        log.contains("discovery progress"),
+        "no progress lines: {log}"
+    );
+    assert!(!partial.exists(), "checkpoint left behind");
+
+    let whole = dir.path().join("whole.toml");
+    let fresh = run(&whole, &["--fresh"]).output().unwrap();
+    assert!(fresh.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&whole).unwrap(),
+        "resumed and uninterrupted runs found the same"
+    );
+    let f = load(&out);
+    assert_eq!(f.icmp.len(), 4);
+    assert!(f.icmp.iter().all(|e| e.hosts.len() == 4));
 }

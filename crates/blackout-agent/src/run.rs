@@ -67,7 +67,7 @@ pub async fn fetch_catalog(
             Err(e) => format!("collector unreachable: {e}"),
         };
         let d = backoff.next_delay();
-        tracing::warn!(error = %err, retry_in_secs = d.as_secs_f64(), "cannot fetch the catalog");
+        tracing::warn!(error = %err, retry_in_ms = d.as_millis() as u64, "cannot fetch the catalog");
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
             _ = stop.cancelled() => return None,

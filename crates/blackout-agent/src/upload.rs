@@ -330,7 +330,7 @@ pub async fn upload_loop(
                     Some(a) => obey_retry_after(a),
                     None => backoff.next_delay(),
                 };
-                tracing::warn!(batch = %batch.batch_id, %reason, retry_in_secs = d.as_secs_f64(), "upload failed");
+                tracing::warn!(batch = %batch.batch_id, %reason, retry_in_ms = d.as_millis() as u64, "upload failed");
                 d
             }
         };

@@ -8,13 +8,16 @@
 //! | `GET /api/v1/events` | outage events, newest first (`?open=true`, `?country=KZ`, `?limit=N`) |
 //! | `GET /healthz` | `ok` |
 //!
-//! `/metrics` and the status page are `blackout-expose`'s; [`serve`] serves whatever
-//! router it is given (the binaries merge both).
+//! `/metrics` and the status page are `blackout-expose`'s; [`crate::serve`] serves
+//! whatever router it is given (the binaries merge both).
+//!
+//! An upload's body is read under a deadline (`body_timeout_secs`, extended by one second
+//! per `body_min_bytes_per_sec` received: a trickle cannot keep it open, a slow link with
+//! a large batch can) and into memory taken from the agent's share of the body budget
+//! ([`crate::budget`]): a declared `Content-Length` is reserved before the first byte,
+//! a chunked body grows its reservation as it arrives.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,37 +26,32 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::auth::Uploader;
+use crate::budget::{BodyBudget, Reservation};
 use crate::facts::BatchResult;
 use crate::ingest::{Collector, IngestError};
 use blackout_model::observation::Batch;
 
 /// Batches decoded and applied at once; beyond this the collector answers 503 with
-/// Retry-After instead of queueing without bound.
+/// Retry-After instead of queueing without bound. Taken once the body is read, so a
+/// slow body holds none.
 pub const MAX_CONCURRENT_INGESTS: usize = 64;
-/// Request bodies held in memory at once, summed (their declared lengths, or the body
-/// limit when undeclared). With the body limit this bounds the ingest path's memory:
-/// at most this many bytes of JSON, and their decoded batches, are alive at a time.
-pub const MAX_INFLIGHT_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Open connections; beyond, accepting waits and the kernel's backlog queues them.
-pub const MAX_CONNECTIONS: usize = 2048;
-/// A connection that moves no byte for this long is closed (slow or dead clients must
-/// not hold a connection slot for ever).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest time spent reading (and dropping) the body of a refused upload.
 pub const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// What an overloaded collector asks agents to wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 2;
+/// A chunked body's reservation grows by at least this much at a time.
+const GROWTH_STEP_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 struct AppState {
     collector: Arc<Collector>,
     ingest_slots: Arc<Semaphore>,
-    /// One permit per KiB of request body in memory.
-    body_budget: Arc<Semaphore>,
+    budget: Arc<BodyBudget>,
 }
 
 fn json_error(status: StatusCode, message: String) -> Response {
@@ -75,7 +73,6 @@ fn overloaded(app: &AppState, what: &str) -> Response {
 /// still sending it, reads our answer and its Retry-After instead of a reset
 /// connection. Bounded in size and time; past either the connection is dropped.
 async fn discard(body: Body, limit: usize) {
-    use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     let _ = tokio::time::timeout(DISCARD_TIMEOUT, async {
@@ -91,7 +88,60 @@ async fn discard(body: Body, limit: usize) {
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+    crate::auth::bearer_token(v).map(str::to_string)
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    TooLarge,
+    /// Its deadline passed: (bytes received, seconds it had).
+    Timeout(usize, u64),
+    /// The agent's share or the whole budget cannot hold more.
+    Budget,
+    Broken(String),
+}
+
+/// Reads an upload's body into memory held in `reservation`, under its deadline.
+async fn read_body(
+    app: &AppState,
+    agent: &str,
+    body: Body,
+    reservation: &mut Reservation,
+) -> Result<Vec<u8>, BodyError> {
+    let limits = &app.collector.config.http;
+    let limit = app.collector.config.max_body_bytes;
+    let started = Instant::now();
+    let deadline = |received: usize| {
+        let secs = limits.body_timeout_secs + received as u64 / limits.body_min_bytes_per_sec;
+        (started + Duration::from_secs(secs), secs)
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(reservation.bytes());
+    let mut stream = body.into_data_stream();
+    loop {
+        let (due, secs) = deadline(buf.len());
+        let chunk = match tokio::time::timeout_at(due, stream.next()).await {
+            Err(_) => return Err(BodyError::Timeout(buf.len(), secs)),
+            Ok(None) => return Ok(buf),
+            Ok(Some(Err(e))) => return Err(BodyError::Broken(e.to_string())),
+            Ok(Some(Ok(c))) => c,
+        };
+        let need = buf.len() + chunk.len();
+        if need > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if need > reservation.bytes() {
+            // Reserve ahead, as a Vec grows: what is reserved is what is allocated.
+            let want = need
+                .max(2 * reservation.bytes())
+                .max(GROWTH_STEP_BYTES)
+                .min(limit);
+            if !app.budget.grow(agent, reservation, want) {
+                return Err(BodyError::Budget);
+            }
+            buf.reserve_exact(reservation.bytes() - buf.len());
+        }
+        buf.extend_from_slice(&chunk);
+    }
 }
 
 async fn post_observations(
@@ -125,26 +175,46 @@ async fn post_observations(
             ),
         );
     }
-    // The memory is reserved before the body is read: under any offered load, what is
-    // beyond the budget is refused at the cost of its headers.
-    let kib = (declared.unwrap_or(limit).max(1)).div_ceil(1024);
-    let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-    let Ok(_memory) = app.body_budget.clone().try_acquire_many_owned(kib) else {
+    // A declared length is reserved before the body is read: what is beyond the budget
+    // is refused at the cost of its headers. An undeclared one grows as it arrives.
+    let mut memory = app.budget.empty();
+    if let Some(n) = declared
+        && !app.budget.grow(&token_agent, &mut memory, n.max(1))
+    {
         discard(body, limit).await;
         return overloaded(&app, "memory budget");
-    };
-    let Ok(_slot) = app.ingest_slots.clone().try_acquire_owned() else {
-        discard(body, limit).await;
-        return overloaded(&app, "ingest slots");
-    };
-    let body = match axum::body::to_bytes(body, limit).await {
+    }
+    let body = match read_body(&app, &token_agent, body, &mut memory).await {
         Ok(b) => b,
-        Err(e) => {
+        Err(BodyError::TooLarge) => {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body exceeds the limit of {limit} bytes, or broke off: {e}"),
+                format!("body exceeds the limit of {limit} bytes"),
             );
         }
+        Err(BodyError::Budget) => return overloaded(&app, "memory budget"),
+        Err(BodyError::Timeout(received, secs)) => {
+            app.collector.count_batch(BatchResult::BodyTimeout);
+            tracing::debug!(
+                agent = %token_agent,
+                received_bytes = received,
+                deadline_secs = secs,
+                "upload body too slow"
+            );
+            let mut r = json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {secs} s ({received} bytes arrived)"),
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Err(BodyError::Broken(e)) => {
+            return json_error(StatusCode::BAD_REQUEST, format!("body broke off: {e}"));
+        }
+    };
+    let Ok(_slot) = app.ingest_slots.clone().try_acquire_owned() else {
+        return overloaded(&app, "ingest slots");
     };
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -167,6 +237,7 @@ async fn post_observations(
     let result =
         tokio::task::spawn_blocking(move || collector.ingest(&uploader, batch, chrono::Utc::now()))
             .await;
+    drop(memory);
     match result {
         Ok(Ok(ack)) => (StatusCode::OK, axum::Json(ack)).into_response(),
         Ok(Err(e)) => {
@@ -251,162 +322,17 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(AppState {
+            budget: Arc::new(BodyBudget::new(
+                &collector.config.http,
+                &collector.config.agents,
+            )),
             collector,
             ingest_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INGESTS)),
-            body_budget: Arc::new(Semaphore::new(MAX_INFLIGHT_BODY_BYTES / 1024)),
         })
 }
 
-/// A connection holding one of [`MAX_CONNECTIONS`] slots, closed after [`IDLE_TIMEOUT`]
-/// without a byte in either direction.
-pub struct Guarded<T> {
-    inner: T,
-    idle: Pin<Box<tokio::time::Sleep>>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl<T> Guarded<T> {
-    fn progressed(&mut self) {
-        self.idle
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-    }
-
-    fn check_idle<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        p: Poll<std::io::Result<R>>,
-    ) -> Poll<std::io::Result<R>> {
-        match p {
-            Poll::Pending => match self.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connection idle",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-            ready => {
-                self.progressed();
-                ready
-            }
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.check_idle(cx, p)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.check_idle(cx, p)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.check_idle(cx, p)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Wraps a listener so that at most [`MAX_CONNECTIONS`] connections are open at once.
-pub struct Bounded<L> {
-    inner: L,
-    slots: Arc<Semaphore>,
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for Bounded<L> {
-    type Io = Guarded<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let (io, addr) = self.inner.accept().await;
-        let idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
-        (
-            Guarded {
-                inner: io,
-                idle,
-                _slot: slot,
-            },
-            addr,
-        )
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-fn bounded<L>(inner: L) -> Bounded<L> {
-    Bounded {
-        inner,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-    }
-}
-
-/// Serves `app` (the collector's [`router`], merged with the exposition's) on `listener`
-/// until `shutdown` resolves: HTTPS when the configuration names a certificate and key,
-/// plain HTTP otherwise. Drives the detector's clock and writes snapshots meanwhile.
-pub async fn serve(
-    collector: Arc<Collector>,
-    app: Router,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    tokio::spawn(tick_forever(Arc::downgrade(&collector)));
-    let served = match &collector.config.tls {
-        Some(files) => {
-            let cfg = super::tls::server_config(files).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?;
-            let tls = super::tls::TlsListener::new(listener, cfg)?;
-            axum::serve(bounded(tls), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            axum::serve(bounded(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
-    // A snapshot at a clean stop: the next start replays nothing.
+/// A snapshot at a clean stop: the next start replays nothing.
+pub(crate) async fn snapshot_at_stop(collector: &Arc<Collector>) {
     if collector.config.snapshot_interval_secs > 0 {
         let c = collector.clone();
         let written =
@@ -415,14 +341,13 @@ pub async fn serve(
             tracing::error!(error = %e, "cannot write the collector snapshot");
         }
     }
-    served
 }
 
 /// Drives the detector's clock: closes bins as they end, a few times per bin.
 /// Wake-up after a bin's closing instant: `advance` works in whole seconds of the clock.
 const CLOSE_SLACK_MS: i64 = 20;
 
-async fn tick_forever(collector: std::sync::Weak<Collector>) {
+pub(crate) async fn tick_forever(collector: std::sync::Weak<Collector>) {
     let period = match collector.upgrade() {
         Some(c) => std::time::Duration::from_secs((c.config.detect.bin_secs / 10).clamp(1, 10)),
         None => return,

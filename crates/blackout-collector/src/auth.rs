@@ -6,6 +6,14 @@ use sha2::{Digest, Sha256};
 
 use crate::ingest::IngestError;
 
+/// The token of an `Authorization` header value: `Bearer TOKEN`, the scheme in any case
+/// (RFC 7235: auth schemes are case-insensitive), spaces around the token ignored.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Who is uploading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uploader {
@@ -52,5 +60,28 @@ impl Tokens {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        let cases = [
+            ("Bearer tok", Some("tok")),
+            ("bearer tok", Some("tok")),
+            ("BEARER tok", Some("tok")),
+            ("bEaReR   tok  ", Some("tok")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Basic dG9rOg==", None),
+            ("Bearertok", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(bearer_token(value), want, "{value:?}");
+        }
     }
 }

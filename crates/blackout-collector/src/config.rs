@@ -15,6 +15,31 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_FUTURE_SECS: u64 = 300;
 /// Observations older than this are refused (a spool can hold days; more is a bug).
 pub const DEFAULT_MAX_AGE_SECS: u64 = 30 * 86_400;
+/// Open connections at most (each costs a file descriptor and a task).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+/// Of `max_connections`, how many only trusted connections may hold: an agent that has
+/// shown its token, or a peer in `trusted_networks`. Unauthenticated traffic never gets
+/// these.
+pub const DEFAULT_RESERVED_CONNECTIONS: usize = 256;
+/// Open connections from one address outside `trusted_networks`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// From a connection's start, or the end of its previous response, the next request
+/// head must be complete within this: a trickle of bytes does not extend it. Also how
+/// long an idle keep-alive connection stays open.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT_SECS: u64 = 10;
+/// An upload's body must arrive within this, plus one second per
+/// `body_min_bytes_per_sec` received; past it, 408.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// The slowest upload rate kept going past `body_timeout_secs` (16 KiB/s: an 8 MiB
+/// batch may take 8.5 minutes).
+pub const DEFAULT_BODY_MIN_BYTES_PER_SEC: u64 = 16 * 1024;
+/// Request bodies held in memory at once, summed over every upload.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// Request bodies held in memory at once for one agent: one agent's uploads can take no
+/// more of `body_budget_bytes` than this, whatever they do.
+pub const DEFAULT_AGENT_BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+/// Peers trusted by address: Prometheus scraping from the same host.
+pub const DEFAULT_TRUSTED_NETWORKS: [&str; 2] = ["127.0.0.1/32", "::1/128"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,9 +83,71 @@ pub struct RawCollectorConfig {
     /// replays only the log written since the last one); 0: no snapshots.
     #[serde(default)]
     pub snapshot_interval_secs: Option<u64>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub reserved_connections: Option<usize>,
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Networks whose peers are trusted by address (scrapers): exempt from the per-address
+    /// limit, may use the reserved connections.
+    #[serde(default)]
+    pub trusted_networks: Option<Vec<String>>,
+    #[serde(default)]
+    pub request_head_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub body_timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub body_min_bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub body_budget_bytes: Option<usize>,
+    #[serde(default)]
+    pub agent_body_budget_bytes: Option<usize>,
     /// Settings of the detection engine.
     #[serde(default)]
     pub detect: blackout_detect::DetectConfig,
+}
+
+/// What the HTTP server lets each peer, connection and upload take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub reserved_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    pub request_head_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    pub body_min_bytes_per_sec: u64,
+    pub body_budget_bytes: usize,
+    pub agent_body_budget_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            reserved_connections: DEFAULT_RESERVED_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            trusted_networks: DEFAULT_TRUSTED_NETWORKS
+                .iter()
+                .map(|n| n.parse().expect("valid default"))
+                .collect(),
+            request_head_timeout_secs: DEFAULT_REQUEST_HEAD_TIMEOUT_SECS,
+            body_timeout_secs: DEFAULT_BODY_TIMEOUT_SECS,
+            body_min_bytes_per_sec: DEFAULT_BODY_MIN_BYTES_PER_SEC,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
+            agent_body_budget_bytes: DEFAULT_AGENT_BODY_BUDGET_BYTES,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Whether `ip` is in `trusted_networks` (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address, as a dual-stack listener reports it).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_networks.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// Where the collector's certificate chain and key are (PEM files).
@@ -96,6 +183,7 @@ pub struct CollectorConfig {
     pub agent_timeout_secs: u64,
     /// 0: never.
     pub snapshot_interval_secs: u64,
+    pub http: HttpLimits,
     pub detect: blackout_detect::DetectConfig,
 }
 
@@ -120,6 +208,7 @@ impl Default for CollectorConfig {
             assign_k: None,
             agent_timeout_secs: DEFAULT_AGENT_TIMEOUT_SECS,
             snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
+            http: HttpLimits::default(),
             detect: blackout_detect::DetectConfig::default(),
         }
     }
@@ -154,7 +243,7 @@ impl CollectorConfig {
         let raw: RawCollectorConfig =
             toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let d = CollectorConfig::default();
-        let listen = match raw.listen {
+        let listen = match &raw.listen {
             Some(s) => s
                 .parse()
                 .map_err(|_| invalid(format!("key `listen`: {s:?} is not an IP:PORT address")))?,
@@ -177,6 +266,14 @@ impl CollectorConfig {
             if agents.iter().any(|(id, _)| id == &a.id) {
                 return Err(invalid(format!(
                     "agent[{i}] key `id`: {:?} appears twice",
+                    a.id
+                )));
+            }
+            // One token, one agent: with two, the token would authenticate only one of
+            // them and the other would get 403 for ever.
+            if let Some((other, _)) = agents.iter().find(|(_, h)| *h == hash) {
+                return Err(invalid(format!(
+                    "agent[{i}] (id {:?}) key `token_sha256`: the same token as agent {other:?}; give each agent its own token",
                     a.id
                 )));
             }
@@ -208,6 +305,12 @@ impl CollectorConfig {
                 "key `retention_days`: {retention_days} days must exceed `max_age_secs` ({max_age_secs} s) by a day, so that re-sent batches are still recognised"
             )));
         }
+        let max_body_bytes = positive(
+            "max_body_bytes",
+            raw.max_body_bytes.map(|v| v as u64),
+            d.max_body_bytes as u64,
+        )? as usize;
+        let http = http_limits(&raw, max_body_bytes).map_err(invalid)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let tls = match (raw.tls_cert_file, raw.tls_key_file) {
             (Some(c), Some(k)) => Some(TlsFiles {
@@ -243,16 +346,94 @@ impl CollectorConfig {
             retention_days,
             tls,
             freshness_secs: positive("freshness_secs", raw.freshness_secs, d.freshness_secs)?,
-            max_body_bytes: positive(
-                "max_body_bytes",
-                raw.max_body_bytes.map(|v| v as u64),
-                d.max_body_bytes as u64,
-            )? as usize,
+            max_body_bytes,
+            http,
             max_future_secs: positive("max_future_secs", raw.max_future_secs, d.max_future_secs)?,
             max_age_secs,
             agents,
         })
     }
+}
+
+/// The HTTP server's limits, checked against each other: each error names its key.
+fn http_limits(raw: &RawCollectorConfig, max_body_bytes: usize) -> Result<HttpLimits, String> {
+    let d = HttpLimits::default();
+    let positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(format!("key `{key}`: must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
+    let size = |key: &str, v: Option<usize>, default: usize| {
+        positive(key, v.map(|v| v as u64), default as u64).map(|v| v as usize)
+    };
+    let max_connections = size("max_connections", raw.max_connections, d.max_connections)?;
+    let reserved_connections = raw.reserved_connections.unwrap_or(d.reserved_connections);
+    if reserved_connections >= max_connections {
+        return Err(format!(
+            "key `reserved_connections`: {reserved_connections} must be less than `max_connections` ({max_connections})"
+        ));
+    }
+    let trusted_networks = match &raw.trusted_networks {
+        None => d.trusted_networks,
+        Some(list) => list
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|n| n.trunc())
+                    .map_err(|_| {
+                        format!("key `trusted_networks`: {n:?} is not an address or CIDR network")
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let body_budget_bytes = size(
+        "body_budget_bytes",
+        raw.body_budget_bytes,
+        d.body_budget_bytes,
+    )?;
+    let agent_body_budget_bytes = size(
+        "agent_body_budget_bytes",
+        raw.agent_body_budget_bytes,
+        d.agent_body_budget_bytes,
+    )?;
+    if agent_body_budget_bytes < max_body_bytes {
+        return Err(format!(
+            "key `agent_body_budget_bytes`: {agent_body_budget_bytes} must be at least `max_body_bytes` ({max_body_bytes}), or no agent could upload a batch of the largest size"
+        ));
+    }
+    if agent_body_budget_bytes > body_budget_bytes {
+        return Err(format!(
+            "key `agent_body_budget_bytes`: {agent_body_budget_bytes} must not exceed `body_budget_bytes` ({body_budget_bytes})"
+        ));
+    }
+    Ok(HttpLimits {
+        max_connections,
+        reserved_connections,
+        max_connections_per_ip: size(
+            "max_connections_per_ip",
+            raw.max_connections_per_ip,
+            d.max_connections_per_ip,
+        )?,
+        trusted_networks,
+        request_head_timeout_secs: positive(
+            "request_head_timeout_secs",
+            raw.request_head_timeout_secs,
+            d.request_head_timeout_secs,
+        )?,
+        body_timeout_secs: positive(
+            "body_timeout_secs",
+            raw.body_timeout_secs,
+            d.body_timeout_secs,
+        )?,
+        body_min_bytes_per_sec: positive(
+            "body_min_bytes_per_sec",
+            raw.body_min_bytes_per_sec,
+            d.body_min_bytes_per_sec,
+        )?,
+        body_budget_bytes,
+        agent_body_budget_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -285,6 +466,39 @@ mod tests {
                 "tls_key_file = \"k.pem\"\n",
                 "key `tls_cert_file`: required",
             ),
+            (
+                "[[agent]]\nid = \"a\"\ntoken_sha256 = \"AB00000000000000000000000000000000000000000000000000000000000000\"\n[[agent]]\nid = \"b\"\ntoken_sha256 = \"ab00000000000000000000000000000000000000000000000000000000000000\"\n",
+                "agent[1] (id \"b\") key `token_sha256`: the same token as agent \"a\"",
+            ),
+            (
+                "max_connections = 100\nreserved_connections = 100\n",
+                "key `reserved_connections`: 100 must be less than `max_connections` (100)",
+            ),
+            (
+                "max_connections_per_ip = 0\n",
+                "key `max_connections_per_ip`",
+            ),
+            (
+                "request_head_timeout_secs = 0\n",
+                "key `request_head_timeout_secs`",
+            ),
+            ("body_timeout_secs = 0\n", "key `body_timeout_secs`"),
+            (
+                "body_min_bytes_per_sec = 0\n",
+                "key `body_min_bytes_per_sec`",
+            ),
+            (
+                "trusted_networks = [\"10.0.0.0/33\"]\n",
+                "key `trusted_networks`: \"10.0.0.0/33\"",
+            ),
+            (
+                "agent_body_budget_bytes = 1024\n",
+                "key `agent_body_budget_bytes`: 1024 must be at least `max_body_bytes`",
+            ),
+            (
+                "body_budget_bytes = 1048576\nmax_body_bytes = 1024\n",
+                "key `agent_body_budget_bytes`: 16777216 must not exceed `body_budget_bytes`",
+            ),
         ];
         for (text, want) in cases {
             let e = CollectorConfig::parse(text, p).unwrap_err().to_string();
@@ -299,6 +513,27 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.agents.is_empty());
         assert!(c.tls.is_none());
+        assert_eq!(c.http, HttpLimits::default());
+    }
+
+    #[test]
+    fn trusted_networks_take_addresses_and_networks() {
+        let c = CollectorConfig::parse(
+            "trusted_networks = [\"10.1.2.3\", \"192.0.2.77/24\", \"2001:db8::/32\"]\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let trusts = |ip: &str| c.http.trusts(ip.parse().unwrap());
+        assert!(trusts("10.1.2.3"));
+        assert!(!trusts("10.1.2.4"));
+        assert!(trusts("192.0.2.1"));
+        assert!(trusts("::ffff:192.0.2.9"));
+        assert!(trusts("2001:db8::1"));
+        assert!(!trusts("127.0.0.1"));
+        let d = HttpLimits::default();
+        assert!(d.trusts("127.0.0.1".parse().unwrap()));
+        assert!(d.trusts("::1".parse().unwrap()));
+        assert!(!d.trusts("127.0.0.2".parse().unwrap()));
     }
 
     #[test]

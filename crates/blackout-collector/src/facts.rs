@@ -13,15 +13,22 @@ pub enum BatchResult {
     Rejected,
     Unauthorized,
     Overloaded,
+    /// Valid, but the durable log could not take it (503): the collector's fault, not
+    /// the agent's.
+    StorageError,
+    /// The body did not arrive within its deadline (408).
+    BodyTimeout,
 }
 
 impl BatchResult {
-    pub const ALL: [BatchResult; 5] = [
+    pub const ALL: [BatchResult; 7] = [
         BatchResult::Accepted,
         BatchResult::Duplicate,
         BatchResult::Rejected,
         BatchResult::Unauthorized,
         BatchResult::Overloaded,
+        BatchResult::StorageError,
+        BatchResult::BodyTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +38,39 @@ impl BatchResult {
             BatchResult::Rejected => "rejected",
             BatchResult::Unauthorized => "unauthorized",
             BatchResult::Overloaded => "overloaded",
+            BatchResult::StorageError => "storage_error",
+            BatchResult::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+/// Why the HTTP server closed or refused a connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnectionDrop {
+    /// Its peer address already had `max_connections_per_ip` open.
+    PerIpLimit,
+    /// Every slot it could use was taken by connections that could not be closed.
+    Full,
+    /// Closed, unauthenticated and between requests, to make room for a new connection.
+    Evicted,
+    /// No complete request head within `request_head_timeout_secs`.
+    HeadTimeout,
+}
+
+impl ConnectionDrop {
+    pub const ALL: [ConnectionDrop; 4] = [
+        ConnectionDrop::PerIpLimit,
+        ConnectionDrop::Full,
+        ConnectionDrop::Evicted,
+        ConnectionDrop::HeadTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionDrop::PerIpLimit => "per_ip_limit",
+            ConnectionDrop::Full => "full",
+            ConnectionDrop::Evicted => "evicted",
+            ConnectionDrop::HeadTimeout => "head_timeout",
         }
     }
 }
@@ -40,7 +80,11 @@ impl BatchResult {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// Uploads by result, indexed as [`BatchResult::ALL`].
-    pub batches: [u64; 5],
+    pub batches: [u64; BatchResult::ALL.len()],
+    /// Connections the server closed or refused, indexed as [`ConnectionDrop::ALL`].
+    pub connections_dropped: [u64; ConnectionDrop::ALL.len()],
+    /// Connections open now: (trusted, untrusted), as the server admits them.
+    pub connections_open: (u64, u64),
     /// Observations accepted, per (agent, signal).
     pub observations_ingested: BTreeMap<(String, Signal), u64>,
     /// Accepted observations of failed probes, per (agent, signal, phase, failure).
@@ -67,6 +111,14 @@ impl Counters {
 
     pub fn batches(&self, result: BatchResult) -> u64 {
         self.batches[result as usize]
+    }
+
+    pub fn connection_dropped(&mut self, why: ConnectionDrop) {
+        self.connections_dropped[why as usize] += 1;
+    }
+
+    pub fn connections_dropped(&self, why: ConnectionDrop) -> u64 {
+        self.connections_dropped[why as usize]
     }
 
     /// Counts the observations of an applied batch.

@@ -292,7 +292,8 @@ impl Collector {
             Err(IngestError::Unauthorized | IngestError::Forbidden { .. }) => {
                 BatchResult::Unauthorized
             }
-            Err(_) => BatchResult::Rejected,
+            Err(IngestError::Storage(_)) => BatchResult::StorageError,
+            Err(IngestError::Invalid(_)) => BatchResult::Rejected,
         });
         result
     }
@@ -598,7 +599,7 @@ mod tests {
             let mut last: Vec<_> = live.state.last_report.iter().collect();
             last.sort();
             let mut counters = c.facts().clone();
-            counters.batches = [0; 5];
+            counters.batches = Default::default();
             counters.observations_ingested.clear();
             counters.observation_failures.clear();
             let open: Vec<_> = live

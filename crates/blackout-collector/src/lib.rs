@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assign;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod dedup;
 pub mod facts;
@@ -14,16 +15,18 @@ pub mod lock;
 pub mod log;
 pub mod queries;
 pub mod read;
+pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod tls;
 pub mod validate;
 
-pub use api::{router, serve};
+pub use api::router;
 pub use auth::Uploader;
 pub use config::CollectorConfig;
-pub use facts::{BatchResult, Counters};
+pub use facts::{BatchResult, ConnectionDrop, Counters};
 pub use ingest::{Collector, IngestError, StartError};
 pub use read::{ReadModel, Scrape};
+pub use server::serve;
 pub use state::{SPARK_POINTS, Spark, State};

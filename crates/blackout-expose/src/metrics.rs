@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use blackout_collector::store::HEALTHY_CONTROL_SHARE;
-use blackout_collector::{BatchResult, Scrape};
+use blackout_collector::{BatchResult, ConnectionDrop, Scrape};
 use blackout_detect::{EntityKey, Snapshot};
 use blackout_model::catalog::CatalogFile;
 use prometheus::{
@@ -71,6 +71,18 @@ pub const METRICS: &[Def] = &[
         kind: Kind::Counter,
         help: "Upload batches by result.",
         labels: &["result"],
+    },
+    Def {
+        name: names::HTTP_CONNECTIONS_DROPPED_TOTAL,
+        kind: Kind::Counter,
+        help: "Connections the collector refused or closed itself, by reason.",
+        labels: &["reason"],
+    },
+    Def {
+        name: names::HTTP_CONNECTIONS,
+        kind: Kind::IntGauge,
+        help: "Open connections: trusted (a trusted network, or an agent's token seen) or untrusted.",
+        labels: &["class"],
     },
     Def {
         name: names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS,
@@ -235,15 +247,6 @@ pub fn def(name: &str) -> Option<&'static Def> {
     METRICS.iter().find(|d| d.name == name)
 }
 
-/// Results a batch can have, pre-created so `rate()` sees every series from the start.
-pub const BATCH_RESULTS: [&str; 5] = [
-    "accepted",
-    "duplicate",
-    "rejected",
-    "unauthorized",
-    "overloaded",
-];
-
 /// The registered families, by name, as the table built them.
 enum Family {
     Counter(IntCounterVec),
@@ -307,6 +310,8 @@ pub struct Metrics {
     pub observations_ingested: IntCounterVec,
     pub observation_failures: IntCounterVec,
     pub batches: IntCounterVec,
+    pub connections_dropped: IntCounterVec,
+    pub connections_open: IntGaugeVec,
     pub agent_last_report: GaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
@@ -363,6 +368,8 @@ impl Metrics {
             observations_ingested: fam.counter(names::OBSERVATIONS_INGESTED_TOTAL),
             observation_failures: fam.counter(names::OBSERVATION_FAILURES_TOTAL),
             batches: fam.counter(names::BATCHES_TOTAL),
+            connections_dropped: fam.counter(names::HTTP_CONNECTIONS_DROPPED_TOTAL),
+            connections_open: fam.int_gauge(names::HTTP_CONNECTIONS),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
@@ -392,8 +399,12 @@ impl Metrics {
             registry: r,
             scrape: Mutex::new(()),
         };
-        for result in BATCH_RESULTS {
-            m.batches.with_label_values(&[result]);
+        // Every result and reason from the start, so that `rate()` sees each series.
+        for result in BatchResult::ALL {
+            m.batches.with_label_values(&[result.as_str()]);
+        }
+        for why in ConnectionDrop::ALL {
+            m.connections_dropped.with_label_values(&[why.as_str()]);
         }
         m
     }
@@ -423,6 +434,19 @@ impl Metrics {
         for r in BatchResult::ALL {
             follow(self.batches.with_label_values(&[r.as_str()]), c.batches(r));
         }
+        for why in ConnectionDrop::ALL {
+            follow(
+                self.connections_dropped.with_label_values(&[why.as_str()]),
+                c.connections_dropped(why),
+            );
+        }
+        let (trusted, untrusted) = c.connections_open;
+        self.connections_open
+            .with_label_values(&["trusted"])
+            .set(trusted as i64);
+        self.connections_open
+            .with_label_values(&["untrusted"])
+            .set(untrusted as i64);
         for ((agent, signal), n) in &c.observations_ingested {
             follow(
                 self.observations_ingested

@@ -9,6 +9,8 @@ pub const BUILD_INFO: &str = "blackout_build_info";
 pub const OBSERVATIONS_INGESTED_TOTAL: &str = "blackout_observations_ingested_total";
 pub const OBSERVATION_FAILURES_TOTAL: &str = "blackout_observation_failures_total";
 pub const BATCHES_TOTAL: &str = "blackout_batches_total";
+pub const HTTP_CONNECTIONS_DROPPED_TOTAL: &str = "blackout_http_connections_dropped_total";
+pub const HTTP_CONNECTIONS: &str = "blackout_http_connections";
 pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
     "blackout_agent_last_report_timestamp_seconds";
 pub const AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS: &str =

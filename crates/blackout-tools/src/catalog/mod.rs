@@ -101,6 +101,16 @@ pub struct DiscoverArgs {
     /// dropped, since a block that never answers cannot tell up from down.
     #[arg(long = "keep-silent")]
     pub keep_silent: bool,
+    /// Where the run keeps its progress, to resume after an interruption [default: the
+    /// --out file with `.partial` appended]; removed when the run completes.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Seconds between checkpoints.
+    #[arg(long = "checkpoint-secs", default_value_t = discover::DEFAULT_CHECKPOINT_SECS)]
+    pub checkpoint_secs: u64,
+    /// Start over even when a checkpoint of an earlier run exists.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 /// Why a catalog could not be built or discovered. Input errors name the file and line.
@@ -173,6 +183,13 @@ pub fn run(cmd: &CatalogCommand) -> Result<(), BuildError> {
                 sweeps: args.sweeps,
                 timeout: std::time::Duration::from_millis(args.timeout_ms),
                 keep_silent: args.keep_silent,
+                checkpoint: Some(args.checkpoint.clone().unwrap_or_else(|| {
+                    let mut p = args.out.clone().into_os_string();
+                    p.push(".partial");
+                    p.into()
+                })),
+                checkpoint_every: std::time::Duration::from_secs(args.checkpoint_secs.max(1)),
+                fresh: args.fresh,
             };
             // A runtime of its own on its own thread: `run` is called from synchronous
             // code and from inside the binary's async main alike.
@@ -383,7 +400,14 @@ fn assemble(cc: &str, inputs: &Inputs, sample: Option<usize>) -> Generated {
         country: cc.to_string(),
         name: extra
             .and_then(|e| e.name.clone())
-            .or_else(|| inputs.country_names.get(cc).cloned()),
+            .or_else(|| inputs.country_names.get(cc).cloned())
+            // DNS-only catalogs have no prefix source to name the country: ISO 3166's
+            // English name, so no page shows a bare code twice.
+            .or_else(|| {
+                isocountry::CountryCode::for_alpha2(cc)
+                    .ok()
+                    .map(|c| c.name().to_string())
+            }),
         control: false,
         source: Vec::new(),
         network: Vec::new(),
