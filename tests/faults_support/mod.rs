@@ -223,7 +223,9 @@ impl CollectorSetup {
         files.sort();
         for f in files {
             for line in BufReader::new(std::fs::File::open(f).unwrap()).lines() {
-                out.push(serde_json::from_str(&line.unwrap()).unwrap());
+                let batch = blackout_collector::log::decode_record(line.unwrap().as_bytes())
+                    .expect("a good record");
+                out.push(serde_json::to_value(batch).unwrap());
             }
         }
         out

@@ -232,12 +232,10 @@ impl World {
         files
             .iter()
             .flat_map(|p| {
-                std::fs::read_to_string(p)
+                std::fs::read(p)
                     .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| {
-                        serde_json::from_str::<blackout_model::observation::Batch>(l).ok()
-                    })
+                    .split(|b| *b == b'\n')
+                    .filter_map(|l| blackout_collector::log::decode_record(l).ok())
                     .flat_map(|b| b.observations)
                     .collect::<Vec<_>>()
             })

@@ -103,6 +103,11 @@ pub struct Counters {
     pub agent_catalog_refusals: BTreeMap<String, u64>,
     /// Events opened, per (country, kind).
     pub events_opened: BTreeMap<(String, &'static str), u64>,
+    /// Accepted observations whose region differed from the catalog's and was replaced
+    /// by it, per agent (live uploads only: the log holds the catalog's value).
+    pub regions_replaced: BTreeMap<String, u64>,
+    /// Damaged records of the observation log set aside when it was read back at start.
+    pub log_damaged_records: u64,
 }
 
 /// [`Counters`] as the snapshot stores them: labels as strings, so a vocabulary that

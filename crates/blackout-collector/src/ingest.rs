@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::auth::{Tokens, Uploader};
 use crate::config::CollectorConfig;
 use crate::facts::{BatchResult, Counters};
+use crate::lock::{LockError, StateDirLock};
 use crate::log::{LogError, ObservationLog};
 use crate::snapshot::{self, Header, SnapshotError};
 use crate::state::State;
@@ -31,6 +32,18 @@ pub enum IngestError {
     Invalid(String),
     #[error("could not store the batch durably: {0}")]
     Storage(#[from] LogError),
+}
+
+/// Why a collector cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("catalog: {0}")]
+    Catalog(String),
+    /// Another collector holds the state directory.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("could not read back the observation log: {0}")]
+    Restore(#[from] LogError),
 }
 
 /// The state and what only the live collector has: the open log and the detector's view
@@ -54,6 +67,8 @@ pub struct Collector {
     /// The settings a snapshot must have been taken under to be used.
     fingerprint: String,
     restore: Mutex<Restore>,
+    /// Held as long as the collector lives: no other collector opens its state directory.
+    _state_lock: Option<StateDirLock>,
 }
 
 /// How the collector got its state at start.
@@ -61,8 +76,12 @@ pub struct Collector {
 pub struct Restore {
     /// From a snapshot plus the log written after it (else from the whole log).
     pub from_snapshot: bool,
-    /// Batches read back from the log.
+    /// Batches read back from the log and applied.
     pub replayed_batches: usize,
+    /// Batches read back that were already applied (logged twice, e.g. by two
+    /// collectors sharing the directory before it was locked): skipped, as live ingest
+    /// skips a re-sent batch.
+    pub duplicate_batches: usize,
 }
 
 /// The snapshot in `dir`, if there is one that gives the same state as replaying the
@@ -106,12 +125,18 @@ impl Collector {
     pub fn new(
         config: CollectorConfig,
         catalog_files: Vec<CatalogFile>,
-    ) -> Result<Collector, IngestError> {
+    ) -> Result<Collector, StartError> {
         let targets = blackout_model::catalog::expand(&catalog_files)
-            .map_err(|e| IngestError::Invalid(e.to_string()))?;
+            .map_err(|e| StartError::Catalog(e.to_string()))?;
         let validator = Validator::new(&targets, config.max_age_secs, config.max_future_secs);
         let tokens = Tokens::new(&config.agents);
         let fingerprint = snapshot::fingerprint(&config.detect);
+        // Before anything in the directory is read: another collector may be writing it.
+        let state_lock = config
+            .state_dir
+            .as_deref()
+            .map(StateDirLock::acquire)
+            .transpose()?;
         let saved = config
             .state_dir
             .as_deref()
@@ -151,31 +176,52 @@ impl Collector {
             restore: Mutex::new(Restore {
                 from_snapshot: from.is_some(),
                 replayed_batches: 0,
+                duplicate_batches: 0,
             }),
+            _state_lock: state_lock,
         };
         if let Some(dir) = &state_dir {
             let mut live = c.lock();
             let mut facts = c.facts();
-            let mut n = 0usize;
+            let (mut n, mut dup) = (0usize, 0usize);
+            let now = Utc::now();
             let log = ObservationLog::open_replaying(
                 dir,
                 retention_days,
-                Utc::now(),
+                now,
                 from.as_ref(),
-                &mut |b| {
+                &mut |mut b, day| {
+                    if live.state.seen_batches.contains(&b) {
+                        dup += 1;
+                        return;
+                    }
+                    // Logs of earlier versions hold the agents' regions.
+                    c.validator.canonicalize(&mut b);
                     // Every logged batch was accepted once: counted again as it is
                     // replayed, on top of the snapshot's counts (if any).
                     facts.batch(BatchResult::Accepted);
-                    live.state.apply(&b, &mut facts);
+                    live.state.apply(&b, day, &mut facts);
                     n += 1;
                 },
             )?;
+            facts.log_damaged_records = log.damaged_at_open();
             live.log = Some(log);
-            c.restore.lock().expect("restore lock").replayed_batches = n;
+            live.state
+                .seen_batches
+                .prune(oldest_kept_day(now, retention_days));
+            let mut restore = c.restore.lock().expect("restore lock");
+            restore.replayed_batches = n;
+            restore.duplicate_batches = dup;
             if n > 0 {
                 tracing::info!(
                     batches = n,
                     "restored accepted batches from the observation log"
+                );
+            }
+            if dup > 0 {
+                tracing::warn!(
+                    batches = dup,
+                    "the observation log holds batches twice; each was applied once"
                 );
             }
         }
@@ -263,11 +309,12 @@ impl Collector {
     fn ingest_inner(
         &self,
         uploader: &Uploader,
-        batch: Batch,
+        mut batch: Batch,
         now: DateTime<Utc>,
     ) -> Result<Ack, IngestError> {
         self.tokens.authenticate(uploader, &batch.agent)?;
         self.validator.validate(&batch, now)?;
+        let replaced = self.validator.canonicalize(&mut batch);
         let mut live = self.lock();
         if live.state.seen_batches.contains(&batch) {
             return Ok(Ack {
@@ -279,7 +326,15 @@ impl Collector {
         if let Some(log) = live.log.as_mut() {
             log.append(&batch)?;
         }
-        live.state.apply(&batch, &mut self.facts());
+        let mut facts = self.facts();
+        if replaced > 0 {
+            *facts
+                .regions_replaced
+                .entry(batch.agent.clone())
+                .or_default() += replaced;
+        }
+        live.state.apply(&batch, now.date_naive(), &mut facts);
+        drop(facts);
         live.state.last_report.insert(batch.agent.clone(), now);
         Ok(Ack {
             accepted: batch.observations.len(),
@@ -299,8 +354,16 @@ impl Collector {
         let Live {
             state, verdicts, ..
         } = &mut *live;
+        state
+            .seen_batches
+            .prune(oldest_kept_day(now, self.config.retention_days));
         state.tick(now, verdicts, &mut self.facts())
     }
+}
+
+/// The first UTC day whose log segment (and so whose batch ids) the retention keeps.
+fn oldest_kept_day(now: DateTime<Utc>, retention_days: u32) -> chrono::NaiveDate {
+    now.date_naive() - chrono::Days::new(u64::from(retention_days))
 }
 
 #[cfg(test)]
@@ -412,6 +475,44 @@ mod tests {
         // Without assignment, everyone gets the whole catalog.
         let plain = collector(None);
         assert_eq!(ids(&plain.catalog_for(Some("a1"), now)).len(), all.len());
+    }
+
+    #[test]
+    fn seen_batch_ids_are_bounded_by_the_retention_and_replay_applies_each_once() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = CollectorConfig {
+            state_dir: Some(d.path().to_path_buf()),
+            retention_days: 2,
+            max_age_secs: 3600,
+            ..CollectorConfig::default()
+        };
+        let now = Utc::now();
+        {
+            let c = Collector::new(cfg.clone(), vec![control_catalog()]).unwrap();
+            for n in 0..3 {
+                report_spool(&c, "a1", n, None, now);
+            }
+            assert_eq!(c.lock().state.seen_batches.len(), 3);
+            // Ticks within the retention keep them; once their day is out of it, they go.
+            c.tick(now + chrono::Duration::days(2));
+            assert_eq!(c.lock().state.seen_batches.len(), 3);
+            c.tick(now + chrono::Duration::days(3));
+            assert!(c.lock().state.seen_batches.is_empty());
+        }
+        // The log holds a batch twice (two writers before the lock): applied once.
+        let seg = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".jsonl"))
+            .unwrap();
+        let text = std::fs::read_to_string(&seg).unwrap();
+        let first = text.split_inclusive('\n').next().unwrap().to_string();
+        std::fs::write(&seg, text + &first).unwrap();
+        let c = Collector::new(cfg, vec![control_catalog()]).unwrap();
+        let r = c.restore_info();
+        assert_eq!((r.replayed_batches, r.duplicate_batches), (3, 1));
+        let ingested: u64 = c.facts().observations_ingested.values().sum();
+        assert_eq!(ingested, 3);
     }
 
     mod snapshots {
@@ -543,7 +644,7 @@ mod tests {
             let now = Utc::now();
             let t0 = DateTime::from_timestamp(now.timestamp() - 3600 - now.timestamp() % BIN, 0)
                 .unwrap();
-            let live = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            let mut live = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
             for bin in 0..8 {
                 for b in batches(t0, bin) {
                     live.ingest(&Uploader::InProcess, b, now).unwrap();
@@ -560,12 +661,15 @@ mod tests {
                     live.ingest(&Uploader::InProcess, b, now).unwrap();
                 }
             }
+            // The crashed one's lock is gone with its process; it is kept here to compare.
+            live._state_lock = None;
             let restored = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
             assert_eq!(
                 restored.restore_info(),
                 Restore {
                     from_snapshot: true,
-                    replayed_batches: 10
+                    replayed_batches: 10,
+                    duplicate_batches: 0,
                 }
             );
             let end = end_of(t0, 12);
@@ -608,6 +712,7 @@ mod tests {
             let full = Restore {
                 from_snapshot: false,
                 replayed_batches: 8,
+                duplicate_batches: 0,
             };
             // Other detector settings: the saved engine would not be what they make.
             let c = Collector::new(config(d.path(), 0.7), catalog()).unwrap();
@@ -629,7 +734,8 @@ mod tests {
                 c.restore_info(),
                 Restore {
                     from_snapshot: false,
-                    replayed_batches: 1
+                    replayed_batches: 1,
+                    duplicate_batches: 0,
                 }
             );
             drop(c);

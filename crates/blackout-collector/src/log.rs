@@ -1,6 +1,13 @@
-//! The durable observation log: every accepted batch is appended as one JSON line and
+//! The durable observation log: every accepted batch is appended as one record and
 //! synced to disk before the collector acknowledges it. On start the log is read back,
 //! which restores the latest view, the set of seen batch ids and the detector's history.
+//!
+//! A record is one line, `<crc> <json>\n`: the CRC32C of the JSON bytes in 8 lower-case
+//! hex digits, a space, the batch as JSON. The checksum tells a damaged record (changed
+//! bytes on the disk) from a good one, so that one bad record costs that record, not the
+//! start of the collector: damaged records are set aside (logged with file and offset,
+//! counted) and the rest is replayed. Lines of earlier versions, bare JSON, are still read
+//! (they have no checksum: only damage that breaks their JSON is seen).
 //!
 //! The log is cut into one segment per UTC day of arrival,
 //! `observations-YYYY-MM-DD.jsonl`, so that retention is a file deletion: segments older
@@ -16,6 +23,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use blackout_model::observation::Batch;
+
+/// CRC-32C (Castagnoli), the checksum of each record.
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 /// Segments kept when nothing else is configured: more than the default `max_age_secs`
 /// (30 days), so that dedup outlives every batch the collector still accepts.
@@ -40,6 +50,8 @@ pub struct ObservationLog {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Damaged records set aside while the log was read back at open.
+    damaged_at_open: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +62,51 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}")]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+}
+
+/// Why a line of the log is not a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("no `<crc> ` prefix")]
+    Frame,
+    #[error("checksum {found:08x} differs from the record's {recorded:08x}")]
+    Checksum { recorded: u32, found: u32 },
+    #[error("not a batch: {0}")]
+    Json(String),
+}
+
+/// One record as written to the log: checksum, space, JSON, newline.
+pub fn encode_record(batch: &Batch) -> Vec<u8> {
+    let json = serde_json::to_vec(batch).expect("a batch always serialises");
+    let mut line = Vec::with_capacity(json.len() + 10);
+    line.extend_from_slice(format!("{:08x} ", CRC32C.checksum(&json)).as_bytes());
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    line
+}
+
+/// The batch of one line of the log (without its newline): a checksummed record, or a
+/// bare JSON line of an earlier version.
+pub fn decode_record(line: &[u8]) -> Result<Batch, RecordError> {
+    let json = if line.first() == Some(&b'{') {
+        line
+    } else {
+        let (head, json) = line.split_at_checked(9).ok_or(RecordError::Frame)?;
+        let hex = head.strip_suffix(b" ").ok_or(RecordError::Frame)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err(RecordError::Frame);
+        }
+        let recorded = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or(RecordError::Frame)?;
+        let found = CRC32C.checksum(json);
+        if found != recorded {
+            return Err(RecordError::Checksum { recorded, found });
+        }
+        json
+    };
+    serde_json::from_slice(json).map_err(|e| RecordError::Json(e.to_string()))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -79,47 +130,49 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Reads one segment's batches. A torn last line (a crash in the middle of a write that
-/// was never acknowledged) is dropped and truncated away; corruption anywhere else is
-/// an error.
-fn read_segment(path: &Path, from: u64, on_batch: &mut dyn FnMut(Batch)) -> Result<(), LogError> {
+/// Reads one segment's batches from byte `from` on; returns how many damaged records it
+/// set aside. A torn last line (a crash in the middle of a write that was never
+/// acknowledged) is dropped and truncated away. A damaged complete line anywhere is set
+/// aside: logged with its file and offset, counted, skipped; the lines after it are read.
+/// Lines are bytes, not text: a damaged one need not be UTF-8.
+fn read_segment(
+    path: &Path,
+    from: u64,
+    day: NaiveDate,
+    on_batch: &mut dyn FnMut(Batch, NaiveDate),
+) -> Result<u64, LogError> {
     let mut f = File::open(path).map_err(io(path))?;
     if from > 0 {
         f.seek(SeekFrom::Start(from)).map_err(io(path))?;
     }
     let mut reader = BufReader::new(f);
-    let mut line = String::new();
-    // Line numbers in errors count from the position read from.
-    let mut n = 0;
-    let mut good_len = from;
+    let mut line = Vec::new();
+    let mut offset = from;
+    let mut damaged = 0;
     loop {
         line.clear();
-        let read = reader.read_line(&mut line).map_err(io(path))?;
+        let read = reader.read_until(b'\n', &mut line).map_err(io(path))?;
         if read == 0 {
-            return Ok(());
+            return Ok(damaged);
         }
-        n += 1;
-        if !line.ends_with('\n') {
-            tracing::warn!(path = %path.display(), line = n, "dropping torn last record of the observation log");
+        let Some(record) = line.strip_suffix(b"\n") else {
+            tracing::warn!(path = %path.display(), offset, bytes = read, "dropping torn last record of the observation log");
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(io(path))?;
-            f.set_len(good_len).map_err(io(path))?;
+            f.set_len(offset).map_err(io(path))?;
             f.sync_all().map_err(io(path))?;
-            return Ok(());
-        }
-        match serde_json::from_str::<Batch>(&line) {
-            Ok(b) => on_batch(b),
+            return Ok(damaged);
+        };
+        match decode_record(record) {
+            Ok(b) => on_batch(b, day),
             Err(e) => {
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    line: n,
-                    message: e.to_string(),
-                });
+                damaged += 1;
+                tracing::warn!(path = %path.display(), offset, bytes = read, reason = %e, "setting aside a damaged record of the observation log");
             }
         }
-        good_len += read as u64;
+        offset += read as u64;
     }
 }
 
@@ -138,21 +191,24 @@ impl ObservationLog {
         now: DateTime<Utc>,
     ) -> Result<(ObservationLog, Vec<Batch>), LogError> {
         let mut batches = Vec::new();
-        let log = Self::open_replaying(dir, retention_days, now, None, &mut |b| batches.push(b))?;
+        let log =
+            Self::open_replaying(dir, retention_days, now, None, &mut |b, _| batches.push(b))?;
         Ok((log, batches))
     }
 
     /// As [`Self::open_with_retention`], handing each kept batch to `on_batch` as it is
-    /// read, oldest first: a month of a busy collector's log does not fit in memory at
-    /// once, one batch at a time does. With `from`, only the batches appended after that
-    /// position are replayed (a snapshot holds the effect of those before it; check the
-    /// position with [`Self::can_resume_from`] first).
+    /// read, oldest first, with the UTC day it arrived (its segment's): a month of a busy
+    /// collector's log does not fit in memory at once, one batch at a time does. With
+    /// `from`, only the batches appended after that position are replayed (a snapshot
+    /// holds the effect of those before it; check the position with
+    /// [`Self::can_resume_from`] first). Damaged records are set aside and counted
+    /// ([`Self::damaged_at_open`]).
     pub fn open_replaying(
         dir: &Path,
         retention_days: u32,
         now: DateTime<Utc>,
         from: Option<&LogPosition>,
-        on_batch: &mut dyn FnMut(Batch),
+        on_batch: &mut dyn FnMut(Batch, NaiveDate),
     ) -> Result<ObservationLog, LogError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let legacy = dir.join(LEGACY);
@@ -168,20 +224,16 @@ impl ObservationLog {
             tracing::info!(from = %legacy.display(), to = %to.display(), "adopted the single-file log as a segment");
         }
         let today = now.date_naive();
-        let (log, kept) = {
-            let mut log = ObservationLog {
-                dir: dir.to_path_buf(),
-                retention_days,
-                day: today,
-                path: PathBuf::new(),
-                file: File::open(dir).map_err(io(dir))?,
-                len: 0,
-            };
-            let kept = log.expire(today)?;
-            log.switch_to(today)?;
-            (log, kept)
+        let mut log = ObservationLog {
+            dir: dir.to_path_buf(),
+            retention_days,
+            day: today,
+            path: PathBuf::new(),
+            file: File::open(dir).map_err(io(dir))?,
+            len: 0,
+            damaged_at_open: 0,
         };
-        for p in &kept {
+        for (day, p) in log.expire(today)? {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
             let offset = match from {
                 // Segment names sort in the order they were written.
@@ -189,9 +241,17 @@ impl ObservationLog {
                 Some(pos) if *name == *pos.segment => pos.offset,
                 _ => 0,
             };
-            read_segment(p, offset, on_batch)?;
+            log.damaged_at_open += read_segment(&p, offset, day, on_batch)?;
         }
+        // Only now: reading may have cut a torn tail off today's segment, and the next
+        // append (and the position a snapshot records) starts where the good records end.
+        log.switch_to(today)?;
         Ok(log)
+    }
+
+    /// Damaged records set aside while the log was read back at open.
+    pub fn damaged_at_open(&self) -> u64 {
+        self.damaged_at_open
     }
 
     /// Whether replaying from `pos` on top of a snapshot taken there gives the state a
@@ -224,8 +284,9 @@ impl ObservationLog {
         }
     }
 
-    /// Deletes segments older than the retention; returns the kept ones, oldest first.
-    fn expire(&self, today: NaiveDate) -> Result<Vec<PathBuf>, LogError> {
+    /// Deletes segments older than the retention; returns the kept ones with their days,
+    /// oldest first.
+    fn expire(&self, today: NaiveDate) -> Result<Vec<(NaiveDate, PathBuf)>, LogError> {
         let oldest_kept = today - chrono::Days::new(u64::from(self.retention_days));
         let mut kept = Vec::new();
         let mut deleted = 0usize;
@@ -251,7 +312,7 @@ impl ObservationLog {
             );
         }
         kept.sort();
-        Ok(kept.into_iter().map(|(_, _, p)| p).collect())
+        Ok(kept.into_iter().map(|(day, _, p)| (day, p)).collect())
     }
 
     fn switch_to(&mut self, day: NaiveDate) -> Result<(), LogError> {
@@ -285,8 +346,7 @@ impl ObservationLog {
             self.switch_to(today)?;
             self.expire(today)?;
         }
-        let mut line = serde_json::to_vec(batch).expect("a batch always serialises");
-        line.push(b'\n');
+        let line = encode_record(batch);
         let written = self
             .file
             .write_all(&line)
@@ -401,20 +461,110 @@ mod tests {
         assert_eq!(ids(&kept), ["b1", "b3"]);
     }
 
+    fn one_segment(d: &Path) -> PathBuf {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.pop().unwrap()
+    }
+
     #[test]
-    fn corruption_in_the_middle_names_file_and_line() {
+    fn records_carry_a_checksum_and_bare_json_lines_are_still_read() {
+        let b = batch("b1");
+        let line = encode_record(&b);
+        let text = String::from_utf8(line.clone()).unwrap();
+        let (crc, json) = text.trim_end().split_once(' ').unwrap();
+        assert_eq!(crc.len(), 8, "{text}");
+        assert_eq!(
+            u32::from_str_radix(crc, 16).unwrap(),
+            CRC32C.checksum(json.as_bytes())
+        );
+        assert_eq!(decode_record(&line[..line.len() - 1]).unwrap(), b);
+        // The check value of CRC-32C ("123456789").
+        assert_eq!(CRC32C.checksum(b"123456789"), 0xe306_9283);
+        assert_eq!(
+            decode_record(json.as_bytes()).unwrap(),
+            b,
+            "older, unframed"
+        );
+        let mut bad = line.clone();
+        bad[12] ^= 0x01;
+        assert!(matches!(
+            decode_record(&bad[..bad.len() - 1]),
+            Err(RecordError::Checksum { .. })
+        ));
+        assert_eq!(decode_record(b"xyz"), Err(RecordError::Frame));
+        assert_eq!(decode_record(b""), Err(RecordError::Frame));
+    }
+
+    #[test]
+    fn damaged_records_in_the_middle_are_set_aside_and_the_rest_replayed() {
         let d = tempfile::tempdir().unwrap();
         let now = at("2026-11-01T10:00:00Z");
-        std::fs::write(
-            d.path().join("observations-2026-11-01.jsonl"),
-            "{\"batch_id\":\"x\",\"agent\":\"a\",\"observations\":[]}\nnot json\n{}\n",
-        )
-        .unwrap();
-        let e = ObservationLog::open_with_retention(d.path(), 35, now)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("observations-2026-11-01.jsonl:2:"), "{e}");
+        let (mut log, _) = ObservationLog::open_with_retention(d.path(), 35, now).unwrap();
+        for id in ["b1", "b2", "b3", "b4"] {
+            log.append_at(&batch(id), now).unwrap();
+        }
+        drop(log);
+        let seg = one_segment(d.path());
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        // b2: four bytes of its JSON changed (still valid JSON: the batch id changes);
+        // b3: one byte that is not UTF-8.
+        let b2 = starts[1]
+            + 9
+            + bytes[starts[1] + 9..]
+                .iter()
+                .position(|c| *c == b'b')
+                .unwrap();
+        bytes[b2..b2 + 2].copy_from_slice(b"zz");
+        bytes[b2 + 4..b2 + 6].copy_from_slice(b"yy");
+        bytes[starts[2] + 12] = 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, kept) = ObservationLog::open_with_retention(d.path(), 35, now).unwrap();
+        assert_eq!(ids(&kept), ["b1", "b4"]);
+        assert_eq!(log.damaged_at_open(), 2);
+        // The damaged bytes stay where they are (set aside, not rewritten) and appends go on.
+        assert_eq!(log.position().offset, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_torn_tail_of_any_bytes_is_cut_and_the_append_position_follows() {
+        let d = tempfile::tempdir().unwrap();
+        let now = at("2026-11-01T10:00:00Z");
+        let (mut log, _) = ObservationLog::open_with_retention(d.path(), 35, now).unwrap();
+        log.append_at(&batch("b1"), now).unwrap();
+        let good = log.position();
+        drop(log);
+        let seg = one_segment(d.path());
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"1234abcd {\"batch_id\":\"b\xff\xfe").unwrap();
+        drop(f);
+        let (mut log, kept) = ObservationLog::open_with_retention(d.path(), 35, now).unwrap();
+        assert_eq!(ids(&kept), ["b1"]);
+        assert_eq!(log.damaged_at_open(), 0);
+        // A snapshot taken now records where the good records end.
+        assert_eq!(log.position(), good);
+        log.append_at(&batch("b2"), now).unwrap();
+        let after = log.position();
+        drop(log);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), after.offset);
+        // Resuming at the recorded position reads exactly the batch appended there.
+        let mut resumed = Vec::new();
+        ObservationLog::open_replaying(d.path(), 35, now, Some(&good), &mut |b, _| resumed.push(b))
+            .unwrap();
+        assert_eq!(ids(&resumed), ["b2"]);
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! fsync, rename, fsync of the directory), in postcard (a compact binary serde format:
 //! the engine's maps have tuple keys, which JSON cannot carry).
 //!
+//! The file is sealed: [`SEAL`], the CRC32C of the rest (4 bytes, little endian), then
+//! the body ([`MAGIC`] and the postcard). A snapshot whose checksum does not match
+//! (changed bytes, a truncation) is not used; neither is an unsealed one of an earlier
+//! version: both cost one full replay of the log, never a wrong state.
+//!
 //! A snapshot is only used when it was written by the same format with the same detector
 //! settings and its log position still exists as it was; otherwise the collector says why
 //! and replays the whole log, as if there were none. A snapshot is never the only copy of
@@ -33,6 +38,10 @@ pub const FILE: &str = "snapshot.bin";
 /// 02: the latest view keeps each agent's HTTP phase durations.
 /// 03: the counters (batches, observations, events) follow the state.
 const MAGIC: &[u8; 8] = b"BLKSNP03";
+/// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
+/// versions, whose body also lacks the seen batches' days) are refused.
+pub const SEAL: &[u8; 8] = b"BLKSEAL1";
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -44,6 +53,14 @@ pub enum SnapshotError {
     },
     #[error("{path}: not a snapshot of this version of blackout")]
     Format { path: PathBuf },
+    #[error(
+        "{path}: damaged snapshot: checksum {found:08x} differs from the recorded {recorded:08x}"
+    )]
+    Checksum {
+        path: PathBuf,
+        recorded: u32,
+        found: u32,
+    },
     #[error("{path}: unreadable snapshot: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error("cannot encode the snapshot: {0}")]
@@ -77,7 +94,34 @@ pub fn encode(
     let mut out = Vec::with_capacity(MAGIC.len() + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&body);
-    Ok(out)
+    Ok(seal(out))
+}
+
+/// The sealed file of a body.
+fn seal(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SEAL.len() + 4 + body.len());
+    out.extend_from_slice(SEAL);
+    out.extend_from_slice(&CRC32C.checksum(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The body of a sealed file whose checksum matches.
+fn unseal(bytes: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
+    let format = || SnapshotError::Format {
+        path: path.to_path_buf(),
+    };
+    let rest = bytes.strip_prefix(SEAL.as_slice()).ok_or_else(format)?;
+    let (sum, body) = rest.split_first_chunk::<4>().ok_or_else(format)?;
+    let (recorded, found) = (u32::from_le_bytes(*sum), CRC32C.checksum(body));
+    if recorded != found {
+        return Err(SnapshotError::Checksum {
+            path: path.to_path_buf(),
+            recorded,
+            found,
+        });
+    }
+    Ok(body.to_vec())
 }
 
 /// Reads the snapshot in `dir`, if there is one.
@@ -88,7 +132,8 @@ pub fn load(dir: &Path) -> Result<Option<Saved>, SnapshotError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SnapshotError::Io { path, source }),
     };
-    let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else {
+    let body = unseal(&bytes, &path)?;
+    let Some(body) = body.strip_prefix(MAGIC.as_slice()) else {
         return Err(SnapshotError::Format { path });
     };
     postcard::from_bytes(body)
@@ -118,4 +163,38 @@ pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_body_comes_back_only_unchanged() {
+        let p = Path::new("snapshot.bin");
+        let body = b"BLKSNP02 any body".to_vec();
+        let sealed = seal(body.clone());
+        assert_eq!(unseal(&sealed, p).unwrap(), body);
+        for i in SEAL.len()..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x20;
+            assert!(
+                matches!(unseal(&bad, p), Err(SnapshotError::Checksum { .. })),
+                "byte {i}"
+            );
+        }
+        assert!(matches!(
+            unseal(&sealed[..sealed.len() - 1], p),
+            Err(SnapshotError::Checksum { .. })
+        ));
+        // An unsealed file of an earlier version, and a cut seal.
+        assert!(matches!(
+            unseal(&body, p),
+            Err(SnapshotError::Format { .. })
+        ));
+        assert!(matches!(
+            unseal(&sealed[..10], p),
+            Err(SnapshotError::Format { .. })
+        ));
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use blackout_detect::{ChangeKind, Engine, EntityKey, EventChange, Snapshot};
 use blackout_model::observation::{Batch, Signal};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::SeenBatches;
@@ -48,9 +48,9 @@ impl State {
         }
     }
 
-    /// Applies an accepted (or replayed) batch.
-    pub fn apply(&mut self, batch: &Batch, facts: &mut Counters) {
-        self.seen_batches.insert(batch);
+    /// Applies an accepted (or replayed) batch that arrived on `day` (UTC).
+    pub fn apply(&mut self, batch: &Batch, day: NaiveDate, facts: &mut Counters) {
+        self.seen_batches.insert(batch, day);
         for o in &batch.observations {
             self.view.record(o);
             self.engine.ingest(o);

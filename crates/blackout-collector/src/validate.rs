@@ -16,6 +16,7 @@ struct KnownTarget {
     asn: u32,
     signal: Signal,
     control: bool,
+    region: Option<String>,
 }
 
 /// The rules a batch must pass.
@@ -38,6 +39,7 @@ impl Validator {
                         asn: t.asn,
                         signal: t.signal(),
                         control: t.control,
+                        region: t.region.clone(),
                     },
                 )
             })
@@ -92,5 +94,23 @@ impl Validator {
             }
         }
         Ok(())
+    }
+
+    /// Gives every observation its target's region from the catalog (none for a target
+    /// the catalog does not know) and returns how many named another one (an absent
+    /// region is filled in, not counted). The region
+    /// becomes an entity of the detector, a label and a line on the status page: it is
+    /// the catalog's word, never the agent's (an agent's 7 MB region once took the
+    /// collector to 1.2 GB). An agent with an older catalog is not refused for it.
+    pub fn canonicalize(&self, batch: &mut Batch) -> u64 {
+        let mut replaced = 0;
+        for o in &mut batch.observations {
+            let region = self.known.get(&o.target).and_then(|k| k.region.as_ref());
+            if o.region.as_ref() != region {
+                replaced += u64::from(o.region.is_some());
+                o.region = region.cloned();
+            }
+        }
+        replaced
     }
 }

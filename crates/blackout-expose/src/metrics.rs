@@ -103,6 +103,18 @@ pub const METRICS: &[Def] = &[
         labels: &["agent"],
     },
     Def {
+        name: names::OBSERVATION_REGIONS_REPLACED_TOTAL,
+        kind: Kind::Counter,
+        help: "Accepted observations that named a region other than the catalog's for their target; the catalog's was kept (live uploads since the start).",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::LOG_DAMAGED_RECORDS_TOTAL,
+        kind: Kind::Counter,
+        help: "Damaged records of the observation log (checksum or JSON wrong) set aside, not replayed, when the collector started.",
+        labels: &[],
+    },
+    Def {
         name: names::TARGETS,
         kind: Kind::IntGauge,
         help: "Targets with a fresh reading from a healthy agent.",
@@ -309,6 +321,8 @@ pub struct Metrics {
     pub agent_last_report: GaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
+    pub regions_replaced: IntCounterVec,
+    pub log_damaged_records: IntCounterVec,
     pub targets: IntGaugeVec,
     pub reachable_ratio: GaugeVec,
     pub asn_targets: IntGaugeVec,
@@ -366,6 +380,8 @@ impl Metrics {
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
+            regions_replaced: fam.counter(names::OBSERVATION_REGIONS_REPLACED_TOTAL),
+            log_damaged_records: fam.counter(names::LOG_DAMAGED_RECORDS_TOTAL),
             targets: fam.int_gauge(names::TARGETS),
             reachable_ratio: fam.gauge(names::REACHABLE_RATIO),
             asn_targets: fam.int_gauge(names::ASN_TARGETS),
@@ -456,6 +472,14 @@ impl Metrics {
                 ]),
                 *n,
             );
+        }
+        // Present at 0 from the start: an alert on it needs the series before the damage.
+        follow(
+            self.log_damaged_records.with_label_values(&[] as &[&str]),
+            c.log_damaged_records,
+        );
+        for (agent, n) in &c.regions_replaced {
+            follow(self.regions_replaced.with_label_values(&[agent]), *n);
         }
         for ((country, kind), n) in &c.events_opened {
             follow(

@@ -16,6 +16,12 @@ pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
 pub const AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS: &str =
     "blackout_agent_last_measurement_timestamp_seconds";
 pub const AGENT_HEALTHY: &str = "blackout_agent_healthy";
+/// Accepted observations whose region was replaced by the catalog's, per agent.
+pub const OBSERVATION_REGIONS_REPLACED_TOTAL: &str = "blackout_observation_regions_replaced_total";
+
+// The collector's own state.
+/// Damaged records of the observation log set aside when it was read back at start.
+pub const LOG_DAMAGED_RECORDS_TOTAL: &str = "blackout_log_damaged_records_total";
 
 // The latest round, as measured.
 pub const TARGETS: &str = "blackout_targets";
