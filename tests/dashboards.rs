@@ -1109,9 +1109,12 @@ fn deploy_configs_pass_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("ok (agent fra-1)"), "{text}");
     assert!(
-        text.contains("ok (1 agents, listen 0.0.0.0:9797)"),
+        text.contains("ok (agent fra-1, catalog from the collector)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok (1 agents, listen 0.0.0.0:9797, "),
         "{text}"
     );
 

@@ -106,7 +106,7 @@ fn check_config_reports_every_error_and_what_it_did_not_check() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     for key in ["`listen`", "`max_age_secs`", "`assign_k`", "`token_sha256`"] {
         assert!(
             text.lines()
@@ -123,7 +123,7 @@ fn check_config_reports_every_error_and_what_it_did_not_check() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("key `catalog`") && text.contains("no-such-dir"),
         "{text}"

@@ -1,5 +1,6 @@
 //! `blackout`: the collector, the standalone mode, and the offline tools.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -217,9 +218,10 @@ fn check_config(
         "nothing to check: give --collector, --agent and/or --catalog"
     );
     let mut failed = 0usize;
+    // Errors on stderr, `ok` lines and notes on stdout, as scripts expect.
     let mut fail = |e: &dyn std::fmt::Display| {
         failed += 1;
-        println!("{e}");
+        let _ = writeln!(std::io::stderr(), "{e}");
     };
     // As the daemons load them: no path means the embedded catalogs (collector) or the
     // collector's (agent).
