@@ -479,6 +479,7 @@ fn example_view() -> StatusView {
         code: code.into(),
         name: name.into(),
         status,
+        reason: None,
         signals: sigs
             .into_iter()
             .map(|(s, (values, baseline))| SignalSeries {
@@ -613,6 +614,7 @@ fn example_view() -> StatusView {
             },
         ],
         notes: vec![],
+        vantage: None,
     }
 }
 

@@ -83,7 +83,7 @@ impl ReadModel {
             (
                 live.state
                     .view
-                    .aggregate(now, c.config.freshness_secs as i64),
+                    .aggregate(now, c.config.freshness_secs as i64, &c.config.detect),
                 live.verdicts.clone(),
                 open,
                 live.state.last_report.clone(),

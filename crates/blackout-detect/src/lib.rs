@@ -5,7 +5,11 @@
 //! Data path of one bin (`bin_secs`, default one 5-minute round):
 //! 1. Vantage health: an agent whose control probes mostly failed in the bin (more than
 //!    `control_fail_share`), or that probes controls but sent none in the bin, is
-//!    unhealthy; its observations count neither as reachable nor as failed.
+//!    unhealthy; its observations count neither as reachable nor as failed. The same
+//!    rule ([`DetectConfig::vantage_healthy`]) serves the collector's latest readings.
+//!    An entity that only unhealthy agents observed in the last closed bin, or any
+//!    entity when no agent was healthy (or none reported), has no verdict
+//!    ([`NoVerdict::NoHealthyVantage`]); its state stands but is not shown as one.
 //! 2. Quorum: per target, the healthy agents that gave a verdict (ICMP block reports use
 //!    their verdict; `uncertain` is no verdict; an agent with any success in the bin says
 //!    up). The target is down when more than `down_quorum` of them failed.
@@ -59,7 +63,10 @@ mod series;
 pub mod sim;
 
 pub use config::{DetectConfig, SignalThresholds};
-pub use engine::{AgentSnapshot, Engine, EngineStats, EntitySnapshot, SignalSnapshot, Snapshot};
+pub use engine::{
+    AgentSnapshot, Engine, EngineStats, EntitySnapshot, NoVerdict, SignalSnapshot, Snapshot,
+    VantageSnapshot,
+};
 pub use entity::EntityKey;
 pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence};
 pub use series::State;

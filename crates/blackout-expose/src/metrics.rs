@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use blackout_collector::store::HEALTHY_CONTROL_SHARE;
 use blackout_collector::{BatchResult, Scrape};
-use blackout_detect::{EntityKey, Snapshot};
+use blackout_detect::{EntityKey, NoVerdict, Snapshot};
 use blackout_model::catalog::CatalogFile;
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -87,7 +86,7 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::AGENT_HEALTHY,
         kind: Kind::IntGauge,
-        help: "1 if the agent's control targets answer (its own connectivity works), else 0.",
+        help: "Detector, last closed bin: 1 if the agent's control targets answered (its own connectivity works), else 0.",
         labels: &["agent"],
     },
     Def {
@@ -129,13 +128,25 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::COUNTRY_STATUS,
         kind: Kind::IntGauge,
-        help: "Verdict for the country: 0 normal, 1 warning, 2 outage.",
+        help: "Verdict for the country: 0 normal, 1 warning, 2 outage. Absent without a verdict (see blackout_country_verdict).",
         labels: &["country"],
+    },
+    Def {
+        name: names::COUNTRY_VERDICT,
+        kind: Kind::IntGauge,
+        help: "1 if the detector has a verdict for the country (blackout_country_status exists), 0 if not.",
+        labels: &["country"],
+    },
+    Def {
+        name: names::COUNTRY_NO_VERDICT,
+        kind: Kind::IntGauge,
+        help: "Why the country has no verdict: 1 for the reason (no_data, warm_up, no_healthy_vantage), 0 for the others; all 0 with a verdict.",
+        labels: &["country", "reason"],
     },
     Def {
         name: names::ASN_STATUS,
         kind: Kind::IntGauge,
-        help: "Verdict for the network: 0 normal, 1 warning, 2 outage.",
+        help: "Verdict for the network: 0 normal, 1 warning, 2 outage. Absent without a verdict.",
         labels: &["country", "asn"],
     },
     Def {
@@ -202,6 +213,12 @@ pub const METRICS: &[Def] = &[
         name: names::VANTAGE_HEALTHY_AGENTS,
         kind: Kind::IntGauge,
         help: "Agents counted healthy by the detector in the last closed bin.",
+        labels: &[],
+    },
+    Def {
+        name: names::VANTAGE_HEALTHY,
+        kind: Kind::IntGauge,
+        help: "0 when agents exist but none was healthy in the last closed bin (then no country has a verdict), else 1.",
         labels: &[],
     },
     Def {
@@ -305,6 +322,8 @@ pub struct Metrics {
     pub rtt_median: GaugeVec,
     pub http_phase: GaugeVec,
     pub country_status: IntGaugeVec,
+    pub country_verdict: IntGaugeVec,
+    pub country_no_verdict: IntGaugeVec,
     pub asn_status: IntGaugeVec,
     pub country_signal_value: GaugeVec,
     pub country_signal_baseline: GaugeVec,
@@ -317,6 +336,7 @@ pub struct Metrics {
     pub events_open: IntGaugeVec,
     pub events_total: IntCounterVec,
     pub vantage_healthy_agents: IntGaugeVec,
+    pub vantage_healthy: IntGaugeVec,
     pub agent_spool_observations: IntGaugeVec,
     pub agent_spool_dropped: IntCounterVec,
     /// One scrape at a time: a scrape resets and refills gauges.
@@ -353,6 +373,8 @@ impl Metrics {
             rtt_median: fam.gauge(names::RTT_MEDIAN_SECONDS),
             http_phase: fam.gauge(names::HTTP_PHASE_SECONDS),
             country_status: fam.int_gauge(names::COUNTRY_STATUS),
+            country_verdict: fam.int_gauge(names::COUNTRY_VERDICT),
+            country_no_verdict: fam.int_gauge(names::COUNTRY_NO_VERDICT),
             asn_status: fam.int_gauge(names::ASN_STATUS),
             country_signal_value: fam.gauge(names::COUNTRY_SIGNAL_VALUE),
             country_signal_baseline: fam.gauge(names::COUNTRY_SIGNAL_BASELINE),
@@ -365,6 +387,7 @@ impl Metrics {
             events_open: fam.int_gauge(names::EVENTS_OPEN),
             events_total: fam.counter(names::EVENTS_TOTAL),
             vantage_healthy_agents: fam.int_gauge(names::VANTAGE_HEALTHY_AGENTS),
+            vantage_healthy: fam.int_gauge(names::VANTAGE_HEALTHY),
             agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
             agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
             registry: r,
@@ -461,12 +484,6 @@ impl Metrics {
                 .with_label_values(&[country.as_str(), phase])
                 .set(*secs);
         }
-        for (agent, share) in &agg.agent_control {
-            let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
-            m.agent_healthy
-                .with_label_values(&[agent])
-                .set(healthy as i64);
-        }
         for ((country, signal), share) in &agg.country {
             m.targets
                 .with_label_values(&[country, signal.as_str()])
@@ -495,8 +512,9 @@ impl Metrics {
         }
     }
 
-    /// Sets the detector's gauges from a snapshot. Countries of the catalog keep a status
-    /// series (0 until the detector says otherwise) so alerts see them from the start.
+    /// Sets the detector's gauges from a snapshot. Every country of the catalog has a
+    /// `blackout_country_verdict` series from the start, so alerts and maps see it; its
+    /// status series exists only while it has a verdict.
     fn render_detector(
         &self,
         snap: &Snapshot,
@@ -515,12 +533,18 @@ impl Metrics {
             g.reset();
         }
         m.country_signal_status.reset();
+        m.country_status.reset();
+        m.country_verdict.reset();
+        m.country_no_verdict.reset();
         m.asn_status.reset();
         m.region_status.reset();
         m.events_open.reset();
-        for f in catalog.iter().filter(|f| !f.control) {
-            m.country_status.with_label_values(&[&f.country]).set(0);
-        }
+        m.agent_healthy.reset();
+        let mut verdicts: std::collections::BTreeMap<&str, Option<NoVerdict>> = catalog
+            .iter()
+            .filter(|f| !f.control)
+            .map(|f| (f.country.as_str(), Some(snap.no_verdict_unseen(&f.country))))
+            .collect();
         let set = |g: &GaugeVec, labels: &[&str], v: Option<f64>| {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 g.with_label_values(labels).set(v);
@@ -528,9 +552,13 @@ impl Metrics {
         };
         for e in &snap.entities {
             let state = e.state.code() as i64;
+            let verdict = e.no_verdict.is_none();
             match &e.entity {
                 EntityKey::Country(cc) => {
-                    m.country_status.with_label_values(&[cc]).set(state);
+                    verdicts.insert(cc, e.no_verdict);
+                    if verdict {
+                        m.country_status.with_label_values(&[cc]).set(state);
+                    }
                     for s in &e.signals {
                         let l = [cc.as_str(), s.signal.as_str()];
                         set(&m.country_signal_value, &l, s.value);
@@ -545,7 +573,9 @@ impl Metrics {
                 }
                 EntityKey::Asn { country, asn } if !country.is_empty() => {
                     let asn = asn.to_string();
-                    m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    if verdict {
+                        m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    }
                     for s in &e.signals {
                         let l = [country.as_str(), asn.as_str(), s.signal.as_str()];
                         set(&m.asn_signal_value, &l, s.value);
@@ -553,11 +583,12 @@ impl Metrics {
                         set(&m.asn_signal_ratio, &l, s.ratio);
                     }
                 }
-                EntityKey::Region { country, region } => {
+                EntityKey::Region { country, region } if verdict => {
                     m.region_status
                         .with_label_values(&[country, region])
                         .set(state);
                 }
+                EntityKey::Region { .. } => {}
                 EntityKey::Asn { .. } => {}
             }
         }
@@ -566,9 +597,32 @@ impl Metrics {
                 .with_label_values(&[country.as_str(), kind])
                 .inc();
         }
+        for (cc, why) in verdicts {
+            m.country_verdict
+                .with_label_values(&[cc])
+                .set(why.is_none() as i64);
+            for r in NoVerdict::ALL {
+                m.country_no_verdict
+                    .with_label_values(&[cc, r.as_str()])
+                    .set((why == Some(r)) as i64);
+            }
+        }
+        // Agent health is the detector's, of the last closed bin: the same reading as
+        // `blackout_vantage_healthy_agents` and `/api/v1/status`. Before the first bin
+        // closes nothing is known, and no series says otherwise.
+        if snap.at.is_some() {
+            for a in &snap.agents {
+                m.agent_healthy
+                    .with_label_values(&[&a.agent])
+                    .set(a.healthy as i64);
+            }
+        }
         m.vantage_healthy_agents
             .with_label_values::<&str>(&[])
-            .set(snap.agents.iter().filter(|a| a.healthy).count() as i64);
+            .set(snap.vantage.healthy_agents as i64);
+        m.vantage_healthy
+            .with_label_values::<&str>(&[])
+            .set(snap.vantage.healthy as i64);
     }
 }
 

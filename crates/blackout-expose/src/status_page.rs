@@ -65,6 +65,19 @@ pub struct StatusView {
     /// Short remarks for the reader, e.g. what the numbers are while baselines are learned.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The agents' own connectivity; the page says it at the top when no agent is healthy.
+    #[serde(default)]
+    pub vantage: Option<VantageView>,
+}
+
+/// The fleet's own connectivity in the detector's last closed bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VantageView {
+    pub healthy: bool,
+    pub agents: u32,
+    pub healthy_agents: u32,
+    pub control_ok: u32,
+    pub control_failed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +86,9 @@ pub struct CountryStatus {
     pub code: String,
     pub name: String,
     pub status: Status,
+    /// Why there is no verdict (`no_data`, `warm_up`, `no_healthy_vantage`); None with one.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Per signal: the series and its baseline. The first signal in [`MAIN_SIGNALS`] order
     /// that has values is drawn as the country's sparkline.
     pub signals: Vec<SignalSeries>,
@@ -286,6 +302,13 @@ fn country_tile(out: &mut String, c: &CountryStatus) {
         name = escape(&c.name),
         label = c.status.label(),
     );
+    if let Some(r) = &c.reason {
+        let _ = write!(
+            out,
+            r#"<div class="reason muted">no verdict: {}</div>"#,
+            escape(&r.replace('_', " "))
+        );
+    }
     match main_signal(c) {
         Some(s) => {
             let now = latest(&s.values).map(value_text).unwrap_or_default();
@@ -428,6 +451,14 @@ pub fn render(view: &StatusView) -> String {
         count(Status::Unknown),
         open.len(),
     );
+    if let Some(v) = view.vantage.as_ref().filter(|v| !v.healthy) {
+        let controls = v.control_ok + v.control_failed;
+        let _ = write!(
+            out,
+            r#"<p class="alert vantage" id="vantage"><strong>No healthy vantage point</strong> (reason: no_healthy_vantage): the agents' own connectivity fails, so nothing is known about the countries they watch and every verdict is unknown. Controls answering: {} of {}; agents healthy: {} of {}.</p>"#,
+            v.control_ok, controls, v.healthy_agents, v.agents,
+        );
+    }
     for n in &view.notes {
         let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
     }
@@ -477,6 +508,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
                 code: f.country.clone(),
                 name: f.name.clone().unwrap_or_else(|| f.country.clone()),
                 status: Status::Unknown,
+                reason: Some(snap.no_verdict_unseen(&f.country).as_str().to_string()),
                 signals: Vec::new(),
             });
     }
@@ -490,11 +522,18 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
                 code: cc.clone(),
                 name: cc.clone(),
                 status: Status::Unknown,
+                reason: None,
                 signals: Vec::new(),
             });
-        // Until a series has a state (warm-up), the country has no verdict yet.
-        if e.signals.iter().any(|s| s.state.is_some()) {
-            c.status = Status::from_gauge(e.state.code() as f64);
+        match e.no_verdict {
+            None => {
+                c.status = Status::from_gauge(e.state.code() as f64);
+                c.reason = None;
+            }
+            Some(why) => {
+                c.status = Status::Unknown;
+                c.reason = Some(why.as_str().to_string());
+            }
         }
     }
     for ((cc, signal), points) in &sparks {
@@ -541,7 +580,8 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         "Sparklines: share of targets up per {} s bin against its learned baseline.",
         snap.bin_secs
     )];
-    if countries.values().all(|c| c.status == Status::Unknown) {
+    // With no healthy vantage the banner at the top gives the reason instead.
+    if countries.values().all(|c| c.status == Status::Unknown) && snap.vantage.healthy {
         notes.push(format!(
             "No verdict yet: the detector learns each signal's normal level first ({} s of data).",
             read.warmup_secs()
@@ -552,6 +592,13 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         countries: countries.into_values().collect(),
         events,
         notes,
+        vantage: Some(VantageView {
+            healthy: snap.vantage.healthy,
+            agents: snap.vantage.agents,
+            healthy_agents: snap.vantage.healthy_agents,
+            control_ok: snap.vantage.control_ok,
+            control_failed: snap.vantage.control_failed,
+        }),
     }
 }
 
@@ -605,12 +652,14 @@ mod tests {
                     code: "UZ".into(),
                     name: "Uzbekistan".into(),
                     status: Status::Normal,
+                    reason: None,
                     signals: vec![series("icmp", &[0.9, 0.91, 0.9], &[0.9, 0.9, 0.9])],
                 },
                 CountryStatus {
                     code: "KZ".into(),
                     name: "Kazakhstan".into(),
                     status: Status::Outage,
+                    reason: None,
                     signals: vec![
                         series("dns", &[1.0, 0.0], &[]),
                         series("icmp", &[812.0, 800.0, 40.0], &[810.0, 810.0, 812.0]),
@@ -645,6 +694,7 @@ mod tests {
                 },
             ],
             notes: vec![],
+            vantage: None,
         }
     }
 
@@ -738,6 +788,7 @@ mod tests {
             countries: vec![],
             events: vec![],
             notes: vec![],
+            vantage: None,
         });
         assert!(html.contains("No country is watched"));
         assert!(html.contains("No open events."));
