@@ -750,4 +750,89 @@ mod tests {
             Some("5")
         );
     }
+
+    /// One rule for a healthy agent: with `control_fail_share = 0.7`, an agent with one
+    /// control of three answering is healthy for the detector, so its readings count in
+    /// the latest-round gauges too (they used a fixed half), and the three health
+    /// readings agree, before the first bin closes (nothing known) and after.
+    #[test]
+    fn one_rule_for_a_healthy_agent_in_every_reading() {
+        let xa = blackout_model::catalog::parse(
+            "country = \"XA\"\n[[tcp]]\naddress = \"198.18.0.1:443\"\nasn = 64500\n",
+            "xa.toml",
+        )
+        .unwrap();
+        let control = blackout_model::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n[[tcp]]\naddress = \"192.0.2.2:443\"\nasn = 1\n[[tcp]]\naddress = \"192.0.2.3:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap();
+        let mut cfg = CollectorConfig::default();
+        cfg.detect.control_fail_share = 0.7;
+        let c = Arc::new(Collector::new(cfg, vec![xa, control]).unwrap());
+        let bin = c.config.detect.bin_secs as i64;
+        let now = DateTime::from_timestamp(1_764_000_000 / bin * bin + 10, 0).unwrap();
+        let obs = |target: &str, country: &str, control: bool, ok: bool| Observation {
+            agent: "a1".into(),
+            target: format!("tcp:{target}"),
+            country: country.into(),
+            asn: if control { 1 } else { 64500 },
+            region: None,
+            signal: Signal::Tcp,
+            control,
+            measured_at: now,
+            ok,
+            phase: (!ok).then_some(blackout_model::observation::Phase::Connect),
+            failure: (!ok).then_some(blackout_model::observation::Failure::Refused),
+            rtt_ms: ok.then_some(1.0),
+            block: None,
+            timings_ms: None,
+        };
+        let b = Batch {
+            batch_id: "b1".into(),
+            agent: "a1".into(),
+            observations: vec![
+                obs("192.0.2.1:443", "ZZ", true, true),
+                obs("192.0.2.2:443", "ZZ", true, false),
+                obs("192.0.2.3:443", "ZZ", true, false),
+                obs("198.18.0.1:443", "XA", false, true),
+            ],
+            spool: None,
+        };
+        c.ingest(&Uploader::InProcess, b, now).unwrap();
+        let metrics = Metrics::new();
+        let read = ReadModel::new(c.clone());
+        let value = |t: &str, series: &str| {
+            t.lines().find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let text = metrics.render(&read.scrape(now), read.catalog_files());
+        assert_eq!(
+            value(&text, "blackout_targets{country=\"XA\",signal=\"tcp\"}"),
+            Some(1.0),
+            "the agent's readings count: it is healthy by control_fail_share"
+        );
+        // Before a bin closes: no health is known, and no reading claims one.
+        assert_eq!(value(&text, "blackout_agent_healthy{agent=\"a1\"}"), None);
+        assert_eq!(value(&text, "blackout_vantage_healthy_agents"), Some(0.0));
+        assert_eq!(value(&text, "blackout_vantage_healthy"), Some(1.0));
+        assert!(!c.snapshot().agents.iter().any(|a| a.healthy));
+        let later = now + chrono::Duration::seconds(bin + c.config.detect.grace_secs as i64);
+        c.tick(later);
+        let text = metrics.render(&read.scrape(later), read.catalog_files());
+        assert_eq!(
+            value(&text, "blackout_agent_healthy{agent=\"a1\"}"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "blackout_vantage_healthy_agents"), Some(1.0));
+        assert_eq!(value(&text, "blackout_vantage_healthy"), Some(1.0));
+        let snap = c.snapshot();
+        assert!(snap.agents[0].healthy && snap.vantage.healthy);
+        assert_eq!(snap.vantage.control_ok, 1);
+        assert_eq!(snap.vantage.control_failed, 2);
+    }
 }
