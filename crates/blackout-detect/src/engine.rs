@@ -1069,6 +1069,11 @@ impl Engine {
                     let c = &conds[&e];
                     self.open_event(e, kind, sev, c, bin, now, changes);
                 }
+                // A network's own outage that became part of its country's national
+                // blackout ends where the national event takes it over.
+                (Some(i), None) if conds.get(&e).is_some_and(|c| c.absorbed) => {
+                    self.close_event(e, i, bin, changes);
+                }
                 (Some(i), None) => {
                     let end_bin = bin - (self.cfg.recovery_min_bins as i64 - 1);
                     self.close_event(e, i, end_bin, changes);
@@ -1274,7 +1279,9 @@ impl Engine {
                 }
             }
         }
-        // Networks and regions inside a national blackout are part of it.
+        // Networks and regions inside a national blackout are part of its one event (the
+        // country's evidence names them), not events of their own: one shutdown, one
+        // event. A network gets its own event only when it fails alone.
         let national: BTreeSet<u32> = out
             .iter()
             .filter(|(_, c)| matches!(c.event, Some((EventKind::NationalBlackout, _))))
@@ -1285,12 +1292,13 @@ impl Engine {
             if key.is_country() {
                 continue;
             }
-            if let Some((EventKind::Partial, sev)) = c.event {
+            if let Some((EventKind::Partial, _)) = c.event {
                 let parent = key
                     .parent()
                     .and_then(|p| self.entity_index.get(&p).copied());
                 if parent.is_some_and(|p| national.contains(&p)) {
-                    c.event = Some((EventKind::NationalBlackout, sev));
+                    c.event = None;
+                    c.absorbed = true;
                 }
             }
             if c.net.is_some_and(|s| s >= State::Warning) {
@@ -1686,6 +1694,8 @@ impl Engine {
 
 #[derive(Debug, Clone, Default)]
 struct Cond {
+    /// Part of its country's national blackout: no event of its own.
+    absorbed: bool,
     state: State,
     net: Option<State>,
     event: Option<(EventKind, State)>,
