@@ -280,6 +280,24 @@ fn cut_controls_make_verdicts_unknown_until_they_answer_again() {
         Some(1.0)
     );
     assert_eq!(series(&m, "blackout_vantage_healthy"), Some(1.0));
+    // The age of the agent's last report, in the metrics and on the page (the standalone
+    // agent uploads every 5 s).
+    let age = series(
+        &m,
+        "blackout_agent_last_report_age_seconds{agent=\"standalone\"}",
+    )
+    .expect("the agent's report age");
+    assert!((0.0..30.0).contains(&age), "{age}");
+    let page = get("/").unwrap();
+    let agents = &page[page.find("<h2>Agents</h2>").expect("an agents section")..];
+    assert!(
+        agents.contains("<td><strong>standalone</strong></td>"),
+        "{agents}"
+    );
+    assert!(
+        agents.contains("healthy</span>") && agents.contains("s ago</td>"),
+        "{agents}"
+    );
     assert_eq!(
         count(&log, LOST),
         0,

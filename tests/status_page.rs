@@ -615,6 +615,7 @@ fn example_view() -> StatusView {
         ],
         notes: vec![],
         vantage: None,
+        agents: vec![],
     }
 }
 

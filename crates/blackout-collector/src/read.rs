@@ -32,6 +32,8 @@ pub struct Scrape {
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
     pub counters: Counters,
+    /// When the scrape was taken.
+    pub at: DateTime<Utc>,
 }
 
 impl ReadModel {
@@ -62,6 +64,11 @@ impl ReadModel {
     /// Sparkline history per (country, signal).
     pub fn sparks(&self) -> BTreeMap<(String, Signal), Spark> {
         self.collector.sparks()
+    }
+
+    /// When each agent's last batch was accepted.
+    pub fn last_reports(&self) -> HashMap<String, DateTime<Utc>> {
+        self.collector.lock().state.last_report.clone()
     }
 
     /// The counters alone.
@@ -95,6 +102,7 @@ impl ReadModel {
             open_events,
             last_report,
             counters: c.facts().clone(),
+            at: now,
         }
     }
 }

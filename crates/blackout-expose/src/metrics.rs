@@ -78,6 +78,12 @@ pub const METRICS: &[Def] = &[
         labels: &["agent"],
     },
     Def {
+        name: names::AGENT_LAST_REPORT_AGE_SECONDS,
+        kind: Kind::Gauge,
+        help: "Seconds since the collector last accepted a batch from the agent, at this scrape.",
+        labels: &["agent"],
+    },
+    Def {
         name: names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS,
         kind: Kind::Gauge,
         help: "Measurement time of the newest observation from the agent (Unix time).",
@@ -313,6 +319,7 @@ pub struct Metrics {
     pub observation_failures: IntCounterVec,
     pub batches: IntCounterVec,
     pub agent_last_report: GaugeVec,
+    pub agent_last_report_age: GaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
     pub targets: IntGaugeVec,
@@ -364,6 +371,7 @@ impl Metrics {
             observation_failures: fam.counter(names::OBSERVATION_FAILURES_TOTAL),
             batches: fam.counter(names::BATCHES_TOTAL),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
+            agent_last_report_age: fam.gauge(names::AGENT_LAST_REPORT_AGE_SECONDS),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
             targets: fam.int_gauge(names::TARGETS),
@@ -413,6 +421,12 @@ impl Metrics {
     pub fn render(&self, scrape: &Scrape, catalog: &[CatalogFile]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.render_counts(scrape);
+        for (agent, t) in &scrape.last_report {
+            let age = (scrape.at - *t).num_milliseconds().max(0) as f64 / 1000.0;
+            self.agent_last_report_age
+                .with_label_values(&[agent])
+                .set(age);
+        }
         self.render_detector(&scrape.verdicts, &scrape.open_events, catalog);
         self.render_latest(scrape);
         self.encode()

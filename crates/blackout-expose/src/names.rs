@@ -14,6 +14,9 @@ pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
 pub const AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS: &str =
     "blackout_agent_last_measurement_timestamp_seconds";
 pub const AGENT_HEALTHY: &str = "blackout_agent_healthy";
+/// Seconds since the collector last accepted a batch from the agent, at the scrape: a
+/// silent agent shows without PromQL arithmetic.
+pub const AGENT_LAST_REPORT_AGE_SECONDS: &str = "blackout_agent_last_report_age_seconds";
 
 // The latest round, as measured.
 pub const TARGETS: &str = "blackout_targets";

@@ -68,7 +68,25 @@ pub struct StatusView {
     /// The agents' own connectivity; the page says it at the top when no agent is healthy.
     #[serde(default)]
     pub vantage: Option<VantageView>,
+    /// Each agent: its health and the age of its last accepted batch.
+    #[serde(default)]
+    pub agents: Vec<AgentView>,
 }
+
+/// An agent as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent: String,
+    /// The detector's reading of the last closed bin; None before the first bin closes.
+    pub healthy: Option<bool>,
+    /// Seconds since the collector last accepted a batch from it.
+    pub last_report_age_secs: Option<i64>,
+}
+
+/// An agent whose last batch is older than this is called silent at the top of the page:
+/// twelve of the agent's default upload intervals (`upload_interval_secs`, 5 s), past
+/// what a retry (at most 15 s apart) explains.
+pub const SILENT_AFTER_SECS: i64 = 60;
 
 /// The fleet's own connectivity in the detector's last closed bin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -459,6 +477,31 @@ pub fn render(view: &StatusView) -> String {
             v.control_ok, controls, v.healthy_agents, v.agents,
         );
     }
+    let silent: Vec<&AgentView> = view
+        .agents
+        .iter()
+        .filter(|a| {
+            a.last_report_age_secs
+                .is_some_and(|s| s > SILENT_AFTER_SECS)
+        })
+        .collect();
+    if !silent.is_empty() {
+        let names: Vec<String> = silent
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} (last report {} ago)",
+                    escape(&a.agent),
+                    duration_text(a.last_report_age_secs.unwrap_or_default())
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            r#"<p class="alert silent" id="silent"><strong>Silent agents</strong>: {}. Their observations wait in their spools until they reach the collector again.</p>"#,
+            names.join(", ")
+        );
+    }
     for n in &view.notes {
         let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
     }
@@ -483,6 +526,31 @@ pub fn render(view: &StatusView) -> String {
         out.push_str(r#"<p class="muted">No recent events.</p>"#);
     } else {
         events_table(&mut out, &closed, view.generated_at, false);
+    }
+    out.push_str(r#"</section><section id="agents"><h2>Agents</h2>"#);
+    if view.agents.is_empty() {
+        out.push_str(r#"<p class="muted">No agent has reported yet.</p>"#);
+    } else {
+        out.push_str(
+            "<table><thead><tr><th>agent</th><th>health</th><th>last report</th></tr></thead><tbody>",
+        );
+        for a in &view.agents {
+            let health = match a.healthy {
+                Some(true) => r#"<span class="normal">healthy</span>"#,
+                Some(false) => r#"<span class="outage">unhealthy (controls fail or silent)</span>"#,
+                None => r#"<span class="muted">not judged yet</span>"#,
+            };
+            let age = a
+                .last_report_age_secs
+                .map(|s| format!("{} ago", duration_text(s)))
+                .unwrap_or_else(|| "never".into());
+            let _ = write!(
+                out,
+                "<tr><td><strong>{}</strong></td><td>{health}</td><td>{age}</td></tr>",
+                escape(&a.agent)
+            );
+        }
+        out.push_str("</tbody></table>");
     }
     let _ = write!(
         out,
@@ -592,6 +660,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         countries: countries.into_values().collect(),
         events,
         notes,
+        agents: agent_views(&snap, &read.last_reports(), now),
         vantage: Some(VantageView {
             healthy: snap.vantage.healthy,
             agents: snap.vantage.agents,
@@ -600,6 +669,28 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
             control_failed: snap.vantage.control_failed,
         }),
     }
+}
+
+fn agent_views(
+    snap: &blackout_detect::Snapshot,
+    last: &std::collections::HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<AgentView> {
+    let mut names: Vec<&String> = snap.agents.iter().map(|a| &a.agent).collect();
+    names.extend(last.keys());
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| AgentView {
+            agent: name.clone(),
+            healthy: snap
+                .at
+                .and(snap.agents.iter().find(|a| &a.agent == name))
+                .map(|a| a.healthy),
+            last_report_age_secs: last.get(name).map(|t| (now - *t).num_seconds().max(0)),
+        })
+        .collect()
 }
 
 pub(crate) fn html(body: String) -> Response {
@@ -695,6 +786,7 @@ mod tests {
             ],
             notes: vec![],
             vantage: None,
+            agents: vec![],
         }
     }
 
@@ -782,6 +874,33 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_agent_is_named_at_the_top() {
+        let mut v = view();
+        v.agents = vec![
+            AgentView {
+                agent: "almaty-1".into(),
+                healthy: Some(true),
+                last_report_age_secs: Some(SILENT_AFTER_SECS + 240),
+            },
+            AgentView {
+                agent: "fra-1".into(),
+                healthy: Some(true),
+                last_report_age_secs: Some(4),
+            },
+        ];
+        let html = render(&v);
+        let top = &html[..html.find("<main>").unwrap()];
+        assert!(top.contains("Silent agents"), "{top}");
+        assert!(top.contains("almaty-1 (last report 5m ago)"), "{top}");
+        assert!(!top.contains("fra-1"));
+        let agents = &html[html.find("<h2>Agents</h2>").unwrap()..];
+        assert!(agents.contains("<td><strong>fra-1</strong></td>"));
+        assert!(agents.contains("<td>4s ago</td>"));
+        v.agents.truncate(0);
+        assert!(!render(&v).contains("Silent agents"));
+    }
+
+    #[test]
     fn empty_view_says_so() {
         let html = render(&StatusView {
             generated_at: t(0),
@@ -789,6 +908,7 @@ mod tests {
             events: vec![],
             notes: vec![],
             vantage: None,
+            agents: vec![],
         });
         assert!(html.contains("No country is watched"));
         assert!(html.contains("No open events."));
