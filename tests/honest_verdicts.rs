@@ -376,3 +376,73 @@ fn cut_controls_make_verdicts_unknown_until_they_answer_again() {
     assert_eq!(count(&log, LOST), 1);
     assert!(!get("/").unwrap().contains("No healthy vantage point"));
 }
+
+/// Countries and control files `blackout standalone ARGS` serves at `/api/v1/catalog`,
+/// and its log. Run offline in a namespace with only loopback: the shipped catalogs are
+/// real addresses, which a test must not probe.
+fn standalone_catalog(ns: &str, args: &[&str]) -> (Vec<String>, usize, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("standalone.log");
+    let mut proc = Proc::spawn(
+        "blackout standalone",
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_blackout"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["standalone", "--listen", "127.0.0.1:9798"])
+            .args(args),
+        &log,
+    );
+    let files = common::wait_for("the catalog", Duration::from_secs(60), || {
+        proc.assert_running(&log);
+        let (s, body) = get_in(ns, "http://127.0.0.1:9798/api/v1/catalog".into())?;
+        (s == 200).then_some(body)
+    });
+    let files: Vec<serde_json::Value> = serde_json::from_str(&files).unwrap();
+    let countries = files
+        .iter()
+        .filter(|f| f["control"] != true)
+        .map(|f| f["country"].as_str().unwrap().to_string())
+        .collect();
+    let controls = files.iter().filter(|f| f["control"] == true).count();
+    drop(proc);
+    (countries, controls, std::fs::read_to_string(&log).unwrap())
+}
+
+#[test]
+fn standalone_always_loads_the_controls_and_watches_one_country() {
+    if !common::is_root() || common::require("standalone catalogs", &["ip"]).is_none() {
+        eprintln!("SKIPPED standalone_always_loads_the_controls_and_watches_one_country");
+        return;
+    }
+    let ns = format!("bo-cat-{}", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ns = Netns(ns.clone());
+    Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    // The natural way to watch one country: its catalog alone. The controls come too.
+    let (countries, controls, _) = standalone_catalog(&ns, &["--catalog", "probes/kz.toml"]);
+    assert_eq!(countries, vec!["KZ".to_string()]);
+    assert!(controls >= 1, "control targets loaded");
+    let (countries, controls, _) = standalone_catalog(&ns, &["--country", "KZ"]);
+    assert_eq!(countries, vec!["KZ".to_string()]);
+    assert!(controls >= 1);
+    // Turned off only when asked, and never silently.
+    let (countries, controls, log) =
+        standalone_catalog(&ns, &["--catalog", "probes/kz.toml", "--no-controls"]);
+    assert_eq!(countries, vec!["KZ".to_string()]);
+    assert_eq!(controls, 0);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("--no-controls")),
+        "{log}"
+    );
+}
