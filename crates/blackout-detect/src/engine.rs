@@ -1069,10 +1069,18 @@ impl Engine {
                     let c = &conds[&e];
                     self.open_event(e, kind, sev, c, bin, now, changes);
                 }
-                // A network's own outage that became part of its country's national
-                // blackout ends where the national event takes it over.
+                // A network's own outage that opened before its country's national
+                // blackout was the blackout's first sign: it becomes part of it in place
+                // (no new network events open while the national one lasts).
                 (Some(i), None) if conds.get(&e).is_some_and(|c| c.absorbed) => {
-                    self.close_event(e, i, bin, changes);
+                    let ev = &mut self.events[i];
+                    if ev.kind == EventKind::Partial {
+                        ev.kind = EventKind::NationalBlackout;
+                        changes.push(EventChange {
+                            change: ChangeKind::Updated,
+                            event: ev.clone(),
+                        });
+                    }
                 }
                 (Some(i), None) => {
                     let end_bin = bin - (self.cfg.recovery_min_bins as i64 - 1);

@@ -33,7 +33,8 @@
 //!    national), `national_blackout` (a country in outage on most signals with more than
 //!    `national_network_share` of its networks disrupted: one event, whose evidence names
 //!    the disrupted networks; while it lasts those networks and regions open no event of
-//!    their own (one whose own `partial` opened earlier may keep it); a country
+//!    their own (a `partial` of one that opened in an earlier bin becomes national in
+//!    place); a country
 //!    with only regional input is national when more than that
 //!    share of its regions is), `throttling` (reachability normal or only at warning
 //!    level, latency or loss up), `service_blocking` (DNS or HTTP degraded while ICMP and
