@@ -288,6 +288,51 @@ fn partial_outage_opens_and_closes_with_the_right_times() {
     );
 }
 
+/// One shutdown is one event: both networks of the country going dark together open one
+/// `national_blackout` event on the country, naming both networks in its evidence, and
+/// no event of either network. (It opened three, each called `national_blackout`.)
+#[test]
+fn a_national_blackout_is_one_event_with_its_networks_as_evidence() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 24);
+    let mut opened = Vec::new();
+    for b in 24..30 {
+        feed_bin(&mut eng, b, &agents, |_, _| true, |_| true);
+        opened.extend(
+            close(&mut eng, b)
+                .into_iter()
+                .filter(|c| c.change == ChangeKind::Opened)
+                .map(|c| (c.event.entity, c.event.kind)),
+        );
+    }
+    assert_eq!(
+        opened,
+        vec![(country(), EventKind::NationalBlackout)],
+        "one event opened"
+    );
+    assert_eq!(eng.open_events().count(), 1);
+    let ev = eng.open_events().next().unwrap();
+    for n in ["KZ/AS100", "KZ/AS200"] {
+        assert!(
+            ev.evidence.networks.iter().any(|x| x == n),
+            "{n} in {:?}",
+            ev.evidence.networks
+        );
+    }
+    for b in 30..34 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    assert_eq!(
+        eng.events().count(),
+        1,
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+    assert!(eng.open_events().next().is_none());
+}
+
 /// One closed bin of the `feed_bin` world plus three DNS servers (in `dns_asn`).
 fn dns_world_bin(
     eng: &mut Engine,
@@ -365,7 +410,8 @@ fn a_blackouts_ragged_edges_are_not_service_blocking_but_blocking_after_it_is() 
             .collect()
     };
     assert_eq!(kinds(&eng, country()), vec![EventKind::NationalBlackout]);
-    assert_eq!(kinds(&eng, asn(100)), vec![EventKind::NationalBlackout]);
+    // The network is part of the national event, not an event of its own.
+    assert_eq!(kinds(&eng, asn(100)), vec![]);
     let ev = eng.events().find(|e| e.entity == country()).unwrap();
     assert_eq!(ev.end, Some(t0() + Duration::seconds(25 * BIN)));
 

@@ -142,7 +142,7 @@ asn = 64502
     write(
         &dir.join("collector.toml"),
         &format!(
-            "listen = \"127.0.0.1:{collector_port}\"\nstate_dir = \"state\"\ncatalog = [\"probes\"]\nfreshness_secs = 10\n\n[[agent]]\nid = \"e2e-agent\"\ntoken_sha256 = \"{}\"\n",
+            "listen = \"127.0.0.1:{collector_port}\"\nstate_dir = \"state\"\ncatalog = [\"probes\"]\nfreshness_secs = 10\n\n[detect]\nbin_secs = 2\ngrace_secs = 2\n\n[[agent]]\nid = \"e2e-agent\"\ntoken_sha256 = \"{}\"\n",
             token_hash(token)
         ),
     );
@@ -207,9 +207,19 @@ asn = 64502
     )
     .unwrap();
     assert_eq!(asn[0].1, 0.5);
-    let healthy = promql(&prom_base, "blackout_agent_healthy{agent=\"e2e-agent\"}").unwrap();
+    // Agent health is the detector's, of its last closed bin (2 s bins here): the
+    // series exists once a bin with the agent's observations has closed.
+    let healthy = wait_for(
+        "blackout_agent_healthy of e2e-agent",
+        Duration::from_secs(30),
+        || {
+            promql(&prom_base, "blackout_agent_healthy{agent=\"e2e-agent\"}")?
+                .first()
+                .map(|x| x.1)
+        },
+    );
     assert_eq!(
-        healthy[0].1, 1.0,
+        healthy, 1.0,
         "control target answers, so the agent is healthy"
     );
     let ingested = promql(

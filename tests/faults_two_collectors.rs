@@ -15,6 +15,7 @@ fn verdicts(exposition: &str) -> Vec<String> {
         .filter(|l| {
             [
                 "blackout_country_status",
+                "blackout_country_verdict",
                 "blackout_asn_status",
                 "blackout_reachable_ratio",
                 "blackout_targets{",
@@ -72,7 +73,7 @@ fn two_collectors_hold_the_same_observations_and_verdicts() {
     let (v1, v2) = (verdicts(&scrape(&c1.url())), verdicts(&scrape(&c2.url())));
     assert!(
         v1.iter()
-            .any(|l| l.starts_with("blackout_country_status{country=\"KZ\"}")),
+            .any(|l| l.starts_with("blackout_country_verdict{country=\"KZ\"}")),
         "{v1:?}"
     );
     assert_eq!(v1, v2, "the two collectors disagree");

@@ -48,9 +48,18 @@ enum Cmd {
         /// bin is then the config's, not one round.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Catalog files or directories instead of the shipped ones.
+        /// Catalog files or directories instead of the shipped ones. The shipped control
+        /// targets are added unless the files have their own (or `--no-controls`).
         #[arg(long)]
         catalog: Vec<PathBuf>,
+        /// Watch only these countries (ISO 3166 alpha-2, e.g. KZ; repeatable), from the
+        /// shipped catalogs or those of `--catalog`; the control targets come too.
+        #[arg(long, value_name = "CC")]
+        country: Vec<String>,
+        /// Probe no control targets. Then this machine's own outage cannot be told from
+        /// the countries' and would look like them going dark: for labs only.
+        #[arg(long)]
+        no_controls: bool,
         /// Seconds in which every target is probed once.
         #[arg(long, default_value_t = blackout_agent::config::DEFAULT_ROUND_SECS)]
         round_secs: u64,
@@ -88,6 +97,48 @@ fn load_catalogs(paths: &[PathBuf]) -> Result<Vec<CatalogFile>> {
         files.extend(blackout_model::catalog::load_path(p)?);
     }
     Ok(files)
+}
+
+/// The catalogs standalone probes: those of `countries` (all if empty), and control
+/// targets always, unless turned off: without them an agent's own outage is
+/// indistinguishable from the countries going dark.
+fn watched(
+    files: Vec<CatalogFile>,
+    countries: &[String],
+    no_controls: bool,
+) -> Result<Vec<CatalogFile>> {
+    let mut out: Vec<CatalogFile> = files
+        .into_iter()
+        .filter(|f| {
+            f.control
+                || countries.is_empty()
+                || countries.iter().any(|c| c.eq_ignore_ascii_case(&f.country))
+        })
+        .collect();
+    for c in countries {
+        anyhow::ensure!(
+            out.iter()
+                .any(|f| !f.control && f.country.eq_ignore_ascii_case(c)),
+            "--country {c}: no catalog for this country"
+        );
+    }
+    if no_controls {
+        out.retain(|f| !f.control);
+        tracing::warn!(
+            "--no-controls: no control targets; this machine's own outage will look like the countries going dark"
+        );
+    } else if !out.iter().any(|f| f.control) {
+        let controls: Vec<CatalogFile> = blackout::embedded()?
+            .into_iter()
+            .filter(|f| f.control)
+            .collect();
+        tracing::info!(
+            files = controls.len(),
+            "the catalogs given have no control targets: adding the shipped ones"
+        );
+        out.extend(controls);
+    }
+    Ok(out)
 }
 
 async fn run_collector(cfg: CollectorConfig) -> Result<()> {
@@ -133,6 +184,8 @@ async fn main() -> Result<()> {
             listen,
             config,
             catalog,
+            country,
+            no_controls,
             round_secs,
             state_dir,
             allow_reserved,
@@ -166,7 +219,7 @@ async fn main() -> Result<()> {
             } else {
                 catalog
             };
-            let files = load_catalogs(&catalog)?;
+            let files = watched(load_catalogs(&catalog)?, &country, no_controls)?;
             let spool_dir = cfg.state_dir.as_ref().map(|d| d.join("spool"));
             let stop = CancellationToken::new();
             tokio::spawn(blackout::signals::stop_on_signal(stop.clone()));

@@ -188,6 +188,12 @@ impl Backoff {
     }
 }
 
+/// Longest wait between two upload attempts while the collector is unreachable: a
+/// backlog lands within seconds of the collector coming back (late data completes the
+/// evidence of the event that cut the agent off), at the cost of one small request per
+/// agent every few seconds during an outage.
+pub const MAX_UPLOAD_BACKOFF: Duration = Duration::from_secs(15);
+
 /// Longest wait a collector's Retry-After may impose; beyond it the agent tries anyway
 /// (a misconfigured proxy must not park a fleet for a day).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -231,7 +237,7 @@ pub async fn upload_loop(
     stop: tokio_util::sync::CancellationToken,
     flushed: tokio_util::sync::CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_UPLOAD_BACKOFF);
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut flush_seen = false;
     loop {
@@ -435,6 +441,81 @@ mod tests {
                 .all(|b| b.observations.len() <= 3 && b.batch_id.starts_with("a-1."))
         );
         assert!(got.iter().all(|b| b.spool.is_some()));
+    }
+
+    /// Unreachable until `until`, then takes everything and notes when.
+    struct Cut {
+        until: Mutex<tokio::time::Instant>,
+        acked: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Sink for Cut {
+        fn send<'a>(&'a self, _: &'a Outgoing, _: SpoolStatus) -> BoxFuture<'a, SendResult> {
+            let now = tokio::time::Instant::now();
+            let r = if now < *self.until.lock().unwrap() {
+                SendResult::Retry {
+                    after: None,
+                    reason: "connection refused".into(),
+                }
+            } else {
+                self.acked.lock().unwrap().push(now);
+                SendResult::Acked
+            };
+            Box::pin(async move { r })
+        }
+    }
+
+    /// After ten minutes without the collector, the backlog lands within
+    /// [`MAX_UPLOAD_BACKOFF`] of its return, every time (the backoff grew to 300 s, so it
+    /// landed up to five minutes late).
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_lands_within_seconds_after_a_long_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let o: blackout_model::observation::Observation = serde_json::from_str(
+            r#"{"agent":"a","target":"t","country":"KZ","asn":1,"signal":"icmp","measured_at":"2022-01-05T10:30:00Z","ok":true}"#,
+        )
+        .unwrap();
+        let spool = Arc::new(Mutex::new(Spool::open(d.path(), 1 << 20).unwrap()));
+        let sink = Arc::new(Cut {
+            until: Mutex::new(tokio::time::Instant::now()),
+            acked: Mutex::new(Vec::new()),
+        });
+        let more = Arc::new(tokio::sync::Notify::new());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let flushed = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(upload_loop(
+            spool.clone(),
+            sink.clone(),
+            more.clone(),
+            stop.clone(),
+            flushed.clone(),
+        ));
+        for cycle in 0..5 {
+            let back = tokio::time::Instant::now() + Duration::from_secs(600);
+            *sink.until.lock().unwrap() = back;
+            spool
+                .lock()
+                .unwrap()
+                .push(Batch {
+                    batch_id: format!("a-{cycle}"),
+                    agent: "a".into(),
+                    observations: vec![o.clone()],
+                    spool: None,
+                })
+                .unwrap();
+            more.notify_one();
+            while sink.acked.lock().unwrap().len() <= cycle {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let late = sink.acked.lock().unwrap()[cycle] - back;
+            assert!(
+                late <= MAX_UPLOAD_BACKOFF,
+                "cycle {cycle}: landed {late:?} late"
+            );
+        }
+        stop.cancel();
+        flushed.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -617,10 +617,10 @@ mod tests {
                 .open_events()
                 .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
                 .collect();
-            let agg = live
-                .state
-                .view
-                .aggregate(now, c.config.freshness_secs as i64);
+            let agg =
+                live.state
+                    .view
+                    .aggregate(now, c.config.freshness_secs as i64, &c.config.detect);
             format!(
                 "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{open:?}\n{last:?}\n{counters:?}",
                 agg.country

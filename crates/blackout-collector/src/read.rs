@@ -32,6 +32,8 @@ pub struct Scrape {
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
     pub counters: Counters,
+    /// When the scrape was taken.
+    pub at: DateTime<Utc>,
 }
 
 impl ReadModel {
@@ -64,6 +66,11 @@ impl ReadModel {
         self.collector.sparks()
     }
 
+    /// When each agent's last batch was accepted.
+    pub fn last_reports(&self) -> HashMap<String, DateTime<Utc>> {
+        self.collector.lock().state.last_report.clone()
+    }
+
     /// The counters alone.
     pub fn counters(&self) -> Counters {
         self.collector.facts().clone()
@@ -83,7 +90,7 @@ impl ReadModel {
             (
                 live.state
                     .view
-                    .aggregate(now, c.config.freshness_secs as i64),
+                    .aggregate(now, c.config.freshness_secs as i64, &c.config.detect),
                 live.verdicts.clone(),
                 open,
                 live.state.last_report.clone(),
@@ -95,6 +102,7 @@ impl ReadModel {
             open_events,
             last_report,
             counters: c.facts().clone(),
+            at: now,
         }
     }
 }

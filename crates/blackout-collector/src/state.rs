@@ -33,6 +33,19 @@ pub struct State {
     pub spool_dropped: HashMap<String, u64>,
     /// The same for each agent's count of refused catalogs.
     pub catalog_refusals: HashMap<String, u64>,
+    /// What the operator was last told about the vantage (see [`VantageLog`]).
+    #[serde(skip)]
+    pub vantage_log: VantageLog,
+}
+
+/// Whether the loss of every healthy vantage point has been logged and not yet its end.
+#[derive(Debug, Default)]
+pub struct VantageLog {
+    lost: bool,
+    /// Some agent has reported a control probe: from then on, an end of the loss needs a
+    /// control that answers (an agent that has not probed its controls yet is counted
+    /// healthy by the detector, which would log a recovery that is none).
+    controls_seen: bool,
 }
 
 impl State {
@@ -45,6 +58,7 @@ impl State {
             sparks: BTreeMap::new(),
             spool_dropped: HashMap::new(),
             catalog_refusals: HashMap::new(),
+            vantage_log: VantageLog::default(),
         }
     }
 
@@ -124,8 +138,39 @@ impl State {
                 }
             }
         }
+        self.vantage_log.update(&snap);
         *verdicts = snap;
         changes
+    }
+}
+
+impl VantageLog {
+    /// The loss of every healthy vantage point is for the operator: one WARN when it
+    /// starts and one when it ends, not one per bin (the page, `/api/v1/status` and the
+    /// metrics show it meanwhile).
+    fn update(&mut self, snap: &Snapshot) {
+        let v = &snap.vantage;
+        self.controls_seen |= v.control_ok + v.control_failed > 0;
+        if !v.healthy && !self.lost {
+            self.lost = true;
+            tracing::warn!(
+                reason = "no_healthy_vantage",
+                agents = v.agents,
+                healthy_agents = v.healthy_agents,
+                control_ok = v.control_ok,
+                control_failed = v.control_failed,
+                "no healthy vantage point: every agent's control targets fail or no agent reports; no verdicts until one is healthy again"
+            );
+        } else if v.healthy && self.lost && (v.control_ok > 0 || !self.controls_seen) {
+            self.lost = false;
+            tracing::warn!(
+                agents = v.agents,
+                healthy_agents = v.healthy_agents,
+                control_ok = v.control_ok,
+                control_failed = v.control_failed,
+                "healthy vantage point again: verdicts resume"
+            );
+        }
     }
 }
 

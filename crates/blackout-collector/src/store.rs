@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use blackout_detect::DetectConfig;
 use blackout_model::observation::{HttpTimingsMs, Observation, Signal};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -66,9 +67,6 @@ pub struct LatestView {
     targets: HashMap<String, TargetLatest>,
 }
 
-/// Below this share of successful control probes an agent is taken to be cut off itself.
-pub const HEALTHY_CONTROL_SHARE: f64 = 0.5;
-
 impl LatestView {
     pub fn record(&mut self, o: &Observation) {
         let agent = match self.agent_index.get(&o.agent) {
@@ -125,8 +123,15 @@ impl LatestView {
         }
     }
 
-    /// Aggregates readings no older than `max_age_secs` at `now`.
-    pub fn aggregate(&self, now: DateTime<Utc>, max_age_secs: i64) -> LatestAggregate {
+    /// Aggregates readings no older than `max_age_secs` at `now`. Readings of an agent
+    /// whose fresh control readings fail count for nothing, by the detector's rule
+    /// ([`DetectConfig::vantage_healthy`]).
+    pub fn aggregate(
+        &self,
+        now: DateTime<Utc>,
+        max_age_secs: i64,
+        rule: &DetectConfig,
+    ) -> LatestAggregate {
         let oldest = now.timestamp() - max_age_secs;
         let mut out = LatestAggregate::default();
         let mut control = vec![(0u64, 0u64); self.agents.len()];
@@ -139,7 +144,7 @@ impl LatestView {
         }
         let healthy: Vec<bool> = control
             .iter()
-            .map(|(ok, n)| *n == 0 || (*ok as f64 / *n as f64) >= HEALTHY_CONTROL_SHARE)
+            .map(|(ok, n)| *n == 0 || rule.vantage_healthy(*ok, n - ok))
             .collect();
         for (i, name) in self.agents.iter().enumerate() {
             let (ok, n) = control[i];
@@ -258,7 +263,11 @@ mod tests {
         v.record(&obs("a2", "c", "ZZ", 1, false, 100));
         v.record(&obs("a2", "t1", "KZ", 9198, false, 100));
         v.record(&obs("a2", "t2", "KZ", 9198, false, 100));
-        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let a = v.aggregate(
+            DateTime::from_timestamp(110, 0).unwrap(),
+            60,
+            &DetectConfig::default(),
+        );
         let kz = &a.country[&("KZ".to_string(), Signal::Icmp)];
         assert_eq!((kz.targets, kz.reachable), (1, 1));
         assert_eq!(a.agent_control["a2"], Some(0.0));
@@ -333,7 +342,11 @@ mod tests {
         ));
         // An ICMP reading of the same country has no phases.
         v.record(&obs("a1", "i1", "KZ", 9198, true, 100));
-        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let a = v.aggregate(
+            DateTime::from_timestamp(110, 0).unwrap(),
+            60,
+            &DetectConfig::default(),
+        );
         let got = |p: &'static str| {
             a.http_phase_median_seconds
                 .get(&("KZ".to_string(), p))
@@ -349,7 +362,11 @@ mod tests {
             timings_ms: None,
             ..http("a1", "h1", true, 105, [None; 4])
         });
-        let a = v.aggregate(DateTime::from_timestamp(110, 0).unwrap(), 60);
+        let a = v.aggregate(
+            DateTime::from_timestamp(110, 0).unwrap(),
+            60,
+            &DetectConfig::default(),
+        );
         assert_eq!(
             a.http_phase_median_seconds
                 .get(&("KZ".to_string(), "resolve")),
@@ -370,7 +387,10 @@ mod tests {
         let bytes = postcard::to_allocvec(&v).unwrap();
         let back: LatestView = postcard::from_bytes(&bytes).unwrap();
         let now = DateTime::from_timestamp(110, 0).unwrap();
-        let (a, b) = (v.aggregate(now, 60), back.aggregate(now, 60));
+        let (a, b) = (
+            v.aggregate(now, 60, &DetectConfig::default()),
+            back.aggregate(now, 60, &DetectConfig::default()),
+        );
         assert_eq!(a.http_phase_median_seconds.len(), 3);
         assert_eq!(a.http_phase_median_seconds, b.http_phase_median_seconds);
     }
@@ -381,9 +401,17 @@ mod tests {
         v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
         // An older reading arriving late does not replace the newer one.
         v.record(&obs("a1", "t1", "KZ", 9198, false, 50));
-        let a = v.aggregate(DateTime::from_timestamp(120, 0).unwrap(), 60);
+        let a = v.aggregate(
+            DateTime::from_timestamp(120, 0).unwrap(),
+            60,
+            &DetectConfig::default(),
+        );
         assert_eq!(a.country[&("KZ".to_string(), Signal::Icmp)].reachable, 1);
-        let a = v.aggregate(DateTime::from_timestamp(1000, 0).unwrap(), 60);
+        let a = v.aggregate(
+            DateTime::from_timestamp(1000, 0).unwrap(),
+            60,
+            &DetectConfig::default(),
+        );
         assert!(a.country.is_empty());
     }
 }

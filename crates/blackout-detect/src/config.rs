@@ -134,6 +134,14 @@ fn share(key: &str, v: f64) -> Result<(), String> {
 }
 
 impl DetectConfig {
+    /// The one rule for a healthy vantage point, used by the detector for each bin and
+    /// by the collector for its latest readings: an agent is healthy when at most
+    /// `control_fail_share` of its control probes failed. With no control probe there is
+    /// nothing to judge, and the caller decides (see [`crate::Engine`]).
+    pub fn vantage_healthy(&self, control_ok: u64, control_failed: u64) -> bool {
+        control_failed as f64 <= self.control_fail_share * (control_ok + control_failed) as f64
+    }
+
     /// Checks what serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.bin_secs == 0 || self.bin_secs > 86_400 {

@@ -105,6 +105,10 @@ struct BinResult {
     target_rtts: Vec<(u32, f32)>,
     healthy: Vec<u32>,
     unhealthy: Vec<u32>,
+    /// Entities observed in this bin only by unhealthy agents: no healthy vantage covers
+    /// them.
+    #[serde(default)]
+    uncovered: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -167,10 +171,50 @@ pub struct SignalSnapshot {
     pub throttled: bool,
 }
 
+/// Why an entity has no verdict. A closed set: it is a label value of
+/// `blackout_country_verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoVerdict {
+    /// Nothing measured yet for the entity.
+    NoData,
+    /// Measured, but the baselines are still being learned (`warmup_secs`).
+    WarmUp,
+    /// In the last closed bin no healthy agent observed the entity: its observations came
+    /// only from agents whose control targets fail, or no agent was healthy at all.
+    NoHealthyVantage,
+}
+
+impl NoVerdict {
+    pub const ALL: [NoVerdict; 3] = [
+        NoVerdict::NoData,
+        NoVerdict::WarmUp,
+        NoVerdict::NoHealthyVantage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoVerdict::NoData => "no_data",
+            NoVerdict::WarmUp => "warm_up",
+            NoVerdict::NoHealthyVantage => "no_healthy_vantage",
+        }
+    }
+}
+
+impl std::fmt::Display for NoVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EntitySnapshot {
     pub entity: EntityKey,
+    /// The verdict when `no_verdict` is None; otherwise the state the detector last held,
+    /// which is not a verdict and must not be shown as one.
     pub state: State,
+    /// Why there is no verdict (None: `state` is the verdict).
+    pub no_verdict: Option<NoVerdict>,
     pub kind: Option<EventKind>,
     pub event_id: Option<u64>,
     pub signals: Vec<SignalSnapshot>,
@@ -186,6 +230,23 @@ pub struct AgentSnapshot {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// The fleet's own connectivity in the last closed bin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VantageSnapshot {
+    /// Agents the detector knows.
+    pub agents: u32,
+    /// Agents counted healthy in the last closed bin.
+    pub healthy_agents: u32,
+    /// Control probes that answered, and that failed, in the last closed bin (all agents).
+    pub control_ok: u32,
+    pub control_failed: u32,
+    /// False when agents exist but none was healthy in the last closed bin: then no
+    /// entity has a verdict (reason `no_healthy_vantage`).
+    pub healthy: bool,
+    /// Entities observed in the last closed bin only by unhealthy agents.
+    pub uncovered: Vec<EntityKey>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     /// End of the last closed bin.
@@ -193,8 +254,26 @@ pub struct Snapshot {
     pub bin_secs: u64,
     pub entities: Vec<EntitySnapshot>,
     pub agents: Vec<AgentSnapshot>,
+    pub vantage: VantageSnapshot,
     pub open_events: usize,
     pub stats: EngineStats,
+}
+
+impl Snapshot {
+    /// Why a country the snapshot has no entry for has no verdict.
+    pub fn no_verdict_unseen(&self, country: &str) -> NoVerdict {
+        let uncovered = || {
+            self.vantage
+                .uncovered
+                .iter()
+                .any(|e| matches!(e, EntityKey::Country(c) if c == country))
+        };
+        if !self.vantage.healthy || uncovered() {
+            NoVerdict::NoHealthyVantage
+        } else {
+            NoVerdict::NoData
+        }
+    }
 }
 
 /// See the module documentation of [`crate`].
@@ -231,6 +310,9 @@ pub struct Engine {
     next_id: u64,
     stats: EngineStats,
     last_health: Vec<(u32, bool, Tally)>,
+    /// `uncovered` of the last closed bin.
+    #[serde(default)]
+    last_uncovered: BTreeSet<u32>,
     /// Late observations older than the raw window, per entity and bin, not yet added to
     /// the evidence of the events covering them.
     late_evidence: FxMap<(u32, i64), u64>,
@@ -283,6 +365,7 @@ impl Engine {
             next_id: 1,
             stats: EngineStats::default(),
             last_health: Vec::new(),
+            last_uncovered: BTreeSet::new(),
             late_evidence: FxMap::default(),
         }
     }
@@ -565,8 +648,20 @@ impl Engine {
             }
             self.evaluate(b, &result, now, &mut changes);
             self.last_health = self.health_list(b);
+            self.last_uncovered = result.uncovered.iter().copied().collect();
             self.results.insert(b, result);
             self.stats.bins_closed += 1;
+        }
+        if !self.bins.contains_key(&closable)
+            && self.last_closed.is_some_and(|lc| closable > lc)
+            && !self.last_health.is_empty()
+        {
+            // Not one observation in the newest closed bin, after bins with some: every
+            // agent is silent, so none is a healthy vantage point now.
+            self.last_health = (0..self.agents.len() as u32)
+                .map(|a| (a, false, Tally::default()))
+                .collect();
+            self.last_uncovered.clear();
         }
         self.last_closed = Some(closable);
         let keep_from = closable - self.late_bins + 1;
@@ -590,10 +685,7 @@ impl Engine {
 
     fn agent_health(&self, bd: &BinData, agent: u32) -> (bool, Tally) {
         match bd.control.get(&agent) {
-            Some(t) => {
-                let total = (t.ok + t.fail) as f64;
-                (t.fail as f64 <= self.cfg.control_fail_share * total, *t)
-            }
+            Some(t) => (self.cfg.vantage_healthy(t.ok as u64, t.fail as u64), *t),
             // Agents that never probe controls cannot be checked; one that does but
             // sent none this bin has lost its own way out.
             None => (!self.agent_has_controls[agent as usize], Tally::default()),
@@ -654,12 +746,15 @@ impl Engine {
             replies: u64,
         }
         let mut per_entity: BTreeMap<(u32, Signal), EAcc> = BTreeMap::new();
+        // Targets seen by unhealthy agents: rare, so the normal path pays nothing.
+        let mut seen_unhealthy: rustc_hash::FxHashSet<u32> = Default::default();
         for (&key, cell) in &bd.cells {
             let agent = (key & 0xffff_ffff) as u32;
+            let target = (key >> 32) as u32;
             if !healthy[agent as usize] {
+                seen_unhealthy.insert(target);
                 continue;
             }
-            let target = (key >> 32) as u32;
             let t = per_target.entry(target).or_default();
             if cell.ok > 0 {
                 t.probed += 1;
@@ -706,6 +801,24 @@ impl Engine {
                     acc.replies += t.replies;
                 }
             }
+        }
+        if !seen_unhealthy.is_empty() {
+            let covered: BTreeSet<u32> = per_target
+                .keys()
+                .flat_map(|t| {
+                    let m = &self.targets[*t as usize];
+                    m.entities[..m.n_entities as usize].to_vec()
+                })
+                .collect();
+            let uncovered: BTreeSet<u32> = seen_unhealthy
+                .iter()
+                .flat_map(|t| {
+                    let m = &self.targets[*t as usize];
+                    m.entities[..m.n_entities as usize].to_vec()
+                })
+                .filter(|e| !covered.contains(e))
+                .collect();
+            out.uncovered = uncovered.into_iter().collect();
         }
         let min_targets = self.cfg.min_targets;
         for ((entity, signal), mut acc) in per_entity {
@@ -956,6 +1069,19 @@ impl Engine {
                     let c = &conds[&e];
                     self.open_event(e, kind, sev, c, bin, now, changes);
                 }
+                // A network's own outage that opened before its country's national
+                // blackout was the blackout's first sign: it becomes part of it in place
+                // (no new network events open while the national one lasts).
+                (Some(i), None) if conds.get(&e).is_some_and(|c| c.absorbed) => {
+                    let ev = &mut self.events[i];
+                    if ev.kind == EventKind::Partial {
+                        ev.kind = EventKind::NationalBlackout;
+                        changes.push(EventChange {
+                            change: ChangeKind::Updated,
+                            event: ev.clone(),
+                        });
+                    }
+                }
                 (Some(i), None) => {
                     let end_bin = bin - (self.cfg.recovery_min_bins as i64 - 1);
                     self.close_event(e, i, end_bin, changes);
@@ -1161,7 +1287,9 @@ impl Engine {
                 }
             }
         }
-        // Networks and regions inside a national blackout are part of it.
+        // Networks and regions inside a national blackout are part of its one event (the
+        // country's evidence names them), not events of their own: one shutdown, one
+        // event. A network gets its own event only when it fails alone.
         let national: BTreeSet<u32> = out
             .iter()
             .filter(|(_, c)| matches!(c.event, Some((EventKind::NationalBlackout, _))))
@@ -1172,12 +1300,13 @@ impl Engine {
             if key.is_country() {
                 continue;
             }
-            if let Some((EventKind::Partial, sev)) = c.event {
+            if let Some((EventKind::Partial, _)) = c.event {
                 let parent = key
                     .parent()
                     .and_then(|p| self.entity_index.get(&p).copied());
                 if parent.is_some_and(|p| national.contains(&p)) {
-                    c.event = Some((EventKind::NationalBlackout, sev));
+                    c.event = None;
+                    c.absorbed = true;
                 }
             }
             if c.net.is_some_and(|s| s >= State::Warning) {
@@ -1485,6 +1614,7 @@ impl Engine {
             entities.push(EntitySnapshot {
                 entity: key.clone(),
                 state: view.map_or(State::Normal, |v| v.state),
+                no_verdict: self.no_verdict(e, &signals),
                 kind: view.and_then(|v| v.kind),
                 event_id: self.open.get(&e).map(|i| self.events[*i].id),
                 signals,
@@ -1506,13 +1636,53 @@ impl Engine {
                 }
             })
             .collect();
+        let vantage = VantageSnapshot {
+            agents: self.agents.len() as u32,
+            healthy_agents: self.last_health.iter().filter(|h| h.1).count() as u32,
+            control_ok: self.last_health.iter().map(|h| h.2.ok).sum(),
+            control_failed: self.last_health.iter().map(|h| h.2.fail).sum(),
+            healthy: !self.vantage_lost(None),
+            uncovered: self
+                .last_uncovered
+                .iter()
+                .map(|e| self.entities[*e as usize].clone())
+                .collect(),
+        };
         Snapshot {
             at: self.last_closed.map(|b| self.bin_start(b + 1)),
             bin_secs: self.cfg.bin_secs,
             entities,
             agents,
+            vantage,
             open_events: self.open.len(),
             stats: self.stats,
+        }
+    }
+
+    /// True when the last closed bin gives `entity` (or, with None, the whole fleet) no
+    /// healthy vantage point. Engines fed only aggregate series (no agents, so no health
+    /// list) have no vantage to lose.
+    fn vantage_lost(&self, entity: Option<u32>) -> bool {
+        // Before a bin with observations has closed, nothing is known either way.
+        if self.last_health.is_empty() {
+            return false;
+        }
+        entity.is_some_and(|e| self.last_uncovered.contains(&e))
+            || !self.last_health.iter().any(|h| h.1)
+    }
+
+    fn no_verdict(&self, entity: u32, signals: &[SignalSnapshot]) -> Option<NoVerdict> {
+        if self.vantage_lost(Some(entity)) {
+            Some(NoVerdict::NoHealthyVantage)
+        } else if signals.iter().any(|s| s.state.is_some()) {
+            None
+        } else if signals.iter().any(|s| s.value.is_some()) {
+            Some(NoVerdict::WarmUp)
+        } else if self.views.contains_key(&entity) {
+            // A state without a series (events only): that state is the verdict.
+            None
+        } else {
+            Some(NoVerdict::NoData)
         }
     }
 
@@ -1532,6 +1702,8 @@ impl Engine {
 
 #[derive(Debug, Clone, Default)]
 struct Cond {
+    /// Part of its country's national blackout: no event of its own.
+    absorbed: bool,
     state: State,
     net: Option<State>,
     event: Option<(EventKind, State)>,

@@ -5,7 +5,11 @@
 //! Data path of one bin (`bin_secs`, default one 5-minute round):
 //! 1. Vantage health: an agent whose control probes mostly failed in the bin (more than
 //!    `control_fail_share`), or that probes controls but sent none in the bin, is
-//!    unhealthy; its observations count neither as reachable nor as failed.
+//!    unhealthy; its observations count neither as reachable nor as failed. The same
+//!    rule ([`DetectConfig::vantage_healthy`]) serves the collector's latest readings.
+//!    An entity that only unhealthy agents observed in the last closed bin, or any
+//!    entity when no agent was healthy (or none reported), has no verdict
+//!    ([`NoVerdict::NoHealthyVantage`]); its state stands but is not shown as one.
 //! 2. Quorum: per target, the healthy agents that gave a verdict (ICMP block reports use
 //!    their verdict; `uncertain` is no verdict; an agent with any success in the bin says
 //!    up). The target is down when more than `down_quorum` of them failed.
@@ -27,8 +31,11 @@
 //!    reachable targets (+`throttle_loss_increase`) means throttling.
 //! 6. Events per entity: `partial` (a network or region, or a country drop that is not
 //!    national), `national_blackout` (a country in outage on most signals with more than
-//!    `national_network_share` of its networks disrupted; its networks' events become
-//!    national too; a country with only regional input is national when more than that
+//!    `national_network_share` of its networks disrupted: one event, whose evidence names
+//!    the disrupted networks; while it lasts those networks and regions open no event of
+//!    their own (a `partial` of one that opened in an earlier bin becomes national in
+//!    place); a country
+//!    with only regional input is national when more than that
 //!    share of its regions is), `throttling` (reachability normal or only at warning
 //!    level, latency or loss up), `service_blocking` (DNS or HTTP degraded while ICMP and
 //!    TCP are normal in the same bin and no network of the country is disrupted). An
@@ -59,7 +66,10 @@ mod series;
 pub mod sim;
 
 pub use config::{DetectConfig, SignalThresholds};
-pub use engine::{AgentSnapshot, Engine, EngineStats, EntitySnapshot, SignalSnapshot, Snapshot};
+pub use engine::{
+    AgentSnapshot, Engine, EngineStats, EntitySnapshot, NoVerdict, SignalSnapshot, Snapshot,
+    VantageSnapshot,
+};
 pub use entity::EntityKey;
 pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence};
 pub use series::State;

@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use blackout_collector::store::HEALTHY_CONTROL_SHARE;
 use blackout_collector::{BatchResult, ConnectionDrop, Scrape};
-use blackout_detect::{EntityKey, Snapshot};
+use blackout_detect::{EntityKey, NoVerdict, Snapshot};
 use blackout_model::catalog::CatalogFile;
 use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -91,6 +90,12 @@ pub const METRICS: &[Def] = &[
         labels: &["agent"],
     },
     Def {
+        name: names::AGENT_LAST_REPORT_AGE_SECONDS,
+        kind: Kind::Gauge,
+        help: "Seconds since the collector last accepted a batch from the agent, at this scrape.",
+        labels: &["agent"],
+    },
+    Def {
         name: names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS,
         kind: Kind::Gauge,
         help: "Measurement time of the newest observation from the agent (Unix time).",
@@ -99,7 +104,7 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::AGENT_HEALTHY,
         kind: Kind::IntGauge,
-        help: "1 if the agent's control targets answer (its own connectivity works), else 0.",
+        help: "Detector, last closed bin: 1 if the agent's control targets answered (its own connectivity works), else 0.",
         labels: &["agent"],
     },
     Def {
@@ -153,13 +158,25 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::COUNTRY_STATUS,
         kind: Kind::IntGauge,
-        help: "Verdict for the country: 0 normal, 1 warning, 2 outage.",
+        help: "Verdict for the country: 0 normal, 1 warning, 2 outage. Absent without a verdict (see blackout_country_verdict).",
         labels: &["country"],
+    },
+    Def {
+        name: names::COUNTRY_VERDICT,
+        kind: Kind::IntGauge,
+        help: "1 if the detector has a verdict for the country (blackout_country_status exists), 0 if not.",
+        labels: &["country"],
+    },
+    Def {
+        name: names::COUNTRY_NO_VERDICT,
+        kind: Kind::IntGauge,
+        help: "Why the country has no verdict: 1 for the reason (no_data, warm_up, no_healthy_vantage), 0 for the others; all 0 with a verdict.",
+        labels: &["country", "reason"],
     },
     Def {
         name: names::ASN_STATUS,
         kind: Kind::IntGauge,
-        help: "Verdict for the network: 0 normal, 1 warning, 2 outage.",
+        help: "Verdict for the network: 0 normal, 1 warning, 2 outage. Absent without a verdict.",
         labels: &["country", "asn"],
     },
     Def {
@@ -226,6 +243,12 @@ pub const METRICS: &[Def] = &[
         name: names::VANTAGE_HEALTHY_AGENTS,
         kind: Kind::IntGauge,
         help: "Agents counted healthy by the detector in the last closed bin.",
+        labels: &[],
+    },
+    Def {
+        name: names::VANTAGE_HEALTHY,
+        kind: Kind::IntGauge,
+        help: "0 when agents exist but none was healthy in the last closed bin (then no country has a verdict), else 1.",
         labels: &[],
     },
     Def {
@@ -319,6 +342,7 @@ pub struct Metrics {
     pub connections_dropped: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub agent_last_report: GaugeVec,
+    pub agent_last_report_age: GaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
     pub regions_replaced: IntCounterVec,
@@ -330,6 +354,8 @@ pub struct Metrics {
     pub rtt_median: GaugeVec,
     pub http_phase: GaugeVec,
     pub country_status: IntGaugeVec,
+    pub country_verdict: IntGaugeVec,
+    pub country_no_verdict: IntGaugeVec,
     pub asn_status: IntGaugeVec,
     pub country_signal_value: GaugeVec,
     pub country_signal_baseline: GaugeVec,
@@ -342,6 +368,7 @@ pub struct Metrics {
     pub events_open: IntGaugeVec,
     pub events_total: IntCounterVec,
     pub vantage_healthy_agents: IntGaugeVec,
+    pub vantage_healthy: IntGaugeVec,
     pub agent_spool_observations: IntGaugeVec,
     pub agent_spool_dropped: IntCounterVec,
     pub agent_catalog_refusals: IntCounterVec,
@@ -378,6 +405,7 @@ impl Metrics {
             connections_dropped: fam.counter(names::HTTP_CONNECTIONS_DROPPED_TOTAL),
             connections_open: fam.int_gauge(names::HTTP_CONNECTIONS),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
+            agent_last_report_age: fam.gauge(names::AGENT_LAST_REPORT_AGE_SECONDS),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
             regions_replaced: fam.counter(names::OBSERVATION_REGIONS_REPLACED_TOTAL),
@@ -389,6 +417,8 @@ impl Metrics {
             rtt_median: fam.gauge(names::RTT_MEDIAN_SECONDS),
             http_phase: fam.gauge(names::HTTP_PHASE_SECONDS),
             country_status: fam.int_gauge(names::COUNTRY_STATUS),
+            country_verdict: fam.int_gauge(names::COUNTRY_VERDICT),
+            country_no_verdict: fam.int_gauge(names::COUNTRY_NO_VERDICT),
             asn_status: fam.int_gauge(names::ASN_STATUS),
             country_signal_value: fam.gauge(names::COUNTRY_SIGNAL_VALUE),
             country_signal_baseline: fam.gauge(names::COUNTRY_SIGNAL_BASELINE),
@@ -401,6 +431,7 @@ impl Metrics {
             events_open: fam.int_gauge(names::EVENTS_OPEN),
             events_total: fam.counter(names::EVENTS_TOTAL),
             vantage_healthy_agents: fam.int_gauge(names::VANTAGE_HEALTHY_AGENTS),
+            vantage_healthy: fam.int_gauge(names::VANTAGE_HEALTHY),
             agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
             agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
             agent_catalog_refusals: fam.counter(names::AGENT_CATALOG_REFUSALS_TOTAL),
@@ -431,6 +462,12 @@ impl Metrics {
     pub fn render(&self, scrape: &Scrape, catalog: &[CatalogFile]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.render_counts(scrape);
+        for (agent, t) in &scrape.last_report {
+            let age = (scrape.at - *t).num_milliseconds().max(0) as f64 / 1000.0;
+            self.agent_last_report_age
+                .with_label_values(&[agent])
+                .set(age);
+        }
         self.render_detector(&scrape.verdicts, &scrape.open_events, catalog);
         self.render_latest(scrape);
         self.encode()
@@ -526,12 +563,6 @@ impl Metrics {
                 .with_label_values(&[country.as_str(), phase])
                 .set(*secs);
         }
-        for (agent, share) in &agg.agent_control {
-            let healthy = share.is_none_or(|s| s >= HEALTHY_CONTROL_SHARE);
-            m.agent_healthy
-                .with_label_values(&[agent])
-                .set(healthy as i64);
-        }
         for ((country, signal), share) in &agg.country {
             m.targets
                 .with_label_values(&[country, signal.as_str()])
@@ -560,8 +591,9 @@ impl Metrics {
         }
     }
 
-    /// Sets the detector's gauges from a snapshot. Countries of the catalog keep a status
-    /// series (0 until the detector says otherwise) so alerts see them from the start.
+    /// Sets the detector's gauges from a snapshot. Every country of the catalog has a
+    /// `blackout_country_verdict` series from the start, so alerts and maps see it; its
+    /// status series exists only while it has a verdict.
     fn render_detector(
         &self,
         snap: &Snapshot,
@@ -580,12 +612,18 @@ impl Metrics {
             g.reset();
         }
         m.country_signal_status.reset();
+        m.country_status.reset();
+        m.country_verdict.reset();
+        m.country_no_verdict.reset();
         m.asn_status.reset();
         m.region_status.reset();
         m.events_open.reset();
-        for f in catalog.iter().filter(|f| !f.control) {
-            m.country_status.with_label_values(&[&f.country]).set(0);
-        }
+        m.agent_healthy.reset();
+        let mut verdicts: std::collections::BTreeMap<&str, Option<NoVerdict>> = catalog
+            .iter()
+            .filter(|f| !f.control)
+            .map(|f| (f.country.as_str(), Some(snap.no_verdict_unseen(&f.country))))
+            .collect();
         let set = |g: &GaugeVec, labels: &[&str], v: Option<f64>| {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 g.with_label_values(labels).set(v);
@@ -593,9 +631,13 @@ impl Metrics {
         };
         for e in &snap.entities {
             let state = e.state.code() as i64;
+            let verdict = e.no_verdict.is_none();
             match &e.entity {
                 EntityKey::Country(cc) => {
-                    m.country_status.with_label_values(&[cc]).set(state);
+                    verdicts.insert(cc, e.no_verdict);
+                    if verdict {
+                        m.country_status.with_label_values(&[cc]).set(state);
+                    }
                     for s in &e.signals {
                         let l = [cc.as_str(), s.signal.as_str()];
                         set(&m.country_signal_value, &l, s.value);
@@ -610,7 +652,9 @@ impl Metrics {
                 }
                 EntityKey::Asn { country, asn } if !country.is_empty() => {
                     let asn = asn.to_string();
-                    m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    if verdict {
+                        m.asn_status.with_label_values(&[country, &asn]).set(state);
+                    }
                     for s in &e.signals {
                         let l = [country.as_str(), asn.as_str(), s.signal.as_str()];
                         set(&m.asn_signal_value, &l, s.value);
@@ -618,11 +662,12 @@ impl Metrics {
                         set(&m.asn_signal_ratio, &l, s.ratio);
                     }
                 }
-                EntityKey::Region { country, region } => {
+                EntityKey::Region { country, region } if verdict => {
                     m.region_status
                         .with_label_values(&[country, region])
                         .set(state);
                 }
+                EntityKey::Region { .. } => {}
                 EntityKey::Asn { .. } => {}
             }
         }
@@ -631,9 +676,32 @@ impl Metrics {
                 .with_label_values(&[country.as_str(), kind])
                 .inc();
         }
+        for (cc, why) in verdicts {
+            m.country_verdict
+                .with_label_values(&[cc])
+                .set(why.is_none() as i64);
+            for r in NoVerdict::ALL {
+                m.country_no_verdict
+                    .with_label_values(&[cc, r.as_str()])
+                    .set((why == Some(r)) as i64);
+            }
+        }
+        // Agent health is the detector's, of the last closed bin: the same reading as
+        // `blackout_vantage_healthy_agents` and `/api/v1/status`. Before the first bin
+        // closes nothing is known, and no series says otherwise.
+        if snap.at.is_some() {
+            for a in &snap.agents {
+                m.agent_healthy
+                    .with_label_values(&[&a.agent])
+                    .set(a.healthy as i64);
+            }
+        }
         m.vantage_healthy_agents
             .with_label_values::<&str>(&[])
-            .set(snap.agents.iter().filter(|a| a.healthy).count() as i64);
+            .set(snap.vantage.healthy_agents as i64);
+        m.vantage_healthy
+            .with_label_values::<&str>(&[])
+            .set(snap.vantage.healthy as i64);
     }
 }
 
@@ -761,5 +829,90 @@ mod tests {
             line(&text(&c), crate::names::AGENT_SPOOL_OBSERVATIONS).as_deref(),
             Some("5")
         );
+    }
+
+    /// One rule for a healthy agent: with `control_fail_share = 0.7`, an agent with one
+    /// control of three answering is healthy for the detector, so its readings count in
+    /// the latest-round gauges too (they used a fixed half), and the three health
+    /// readings agree, before the first bin closes (nothing known) and after.
+    #[test]
+    fn one_rule_for_a_healthy_agent_in_every_reading() {
+        let xa = blackout_model::catalog::parse(
+            "country = \"XA\"\n[[tcp]]\naddress = \"198.18.0.1:443\"\nasn = 64500\n",
+            "xa.toml",
+        )
+        .unwrap();
+        let control = blackout_model::catalog::parse(
+            "country = \"ZZ\"\ncontrol = true\n[[tcp]]\naddress = \"192.0.2.1:443\"\nasn = 1\n[[tcp]]\naddress = \"192.0.2.2:443\"\nasn = 1\n[[tcp]]\naddress = \"192.0.2.3:443\"\nasn = 1\n",
+            "control.toml",
+        )
+        .unwrap();
+        let mut cfg = CollectorConfig::default();
+        cfg.detect.control_fail_share = 0.7;
+        let c = Arc::new(Collector::new(cfg, vec![xa, control]).unwrap());
+        let bin = c.config.detect.bin_secs as i64;
+        let now = DateTime::from_timestamp(1_764_000_000 / bin * bin + 10, 0).unwrap();
+        let obs = |target: &str, country: &str, control: bool, ok: bool| Observation {
+            agent: "a1".into(),
+            target: format!("tcp:{target}"),
+            country: country.into(),
+            asn: if control { 1 } else { 64500 },
+            region: None,
+            signal: Signal::Tcp,
+            control,
+            measured_at: now,
+            ok,
+            phase: (!ok).then_some(blackout_model::observation::Phase::Connect),
+            failure: (!ok).then_some(blackout_model::observation::Failure::Refused),
+            rtt_ms: ok.then_some(1.0),
+            block: None,
+            timings_ms: None,
+        };
+        let b = Batch {
+            batch_id: "b1".into(),
+            agent: "a1".into(),
+            observations: vec![
+                obs("192.0.2.1:443", "ZZ", true, true),
+                obs("192.0.2.2:443", "ZZ", true, false),
+                obs("192.0.2.3:443", "ZZ", true, false),
+                obs("198.18.0.1:443", "XA", false, true),
+            ],
+            spool: None,
+        };
+        c.ingest(&Uploader::InProcess, b, now).unwrap();
+        let metrics = Metrics::new(crate::BuildInfo::UNKNOWN);
+        let read = ReadModel::new(c.clone());
+        let value = |t: &str, series: &str| {
+            t.lines().find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let text = metrics.render(&read.scrape(now), read.catalog_files());
+        assert_eq!(
+            value(&text, "blackout_targets{country=\"XA\",signal=\"tcp\"}"),
+            Some(1.0),
+            "the agent's readings count: it is healthy by control_fail_share"
+        );
+        // Before a bin closes: no health is known, and no reading claims one.
+        assert_eq!(value(&text, "blackout_agent_healthy{agent=\"a1\"}"), None);
+        assert_eq!(value(&text, "blackout_vantage_healthy_agents"), Some(0.0));
+        assert_eq!(value(&text, "blackout_vantage_healthy"), Some(1.0));
+        assert!(!c.snapshot().agents.iter().any(|a| a.healthy));
+        let later = now + chrono::Duration::seconds(bin + c.config.detect.grace_secs as i64);
+        c.tick(later);
+        let text = metrics.render(&read.scrape(later), read.catalog_files());
+        assert_eq!(
+            value(&text, "blackout_agent_healthy{agent=\"a1\"}"),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "blackout_vantage_healthy_agents"), Some(1.0));
+        assert_eq!(value(&text, "blackout_vantage_healthy"), Some(1.0));
+        let snap = c.snapshot();
+        assert!(snap.agents[0].healthy && snap.vantage.healthy);
+        assert_eq!(snap.vantage.control_ok, 1);
+        assert_eq!(snap.vantage.control_failed, 2);
     }
 }

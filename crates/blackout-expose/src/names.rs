@@ -23,6 +23,10 @@ pub const OBSERVATION_REGIONS_REPLACED_TOTAL: &str = "blackout_observation_regio
 /// Damaged records of the observation log set aside when it was read back at start.
 pub const LOG_DAMAGED_RECORDS_TOTAL: &str = "blackout_log_damaged_records_total";
 
+/// Seconds since the collector last accepted a batch from the agent, at the scrape: a
+/// silent agent shows without PromQL arithmetic.
+pub const AGENT_LAST_REPORT_AGE_SECONDS: &str = "blackout_agent_last_report_age_seconds";
+
 // The latest round, as measured.
 pub const TARGETS: &str = "blackout_targets";
 pub const REACHABLE_RATIO: &str = "blackout_reachable_ratio";
@@ -34,7 +38,13 @@ pub const RTT_MEDIAN_SECONDS: &str = "blackout_rtt_median_seconds";
 pub const HTTP_PHASE_SECONDS: &str = "blackout_http_phase_seconds";
 
 // Verdicts.
+/// Present only for a country with a verdict: a missing verdict is not "normal".
 pub const COUNTRY_STATUS: &str = "blackout_country_status";
+/// Per catalog country: 1 if the detector has a verdict (then `COUNTRY_STATUS` exists), 0 if not.
+pub const COUNTRY_VERDICT: &str = "blackout_country_verdict";
+/// Per catalog country and reason (no_data, warm_up, no_healthy_vantage): 1 for the reason
+/// there is no verdict, 0 for the others (all 0 when there is one). A state set.
+pub const COUNTRY_NO_VERDICT: &str = "blackout_country_no_verdict";
 pub const ASN_STATUS: &str = "blackout_asn_status";
 
 // The detector, per (entity, signal): the bin value, its learned baseline, their ratio,
@@ -56,6 +66,8 @@ pub const EVENTS_OPEN: &str = "blackout_events_open";
 pub const EVENTS_TOTAL: &str = "blackout_events_total";
 /// Agents counted healthy by the detector in the last closed bin.
 pub const VANTAGE_HEALTHY_AGENTS: &str = "blackout_vantage_healthy_agents";
+/// 0 when agents exist but none was healthy in the last closed bin (no verdicts), else 1.
+pub const VANTAGE_HEALTHY: &str = "blackout_vantage_healthy";
 
 // Agents report their own state with each batch.
 pub const AGENT_SPOOL_OBSERVATIONS: &str = "blackout_agent_spool_observations";

@@ -65,6 +65,37 @@ pub struct StatusView {
     /// Short remarks for the reader, e.g. what the numbers are while baselines are learned.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The agents' own connectivity; the page says it at the top when no agent is healthy.
+    #[serde(default)]
+    pub vantage: Option<VantageView>,
+    /// Each agent: its health and the age of its last accepted batch.
+    #[serde(default)]
+    pub agents: Vec<AgentView>,
+}
+
+/// An agent as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent: String,
+    /// The detector's reading of the last closed bin; None before the first bin closes.
+    pub healthy: Option<bool>,
+    /// Seconds since the collector last accepted a batch from it.
+    pub last_report_age_secs: Option<i64>,
+}
+
+/// An agent whose last batch is older than this is called silent at the top of the page:
+/// twelve of the agent's default upload intervals (`upload_interval_secs`, 5 s), past
+/// what a retry (at most 15 s apart) explains.
+pub const SILENT_AFTER_SECS: i64 = 60;
+
+/// The fleet's own connectivity in the detector's last closed bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VantageView {
+    pub healthy: bool,
+    pub agents: u32,
+    pub healthy_agents: u32,
+    pub control_ok: u32,
+    pub control_failed: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +104,9 @@ pub struct CountryStatus {
     pub code: String,
     pub name: String,
     pub status: Status,
+    /// Why there is no verdict (`no_data`, `warm_up`, `no_healthy_vantage`); None with one.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Per signal: the series and its baseline. The first signal in [`MAIN_SIGNALS`] order
     /// that has values is drawn as the country's sparkline.
     pub signals: Vec<SignalSeries>,
@@ -286,6 +320,13 @@ fn country_tile(out: &mut String, c: &CountryStatus) {
         name = escape(&c.name),
         label = c.status.label(),
     );
+    if let Some(r) = &c.reason {
+        let _ = write!(
+            out,
+            r#"<div class="reason muted">no verdict: {}</div>"#,
+            escape(&r.replace('_', " "))
+        );
+    }
     match main_signal(c) {
         Some(s) => {
             let now = latest(&s.values).map(value_text).unwrap_or_default();
@@ -428,6 +469,39 @@ pub fn render(view: &StatusView) -> String {
         count(Status::Unknown),
         open.len(),
     );
+    if let Some(v) = view.vantage.as_ref().filter(|v| !v.healthy) {
+        let controls = v.control_ok + v.control_failed;
+        let _ = write!(
+            out,
+            r#"<p class="alert vantage" id="vantage"><strong>No healthy vantage point</strong> (reason: no_healthy_vantage): the agents' own connectivity fails, so nothing is known about the countries they watch and every verdict is unknown. Controls answering: {} of {}; agents healthy: {} of {}.</p>"#,
+            v.control_ok, controls, v.healthy_agents, v.agents,
+        );
+    }
+    let silent: Vec<&AgentView> = view
+        .agents
+        .iter()
+        .filter(|a| {
+            a.last_report_age_secs
+                .is_some_and(|s| s > SILENT_AFTER_SECS)
+        })
+        .collect();
+    if !silent.is_empty() {
+        let names: Vec<String> = silent
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} (last report {} ago)",
+                    escape(&a.agent),
+                    duration_text(a.last_report_age_secs.unwrap_or_default())
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            r#"<p class="alert silent" id="silent"><strong>Silent agents</strong>: {}. Their observations wait in their spools until they reach the collector again.</p>"#,
+            names.join(", ")
+        );
+    }
     for n in &view.notes {
         let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
     }
@@ -453,6 +527,31 @@ pub fn render(view: &StatusView) -> String {
     } else {
         events_table(&mut out, &closed, view.generated_at, false);
     }
+    out.push_str(r#"</section><section id="agents"><h2>Agents</h2>"#);
+    if view.agents.is_empty() {
+        out.push_str(r#"<p class="muted">No agent has reported yet.</p>"#);
+    } else {
+        out.push_str(
+            "<table><thead><tr><th>agent</th><th>health</th><th>last report</th></tr></thead><tbody>",
+        );
+        for a in &view.agents {
+            let health = match a.healthy {
+                Some(true) => r#"<span class="normal">healthy</span>"#,
+                Some(false) => r#"<span class="outage">unhealthy (controls fail or silent)</span>"#,
+                None => r#"<span class="muted">not judged yet</span>"#,
+            };
+            let age = a
+                .last_report_age_secs
+                .map(|s| format!("{} ago", duration_text(s)))
+                .unwrap_or_else(|| "never".into());
+            let _ = write!(
+                out,
+                "<tr><td><strong>{}</strong></td><td>{health}</td><td>{age}</td></tr>",
+                escape(&a.agent)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
     let _ = write!(
         out,
         r#"</section></main><footer class="muted">Machine-readable: <a href="/metrics">/metrics</a> · <a href="/api/v1/catalog">/api/v1/catalog</a> · status values: 0 normal, 1 warning, 2 outage ({})</footer></body></html>"#,
@@ -477,6 +576,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
                 code: f.country.clone(),
                 name: f.name.clone().unwrap_or_else(|| f.country.clone()),
                 status: Status::Unknown,
+                reason: Some(snap.no_verdict_unseen(&f.country).as_str().to_string()),
                 signals: Vec::new(),
             });
     }
@@ -490,11 +590,18 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
                 code: cc.clone(),
                 name: cc.clone(),
                 status: Status::Unknown,
+                reason: None,
                 signals: Vec::new(),
             });
-        // Until a series has a state (warm-up), the country has no verdict yet.
-        if e.signals.iter().any(|s| s.state.is_some()) {
-            c.status = Status::from_gauge(e.state.code() as f64);
+        match e.no_verdict {
+            None => {
+                c.status = Status::from_gauge(e.state.code() as f64);
+                c.reason = None;
+            }
+            Some(why) => {
+                c.status = Status::Unknown;
+                c.reason = Some(why.as_str().to_string());
+            }
         }
     }
     for ((cc, signal), points) in &sparks {
@@ -541,7 +648,8 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         "Sparklines: share of targets up per {} s bin against its learned baseline.",
         snap.bin_secs
     )];
-    if countries.values().all(|c| c.status == Status::Unknown) {
+    // With no healthy vantage the banner at the top gives the reason instead.
+    if countries.values().all(|c| c.status == Status::Unknown) && snap.vantage.healthy {
         notes.push(format!(
             "No verdict yet: the detector learns each signal's normal level first ({} s of data).",
             read.warmup_secs()
@@ -552,7 +660,37 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         countries: countries.into_values().collect(),
         events,
         notes,
+        agents: agent_views(&snap, &read.last_reports(), now),
+        vantage: Some(VantageView {
+            healthy: snap.vantage.healthy,
+            agents: snap.vantage.agents,
+            healthy_agents: snap.vantage.healthy_agents,
+            control_ok: snap.vantage.control_ok,
+            control_failed: snap.vantage.control_failed,
+        }),
     }
+}
+
+fn agent_views(
+    snap: &blackout_detect::Snapshot,
+    last: &std::collections::HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Vec<AgentView> {
+    let mut names: Vec<&String> = snap.agents.iter().map(|a| &a.agent).collect();
+    names.extend(last.keys());
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| AgentView {
+            agent: name.clone(),
+            healthy: snap
+                .at
+                .and(snap.agents.iter().find(|a| &a.agent == name))
+                .map(|a| a.healthy),
+            last_report_age_secs: last.get(name).map(|t| (now - *t).num_seconds().max(0)),
+        })
+        .collect()
 }
 
 pub(crate) fn html(body: String) -> Response {
@@ -605,12 +743,14 @@ mod tests {
                     code: "UZ".into(),
                     name: "Uzbekistan".into(),
                     status: Status::Normal,
+                    reason: None,
                     signals: vec![series("icmp", &[0.9, 0.91, 0.9], &[0.9, 0.9, 0.9])],
                 },
                 CountryStatus {
                     code: "KZ".into(),
                     name: "Kazakhstan".into(),
                     status: Status::Outage,
+                    reason: None,
                     signals: vec![
                         series("dns", &[1.0, 0.0], &[]),
                         series("icmp", &[812.0, 800.0, 40.0], &[810.0, 810.0, 812.0]),
@@ -645,6 +785,8 @@ mod tests {
                 },
             ],
             notes: vec![],
+            vantage: None,
+            agents: vec![],
         }
     }
 
@@ -732,12 +874,41 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_agent_is_named_at_the_top() {
+        let mut v = view();
+        v.agents = vec![
+            AgentView {
+                agent: "almaty-1".into(),
+                healthy: Some(true),
+                last_report_age_secs: Some(SILENT_AFTER_SECS + 240),
+            },
+            AgentView {
+                agent: "fra-1".into(),
+                healthy: Some(true),
+                last_report_age_secs: Some(4),
+            },
+        ];
+        let html = render(&v);
+        let top = &html[..html.find("<main>").unwrap()];
+        assert!(top.contains("Silent agents"), "{top}");
+        assert!(top.contains("almaty-1 (last report 5m ago)"), "{top}");
+        assert!(!top.contains("fra-1"));
+        let agents = &html[html.find("<h2>Agents</h2>").unwrap()..];
+        assert!(agents.contains("<td><strong>fra-1</strong></td>"));
+        assert!(agents.contains("<td>4s ago</td>"));
+        v.agents.truncate(0);
+        assert!(!render(&v).contains("Silent agents"));
+    }
+
+    #[test]
     fn empty_view_says_so() {
         let html = render(&StatusView {
             generated_at: t(0),
             countries: vec![],
             events: vec![],
             notes: vec![],
+            vantage: None,
+            agents: vec![],
         });
         assert!(html.contains("No country is watched"));
         assert!(html.contains("No open events."));

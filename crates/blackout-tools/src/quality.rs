@@ -529,6 +529,14 @@ pub fn venezuela(path: &Path) -> Result<Option<VenReport>, QualityError> {
     let events: Vec<Event> = eng.events().cloned().collect();
     let near_onset = |e: &Event| (e.start.timestamp() - VEN_ONSET_UTC).abs() <= VEN_TOLERANCE_SECS;
     let reach = |e: &Event| matches!(e.kind, EventKind::NationalBlackout | EventKind::Partial);
+    let national = events
+        .iter()
+        .find(|e| {
+            e.entity == EntityKey::Country("VE".into())
+                && e.kind == EventKind::NationalBlackout
+                && near_onset(e)
+        })
+        .cloned();
     let rows: Vec<VenRow> = mins
         .iter()
         .map(|(state, min)| {
@@ -540,21 +548,20 @@ pub fn venezuela(path: &Path) -> Result<Option<VenReport>, QualityError> {
                 state: state.clone(),
                 min_after_onset: *min,
                 expected: *min < 80.0,
+                // A state's own event, or the national blackout that names it in its
+                // evidence (one shutdown is one event; its regions are parts of it).
                 event: events
                     .iter()
                     .find(|e| e.entity == key && reach(e) && near_onset(e))
+                    .or_else(|| {
+                        national
+                            .as_ref()
+                            .filter(|n| n.evidence.networks.iter().any(|x| *x == key.to_string()))
+                    })
                     .cloned(),
             }
         })
         .collect();
-    let national = events
-        .iter()
-        .find(|e| {
-            e.entity == EntityKey::Country("VE".into())
-                && e.kind == EventKind::NationalBlackout
-                && near_onset(e)
-        })
-        .cloned();
     let false_events = events
         .iter()
         .filter(|e| {
