@@ -342,6 +342,9 @@ impl AgentConfig {
             }
             None => DEFAULT_WORKER_THREADS,
         };
+        if let Some(note) = politeness_note(round, icmp_max_probes_per_block_hour) {
+            notes.push(note);
+        }
         AgentConfig {
             agent_id: raw.agent_id,
             collector_url,
@@ -365,6 +368,19 @@ impl AgentConfig {
             catalog_limits,
         }
     }
+}
+
+/// Says so when `round` is too short for every ICMP block's one echo per round to fit
+/// the hourly politeness limit: such blocks are then skipped some rounds.
+pub fn politeness_note(round: Duration, per_hour: u32) -> Option<String> {
+    let min = blackout_probe::min_round_for_politeness(per_hour);
+    (round < min).then(|| {
+        format!(
+            "key `round_secs`: {} s is shorter than {} s, the shortest round in which every ICMP block's one echo per round fits `icmp_max_probes_per_block_hour` = {per_hour}: blocks will be skipped some rounds (counted in blackout_agent_politeness_skips_total)",
+            round.as_secs(),
+            min.as_secs_f64().ceil()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -39,6 +39,10 @@ pub enum AgentError {
     NoTargets { refused: usize },
 }
 
+/// Block probes skipped since the agent started because the block's politeness budget
+/// was spent; sent to the collector with each upload's spool status.
+pub static POLITENESS_SKIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Fetches the catalog from the collector, retrying until it answers with a catalog
 /// within `limits` or `stop` fires. A refused catalog is logged with the limit that
 /// refused it and counted in [`crate::catalog::REFUSALS`] (which the collector shows);
@@ -309,9 +313,15 @@ pub async fn run_with_updates(
     sinks: Vec<Arc<dyn Sink>>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
+    if let Some(note) =
+        super::config::politeness_note(cfg.round, cfg.icmp_max_probes_per_block_hour)
+    {
+        tracing::warn!("{note}");
+    }
     let settings = ProbeSettings {
         timeout: cfg.timeout,
         icmp_max_probes_per_block_hour: cfg.icmp_max_probes_per_block_hour,
+        icmp_round: Some(cfg.round),
         // The catalog was filtered with this policy; the probes apply it again to every
         // address they resolve or are redirected to.
         address_policy: Arc::new(AddressPolicy::new(cfg.allow_reserved, cfg.opt_out.clone())),
@@ -398,6 +408,13 @@ pub async fn run_on<N: Network>(
                     started
                 };
                 Some(table.observation(i, &cfg.agent_id, outcome, measured_at))
+            }
+            Err(ProbeError::PolitenessBudget { id }) => {
+                // Not a failure of the network and not "could not run": counted, reported
+                // with the uploads, and logged only at DEBUG.
+                let n = POLITENESS_SKIPS.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(block = %id, skips = n, "block skipped this round: politeness budget spent");
+                None
             }
             Err(e) => {
                 // Once per kind: an operator needs to know, not 20,000 times.

@@ -399,6 +399,7 @@ mod tests {
             observations: 7,
             dropped_observations: 2,
             catalog_refusals: 0,
+            politeness_skips: 0,
         };
         let mut on_disk = Spool::open(d.path(), 1 << 20).unwrap();
         let mut in_memory = Spool::in_memory(1 << 20);
@@ -409,6 +410,7 @@ mod tests {
                 observations: 99,
                 dropped_observations: 99,
                 catalog_refusals: 0,
+                politeness_skips: 0,
             });
             s.push(b).unwrap();
             let out = s.front_outgoing().unwrap().unwrap();

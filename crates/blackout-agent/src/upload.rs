@@ -258,6 +258,8 @@ pub async fn upload_loop(
                 dropped_observations: s.dropped_observations(),
                 catalog_refusals: super::catalog::REFUSALS
                     .load(std::sync::atomic::Ordering::Relaxed),
+                politeness_skips: super::run::POLITENESS_SKIPS
+                    .load(std::sync::atomic::Ordering::Relaxed),
             };
             front.map(|f| f.map(|out| (out, status)))
         };

@@ -101,6 +101,8 @@ pub struct Counters {
     pub agent_spool_dropped: BTreeMap<String, u64>,
     /// Catalogs each agent refused as over a limit, summed over its restarts.
     pub agent_catalog_refusals: BTreeMap<String, u64>,
+    /// Block probes each agent skipped for politeness, summed over its restarts.
+    pub agent_politeness_skips: BTreeMap<String, u64>,
     /// Events opened, per (country, kind).
     pub events_opened: BTreeMap<(String, &'static str), u64>,
     /// Accepted observations whose region differed from the catalog's and was replaced
@@ -122,6 +124,8 @@ pub struct SavedCounters {
     agent_spool_observations: Vec<(String, i64)>,
     agent_spool_dropped: Vec<(String, u64)>,
     events_opened: Vec<(String, String, u64)>,
+    agent_catalog_refusals: Vec<(String, u64)>,
+    agent_politeness_skips: Vec<(String, u64)>,
 }
 
 /// The closed-set value whose label is `s`, from the serde names the labels are.
@@ -174,6 +178,16 @@ impl Counters {
                 .iter()
                 .map(|((c, k), n)| (c.clone(), k.to_string(), *n))
                 .collect(),
+            agent_catalog_refusals: self
+                .agent_catalog_refusals
+                .iter()
+                .map(|(a, n)| (a.clone(), *n))
+                .collect(),
+            agent_politeness_skips: self
+                .agent_politeness_skips
+                .iter()
+                .map(|(a, n)| (a.clone(), *n))
+                .collect(),
         }
     }
 
@@ -202,6 +216,8 @@ impl Counters {
         c.agent_last_measurement = saved.agent_last_measurement.iter().cloned().collect();
         c.agent_spool_observations = saved.agent_spool_observations.iter().cloned().collect();
         c.agent_spool_dropped = saved.agent_spool_dropped.iter().cloned().collect();
+        c.agent_catalog_refusals = saved.agent_catalog_refusals.iter().cloned().collect();
+        c.agent_politeness_skips = saved.agent_politeness_skips.iter().cloned().collect();
         for (country, k, n) in &saved.events_opened {
             if let Some(k) = from_label::<EventKind>(k) {
                 c.events_opened.insert((country.clone(), k.as_str()), *n);
@@ -283,6 +299,8 @@ mod tests {
         c.agent_last_measurement.insert("a1".into(), 1.5e9);
         c.agent_spool_observations.insert("a1".into(), 12);
         c.agent_spool_dropped.insert("a1".into(), 4);
+        c.agent_catalog_refusals.insert("a1".into(), 1);
+        c.agent_politeness_skips.insert("a1".into(), 6);
         c.events_opened
             .insert(("KZ".into(), EventKind::NationalBlackout.as_str()), 2);
         let saved = c.save();

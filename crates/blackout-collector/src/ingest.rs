@@ -584,6 +584,7 @@ mod tests {
                             observations: bin as u64,
                             dropped_observations: 0,
                             catalog_refusals: 0,
+                            politeness_skips: 0,
                         }),
                     }
                 })

@@ -37,7 +37,8 @@ pub const FILE: &str = "snapshot.bin";
 /// First bytes of the file; changed whenever the layout of anything in it changes.
 /// 02: the latest view keeps each agent's HTTP phase durations.
 /// 03: the counters (batches, observations, events) follow the state.
-const MAGIC: &[u8; 8] = b"BLKSNP03";
+/// 04: agents' politeness skips, in the state and the counters.
+const MAGIC: &[u8; 8] = b"BLKSNP04";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";

@@ -33,6 +33,8 @@ pub struct State {
     pub spool_dropped: HashMap<String, u64>,
     /// The same for each agent's count of refused catalogs.
     pub catalog_refusals: HashMap<String, u64>,
+    /// The same for each agent's count of block probes skipped for politeness.
+    pub politeness_skips: HashMap<String, u64>,
     /// What the operator was last told about the vantage (see [`VantageLog`]).
     #[serde(skip)]
     pub vantage_log: VantageLog,
@@ -58,6 +60,7 @@ impl State {
             sparks: BTreeMap::new(),
             spool_dropped: HashMap::new(),
             catalog_refusals: HashMap::new(),
+            politeness_skips: HashMap::new(),
             vantage_log: VantageLog::default(),
         }
     }
@@ -96,6 +99,17 @@ impl State {
             };
             *facts
                 .agent_catalog_refusals
+                .entry(batch.agent.clone())
+                .or_default() += added;
+            let last = self
+                .politeness_skips
+                .insert(batch.agent.clone(), s.politeness_skips);
+            let added = match last {
+                Some(l) if s.politeness_skips >= l => s.politeness_skips - l,
+                _ => s.politeness_skips,
+            };
+            *facts
+                .agent_politeness_skips
                 .entry(batch.agent.clone())
                 .or_default() += added;
         }

@@ -269,6 +269,12 @@ pub const METRICS: &[Def] = &[
         help: "Catalogs from the collector that agents refused as over a limit, as they report them.",
         labels: &["agent"],
     },
+    Def {
+        name: names::AGENT_POLITENESS_SKIPS_TOTAL,
+        kind: Kind::Counter,
+        help: "ICMP block probes agents skipped because the block's hourly politeness budget was spent, as they report them.",
+        labels: &["agent"],
+    },
 ];
 
 /// The table's entry for a name.
@@ -372,6 +378,7 @@ pub struct Metrics {
     pub agent_spool_observations: IntGaugeVec,
     pub agent_spool_dropped: IntCounterVec,
     pub agent_catalog_refusals: IntCounterVec,
+    pub agent_politeness_skips: IntCounterVec,
     /// One scrape at a time: a scrape resets and refills gauges.
     scrape: Mutex<()>,
 }
@@ -435,6 +442,7 @@ impl Metrics {
             agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
             agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
             agent_catalog_refusals: fam.counter(names::AGENT_CATALOG_REFUSALS_TOTAL),
+            agent_politeness_skips: fam.counter(names::AGENT_POLITENESS_SKIPS_TOTAL),
             registry: r,
             scrape: Mutex::new(()),
         };
@@ -530,6 +538,9 @@ impl Metrics {
         }
         for (agent, n) in &c.agent_catalog_refusals {
             follow(self.agent_catalog_refusals.with_label_values(&[agent]), *n);
+        }
+        for (agent, n) in &c.agent_politeness_skips {
+            follow(self.agent_politeness_skips.with_label_values(&[agent]), *n);
         }
         for (agent, n) in &c.agent_spool_observations {
             self.agent_spool_observations
@@ -800,6 +811,7 @@ mod tests {
                 observations,
                 dropped_observations,
                 catalog_refusals: 0,
+                politeness_skips: 0,
             })
         };
         let text = |_: &Collector| metrics.render(&read.scrape(now), read.catalog_files());

@@ -74,3 +74,4 @@ pub const AGENT_SPOOL_OBSERVATIONS: &str = "blackout_agent_spool_observations";
 pub const AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL: &str =
     "blackout_agent_spool_dropped_observations_total";
 pub const AGENT_CATALOG_REFUSALS_TOTAL: &str = "blackout_agent_catalog_refusals_total";
+pub const AGENT_POLITENESS_SKIPS_TOTAL: &str = "blackout_agent_politeness_skips_total";

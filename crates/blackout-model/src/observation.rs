@@ -270,6 +270,10 @@ pub struct SpoolStatus {
     /// `max_targets`), since it started. Sent only when not 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub catalog_refusals: u64,
+    /// Block probes skipped because the block's politeness budget was spent (its
+    /// adaptive follow-ups used it), since the agent started. Sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub politeness_skips: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -135,7 +135,10 @@ pub fn verdict(belief: f64) -> BlockVerdict {
 pub struct IcmpProber {
     timeout: Duration,
     max_extra: u32,
-    per_hour: f32,
+    /// Politeness bucket: burst capacity and refill per hour (see
+    /// [`crate::politeness_bucket`]).
+    capacity: f32,
+    refill_per_hour: f32,
     recv_buffer: usize,
     v4: OnceCell<Result<Arc<EchoEngine>, String>>,
     v6: OnceCell<Result<Arc<EchoEngine>, String>>,
@@ -157,7 +160,16 @@ impl IcmpProber {
         IcmpProber {
             timeout: settings.timeout,
             max_extra: settings.icmp_max_extra_probes,
-            per_hour: settings.icmp_max_probes_per_block_hour.max(1) as f32,
+            capacity: crate::politeness_bucket(
+                settings.icmp_max_probes_per_block_hour,
+                settings.icmp_round,
+            )
+            .0,
+            refill_per_hour: crate::politeness_bucket(
+                settings.icmp_max_probes_per_block_hour,
+                settings.icmp_round,
+            )
+            .1,
             recv_buffer: settings.icmp_recv_buffer_bytes,
             v4: OnceCell::new(),
             v6: OnceCell::new(),
@@ -229,7 +241,7 @@ impl IcmpProber {
     pub fn new_block_state(&self) -> BlockState {
         BlockState {
             refilled_at_secs: self.epoch.elapsed().as_secs() as u32,
-            ..BlockState::new(self.per_hour / 2.0)
+            ..BlockState::new(self.capacity)
         }
     }
 
@@ -270,10 +282,9 @@ impl IcmpProber {
         availability: Option<f64>,
     ) -> Result<Outcome, ProbeError> {
         let now_secs = self.epoch.elapsed().as_secs() as u32;
-        // Half the hourly limit as burst, half as refill: no sliding hour can then see more
-        // than the limit.
-        let capacity = self.per_hour / 2.0;
-        let rate_per_sec = self.per_hour / 2.0 / 3600.0;
+        // Burst plus refill is the hourly limit: no sliding hour can see more.
+        let capacity = self.capacity;
+        let rate_per_sec = self.refill_per_hour / 3600.0;
         let elapsed = now_secs.saturating_sub(st.refilled_at_secs) as f32;
         st.tokens = (st.tokens + elapsed * rate_per_sec).min(capacity);
         st.refilled_at_secs = now_secs;

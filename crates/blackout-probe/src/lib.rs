@@ -169,10 +169,10 @@ pub enum ProbeError {
     Setup { signal: Signal, reason: String },
     #[error("target {id}: {reason}")]
     BadTarget { id: String, reason: String },
-    /// The block's politeness budget is spent: rounds come faster than
-    /// `icmp_max_probes_per_block_hour` allows.
+    /// The block's politeness budget is spent (its adaptive follow-up echoes used it):
+    /// the block is skipped this round. Not a failure of the network, not "could not run".
     #[error(
-        "block {id}: politeness budget spent (rounds faster than the per-block hourly limit allows)"
+        "block {id}: politeness budget spent (its adaptive follow-up echoes used up the per-block hourly limit); skipped this round"
     )]
     PolitenessBudget { id: String },
     #[error("{path}: {reason}")]
@@ -204,6 +204,10 @@ pub struct ProbeSettings {
     pub http_max_redirects: usize,
     /// Politeness: at most this many echoes reach one block in any hour.
     pub icmp_max_probes_per_block_hour: u32,
+    /// The agent's round, when blocks are probed once a round: the politeness bucket
+    /// then refills at least one echo per round, so only the adaptive follow-ups of
+    /// uncertain blocks can run out of budget, never a block's one echo per round.
+    pub icmp_round: Option<Duration>,
     /// Adaptive echoes one block round may add to its first one.
     pub icmp_max_extra_probes: u32,
     /// Receive buffer of the shared ICMP sockets.
@@ -218,6 +222,7 @@ impl Default for ProbeSettings {
             timeout: Duration::from_secs(5),
             http_max_redirects: 5,
             icmp_max_probes_per_block_hour: DEFAULT_ICMP_MAX_PROBES_PER_BLOCK_HOUR,
+            icmp_round: None,
             icmp_max_extra_probes: DEFAULT_ICMP_MAX_EXTRA_PROBES,
             icmp_recv_buffer_bytes: DEFAULT_ICMP_RECV_BUFFER_BYTES,
             address_policy: Arc::default(),
@@ -264,8 +269,75 @@ impl ProbeSet {
     }
 }
 
+/// The politeness token bucket of a block: (capacity, refill per hour). No sliding hour
+/// sees more than `per_hour` echoes (capacity + refill). The refill is half the limit, or
+/// one echo per round when that is more (with 300 s rounds a block needs 12 an hour: a
+/// refill of 10 starved every sixth round of even a healthy block), leaving the rest as
+/// burst for the adaptive follow-ups.
+pub fn politeness_bucket(per_hour: u32, round: Option<Duration>) -> (f32, f32) {
+    let per_hour = per_hour.max(1) as f32;
+    let per_round = round
+        .filter(|r| !r.is_zero())
+        .map_or(0.0, |r| 3600.0 / r.as_secs_f32());
+    if per_round > per_hour - 1.0 {
+        // Rounds too short for the limit (check-config and the agent say so): no split
+        // can give each round its echo; half as burst at least lets the first rounds run.
+        // (A probe needs a whole token: with a limit of 1 the burst is 1.)
+        return ((per_hour / 2.0).max(1.0), per_hour / 2.0);
+    }
+    // At least one token stays as capacity (a probe needs a whole one).
+    let refill = (per_hour / 2.0).max(per_round);
+    (per_hour - refill, refill)
+}
+
+/// Shortest round in which every block's one echo per round fits the hourly limit (with
+/// the one token of burst the bucket keeps).
+pub fn min_round_for_politeness(per_hour: u32) -> Duration {
+    Duration::from_secs_f64(3600.0 / (per_hour.max(2) - 1) as f64)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn politeness_bucket_never_starves_a_rounds_echo_nor_exceeds_the_hour() {
+        for (per_hour, round_secs) in [
+            (20, 300),
+            (20, 600),
+            (20, 200),
+            (20, 180),
+            (20, 15),
+            (1, 300),
+            (60, 60),
+        ] {
+            let round = Some(Duration::from_secs(round_secs));
+            let (capacity, refill) = super::politeness_bucket(per_hour, round);
+            let per_round = 3600.0 / round_secs as f32;
+            assert!(
+                capacity >= 1.0,
+                "{per_hour}/h, {round_secs} s: capacity {capacity}"
+            );
+            if per_round <= per_hour as f32 - 1.0 {
+                assert!(
+                    refill >= per_round,
+                    "{per_hour}/h, {round_secs} s: refill {refill}"
+                );
+                assert!(
+                    capacity + refill <= per_hour as f32 + 1e-3,
+                    "{per_hour}/h, {round_secs} s"
+                );
+            }
+        }
+        // Without a round: half the limit as burst, half as refill.
+        assert_eq!(super::politeness_bucket(20, None), (10.0, 10.0));
+        assert_eq!(
+            super::min_round_for_politeness(20).as_secs(),
+            189,
+            "3600 / 19 s"
+        );
+    }
+
     use super::*;
 
     fn assert_send_sync<T: Send + Sync>() {}
