@@ -8,6 +8,7 @@
 //! exceptions are listed, with the reason: [`UNFED_METRICS`] (nothing exports them yet)
 //! and [`NO_DATA_HERE`] (loopback cannot produce the condition).
 
+use blackout_test_support::free_port;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -54,14 +55,6 @@ fn have(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Kills and reaps the process when the test ends, failed or not.

@@ -5,6 +5,7 @@
 //! `BLACKOUT_UPDATE_SCREENSHOT=1 cargo test --test status_page` rewrites the screenshots in
 //! dashboards/screenshots/.
 
+use blackout_test_support::free_port;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,14 +29,6 @@ fn have(bin: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Guard(Child);

@@ -1056,7 +1056,6 @@ impl Engine {
                         && self.events[i].evidence.bins <= 1 =>
                 {
                     let ev = &mut self.events[i];
-                    tracing::info!(event = ev.id, entity = %ev.entity, from = %ev.kind, to = %kind, "event is a network outage");
                     ev.kind = kind;
                     ev.severity = ev.severity.max(sev);
                     changes.push(EventChange {
@@ -1163,7 +1162,6 @@ impl Engine {
             evidence: Evidence::default(),
         };
         self.next_id += 1;
-        tracing::info!(event = ev.id, entity = %ev.entity, kind = %ev.kind, start = %ev.start, "event opened");
         changes.push(EventChange {
             change: ChangeKind::Opened,
             event: ev.clone(),
@@ -1180,7 +1178,6 @@ impl Engine {
         }
         let ev = &mut self.events[i];
         ev.end = Some(end);
-        tracing::info!(event = ev.id, entity = %ev.entity, kind = %ev.kind, end = %end, "event closed");
         changes.push(EventChange {
             change: ChangeKind::Closed,
             event: ev.clone(),
