@@ -159,14 +159,63 @@ pub async fn serve(
     collector: Arc<Collector>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    reload: Option<Reload>,
 ) -> std::io::Result<()> {
-    let app = blackout_collector::router(collector.clone())
+    let mut app = blackout_collector::router(collector.clone())
         .merge(blackout_expose::router(collector.read_model(), BUILD))
         // The Prometheus ecosystem's probes: alive, and ready (replay done, the detector has
         // its state: the server is only built after both).
         .route("/-/healthy", axum::routing::get(|| async { "Healthy\n" }))
         .route("/-/ready", axum::routing::get(|| async { "Ready\n" }));
+    if let Some(reload) = reload {
+        // As Prometheus' `POST /-/reload`: 200 when the new configuration is in force,
+        // 500 with the reason when the old one stays.
+        app = app.route(
+            "/-/reload",
+            axum::routing::post(move || {
+                let reload = reload.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || reload()).await {
+                        Ok(Ok(done)) => (axum::http::StatusCode::OK, format!("{done}\n")),
+                        Ok(Err(e)) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("{e}\n"),
+                        ),
+                        Err(e) => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("{e}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
+    }
     blackout_collector::serve(collector, app, listener, shutdown).await
+}
+
+/// Re-reads the configuration and catalogs and applies them (see
+/// [`blackout_collector::Collector::reload`]); says what changed, or why nothing did.
+pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Calls `reload` on every SIGHUP until `stop`: the signal re-reads the configuration
+/// (it used to kill the collector, exit 129, with no snapshot written).
+pub async fn reload_on_sighup(reload: Reload, stop: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = stop.cancelled() => return,
+        }
+        let reload = reload.clone();
+        let _ = tokio::task::spawn_blocking(move || reload()).await;
+    }
 }
 
 #[cfg(test)]

@@ -320,3 +320,108 @@ fn counters_go_on_across_restarts() {
     // The refusal after the snapshot is in no log: lost with the process, and said so.
     assert_eq!(unauthorized(&after_kill), 1.0);
 }
+
+/// SIGHUP and `POST /-/reload` re-read the configuration and the catalogs: a new agent
+/// can upload without a restart, a bad file keeps the old configuration in force (500,
+/// the reason, `blackout_config_last_reload_successful` 0), a setting only a restart can
+/// change is refused by name, and the collector never dies of a SIGHUP (it used to: exit
+/// 129, no snapshot).
+#[test]
+fn sighup_and_post_reload_apply_a_new_agent_and_keep_the_old_config_on_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (catalog, _l) = tcp_catalog(0, 2);
+    let target = catalog
+        .lines()
+        .find_map(|l| l.strip_prefix("address = \""))
+        .map(|a| format!("tcp:{}", a.trim_end_matches('"')))
+        .unwrap();
+    let c = CollectorSetup::new(tmp.path(), &catalog, &[("a1", "tok-a1")], "");
+    let mut p = c.start();
+    let upload = |agent: &str, token: &str, id: &str| -> u16 {
+        let at = chrono::Utc::now().to_rfc3339();
+        block_on(async {
+            client()
+                .post(format!("{}api/v1/observations", c.url()))
+                .bearer_auth(token)
+                .json(&json!({"batch_id": id, "agent": agent, "observations": [
+                    {"agent": agent, "target": target, "country": "KZ", "asn": 64500,
+                     "signal": "tcp", "measured_at": at, "ok": true, "rtt_ms": 0.4}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let reload = || -> (u16, String) {
+        block_on(async {
+            let r = client()
+                .post(format!("{}-/reload", c.url()))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let gauge = |name: &str| metric_sum(&scrape(&c.url()), name, &[]);
+    assert_eq!(upload("a2", "tok-a2", "x1"), 401);
+    assert_eq!(gauge("blackout_config_last_reload_successful"), 1.0);
+    let loaded_at = gauge("blackout_config_last_reload_success_timestamp_seconds");
+
+    let good = std::fs::read_to_string(&c.config).unwrap()
+        + &format!(
+            "\n[[agent]]\nid = \"a2\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex("tok-a2")
+        );
+    std::fs::write(&c.config, &good).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status();
+    blackout_test_support::wait_until("a2 accepted after SIGHUP", Duration::from_secs(10), || {
+        upload("a2", "tok-a2", "x2") == 200
+    });
+    assert!(p.alive(), "SIGHUP killed the collector");
+    assert_eq!(upload("a1", "tok-a1", "x3"), 200);
+    assert_eq!(gauge("blackout_config_last_reload_successful"), 1.0);
+    assert!(gauge("blackout_config_last_reload_success_timestamp_seconds") > loaded_at);
+
+    // A bad file: the old configuration (with a2) stays.
+    std::fs::write(&c.config, format!("{good}\nmax_age_secs = 0\n")).unwrap();
+    let (status, body) = reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("max_age_secs"), "{body}");
+    assert_eq!(gauge("blackout_config_last_reload_successful"), 0.0);
+    assert_eq!(upload("a2", "tok-a2", "x4"), 200);
+
+    // A setting only a restart applies is refused by name.
+    let other_port = blackout_test_support::free_port();
+    std::fs::write(
+        &c.config,
+        good.replace(&c.addr.to_string(), &format!("127.0.0.1:{other_port}")),
+    )
+    .unwrap();
+    let (status, body) = reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("listen changed"), "{body}");
+
+    // Back to a good file: in force again, and a1 removed is refused.
+    std::fs::write(
+        &c.config,
+        good.replace(
+            &format!(
+                "\n[[agent]]\nid = \"a1\"\ntoken_sha256 = \"{}\"\n",
+                sha256_hex("tok-a1")
+            ),
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (status, body) = reload();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("1 agents"), "{body}");
+    assert_eq!(gauge("blackout_config_last_reload_successful"), 1.0);
+    assert_eq!(upload("a1", "tok-a1", "x5"), 401);
+    assert_eq!(upload("a2", "tok-a2", "x6"), 200);
+    assert!(p.term(Duration::from_secs(20)), "clean stop after reloads");
+}

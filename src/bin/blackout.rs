@@ -141,7 +141,29 @@ fn watched(
     Ok(out)
 }
 
-async fn run_collector(cfg: CollectorConfig) -> Result<()> {
+/// The collector's configuration as the command line gives it: the file (if any) with
+/// `--listen` over it, catalog paths relative to the file. Read at start and at each
+/// reload.
+fn collector_config(
+    path: Option<&std::path::Path>,
+    listen: Option<SocketAddr>,
+) -> Result<CollectorConfig> {
+    let mut cfg = match path {
+        Some(p) => CollectorConfig::load(p)?,
+        None => CollectorConfig::default(),
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let (Some(p), false) = (path, cfg.catalog.is_empty()) {
+        let base = p.parent().map(|b| b.to_path_buf()).unwrap_or_default();
+        cfg.catalog = cfg.catalog.iter().map(|c| base.join(c)).collect();
+    }
+    Ok(cfg)
+}
+
+async fn run_collector(config: Option<PathBuf>, listen_flag: Option<SocketAddr>) -> Result<()> {
+    let cfg = collector_config(config.as_deref(), listen_flag)?;
     let files = load_catalogs(&cfg.catalog)?;
     let listen = cfg.listen;
     let stop = CancellationToken::new();
@@ -156,8 +178,42 @@ async fn run_collector(cfg: CollectorConfig) -> Result<()> {
         return Ok(());
     };
     let collector = Arc::new(collector?);
-    tracing::info!(%listen, targets = collector.targets.len(), agents = collector.config.agents.len(), "collector listening");
-    blackout::serve(collector, listener, stop.cancelled_owned()).await?;
+    tracing::info!(%listen, targets = collector.current().targets.len(), agents = collector.config.agents.len(), "collector listening");
+    let reload: blackout::Reload = {
+        let collector = collector.clone();
+        Arc::new(move || {
+            let r = match collector_config(config.as_deref(), listen_flag)
+                .and_then(|cfg| Ok((load_catalogs(&cfg.catalog)?, cfg)))
+            {
+                Ok((files, cfg)) => collector.reload(&cfg, files, chrono::Utc::now()),
+                Err(e) => {
+                    collector.reload_failed();
+                    Err(format!("{e:#}"))
+                }
+            };
+            match r {
+                Ok(done) => {
+                    tracing::info!(
+                        agents = done.agents,
+                        targets = done.targets,
+                        added = ?done.agents_added,
+                        removed = ?done.agents_removed,
+                        "configuration reloaded"
+                    );
+                    Ok(format!(
+                        "reloaded: {} agents, {} targets",
+                        done.agents, done.targets
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in force");
+                    Err(e)
+                }
+            }
+        })
+    };
+    tokio::spawn(blackout::reload_on_sighup(reload.clone(), stop.clone()));
+    blackout::serve(collector, listener, stop.cancelled_owned(), Some(reload)).await?;
     Ok(())
 }
 
@@ -166,20 +222,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     blackout::logging::init(&cli.log_format, cli.log_level.as_deref());
     match cli.cmd {
-        Cmd::Collector { config, listen } => {
-            let mut cfg = match &config {
-                Some(p) => CollectorConfig::load(p)?,
-                None => CollectorConfig::default(),
-            };
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if let (Some(p), false) = (&config, cfg.catalog.is_empty()) {
-                let base = p.parent().map(|b| b.to_path_buf()).unwrap_or_default();
-                cfg.catalog = cfg.catalog.iter().map(|c| base.join(c)).collect();
-            }
-            run_collector(cfg).await
-        }
+        Cmd::Collector { config, listen } => run_collector(config, listen).await,
         Cmd::Standalone {
             listen,
             config,
@@ -243,7 +286,10 @@ async fn main() -> Result<()> {
             tracing::info!(%listen, targets = targets.len(), "standalone: status page, API and /metrics at http://{listen}/");
             let sink = Arc::new(InProcessSink(collector.clone()));
             let agent_task = tokio::spawn(blackout_agent::run(agent, targets, sink, stop.clone()));
-            blackout::serve(collector, listener, stop.clone().cancelled_owned()).await?;
+            // Standalone has no configuration to re-read worth a reload (its catalogs are
+            // its agent's too): a SIGHUP must still not kill it.
+            tokio::spawn(ignore_sighup(stop.clone()));
+            blackout::serve(collector, listener, stop.clone().cancelled_owned(), None).await?;
             agent_task.await??;
             Ok(())
         }
@@ -353,4 +399,17 @@ fn check_config(
         anyhow::bail!("{failed} of the files checked have errors (above)");
     }
     Ok(())
+}
+
+async fn ignore_sighup(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => tracing::warn!("SIGHUP: standalone does not reload; restart it to apply new catalogs"),
+            _ = stop.cancelled() => return,
+        }
+    }
 }

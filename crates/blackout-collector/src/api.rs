@@ -155,8 +155,7 @@ async fn post_observations(
     let token = bearer(&headers);
     let Some(token_agent) = token
         .as_deref()
-        .and_then(|t| app.collector.tokens().agent_of(t))
-        .map(str::to_string)
+        .and_then(|t| app.collector.agent_of_token(t))
     else {
         app.collector.count_batch(BatchResult::Unauthorized);
         return json_error(StatusCode::UNAUTHORIZED, "missing or unknown token".into());

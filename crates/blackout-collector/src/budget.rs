@@ -15,7 +15,9 @@ const KIB: usize = 1024;
 /// The budgets, fixed at start: one per configured agent, one for everything.
 pub struct BodyBudget {
     all: Arc<Semaphore>,
-    per_agent: HashMap<String, Arc<Semaphore>>,
+    /// Each agent's share, in KiB.
+    share_kib: usize,
+    per_agent: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 /// Memory an upload holds; given back when dropped.
@@ -37,17 +39,29 @@ fn kib(bytes: usize) -> u32 {
 }
 
 impl BodyBudget {
+    /// `agents` get their shares at once; an agent added by a reload gets its share at
+    /// its first upload (only authenticated agents reach the budget).
     pub fn new(limits: &HttpLimits, agents: &[(String, [u8; 32])]) -> BodyBudget {
         BodyBudget {
             all: Arc::new(Semaphore::new(limits.body_budget_bytes / KIB)),
-            per_agent: agents
-                .iter()
-                .map(|(id, _)| {
-                    let share = Semaphore::new(limits.agent_body_budget_bytes / KIB);
-                    (id.clone(), Arc::new(share))
-                })
-                .collect(),
+            share_kib: limits.agent_body_budget_bytes / KIB,
+            per_agent: std::sync::Mutex::new(
+                agents
+                    .iter()
+                    .map(|(id, _)| {
+                        let share = Semaphore::new(limits.agent_body_budget_bytes / KIB);
+                        (id.clone(), Arc::new(share))
+                    })
+                    .collect(),
+            ),
         }
+    }
+
+    fn share(&self, agent: &str) -> Arc<Semaphore> {
+        let mut m = self.per_agent.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(agent.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.share_kib)))
+            .clone()
     }
 
     /// An empty reservation for `agent`'s upload.
@@ -66,10 +80,8 @@ impl BodyBudget {
         if more == 0 {
             return true;
         }
-        let Some(share) = self.per_agent.get(agent) else {
-            return false;
-        };
-        let Ok(a) = share.clone().try_acquire_many_owned(more) else {
+        let share = self.share(agent);
+        let Ok(a) = share.try_acquire_many_owned(more) else {
             return false;
         };
         let Ok(b) = self.all.clone().try_acquire_many_owned(more) else {

@@ -1,6 +1,7 @@
 //! Ingest: authenticate, validate, log durably, then apply a batch to the live state.
 //! [`Collector::new`] rebuilds that state at start, from a snapshot and the log.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use blackout_detect::{Engine, EventChange, Snapshot};
@@ -55,13 +56,61 @@ pub(crate) struct Live {
     pub(crate) verdicts: Snapshot,
 }
 
-/// The collector's shared state. Every HTTP handler and the in-process agent go through it.
-pub struct Collector {
-    pub config: CollectorConfig,
-    pub catalog_files: Vec<CatalogFile>,
+/// What a reload replaces: the agents and the catalogs, and what is derived from them.
+pub struct Catalog {
+    pub files: Vec<CatalogFile>,
     pub targets: Vec<Target>,
+    /// (agent id, SHA-256 of its token).
+    pub agents: Vec<(String, [u8; 32])>,
     tokens: Tokens,
     validator: Validator,
+}
+
+impl Catalog {
+    fn new(
+        config: &CollectorConfig,
+        agents: Vec<(String, [u8; 32])>,
+        files: Vec<CatalogFile>,
+    ) -> Result<Catalog, String> {
+        let targets = blackout_model::catalog::expand(&files).map_err(|e| e.to_string())?;
+        Ok(Catalog {
+            validator: Validator::new(&targets, config.max_age_secs, config.max_future_secs),
+            tokens: Tokens::new(&agents),
+            files,
+            targets,
+            agents,
+        })
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+}
+
+/// The outcome of the last reload, for `blackout_config_last_reload_*`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    /// The start counts as the first successful load.
+    pub last_success: DateTime<Utc>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub agents: usize,
+    pub targets: usize,
+    pub agents_added: Vec<String>,
+    pub agents_removed: Vec<String>,
+}
+
+/// The collector's shared state. Every HTTP handler and the in-process agent go through it.
+pub struct Collector {
+    /// The configuration at start; what a reload changes (agents, catalogs) is in
+    /// [`Collector::current`], the rest takes a restart.
+    pub config: CollectorConfig,
+    current: std::sync::RwLock<Arc<Catalog>>,
+    reload_status: Mutex<ReloadStatus>,
     pub(crate) live: Mutex<Live>,
     pub(crate) facts: Mutex<Counters>,
     /// The settings a snapshot must have been taken under to be used.
@@ -126,10 +175,10 @@ impl Collector {
         config: CollectorConfig,
         catalog_files: Vec<CatalogFile>,
     ) -> Result<Collector, StartError> {
-        let targets = blackout_model::catalog::expand(&catalog_files)
-            .map_err(|e| StartError::Catalog(e.to_string()))?;
-        let validator = Validator::new(&targets, config.max_age_secs, config.max_future_secs);
-        let tokens = Tokens::new(&config.agents);
+        let catalog = Arc::new(
+            Catalog::new(&config, config.agents.clone(), catalog_files)
+                .map_err(StartError::Catalog)?,
+        );
         let fingerprint = snapshot::fingerprint(&config.detect);
         // Before anything in the directory is read: another collector may be writing it.
         let state_lock = config
@@ -166,10 +215,11 @@ impl Collector {
         let retention_days = config.retention_days;
         let c = Collector {
             config,
-            catalog_files,
-            targets,
-            tokens,
-            validator,
+            current: std::sync::RwLock::new(catalog.clone()),
+            reload_status: Mutex::new(ReloadStatus {
+                successful: true,
+                last_success: Utc::now(),
+            }),
             live: Mutex::new(live),
             facts: Mutex::new(counters),
             fingerprint,
@@ -196,7 +246,7 @@ impl Collector {
                         return;
                     }
                     // Logs of earlier versions hold the agents' regions.
-                    c.validator.canonicalize(&mut b);
+                    catalog.validator.canonicalize(&mut b);
                     // Every logged batch was accepted once: counted again as it is
                     // replayed, on top of the snapshot's counts (if any).
                     facts.batch(BatchResult::Accepted);
@@ -241,9 +291,114 @@ impl Collector {
         *self.restore.lock().expect("restore lock")
     }
 
-    /// The agents' tokens.
-    pub fn tokens(&self) -> &Tokens {
-        &self.tokens
+    /// The agents and catalogs in force (replaced by each successful reload).
+    pub fn current(&self) -> Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The configured agent a token belongs to.
+    pub fn agent_of_token(&self, token: &str) -> Option<String> {
+        self.current().tokens.agent_of(token).map(str::to_string)
+    }
+
+    /// The outcome of the last reload.
+    pub fn reload_status(&self) -> ReloadStatus {
+        *self.reload_status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the agents and the catalogs with those of `config` and `files`, whole or
+    /// not at all: a setting that only a restart can change (the listen address, the
+    /// state directory, the detector...) refuses the reload, naming it, and the old
+    /// configuration stays in force. State, log and counters are kept; observations of
+    /// targets no longer in the catalog are refused from now on.
+    pub fn reload(
+        &self,
+        config: &CollectorConfig,
+        files: Vec<CatalogFile>,
+        now: DateTime<Utc>,
+    ) -> Result<Reloaded, String> {
+        let r = self.try_reload(config, files);
+        let mut st = self.reload_status.lock().unwrap_or_else(|p| p.into_inner());
+        st.successful = r.is_ok();
+        if r.is_ok() {
+            st.last_success = now;
+        }
+        r
+    }
+
+    /// A reload that failed before it reached [`Collector::reload`] (an unreadable or
+    /// invalid file): the old configuration stays, and the status says so.
+    pub fn reload_failed(&self) {
+        self.reload_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .successful = false;
+    }
+
+    fn try_reload(
+        &self,
+        config: &CollectorConfig,
+        files: Vec<CatalogFile>,
+    ) -> Result<Reloaded, String> {
+        let old = &self.config;
+        let fixed: [(&str, bool); 13] = [
+            ("listen", config.listen != old.listen),
+            ("state_dir", config.state_dir != old.state_dir),
+            ("tls_cert_file/tls_key_file", config.tls != old.tls),
+            (
+                "retention_days",
+                config.retention_days != old.retention_days,
+            ),
+            ("max_age_secs", config.max_age_secs != old.max_age_secs),
+            (
+                "max_future_secs",
+                config.max_future_secs != old.max_future_secs,
+            ),
+            (
+                "freshness_secs",
+                config.freshness_secs != old.freshness_secs,
+            ),
+            (
+                "max_body_bytes",
+                config.max_body_bytes != old.max_body_bytes,
+            ),
+            ("assign_k", config.assign_k != old.assign_k),
+            (
+                "agent_timeout_secs",
+                config.agent_timeout_secs != old.agent_timeout_secs,
+            ),
+            (
+                "snapshot_interval_secs",
+                config.snapshot_interval_secs != old.snapshot_interval_secs,
+            ),
+            ("the connection and upload limits", config.http != old.http),
+            ("detect", config.detect != old.detect),
+        ];
+        let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+        if !changed.is_empty() {
+            return Err(format!(
+                "{} changed: only a restart applies {}; nothing reloaded",
+                changed.join(", "),
+                if changed.len() == 1 { "it" } else { "them" }
+            ));
+        }
+        let new = Catalog::new(old, config.agents.clone(), files)?;
+        let before = self.current();
+        let ids = |c: &Catalog| -> std::collections::BTreeSet<String> {
+            c.agents.iter().map(|(a, _)| a.clone()).collect()
+        };
+        let (was, now_ids) = (ids(&before), ids(&new));
+        let report = Reloaded {
+            agents: new.agents.len(),
+            targets: new.targets.len(),
+            agents_added: now_ids.difference(&was).cloned().collect(),
+            agents_removed: was.difference(&now_ids).cloned().collect(),
+        };
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        Ok(report)
     }
 
     /// Counts an upload's result (the HTTP API counts those it refuses before ingest).
@@ -312,9 +467,10 @@ impl Collector {
         mut batch: Batch,
         now: DateTime<Utc>,
     ) -> Result<Ack, IngestError> {
-        self.tokens.authenticate(uploader, &batch.agent)?;
-        self.validator.validate(&batch, now)?;
-        let replaced = self.validator.canonicalize(&mut batch);
+        let catalog = self.current();
+        catalog.tokens.authenticate(uploader, &batch.agent)?;
+        catalog.validator.validate(&batch, now)?;
+        let replaced = catalog.validator.canonicalize(&mut batch);
         let mut live = self.lock();
         if live.state.seen_batches.contains(&batch) {
             return Ok(Ack {
@@ -441,7 +597,7 @@ mod tests {
     fn fleet_assignment_covers_every_target_k_times_and_rebalances() {
         let c = collector(Some(2));
         let now = Utc::now();
-        let all = ids(&c.catalog_files);
+        let all = ids(&c.current().files);
         // Alone, an agent gets everything.
         assert_eq!(ids(&c.catalog_for(Some("a1"), now)).len(), all.len());
         for a in ["a1", "a2", "a3"] {

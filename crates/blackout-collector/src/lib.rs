@@ -26,7 +26,7 @@ pub use api::router;
 pub use auth::Uploader;
 pub use config::CollectorConfig;
 pub use facts::{BatchResult, ConnectionDrop, Counters};
-pub use ingest::{Collector, IngestError, StartError};
+pub use ingest::{Catalog, Collector, IngestError, ReloadStatus, Reloaded, StartError};
 pub use read::{ReadModel, Scrape};
 pub use server::serve;
 pub use state::{SPARK_POINTS, Spark, State};

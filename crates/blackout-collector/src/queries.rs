@@ -16,8 +16,9 @@ impl Collector {
     /// or everything. The fleet is the agents heard from within `agent_timeout_secs`, plus
     /// the one asking, so shares rebalance as agents come and go.
     pub fn catalog_for(&self, agent: Option<&str>, now: DateTime<Utc>) -> Vec<CatalogFile> {
+        let catalog = self.current();
         let (Some(k), Some(agent)) = (self.config.assign_k, agent) else {
-            return self.catalog_files.clone();
+            return catalog.files.clone();
         };
         let mut fleet: Vec<String> = {
             let live = self.lock();
@@ -32,10 +33,10 @@ impl Collector {
         if !fleet.iter().any(|a| a == agent) {
             fleet.push(agent.to_string());
         }
-        let share = crate::assign::assign(&self.targets, &fleet, k);
+        let share = crate::assign::assign(&catalog.targets, &fleet, k);
         let mine: Vec<&Target> = share
             .get(agent)
-            .map(|idx| idx.iter().map(|i| &self.targets[*i]).collect())
+            .map(|idx| idx.iter().map(|i| &catalog.targets[*i]).collect())
             .unwrap_or_default();
         blackout_model::catalog::to_files(&mine)
     }

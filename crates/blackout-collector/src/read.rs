@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use blackout_detect::{Event, Snapshot};
-use blackout_model::catalog::CatalogFile;
 use blackout_model::observation::Signal;
 use chrono::{DateTime, Utc};
 
@@ -32,6 +31,8 @@ pub struct Scrape {
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
     pub counters: Counters,
+    /// The outcome of the last configuration reload.
+    pub reload: crate::ingest::ReloadStatus,
     /// When the scrape was taken.
     pub at: DateTime<Utc>,
 }
@@ -41,9 +42,9 @@ impl ReadModel {
         ReadModel { collector }
     }
 
-    /// The catalog files the collector serves (countries, their names, controls).
-    pub fn catalog_files(&self) -> &[CatalogFile] {
-        &self.collector.catalog_files
+    /// The catalogs in force (countries, their names, controls), as of the last reload.
+    pub fn catalog(&self) -> std::sync::Arc<crate::ingest::Catalog> {
+        self.collector.current()
     }
 
     /// How much history the detector needs before its first verdict.
@@ -102,6 +103,7 @@ impl ReadModel {
             open_events,
             last_report,
             counters: c.facts().clone(),
+            reload: c.reload_status(),
             at: now,
         }
     }

@@ -183,7 +183,7 @@ fn has_agent_token(collector: &Collector, req: &Request<Incoming>) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::auth::bearer_token)
-        .is_some_and(|t| collector.tokens().agent_of(t).is_some())
+        .is_some_and(|t| collector.agent_of_token(t).is_some())
 }
 
 /// Counts a request as in flight until dropped (the handler's future finished or was

@@ -53,7 +53,7 @@ pub fn router(read: ReadModel, build: BuildInfo) -> Router {
 }
 
 fn get_metrics(read: ReadModel, metrics: Arc<metrics::Metrics>) -> Response {
-    let body = metrics.render(&read.scrape(chrono::Utc::now()), read.catalog_files());
+    let body = metrics.render(&read.scrape(chrono::Utc::now()), &read.catalog().files);
     (
         [(
             header::CONTENT_TYPE,

@@ -54,6 +54,18 @@ pub const METRICS: &[Def] = &[
         labels: &["version", "revision", "build_date"],
     },
     Def {
+        name: names::CONFIG_LAST_RELOAD_SUCCESSFUL,
+        kind: Kind::IntGauge,
+        help: "Whether the last configuration reload (SIGHUP or POST /-/reload) succeeded; 1 from the start.",
+        labels: &[],
+    },
+    Def {
+        name: names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+        kind: Kind::Gauge,
+        help: "When the configuration was last loaded successfully (the start counts), Unix seconds.",
+        labels: &[],
+    },
+    Def {
         name: names::OBSERVATIONS_INGESTED_TOTAL,
         kind: Kind::Counter,
         help: "Observations accepted from each agent.",
@@ -378,6 +390,8 @@ pub struct Metrics {
     pub agent_spool_observations: IntGaugeVec,
     pub agent_spool_dropped: IntCounterVec,
     pub agent_catalog_refusals: IntCounterVec,
+    reload_successful: IntGaugeVec,
+    reload_success_at: GaugeVec,
     pub agent_politeness_skips: IntCounterVec,
     /// One scrape at a time: a scrape resets and refills gauges.
     scrape: Mutex<()>,
@@ -442,6 +456,8 @@ impl Metrics {
             agent_spool_observations: fam.int_gauge(names::AGENT_SPOOL_OBSERVATIONS),
             agent_spool_dropped: fam.counter(names::AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL),
             agent_catalog_refusals: fam.counter(names::AGENT_CATALOG_REFUSALS_TOTAL),
+            reload_successful: fam.int_gauge(names::CONFIG_LAST_RELOAD_SUCCESSFUL),
+            reload_success_at: fam.gauge(names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
             agent_politeness_skips: fam.counter(names::AGENT_POLITENESS_SKIPS_TOTAL),
             registry: r,
             scrape: Mutex::new(()),
@@ -470,6 +486,12 @@ impl Metrics {
     pub fn render(&self, scrape: &Scrape, catalog: &[CatalogFile]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.render_counts(scrape);
+        self.reload_successful
+            .with_label_values::<&str>(&[])
+            .set(i64::from(scrape.reload.successful));
+        self.reload_success_at
+            .with_label_values::<&str>(&[])
+            .set(scrape.reload.last_success.timestamp_millis() as f64 / 1000.0);
         for (agent, t) in &scrape.last_report {
             let age = (scrape.at - *t).num_milliseconds().max(0) as f64 / 1000.0;
             self.agent_last_report_age
@@ -814,7 +836,7 @@ mod tests {
                 politeness_skips: 0,
             })
         };
-        let text = |_: &Collector| metrics.render(&read.scrape(now), read.catalog_files());
+        let text = |_: &Collector| metrics.render(&read.scrape(now), &read.catalog().files);
         let line = |t: &str, name: &str| {
             t.lines()
                 .find(|l| l.starts_with(&format!("{name}{{agent=\"a1\"}}")))
@@ -902,7 +924,7 @@ mod tests {
                     .ok()
             })
         };
-        let text = metrics.render(&read.scrape(now), read.catalog_files());
+        let text = metrics.render(&read.scrape(now), &read.catalog().files);
         assert_eq!(
             value(&text, "blackout_targets{country=\"XA\",signal=\"tcp\"}"),
             Some(1.0),
@@ -915,7 +937,7 @@ mod tests {
         assert!(!c.snapshot().agents.iter().any(|a| a.healthy));
         let later = now + chrono::Duration::seconds(bin + c.config.detect.grace_secs as i64);
         c.tick(later);
-        let text = metrics.render(&read.scrape(later), read.catalog_files());
+        let text = metrics.render(&read.scrape(later), &read.catalog().files);
         assert_eq!(
             value(&text, "blackout_agent_healthy{agent=\"a1\"}"),
             Some(1.0)

@@ -4,6 +4,9 @@
 //! (country, asn, signal, agent, phase, failure, result): never IPs, URLs or error text.
 
 pub const BUILD_INFO: &str = "blackout_build_info";
+pub const CONFIG_LAST_RELOAD_SUCCESSFUL: &str = "blackout_config_last_reload_successful";
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
+    "blackout_config_last_reload_success_timestamp_seconds";
 
 // Ingest.
 pub const OBSERVATIONS_INGESTED_TOTAL: &str = "blackout_observations_ingested_total";

@@ -569,7 +569,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
     let snap = read.verdicts();
     let sparks = read.sparks();
     let mut countries: BTreeMap<String, CountryStatus> = BTreeMap::new();
-    for f in read.catalog_files().iter().filter(|f| !f.control) {
+    for f in read.catalog().files.iter().filter(|f| !f.control) {
         countries
             .entry(f.country.clone())
             .or_insert_with(|| CountryStatus {
