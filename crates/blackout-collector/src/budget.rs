@@ -128,7 +128,15 @@ mod tests {
         assert!(!budget.grow("a", &mut r, 1), "a's share is spent");
         assert_eq!(r.bytes(), 0);
         assert!(budget.grow("b", &mut r, 16 * KIB), "b still has its own");
-        assert!(!budget.grow("nobody", &mut budget.empty(), 1));
+        // An agent added by a reload gets its own share at its first upload, and no more.
+        let mut c = budget.empty();
+        assert!(budget.grow("c", &mut c, 16 * KIB));
+        assert!(
+            !budget.grow("c", &mut c, 16 * KIB + 1),
+            "c's share is spent"
+        );
+        assert_eq!(budget.available_bytes(), 16 * KIB);
+        drop(c);
         drop(held);
         assert_eq!(budget.available_bytes(), 48 * KIB);
         drop(r);
