@@ -62,22 +62,43 @@ fn probe_exits_as_fping_does() {
 #[test]
 fn listen_takes_port_only_and_host_names() {
     for form in [":{port}", "localhost:{port}"] {
-        let port = blackout_test_support::free_port();
-        let listen = form.replace("{port}", &port.to_string());
-        let dir = tempfile::tempdir().unwrap();
-        let _collector = blackout_test_support::Proc::spawn(
-            "collector",
-            Command::new(COLLECTOR).args(["collector", "--listen", &listen]),
-            &dir.path().join("collector.log"),
-        );
-        blackout_test_support::wait_for(
-            &format!("--listen {listen} to answer on 127.0.0.1:{port}"),
-            Duration::from_secs(20),
-            || {
-                blackout_test_support::http_get(&format!("http://127.0.0.1:{port}/-/healthy"))
-                    .filter(|(s, _)| *s == 200)
-            },
-        );
+        // A port free a moment ago may be taken by another test's connection before the
+        // collector binds it: then the collector exits ("cannot listen"), and the test
+        // tries another port rather than waiting for nothing.
+        let mut answered = false;
+        for _attempt in 0..5 {
+            let port = blackout_test_support::free_port();
+            let listen = form.replace("{port}", &port.to_string());
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("collector.log");
+            let mut collector = blackout_test_support::Proc::spawn(
+                "collector",
+                Command::new(COLLECTOR).args(["collector", "--listen", &listen]),
+                &log,
+            );
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(30) {
+                if blackout_test_support::http_get(&format!("http://127.0.0.1:{port}/-/healthy"))
+                    .is_some_and(|(s, _)| s == 200)
+                {
+                    answered = true;
+                    break;
+                }
+                if let Ok(Some(_)) = collector.child.try_wait() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(
+                        text.contains("cannot listen"),
+                        "--listen {listen}: the collector exited: {text}"
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if answered {
+                break;
+            }
+        }
+        assert!(answered, "--listen {form}: never answered on 127.0.0.1");
     }
     let out = Command::new(COLLECTOR)
         .args(["collector", "--listen", "9797"])
