@@ -56,11 +56,7 @@ impl Api {
 fn refusals_name_record_and_field_and_count_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (catalog, _l) = tcp_catalog(0, 5);
-    let targets: Vec<String> = catalog
-        .lines()
-        .filter_map(|l| l.strip_prefix("address = \""))
-        .map(|a| format!("tcp:{}", a.trim_end_matches('"')))
-        .collect();
+    let targets: Vec<String> = tcp_targets(&catalog);
     let c = CollectorSetup::new(
         tmp.path(),
         &catalog,

@@ -160,11 +160,7 @@ fn obs(target: &str, at: &str) -> Value {
 fn healthy_during_replay_ready_after_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (catalog, _l) = tcp_catalog(0, 20);
-    let targets: Vec<String> = catalog
-        .lines()
-        .filter_map(|l| l.strip_prefix("address = \""))
-        .map(|a| format!("tcp:{}", a.trim_end_matches('"')))
-        .collect();
+    let targets: Vec<String> = tcp_targets(&catalog);
     let c = CollectorSetup::new(
         tmp.path(),
         &catalog,
@@ -252,11 +248,7 @@ fn healthy_during_replay_ready_after_it() {
 fn counters_go_on_across_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let (catalog, _l) = tcp_catalog(0, 4);
-    let targets: Vec<String> = catalog
-        .lines()
-        .filter_map(|l| l.strip_prefix("address = \""))
-        .map(|a| format!("tcp:{}", a.trim_end_matches('"')))
-        .collect();
+    let targets: Vec<String> = tcp_targets(&catalog);
     let c = CollectorSetup::new(
         tmp.path(),
         &catalog,

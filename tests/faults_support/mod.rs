@@ -103,6 +103,15 @@ impl Drop for Proc {
     }
 }
 
+/// The target ids (`tcp:IP:PORT`) of a catalog made by [`tcp_catalog`].
+pub fn tcp_targets(catalog: &str) -> Vec<String> {
+    catalog
+        .lines()
+        .filter_map(|l| l.strip_prefix("address = \""))
+        .map(|a| format!("tcp:{}", a.trim_end_matches('"')))
+        .collect()
+}
+
 /// Starts a command with stdout and stderr appended to `log`.
 pub fn spawn(mut cmd: Command, log: &Path) -> Proc {
     let f = std::fs::OpenOptions::new()

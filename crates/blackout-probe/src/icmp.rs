@@ -157,19 +157,13 @@ impl std::fmt::Debug for IcmpProber {
 impl IcmpProber {
     /// Opens nothing yet: sockets are opened on the first probe of each family.
     pub fn new(settings: &ProbeSettings) -> Self {
+        let (capacity, refill_per_hour) =
+            crate::politeness_bucket(settings.icmp_max_probes_per_block_hour, settings.icmp_round);
         IcmpProber {
             timeout: settings.timeout,
             max_extra: settings.icmp_max_extra_probes,
-            capacity: crate::politeness_bucket(
-                settings.icmp_max_probes_per_block_hour,
-                settings.icmp_round,
-            )
-            .0,
-            refill_per_hour: crate::politeness_bucket(
-                settings.icmp_max_probes_per_block_hour,
-                settings.icmp_round,
-            )
-            .1,
+            capacity,
+            refill_per_hour,
             recv_buffer: settings.icmp_recv_buffer_bytes,
             v4: OnceCell::new(),
             v6: OnceCell::new(),
