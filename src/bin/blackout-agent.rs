@@ -128,6 +128,11 @@ fn reload_agent(
     if let (Some(tx), Some(t)) = (table, new_table) {
         tx.send_replace(t);
     }
+    if let Some(note) =
+        blackout_agent::config::politeness_note(new.round, new.icmp_max_probes_per_block_hour)
+    {
+        tracing::warn!("{note}");
+    }
     let p = blackout_agent::run::Pacing::of(&new);
     pacing.send_if_modified(|old| std::mem::replace(old, p) != p);
     *cur = new;

@@ -859,6 +859,64 @@ mod tests {
         }
     }
 
+    /// A reload's pacing reaches the running loop: a round of 60 s shortened to 10 s is in
+    /// force from the next round, and the targets are still probed once a round.
+    #[tokio::test(start_paused = true)]
+    async fn new_pacing_applies_from_the_next_round() {
+        let targets: Vec<Target> = (0..5)
+            .map(|i| {
+                target(
+                    format!("tcp:{i}"),
+                    TargetKind::Tcp {
+                        address: std::net::SocketAddr::from(([192, 0, 2, 1], 443)),
+                    },
+                )
+            })
+            .collect();
+        let cfg = AgentConfig {
+            round: Duration::from_secs(60),
+            concurrency: 4,
+            max_probes_per_sec: 1000,
+            upload_interval: Duration::from_millis(100),
+            allow_reserved: true,
+            ..AgentConfig::standalone()
+        };
+        let table = Arc::new(TargetTable::from_targets(targets).unwrap());
+        let (_keep_tx, rx) = tokio::sync::watch::channel(table);
+        let (pacing_tx, pacing) = tokio::sync::watch::channel(Pacing::of(&cfg));
+        let net = Arc::new(FakeNet::default());
+        let stop = CancellationToken::new();
+        let t0 = Instant::now();
+        let agent = tokio::spawn(run_on(
+            cfg.clone(),
+            rx,
+            pacing,
+            vec![Arc::new(Keep::default()) as Arc<dyn Sink>],
+            stop.clone(),
+            net.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        pacing_tx.send_replace(Pacing {
+            round: Duration::from_secs(10),
+            ..Pacing::of(&cfg)
+        });
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        stop.cancel();
+        agent.await.unwrap().unwrap();
+        let calls = net.calls.lock().unwrap().clone();
+        let within = |from: u64, to: u64| {
+            calls
+                .iter()
+                .filter(|(_, at)| {
+                    *at >= t0 + Duration::from_secs(from) && *at < t0 + Duration::from_secs(to)
+                })
+                .count()
+        };
+        assert_eq!(within(0, 60), 5, "the first round keeps its 60 s");
+        // Rounds of 10 s from 60 s on: four whole rounds by 100 s.
+        assert_eq!(within(60, 100), 20, "{calls:?}");
+    }
+
     struct IcmpProberCheck;
 
     impl IcmpProberCheck {
