@@ -189,6 +189,32 @@ fn the_agent_serves_its_own_metrics_and_health() {
     ] {
         assert!(text.contains(name), "{name} in {text}");
     }
+    match blackout_test_support::which("promtool") {
+        Some(promtool) => {
+            use std::io::Write;
+            let mut child = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None => eprintln!("SKIP the promtool check: promtool not found"),
+    }
     let info = text
         .lines()
         .find(|l| l.starts_with("blackout_build_info{"))
@@ -272,11 +298,16 @@ fn sighup_and_post_reload_apply_new_targets_and_keep_the_old_config_on_error() {
     // A block added: probed after SIGHUP, the agent alive.
     std::fs::write(dir.join("catalog/kz.toml"), icmp_catalog(&[60, 61])).unwrap();
     std::thread::sleep(Duration::from_millis(20));
+    let hup = Instant::now();
     sighup(&agent);
     wait_until(
         "block 61 at the collector after SIGHUP",
         Duration::from_secs(15),
         || logged_of_block(&c, 61) > 0,
+    );
+    eprintln!(
+        "SIGHUP to the added block's first observation at the collector: {:?}",
+        hup.elapsed()
     );
     assert!(
         agent.alive(),
