@@ -25,12 +25,14 @@ fn icmp_catalog(blocks: &[u8]) -> String {
     text
 }
 
-/// `agent.toml` in `dir` with its own catalog directory `dir/catalog` holding `blocks`.
+/// `agent.toml` in `dir` with its own catalog directory `dir/catalog` holding `blocks`;
+/// rounds of 1 s, with a politeness budget that lets each block have its echo every
+/// round (the default, 20 an hour, would skip the blocks after their burst).
 fn write_agent(dir: &Path, url: &str, blocks: &[u8], extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("catalog")).unwrap();
     std::fs::write(dir.join("catalog/kz.toml"), icmp_catalog(blocks)).unwrap();
     let text = format!(
-        "agent_id = \"a1\"\ncollector_url = \"{url}\"\ntoken = \"tok-a1\"\ncatalog = [\"catalog\"]\nspool_dir = \"spool\"\nround_secs = 1\ntimeout_ms = 300\nupload_interval_secs = 1\nallow_reserved = true\n{extra}\n"
+        "agent_id = \"a1\"\ncollector_url = \"{url}\"\ntoken = \"tok-a1\"\ncatalog = [\"catalog\"]\nspool_dir = \"spool\"\nround_secs = 1\ntimeout_ms = 300\nupload_interval_secs = 1\nallow_reserved = true\nicmp_max_probes_per_block_hour = 7200\n{extra}\n"
     );
     let p = dir.join("agent.toml");
     std::fs::write(&p, text).unwrap();
@@ -393,4 +395,41 @@ fn sighup_and_post_reload_apply_new_targets_and_keep_the_old_config_on_error() {
         agent.term(Duration::from_secs(20)),
         "clean stop after reloads"
     );
+}
+
+/// Without `metrics_listen` too, SIGHUP reloads: the added block reaches the collector and
+/// the agent lives (SIGHUP's default action used to end it, exit 129).
+#[test]
+fn sighup_reloads_an_agent_without_an_endpoint() {
+    if skip_without_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = CollectorSetup::new(
+        tmp.path(),
+        &icmp_catalog(&[70, 71]),
+        &[("a1", "tok-a1")],
+        "",
+    );
+    let _collector = c.start();
+    let dir = tmp.path().join("agent");
+    let cfg = write_agent(&dir, &c.url(), &[70], "");
+    let mut agent = run_agent(&cfg, &tmp.path().join("agent.log"), &[]);
+    wait_until("block 70 at the collector", Duration::from_secs(15), || {
+        logged_of_block(&c, 70) > 0
+    });
+    std::fs::write(dir.join("catalog/kz.toml"), icmp_catalog(&[70, 71])).unwrap();
+    sighup(&agent);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        agent.alive(),
+        "SIGHUP killed the agent: {}",
+        agent.log_text()
+    );
+    wait_until(
+        "block 71 at the collector after SIGHUP",
+        Duration::from_secs(15),
+        || logged_of_block(&c, 71) > 0,
+    );
+    assert!(agent.term(Duration::from_secs(20)), "clean stop");
 }
