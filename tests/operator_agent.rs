@@ -70,6 +70,37 @@ fn wait_ready(base: &str, p: &mut Proc) {
     }
 }
 
+/// Starts an agent whose endpoint listens on a free port (`start(port)` writes its config
+/// and spawns it) and returns it with the endpoint's base URL once `/-/healthy` answers.
+/// A port free a moment ago may be taken by another test's connection before the agent
+/// binds it: then the agent exits ("cannot listen") and another port is tried.
+fn start_on_free_port(mut start: impl FnMut(u16) -> Proc) -> (Proc, String) {
+    for _attempt in 0..5 {
+        let port = free_port();
+        let mut p = start(port);
+        let base = format!("http://127.0.0.1:{port}/");
+        let t0 = Instant::now();
+        loop {
+            let healthy = get(&format!("{base}-/healthy")).is_some_and(|(s, _)| s == 200);
+            if !p.alive() {
+                let text = p.log_text();
+                assert!(text.contains("cannot listen"), "the agent exited: {text}");
+                break;
+            }
+            if healthy {
+                return (p, base);
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no /-/healthy: {}",
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    panic!("the agent could not listen on any of 5 free ports");
+}
+
 fn sighup(p: &Proc) {
     let st = Command::new("kill")
         .args(["-HUP", &p.pid().to_string()])
@@ -118,15 +149,14 @@ fn the_agent_serves_its_own_metrics_and_health() {
     );
     let _collector = c.start();
     let cfg = write_agent(&tmp.path().join("agent"), &c.url(), &[50, 51], "");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}/");
-    let mut agent = run_agent(
-        &cfg,
-        &tmp.path().join("agent.log"),
-        &["--metrics-listen", &format!("127.0.0.1:{port}")],
-    );
+    let (mut agent, base) = start_on_free_port(|port| {
+        run_agent(
+            &cfg,
+            &tmp.path().join("agent.log"),
+            &["--metrics-listen", &format!("127.0.0.1:{port}")],
+        )
+    });
     wait_ready(&base, &mut agent);
-    assert_eq!(get(&format!("{base}-/healthy")).unwrap().0, 200);
 
     let probes = |text: &str| metric_sum(text, "blackout_agent_probes_total", &["signal=\"icmp\""]);
     let first = scrape(&base);
@@ -238,20 +268,16 @@ fn not_ready_until_the_catalog_is_loaded() {
     let dir = tmp.path().join("agent");
     std::fs::create_dir_all(&dir).unwrap();
     let nobody = free_port();
-    let port = free_port();
-    std::fs::write(
-        dir.join("agent.toml"),
-        format!(
-            "agent_id = \"a1\"\ncollector_url = \"http://127.0.0.1:{nobody}/\"\ntoken = \"t\"\nmetrics_listen = \":{port}\"\n"
-        ),
-    )
-    .unwrap();
-    let mut agent = run_agent(&dir.join("agent.toml"), &tmp.path().join("agent.log"), &[]);
-    let base = format!("http://127.0.0.1:{port}/");
-    let healthy = blackout_test_support::wait_for("/-/healthy", Duration::from_secs(20), || {
-        get(&format!("{base}-/healthy"))
+    let (mut agent, base) = start_on_free_port(|port| {
+        std::fs::write(
+            dir.join("agent.toml"),
+            format!(
+                "agent_id = \"a1\"\ncollector_url = \"http://127.0.0.1:{nobody}/\"\ntoken = \"t\"\nmetrics_listen = \":{port}\"\n"
+            ),
+        )
+        .unwrap();
+        run_agent(&dir.join("agent.toml"), &tmp.path().join("agent.log"), &[])
     });
-    assert_eq!(healthy.0, 200);
     let (status, body) = get(&format!("{base}-/ready")).unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no catalog"), "{body}");
@@ -277,13 +303,14 @@ fn sighup_and_post_reload_apply_new_targets_and_keep_the_old_config_on_error() {
     );
     let _collector = c.start();
     let dir = tmp.path().join("agent");
-    let port = free_port();
-    let listen = format!("metrics_listen = \"localhost:{port}\"");
-    let cfg = write_agent(&dir, &c.url(), &[60], &listen);
-    let good = std::fs::read_to_string(&cfg).unwrap();
     let log = tmp.path().join("agent.log");
-    let mut agent = run_agent(&cfg, &log, &[]);
-    let base = format!("http://127.0.0.1:{port}/");
+    let mut cfg = PathBuf::new();
+    let (mut agent, base) = start_on_free_port(|port| {
+        let listen = format!("metrics_listen = \"localhost:{port}\"");
+        cfg = write_agent(&dir, &c.url(), &[60], &listen);
+        run_agent(&cfg, &log, &[])
+    });
+    let good = std::fs::read_to_string(&cfg).unwrap();
     wait_ready(&base, &mut agent);
     let gauge = |name: &str, labels: &[&str]| metric_sum(&scrape(&base), name, labels);
     let icmp_targets = || gauge("blackout_agent_catalog_targets", &["signal=\"icmp\""]);
