@@ -13,6 +13,7 @@
 //! in-process sink of `standalone`, the server that merges the collector's and the
 //! exposition's routes, and log set-up.
 
+pub mod agent_http;
 pub mod embedded;
 pub mod logging;
 pub mod signals;
@@ -24,36 +25,7 @@ use blackout_collector::Collector;
 
 pub use embedded::{embedded, embedded_names};
 
-/// A listen address as the ecosystem's flags take it: `IP:PORT`, `[IPv6]:PORT`,
-/// `:PORT` (every IPv4 interface, as `--web.listen-address=:9100`), or `HOST:PORT` with a
-/// name that resolves locally (`localhost:9797`; its IPv4 address first).
-pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
-    use std::net::{SocketAddr, ToSocketAddrs};
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{s:?}: the port after ':' must be a number 0-65535"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if !s.contains(':') {
-        return Err(format!(
-            "{s:?}: expected IP:PORT, :PORT or HOST:PORT (e.g. 127.0.0.1:9797)"
-        ));
-    }
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .map_err(|e| format!("{s:?}: {e}"))?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| format!("{s:?}: the name has no address"))
-}
+pub use blackout_model::listen::parse_listen;
 
 /// What `--version` prints after the binary's name: version, git commit, build date.
 pub const LONG_VERSION: &str = concat!(
@@ -168,27 +140,7 @@ pub async fn serve(
         .route("/-/healthy", axum::routing::get(|| async { "Healthy\n" }))
         .route("/-/ready", axum::routing::get(|| async { "Ready\n" }));
     if let Some(reload) = reload {
-        // As Prometheus' `POST /-/reload`: 200 when the new configuration is in force,
-        // 500 with the reason when the old one stays.
-        app = app.route(
-            "/-/reload",
-            axum::routing::post(move || {
-                let reload = reload.clone();
-                async move {
-                    match tokio::task::spawn_blocking(move || reload()).await {
-                        Ok(Ok(done)) => (axum::http::StatusCode::OK, format!("{done}\n")),
-                        Ok(Err(e)) => (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("{e}\n"),
-                        ),
-                        Err(e) => (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("{e}\n"),
-                        ),
-                    }
-                }
-            }),
-        );
+        app = app.route("/-/reload", reload_route(reload));
     }
     blackout_collector::serve(collector, app, listener, shutdown).await
 }
@@ -196,6 +148,27 @@ pub async fn serve(
 /// Re-reads the configuration and catalogs and applies them (see
 /// [`blackout_collector::Collector::reload`]); says what changed, or why nothing did.
 pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// `POST /-/reload` as Prometheus has it: 200 when the new configuration is in force,
+/// 500 with the reason when the old one stays.
+pub fn reload_route(reload: Reload) -> axum::routing::MethodRouter {
+    axum::routing::post(move || {
+        let reload = reload.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || reload()).await {
+                Ok(Ok(done)) => (axum::http::StatusCode::OK, format!("{done}\n")),
+                Ok(Err(e)) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{e}\n"),
+                ),
+                Err(e) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{e}\n"),
+                ),
+            }
+        }
+    })
+}
 
 /// Calls `reload` on every SIGHUP until `stop`: the signal re-reads the configuration
 /// (it used to kill the collector, exit 129, with no snapshot written).
@@ -215,34 +188,5 @@ pub async fn reload_on_sighup(reload: Reload, stop: tokio_util::sync::Cancellati
         }
         let reload = reload.clone();
         let _ = tokio::task::spawn_blocking(move || reload()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_listen;
-
-    #[test]
-    fn listen_addresses_as_the_ecosystem_writes_them() {
-        let ok = [
-            ("127.0.0.1:9797", "127.0.0.1:9797"),
-            (":9797", "0.0.0.0:9797"),
-            ("localhost:9797", "127.0.0.1:9797"),
-            ("[::1]:9797", "[::1]:9797"),
-            ("0.0.0.0:0", "0.0.0.0:0"),
-        ];
-        for (s, want) in ok {
-            assert_eq!(parse_listen(s).unwrap().to_string(), want, "{s}");
-        }
-        for s in [
-            "9797",
-            ":",
-            ":http",
-            ":70000",
-            "127.0.0.1",
-            "no-such-host.invalid:80",
-        ] {
-            assert!(parse_listen(s).is_err(), "{s} accepted");
-        }
     }
 }

@@ -1155,6 +1155,8 @@ fn systemd_units_are_least_privilege_and_verify() {
             "ProtectSystem=strict",
             "ProtectHome=yes",
             "PrivateTmp=yes",
+            // `systemctl reload`: both binaries re-read their configuration on SIGHUP.
+            "ExecReload=/bin/kill -HUP $MAINPID",
         ] {
             assert!(u.contains(&format!("{line}\n")), "{name}: {line}");
         }

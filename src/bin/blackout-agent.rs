@@ -31,6 +31,10 @@ enum Cmd {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Serve the agent's /metrics, /-/healthy, /-/ready and /-/reload here (IP:PORT,
+        /// :PORT or HOST:PORT); overrides `metrics_listen` in the config.
+        #[arg(long, value_parser = blackout::parse_listen)]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Probe targets once each and print one JSON line per target (like fping).
     Probe(blackout_tools::adhoc::ProbeArgs),
@@ -52,21 +56,157 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Run { config } => {
-            let cfg = AgentConfig::load(&config)?;
+        Cmd::Run {
+            config,
+            metrics_listen,
+        } => {
+            let cfg = agent_config(&config, metrics_listen)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(cfg.worker_threads)
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            rt.block_on(run(cfg))
+            rt.block_on(run(cfg, config, metrics_listen))
         }
     }
 }
 
-async fn run(cfg: AgentConfig) -> Result<()> {
+/// The configuration as the command line gives it: the file with `--metrics-listen` over
+/// it. Read at the start and at each reload.
+fn agent_config(
+    path: &std::path::Path,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<AgentConfig> {
+    let mut cfg = AgentConfig::load(path)?;
+    if metrics_listen.is_some() {
+        cfg.metrics_listen = metrics_listen;
+    }
+    Ok(cfg)
+}
+
+fn load_catalogs(cfg: &AgentConfig) -> Result<Vec<blackout_model::catalog::CatalogFile>> {
+    let mut files = Vec::new();
+    for p in &cfg.catalog {
+        files.extend(blackout_model::catalog::load_path(p)?);
+    }
+    Ok(files)
+}
+
+/// Re-reads the config file and the local catalogs and applies them, whole or not at
+/// all: the targets go to the run loop through `table` (local catalogs only: a catalog
+/// from the collector is the collector's to change), the pacing through `pacing`; the
+/// spool, the round's state and the block states stay. A setting only a restart can
+/// apply refuses the reload, naming it.
+fn reload_agent(
+    path: &std::path::Path,
+    metrics_listen: Option<std::net::SocketAddr>,
+    current: &std::sync::Mutex<AgentConfig>,
+    table: Option<&tokio::sync::watch::Sender<Arc<blackout_agent::table::TargetTable>>>,
+    pacing: &tokio::sync::watch::Sender<blackout_agent::run::Pacing>,
+) -> std::result::Result<String, String> {
+    let new = agent_config(path, metrics_listen).map_err(|e| format!("{e:#}"))?;
+    let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+    let changed = cur.restart_only_changes(&new);
+    if !changed.is_empty() {
+        return Err(format!(
+            "{}: {} changed: only a restart applies {}; nothing reloaded",
+            path.display(),
+            changed.join(", "),
+            if changed.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    let new_table = match table {
+        Some(_) => {
+            let files = load_catalogs(&new).map_err(|e| format!("{e:#}"))?;
+            let t = blackout_agent::run::select_table(&new, &files)
+                .map_err(|e| format!("{}: key `catalog`: {e}", path.display()))?;
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
+    let targets = new_table.as_ref().map(|t| t.len());
+    if let (Some(tx), Some(t)) = (table, new_table) {
+        tx.send_replace(t);
+    }
+    if let Some(note) =
+        blackout_agent::config::politeness_note(new.round, new.icmp_max_probes_per_block_hour)
+    {
+        tracing::warn!("{note}");
+    }
+    let p = blackout_agent::run::Pacing::of(&new);
+    pacing.send_if_modified(|old| std::mem::replace(old, p) != p);
+    *cur = new;
+    Ok(match targets {
+        Some(n) => format!(
+            "reloaded: {n} targets, round_secs {}, from the next round",
+            p.round.as_secs()
+        ),
+        None => format!(
+            "reloaded: round_secs {}, from the next round (the catalog comes from the collector)",
+            p.round.as_secs()
+        ),
+    })
+}
+
+async fn run(
+    cfg: AgentConfig,
+    path: PathBuf,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> Result<()> {
+    let stats = &blackout_agent::metrics::STATS;
+    stats.config_loaded(chrono::Utc::now());
     let stop = CancellationToken::new();
     tokio::spawn(blackout::signals::stop_on_signal(stop.clone()));
+    // Local catalogs are read now, so that a bad one stops the start.
+    let local = if cfg.catalog.is_empty() {
+        None
+    } else {
+        let files = load_catalogs(&cfg)?;
+        let table = blackout_agent::run::select_table(&cfg, &files)?;
+        Some(tokio::sync::watch::channel(Arc::new(table)))
+    };
+    let (pacing_tx, pacing_rx) = tokio::sync::watch::channel(blackout_agent::run::Pacing::of(&cfg));
+    let reload: blackout::Reload = {
+        let current = std::sync::Mutex::new(cfg.clone());
+        let table_tx = local.as_ref().map(|(tx, _)| tx.clone());
+        Arc::new(move || {
+            let r = reload_agent(
+                &path,
+                metrics_listen,
+                &current,
+                table_tx.as_ref(),
+                &pacing_tx,
+            );
+            match &r {
+                Ok(done) => {
+                    stats.config_loaded(chrono::Utc::now());
+                    tracing::info!(result = %done, "configuration reloaded");
+                }
+                Err(e) => {
+                    stats.reload_failed();
+                    tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in force");
+                }
+            }
+            r
+        })
+    };
+    // Before anything slow (the catalog fetch): SIGHUP's default action ends the process.
+    tokio::spawn(blackout::reload_on_sighup(reload.clone(), stop.clone()));
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+        tracing::info!(listen = %addr, "serving /metrics, /-/healthy, /-/ready, /-/reload");
+        let (app, stop) = (blackout::agent_http::router(reload), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "the metrics endpoint failed");
+            }
+        });
+    }
     let url = cfg
         .collector_url
         .clone()
@@ -81,15 +221,8 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             client.clone(),
         )?));
     }
-    if !cfg.catalog.is_empty() {
-        let mut files = Vec::new();
-        for p in &cfg.catalog {
-            files.extend(blackout_model::catalog::load_path(p)?);
-        }
-        let table = blackout_agent::run::select_table(&cfg, &files)?;
-        drop(files);
-        let (_keep, rx) = tokio::sync::watch::channel(Arc::new(table));
-        blackout_agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+    if let Some((_keep, rx)) = local {
+        blackout_agent::run::run_with_updates(cfg, rx, pacing_rx, sinks, stop).await?;
         return Ok(());
     }
     // The collector hands out this agent's share and rebalances it over time.
@@ -154,6 +287,6 @@ async fn run(cfg: AgentConfig) -> Result<()> {
             }
         });
     }
-    blackout_agent::run::run_with_updates(cfg, rx, sinks, stop).await?;
+    blackout_agent::run::run_with_updates(cfg, rx, pacing_rx, sinks, stop).await?;
     Ok(())
 }

@@ -72,6 +72,9 @@ struct RawAgentConfig {
     max_catalog_bytes: Option<u64>,
     /// Most targets a catalog from the collector may expand into.
     max_targets: Option<u64>,
+    /// Where the agent serves its own `/metrics`, `/-/healthy`, `/-/ready` and
+    /// `/-/reload` (`IP:PORT`, `:PORT` or `HOST:PORT`); none by default.
+    metrics_listen: Option<String>,
 }
 
 /// The validated configuration.
@@ -99,6 +102,8 @@ pub struct AgentConfig {
     pub opt_out: Vec<IpNet>,
     /// Limits on a catalog received from the collector.
     pub catalog_limits: CatalogLimits,
+    /// The agent's own HTTP endpoint (metrics, health, reload), if any.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +142,62 @@ impl AgentConfig {
             allow_reserved: false,
             opt_out: Vec::new(),
             catalog_limits: CatalogLimits::default(),
+            metrics_listen: None,
         }
+    }
+
+    /// The settings a reload cannot apply that differ between `self` (in force) and
+    /// `new`, by key: they are built into the spool, the upload clients, the probers or
+    /// the runtime when the agent starts. A reload applies the catalog, `round_secs`,
+    /// `concurrency` and `max_probes_per_sec`.
+    pub fn restart_only_changes(&self, new: &AgentConfig) -> Vec<&'static str> {
+        let fixed: [(&str, bool); 18] = [
+            ("agent_id", self.agent_id != new.agent_id),
+            (
+                "collector_url/collector_urls",
+                self.collector_urls != new.collector_urls,
+            ),
+            ("token/token_file", self.token != new.token),
+            ("ca_file", self.ca_file != new.ca_file),
+            (
+                "catalog (local files or from the collector)",
+                self.catalog.is_empty() != new.catalog.is_empty(),
+            ),
+            (
+                "catalog_refresh_secs",
+                self.catalog_refresh != new.catalog_refresh,
+            ),
+            ("spool_dir", self.spool_dir != new.spool_dir),
+            (
+                "spool_max_bytes",
+                self.spool_max_bytes != new.spool_max_bytes,
+            ),
+            ("timeout_ms", self.timeout != new.timeout),
+            (
+                "upload_interval_secs",
+                self.upload_interval != new.upload_interval,
+            ),
+            ("batch_max", self.batch_max != new.batch_max),
+            ("worker_threads", self.worker_threads != new.worker_threads),
+            (
+                "icmp_max_probes_per_block_hour",
+                self.icmp_max_probes_per_block_hour != new.icmp_max_probes_per_block_hour,
+            ),
+            ("allow_reserved", self.allow_reserved != new.allow_reserved),
+            // The probers check every resolved or redirected address against the policy
+            // they were built with.
+            ("opt_out", self.opt_out != new.opt_out),
+            (
+                "max_catalog_bytes",
+                self.catalog_limits.max_catalog_bytes != new.catalog_limits.max_catalog_bytes,
+            ),
+            (
+                "max_targets",
+                self.catalog_limits.max_targets != new.catalog_limits.max_targets,
+            ),
+            ("metrics_listen", self.metrics_listen != new.metrics_listen),
+        ];
+        fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect()
     }
 
     pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
@@ -345,6 +405,11 @@ impl AgentConfig {
         if let Some(note) = politeness_note(round, icmp_max_probes_per_block_hour) {
             notes.push(note);
         }
+        let metrics_listen = raw.metrics_listen.as_deref().and_then(|s| {
+            blackout_model::listen::parse_listen(s)
+                .map_err(|e| errors.push(format!("key `metrics_listen`: {e}")))
+                .ok()
+        });
         AgentConfig {
             agent_id: raw.agent_id,
             collector_url,
@@ -366,6 +431,7 @@ impl AgentConfig {
             allow_reserved: raw.allow_reserved,
             opt_out: raw.opt_out,
             catalog_limits,
+            metrics_listen,
         }
     }
 }
@@ -420,6 +486,10 @@ mod tests {
                 &format!("{ok}collector_urls = [\"udp://x\"]\n"),
                 "key `collector_urls`",
             ),
+            (
+                &format!("{ok}metrics_listen = \"9798\"\n"),
+                "key `metrics_listen`: \"9798\": expected IP:PORT, :PORT or HOST:PORT",
+            ),
         ];
         for (text, want) in cases {
             let e = AgentConfig::parse(text, p).unwrap_err().to_string();
@@ -434,5 +504,54 @@ mod tests {
             .unwrap();
         assert_eq!(c.collector_urls.len(), 2);
         assert_eq!(c.collector_urls[1].as_str(), "https://b:9797/");
+    }
+
+    #[test]
+    fn metrics_listen_takes_the_ecosystem_forms() {
+        let p = Path::new("/etc/blackout/agent.toml");
+        let ok = "agent_id = \"a1\"\ncollector_url = \"http://127.0.0.1:9797\"\n";
+        assert_eq!(AgentConfig::parse(ok, p).unwrap().metrics_listen, None);
+        for (v, want) in [
+            (":9798", "0.0.0.0:9798"),
+            ("127.0.0.1:9798", "127.0.0.1:9798"),
+            ("localhost:9798", "127.0.0.1:9798"),
+        ] {
+            let c = AgentConfig::parse(&format!("{ok}metrics_listen = \"{v}\"\n"), p).unwrap();
+            assert_eq!(c.metrics_listen.unwrap().to_string(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_reload_refuses_by_key_what_only_a_restart_applies() {
+        let p = Path::new("/etc/blackout/agent.toml");
+        let ok =
+            "agent_id = \"a1\"\ncollector_url = \"http://127.0.0.1:9797\"\ncatalog = [\"c\"]\n";
+        let old = AgentConfig::parse(ok, p).unwrap();
+        let cases = [
+            (
+                "catalog = [\"c\", \"d\"]\nround_secs = 60\nconcurrency = 8\nmax_probes_per_sec = 10\n",
+                vec![],
+            ),
+            ("spool_dir = \"/var/spool\"\n", vec!["spool_dir"]),
+            ("metrics_listen = \":9798\"\n", vec!["metrics_listen"]),
+            (
+                "timeout_ms = 100\nopt_out = [\"192.0.2.0/24\"]\n",
+                vec!["timeout_ms", "opt_out"],
+            ),
+        ];
+        for (extra, want) in cases {
+            let text = format!("{ok}{extra}").replacen(
+                "catalog = [\"c\"]\n",
+                "",
+                usize::from(extra.starts_with("catalog")),
+            );
+            let new = AgentConfig::parse(&text, p).unwrap();
+            assert_eq!(old.restart_only_changes(&new), want, "{extra}");
+        }
+        let fetch = AgentConfig::parse(&ok.replace("catalog = [\"c\"]\n", ""), p).unwrap();
+        assert_eq!(
+            old.restart_only_changes(&fetch),
+            vec!["catalog (local files or from the collector)"]
+        );
     }
 }

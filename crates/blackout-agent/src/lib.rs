@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod config;
 pub mod filter;
+pub mod metrics;
 pub mod network;
 pub mod run;
 pub mod schedule;

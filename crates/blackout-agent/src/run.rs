@@ -39,6 +39,25 @@ pub enum AgentError {
     NoTargets { refused: usize },
 }
 
+/// What a reload may change in a running agent besides its targets; the rest of
+/// [`AgentConfig`] is built into the spool, the uploads and the probers at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub round: Duration,
+    pub concurrency: usize,
+    pub max_probes_per_sec: u32,
+}
+
+impl Pacing {
+    pub fn of(cfg: &AgentConfig) -> Pacing {
+        Pacing {
+            round: cfg.round,
+            concurrency: cfg.concurrency.max(1),
+            max_probes_per_sec: cfg.max_probes_per_sec,
+        }
+    }
+}
+
 /// Block probes skipped since the agent started because the block's politeness budget
 /// was spent; sent to the collector with each upload's spool status.
 pub static POLITENESS_SKIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -208,7 +227,12 @@ async fn batcher(
                     batch.clone().expect("kept until the last spool")
                 };
                 match spool.lock().expect("spool lock").push(b) {
-                    Ok(()) => more.notify_one(),
+                    Ok(()) => {
+                        if i == 0 {
+                            crate::metrics::STATS.spooled(n as u64);
+                        }
+                        more.notify_one()
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, observations = n, "cannot write to the spool; observations lost")
                     }
@@ -260,7 +284,8 @@ pub async fn run_multi(
 ) -> Result<(), AgentError> {
     let table = Arc::new(TargetTable::from_targets(targets)?);
     let (_keep, rx) = tokio::sync::watch::channel(table);
-    run_with_updates(cfg, rx, sinks, stop).await
+    let (_keep_pacing, pacing) = tokio::sync::watch::channel(Pacing::of(&cfg));
+    run_with_updates(cfg, rx, pacing, sinks, stop).await
 }
 
 /// Probes due within this much of each other are launched together.
@@ -301,8 +326,9 @@ async fn probe_one<N: Network>(
 }
 
 /// As [`run_multi`], with a target table that may change between rounds (fleet
-/// assignment: the collector rebalances as agents come and go). Blocks that stay keep
-/// their state.
+/// assignment: the collector rebalances as agents come and go; a reload of local
+/// catalogs), and pacing that may change too (a reload). Blocks that stay keep their
+/// state; both apply from the next round on.
 ///
 /// One task paces the whole round: it launches the probes that are due, in batches, and
 /// polls those in flight; no task or timer per probe (at 7,000 probes/s they were a third
@@ -310,6 +336,7 @@ async fn probe_one<N: Network>(
 pub async fn run_with_updates(
     cfg: AgentConfig,
     updates: tokio::sync::watch::Receiver<Arc<TargetTable>>,
+    pacing: tokio::sync::watch::Receiver<Pacing>,
     sinks: Vec<Arc<dyn Sink>>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
@@ -328,7 +355,7 @@ pub async fn run_with_updates(
         ..ProbeSettings::default()
     };
     let probes = Arc::new(ProbeSet::new(&settings).await?);
-    run_on(cfg, updates, sinks, stop, probes).await
+    run_on(cfg, updates, pacing, sinks, stop, probes).await
 }
 
 /// As [`run_with_updates`], on the network `probes` (the real [`ProbeSet`], or a fake in
@@ -336,11 +363,14 @@ pub async fn run_with_updates(
 pub async fn run_on<N: Network>(
     cfg: AgentConfig,
     mut updates: tokio::sync::watch::Receiver<Arc<TargetTable>>,
+    mut pacing: tokio::sync::watch::Receiver<Pacing>,
     sinks: Vec<Arc<dyn Sink>>,
     stop: CancellationToken,
     probes: Arc<N>,
 ) -> Result<(), AgentError> {
+    let stats = &crate::metrics::STATS;
     let mut table = updates.borrow_and_update().clone();
+    let mut pace = *pacing.borrow_and_update();
     let mut spools = Vec::new();
     for i in 0..sinks.len() {
         let spool = match &cfg.spool_dir {
@@ -361,6 +391,12 @@ pub async fn run_on<N: Network>(
         }
         spools.push((Arc::new(Mutex::new(spool)), Arc::new(Notify::new())));
     }
+    let registered: Vec<_> = spools.iter().map(|(s, _)| s.clone()).collect();
+    for s in &registered {
+        stats.add_spool(s.clone());
+    }
+    stats.set_targets(table.count_by_signal());
+    stats.set_ready(true);
     let mut states = Arc::new(BlockStates::new(&table, None, probes.new_block_state()));
     tracing::info!(agent = %cfg.agent_id, targets = table.len(), round_secs = cfg.round.as_secs(), "agent started");
 
@@ -387,7 +423,6 @@ pub async fn run_on<N: Network>(
         cfg.upload_interval,
     ));
     let mut could_not_run: HashSet<Signal> = HashSet::new();
-    let concurrency = cfg.concurrency.max(1);
     let mut in_flight = FuturesUnordered::new();
     // Observations are built where the probe ended, against the table it was launched
     // from; a new table only comes in once nothing is in flight.
@@ -407,7 +442,9 @@ pub async fn run_on<N: Network>(
                 } else {
                     started
                 };
-                Some(table.observation(i, &cfg.agent_id, outcome, measured_at))
+                let o = table.observation(i, &cfg.agent_id, outcome, measured_at);
+                stats.probe(o.signal);
+                Some(o)
             }
             Err(ProbeError::PolitenessBudget { id }) => {
                 // Not a failure of the network and not "could not run": counted, reported
@@ -443,14 +480,25 @@ pub async fn run_on<N: Network>(
                 probes.new_block_state(),
             ));
             table = new;
-            tracing::info!(targets = table.len(), "new target list from the collector");
+            stats.set_targets(table.count_by_signal());
+            tracing::info!(targets = table.len(), "new target list in force");
         }
+        if pacing.has_changed().unwrap_or(false) {
+            pace = *pacing.borrow_and_update();
+            tracing::info!(
+                round_secs = pace.round.as_secs(),
+                concurrency = pace.concurrency,
+                max_probes_per_sec = pace.max_probes_per_sec,
+                "new pacing in force"
+            );
+        }
+        let concurrency = pace.concurrency.max(1);
         let t0 = Instant::now();
-        let end = t0 + cfg.round;
+        let end = t0 + pace.round;
         let mut plan = schedule::Round::new(
             table.len(),
-            cfg.round,
-            cfg.max_probes_per_sec,
+            pace.round,
+            pace.max_probes_per_sec,
             seed_of(&cfg.agent_id, round),
         )
         .peekable();
@@ -472,6 +520,13 @@ pub async fn run_on<N: Network>(
                     _ => break,
                 }
             }
+            // Behind schedule: a launch due in the past (held back by the concurrency
+            // bound or a busy thread), or a round's end passed with probes in flight.
+            let due = match plan.peek() {
+                Some((offset, _)) => t0 + *offset,
+                None => end,
+            };
+            stats.set_round_lag(now.saturating_duration_since(due));
             // The next launch, or the round's end once all are launched; when the
             // concurrency bound holds launches back, only a finished probe frees a slot.
             let next = match plan.peek() {
@@ -508,6 +563,7 @@ pub async fn run_on<N: Network>(
             }
         }
         round += 1;
+        stats.round_done(t0.elapsed());
         if Instant::now() > end + Duration::from_millis(500) {
             tracing::warn!(
                 round,
@@ -530,6 +586,10 @@ pub async fn run_on<N: Network>(
     flushed.cancel();
     for u in uploaders {
         let _ = u.await;
+    }
+    stats.set_ready(false);
+    for s in &registered {
+        stats.remove_spool(s);
     }
     Ok(())
 }
@@ -739,9 +799,11 @@ mod tests {
         let keep = Arc::new(Keep::default());
         let stop = CancellationToken::new();
         let t0 = Instant::now();
+        let (_keep_pacing, pacing) = tokio::sync::watch::channel(Pacing::of(&cfg));
         let agent = tokio::spawn(run_on(
             cfg,
             rx,
+            pacing,
             vec![keep.clone() as Arc<dyn Sink>],
             stop.clone(),
             net.clone(),
@@ -795,6 +857,64 @@ mod tests {
                 ("KZ", 1, Signal::Tcp)
             );
         }
+    }
+
+    /// A reload's pacing reaches the running loop: a round of 60 s shortened to 10 s is in
+    /// force from the next round, and the targets are still probed once a round.
+    #[tokio::test(start_paused = true)]
+    async fn new_pacing_applies_from_the_next_round() {
+        let targets: Vec<Target> = (0..5)
+            .map(|i| {
+                target(
+                    format!("tcp:{i}"),
+                    TargetKind::Tcp {
+                        address: std::net::SocketAddr::from(([192, 0, 2, 1], 443)),
+                    },
+                )
+            })
+            .collect();
+        let cfg = AgentConfig {
+            round: Duration::from_secs(60),
+            concurrency: 4,
+            max_probes_per_sec: 1000,
+            upload_interval: Duration::from_millis(100),
+            allow_reserved: true,
+            ..AgentConfig::standalone()
+        };
+        let table = Arc::new(TargetTable::from_targets(targets).unwrap());
+        let (_keep_tx, rx) = tokio::sync::watch::channel(table);
+        let (pacing_tx, pacing) = tokio::sync::watch::channel(Pacing::of(&cfg));
+        let net = Arc::new(FakeNet::default());
+        let stop = CancellationToken::new();
+        let t0 = Instant::now();
+        let agent = tokio::spawn(run_on(
+            cfg.clone(),
+            rx,
+            pacing,
+            vec![Arc::new(Keep::default()) as Arc<dyn Sink>],
+            stop.clone(),
+            net.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        pacing_tx.send_replace(Pacing {
+            round: Duration::from_secs(10),
+            ..Pacing::of(&cfg)
+        });
+        tokio::time::sleep(Duration::from_secs(70)).await;
+        stop.cancel();
+        agent.await.unwrap().unwrap();
+        let calls = net.calls.lock().unwrap().clone();
+        let within = |from: u64, to: u64| {
+            calls
+                .iter()
+                .filter(|(_, at)| {
+                    *at >= t0 + Duration::from_secs(from) && *at < t0 + Duration::from_secs(to)
+                })
+                .count()
+        };
+        assert_eq!(within(0, 60), 5, "the first round keeps its 60 s");
+        // Rounds of 10 s from 60 s on: four whole rounds by 100 s.
+        assert_eq!(within(60, 100), 20, "{calls:?}");
     }
 
     struct IcmpProberCheck;

@@ -304,6 +304,13 @@ pub async fn upload_loop(
                 _ = stop.cancelled() => continue,
             },
         };
+        let counted = match &result {
+            SendResult::Acked => crate::metrics::UploadResult::Accepted,
+            SendResult::Retry { .. } => crate::metrics::UploadResult::Failed,
+            SendResult::Rejected(_) => crate::metrics::UploadResult::Rejected,
+            SendResult::TooLarge(_) => crate::metrics::UploadResult::TooLarge,
+        };
+        crate::metrics::STATS.upload(counted, chrono::Utc::now());
         let delay = match result {
             SendResult::Acked => {
                 backoff.reset();
