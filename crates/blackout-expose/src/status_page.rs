@@ -71,6 +71,9 @@ pub struct StatusView {
     /// Each agent: its health and the age of its last accepted batch.
     #[serde(default)]
     pub agents: Vec<AgentView>,
+    /// The reader's filter (`?q=`): countries whose code or name contains it, any case.
+    #[serde(default)]
+    pub filter: String,
 }
 
 /// An agent as the page shows it.
@@ -152,7 +155,7 @@ pub struct Evidence {
 /// address space, TCP is next where ICMP is filtered, then the services.
 pub const MAIN_SIGNALS: [&str; 4] = ["icmp", "tcp", "dns", "http"];
 
-const CSS: &str = include_str!("assets/status.css");
+pub(crate) const CSS: &str = include_str!("assets/status.css");
 
 const SPARK_W: f64 = 240.0;
 const SPARK_H: f64 = 56.0;
@@ -173,11 +176,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn duration_text(secs: i64) -> String {
+pub(crate) fn duration_text(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
         0..60 => format!("{secs}s"),
@@ -187,7 +190,7 @@ fn duration_text(secs: i64) -> String {
     }
 }
 
-fn percent(v: f64) -> String {
+pub(crate) fn percent(v: f64) -> String {
     format!("{:.0}%", v * 100.0)
 }
 
@@ -303,7 +306,7 @@ fn latest(v: &[(i64, f64)]) -> Option<f64> {
     v.iter().rev().map(|(_, y)| *y).find(|y| y.is_finite())
 }
 
-fn value_text(v: f64) -> String {
+pub(crate) fn value_text(v: f64) -> String {
     if (0.0..=1.0).contains(&v) {
         percent(v)
     } else {
@@ -315,7 +318,7 @@ fn country_tile(out: &mut String, c: &CountryStatus) {
     let st = c.status.as_str();
     let _ = write!(
         out,
-        r#"<article class="tile {st}" id="country-{code}"><header><span class="code">{code}</span><span class="name">{name}</span><span class="badge {st}">{label}</span></header>"#,
+        r#"<article class="tile {st}" id="country-{code}"><header><a class="code" href="/country/{code}">{code}</a><a class="name" href="/country/{code}">{name}</a><span class="badge {st}">{label}</span></header>"#,
         code = escape(&c.code),
         name = escape(&c.name),
         label = c.status.label(),
@@ -437,8 +440,14 @@ fn events_table(out: &mut String, events: &[&EventView], now: DateTime<Utc>, ope
 
 /// The whole page.
 pub fn render(view: &StatusView) -> String {
-    let mut countries: Vec<&CountryStatus> = view.countries.iter().collect();
-    // Worst first: what a reader came for is at the top.
+    let q = view.filter.trim().to_lowercase();
+    let mut countries: Vec<&CountryStatus> = view
+        .countries
+        .iter()
+        .filter(|c| matches_filter(c, &q))
+        .collect();
+    // Worst first: what a reader came for is at the top (outage, warning, normal, then
+    // the countries without a verdict).
     countries.sort_by(|a, b| b.status.cmp(&a.status).then_with(|| a.code.cmp(&b.code)));
     let count = |s: Status| view.countries.iter().filter(|c| c.status == s).count();
     let mut open: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_none()).collect();
@@ -506,8 +515,28 @@ pub fn render(view: &StatusView) -> String {
         let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
     }
     out.push_str(r#"<main><section><h2>Countries</h2>"#);
-    if countries.is_empty() {
+    let _ = write!(
+        out,
+        r#"<form class="filter" method="get" action="/"><label>Country name or code <input type="search" name="q" value="{}" placeholder="e.g. kz or kazakh"></label> <button type="submit">Filter</button>{}</form>"#,
+        escape(view.filter.trim()),
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#" <a href="/">show all</a> <span class="muted">{} of {} countries</span>"#,
+                countries.len(),
+                view.countries.len()
+            )
+        }
+    );
+    if view.countries.is_empty() {
         out.push_str(r#"<p class="muted">No country is watched: the catalog is empty.</p>"#);
+    } else if countries.is_empty() {
+        let _ = write!(
+            out,
+            r#"<p class="muted" id="no-match">No country matches "{}".</p>"#,
+            escape(view.filter.trim())
+        );
     } else {
         out.push_str(r#"<div class="legend"><span class="swatch normal"></span>normal <span class="swatch warning"></span>warning <span class="swatch outage"></span>outage <span class="swatch unknown"></span>no data · <svg width="28" height="8"><line class="spark-value" x1="0" y1="4" x2="28" y2="4"/></svg> main signal <svg width="28" height="8"><line class="spark-baseline" x1="0" y1="4" x2="28" y2="4"/></svg> baseline</div><div class="grid">"#);
         for c in countries {
@@ -560,6 +589,15 @@ pub fn render(view: &StatusView) -> String {
     out
 }
 
+/// A country is shown under filter `q` (lower case; empty: all) when its code or name
+/// contains it.
+fn matches_filter(c: &CountryStatus, q: &str) -> bool {
+    q.is_empty() || c.code.to_lowercase().contains(q) || c.name.to_lowercase().contains(q)
+}
+
+/// The overview's sparklines reach back this many bins (a day of 300 s bins).
+pub const SPARK_BINS: i64 = 288;
+
 /// Events shown: all open ones and the most recent closed ones, up to this many in all.
 pub const MAX_EVENTS: usize = 50;
 
@@ -567,7 +605,10 @@ pub const MAX_EVENTS: usize = 50;
 /// of each signal against its baseline, and the open and recent events.
 pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
     let snap = read.verdicts();
-    let sparks = read.sparks();
+    let trails = read.trails(
+        |e| e.is_country(),
+        now - chrono::Duration::seconds(SPARK_BINS * snap.bin_secs as i64),
+    );
     let mut countries: BTreeMap<String, CountryStatus> = BTreeMap::new();
     for f in read.catalog().files.iter().filter(|f| !f.control) {
         countries
@@ -604,45 +645,30 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
             }
         }
     }
-    for ((cc, signal), points) in &sparks {
-        let Some(c) = countries.get_mut(cc) else {
+    for t in &trails {
+        let Some(c) = countries.get_mut(t.entity.country()) else {
             continue;
         };
+        // Each point at its bin's end: the sparkline ends at the last closed bin.
+        let end = |p: &blackout_detect::TrailPoint| p.start.timestamp() + snap.bin_secs as i64;
         c.signals.push(SignalSeries {
-            signal: signal.as_str().to_string(),
-            values: points
+            signal: t.signal.as_str().to_string(),
+            values: t
+                .points
                 .iter()
-                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .filter_map(|p| Some((end(p), p.value?)))
                 .collect(),
-            baseline: points
+            baseline: t
+                .points
                 .iter()
-                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .filter_map(|p| Some((end(p), p.baseline?)))
                 .collect(),
         });
     }
     let events = read
         .events(false, None, MAX_EVENTS)
-        .into_iter()
-        .map(|e| EventView {
-            entity: e.entity.to_string(),
-            country: e.entity.country().to_string(),
-            kind: e.kind.as_str().to_string(),
-            severity: Status::from_gauge(e.severity.code() as f64),
-            start: e.start,
-            end: e.end,
-            peak_drop: Some(e.peak_drop),
-            evidence: Evidence {
-                signals: e
-                    .evidence
-                    .signals
-                    .iter()
-                    .map(|s| s.as_str().to_string())
-                    .collect(),
-                networks: e.evidence.networks.clone(),
-                agents: e.evidence.agents.clone(),
-                share_of_targets: Some(e.evidence.share_of_targets),
-            },
-        })
+        .iter()
+        .map(event_view)
         .collect();
     let mut notes = vec![format!(
         "Sparklines: share of targets up per {} s bin against its learned baseline.",
@@ -661,6 +687,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         events,
         notes,
         agents: agent_views(&snap, &read.last_reports(), now),
+        filter: String::new(),
         vantage: Some(VantageView {
             healthy: snap.vantage.healthy,
             agents: snap.vantage.agents,
@@ -668,6 +695,30 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
             control_ok: snap.vantage.control_ok,
             control_failed: snap.vantage.control_failed,
         }),
+    }
+}
+
+/// An event as the pages and their JSON show it.
+pub fn event_view(e: &blackout_detect::Event) -> EventView {
+    EventView {
+        entity: e.entity.to_string(),
+        country: e.entity.country().to_string(),
+        kind: e.kind.as_str().to_string(),
+        severity: Status::from_gauge(e.severity.code() as f64),
+        start: e.start,
+        end: e.end,
+        peak_drop: Some(e.peak_drop),
+        evidence: Evidence {
+            signals: e
+                .evidence
+                .signals
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
+            networks: e.evidence.networks.clone(),
+            agents: e.evidence.agents.clone(),
+            share_of_targets: Some(e.evidence.share_of_targets),
+        },
     }
 }
 
@@ -787,6 +838,7 @@ mod tests {
             notes: vec![],
             vantage: None,
             agents: vec![],
+            filter: String::new(),
         }
     }
 
@@ -810,6 +862,39 @@ mod tests {
         assert!(html.contains("<td class=\"time\">25m</td>"));
         assert!(html.contains("<strong>1</strong> outage"));
         assert!(html.contains("<strong>1</strong> open events"));
+    }
+
+    #[test]
+    fn filter_by_code_or_name_and_tiles_link_to_their_page() {
+        let mut v = view();
+        v.countries.push(CountryStatus {
+            code: "AF".into(),
+            name: "Afghanistan".into(),
+            status: Status::Unknown,
+            reason: Some("no_data".into()),
+            signals: vec![],
+        });
+        let html = render(&v);
+        let pos = |c: &str| html.find(&format!("id=\"country-{c}\"")).unwrap();
+        assert!(
+            pos("KZ") < pos("UZ") && pos("UZ") < pos("AF"),
+            "no verdict last"
+        );
+        assert!(html.contains("href=\"/country/KZ\""));
+        assert!(html.contains("<form class=\"filter\" method=\"get\" action=\"/\">"));
+        for q in ["kz", " KZ ", "kazakh"] {
+            v.filter = q.into();
+            let html = render(&v);
+            assert!(html.contains("id=\"country-KZ\""), "{q}");
+            assert!(!html.contains("id=\"country-UZ\""), "{q}");
+            assert!(html.contains("1 of 3 countries"), "{q}");
+            // Counts and events stay those of every country.
+            assert!(html.contains("<strong>1</strong> normal"));
+        }
+        v.filter = "\"><b>x".into();
+        let html = render(&v);
+        assert!(html.contains("id=\"no-match\""));
+        assert!(!html.contains("<b>x"));
     }
 
     #[test]
@@ -909,6 +994,7 @@ mod tests {
             notes: vec![],
             vantage: None,
             agents: vec![],
+            filter: String::new(),
         });
         assert!(html.contains("No country is watched"));
         assert!(html.contains("No open events."));
