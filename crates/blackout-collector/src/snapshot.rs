@@ -201,4 +201,18 @@ mod tests {
             Err(SnapshotError::Format { .. })
         ));
     }
+
+    /// A sealed snapshot of the previous layout (no trails in the engine) is refused by
+    /// name, so the collector replays the log instead of misreading it.
+    #[test]
+    fn a_snapshot_of_the_previous_version_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE), seal(b"BLKSNP04 old body".to_vec())).unwrap();
+        let e = load(d.path()).unwrap_err();
+        assert!(matches!(e, SnapshotError::Format { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("not a snapshot of this version of blackout")
+        );
+    }
 }
