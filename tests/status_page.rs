@@ -273,6 +273,39 @@ impl Drop for Target {
     }
 }
 
+/// `blackout standalone` on a free loopback port, once it answers `/healthz`. A port free
+/// a moment ago may be taken by another test's target or connection before the collector
+/// binds it: then the collector exits, and another port is tried.
+fn start_standalone(config: &Path, catalog: &Path) -> (Guard, SocketAddr) {
+    for _attempt in 0..5 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
+            .arg("standalone")
+            .arg("--config")
+            .arg(config)
+            .arg("--catalog")
+            .arg(catalog)
+            .args(["--allow-reserved", "--round-secs", "1", "--listen"])
+            .arg(addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start blackout standalone");
+        let mut guard = Guard(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(addr, "/healthz").is_ok_and(|(s, _, _)| s == 200) {
+                return (guard, addr);
+            }
+            if let Ok(Some(_)) = guard.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("blackout standalone never answered /healthz on a free port");
+}
+
 /// Detector settings for a test that lasts seconds: 2 s bins, three bins of warm-up. The
 /// standalone agent uploads every 5 s, so a bin is closed 7 s after its end to hold all of
 /// its observations. Thresholds and minimum durations are the defaults.
@@ -360,25 +393,7 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, COLLECTOR_TOML).unwrap();
 
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
-        .arg("standalone")
-        .arg("--config")
-        .arg(&config)
-        .arg("--catalog")
-        .arg(&cat)
-        .args(["--allow-reserved", "--round-secs", "1", "--listen"])
-        .arg(addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start blackout standalone");
-    let _collector = Guard(child);
-    wait_for("collector /healthz", 30, || {
-        http_get(addr, "/healthz")
-            .ok()
-            .filter(|(s, _, _)| *s == 200)
-    });
+    let (_collector, addr) = start_standalone(&config, &cat);
     let (_, _, first) = http_get(addr, "/").unwrap();
     assert!(first.contains("No verdict yet"), "warm-up is said");
 
@@ -734,25 +749,7 @@ fn country_page_during_a_blackout_in_chromium() {
     .unwrap();
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, COLLECTOR_TOML).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
-        .arg("standalone")
-        .arg("--config")
-        .arg(&config)
-        .arg("--catalog")
-        .arg(&cat)
-        .args(["--allow-reserved", "--round-secs", "1", "--listen"])
-        .arg(addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start blackout standalone");
-    let _collector = Guard(child);
-    wait_for("collector /healthz", 30, || {
-        http_get(addr, "/healthz")
-            .ok()
-            .filter(|(s, _, _)| *s == 200)
-    });
+    let (_collector, addr) = start_standalone(&config, &cat);
     // Before any verdict, the page says why there is none.
     let (status, _, early) = http_get(addr, "/country/XA").unwrap();
     assert_eq!(status, 200);
