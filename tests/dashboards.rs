@@ -876,8 +876,8 @@ fn every_expression_runs_against_a_real_prometheus() {
     for series in [
         "blackout_country_signal_value{country=\"XA\",signal=\"tcp\"}",
         "blackout_country_signal_baseline{country=\"XA\",signal=\"tcp\"}",
-        "blackout_country_signal_ratio{country=\"XD\",signal=\"dns\"}",
-        "blackout_asn_signal_ratio{asn=\"64511\",country=\"XB\",signal=\"tcp\"}",
+        "blackout_country_signal_baseline_ratio{country=\"XD\",signal=\"dns\"}",
+        "blackout_asn_signal_baseline_ratio{asn=\"64511\",country=\"XB\",signal=\"tcp\"}",
         "blackout_events_total{country=\"XA\",kind=\"national_blackout\"}",
     ] {
         assert!(

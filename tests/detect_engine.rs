@@ -333,6 +333,61 @@ fn a_national_blackout_is_one_event_with_its_networks_as_evidence() {
     assert!(eng.open_events().next().is_none());
 }
 
+/// Like `feed_bin`, but per target: `down(asn, k)` for the k-th target of each signal.
+fn feed_bin_targets(eng: &mut Engine, bin: i64, agents: &[&str], down: impl Fn(u32, u32) -> bool) {
+    for a in agents {
+        eng.ingest(&control(a, bin, true));
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10 {
+                    let target = format!("{signal}-{asn}-{k}");
+                    eng.ingest(&obs(a, &target, asn, signal, bin, !down(asn, k)));
+                }
+            }
+        }
+    }
+}
+
+/// Links that come back in the middle of a bin bring the country back above its
+/// threshold while one network, probed before the restore, still looks down for a bin:
+/// that tail belongs to the national blackout, not to a partial outage of its own (the
+/// namespace scenarios saw such a one-bin `partial` right after the national event). A
+/// network still down well after the country recovered does get its own event.
+#[test]
+fn a_network_recovering_a_bin_after_its_country_is_the_blackouts_tail() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 24);
+    for b in 24..30 {
+        feed_bin_targets(&mut eng, b, &agents, |_, _| true);
+        close(&mut eng, b);
+    }
+    // Restore mid-bin: all of AS100 back, AS200 still down at 7 of its 10 targets.
+    feed_bin_targets(&mut eng, 30, &agents, |asn, k| asn == 200 && k < 7);
+    close(&mut eng, 30);
+    for b in 31..36 {
+        feed_bin_targets(&mut eng, b, &agents, |_, _| false);
+        close(&mut eng, b);
+    }
+    let evs: Vec<_> = eng.events().map(|e| (e.entity.clone(), e.kind)).collect();
+    assert_eq!(
+        evs,
+        vec![(country(), EventKind::NationalBlackout)],
+        "one event, no tail partial"
+    );
+    // AS200 alone down for a long time after the blackout: a partial outage of its own.
+    for b in 36..46 {
+        feed_bin_targets(&mut eng, b, &agents, |asn, _| asn == 200);
+        close(&mut eng, b);
+    }
+    assert!(
+        eng.events()
+            .any(|e| e.entity == asn(200) && e.kind == EventKind::Partial),
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+}
+
 /// One closed bin of the `feed_bin` world plus three DNS servers (in `dns_asn`).
 fn dns_world_bin(
     eng: &mut Engine,

@@ -238,7 +238,11 @@ asn = 64502
     .unwrap();
     assert!(!failures.is_empty(), "NXDOMAIN is recorded with its phase");
     // HTTP phases of the successful probe (plain HTTP to an IP: no resolve, no TLS).
-    let phases = promql(&prom_base, "blackout_http_phase_seconds{country=\"XA\"}").unwrap();
+    let phases = promql(
+        &prom_base,
+        "blackout_http_phase_median_seconds{country=\"XA\"}",
+    )
+    .unwrap();
     let mut names: Vec<&str> = phases
         .iter()
         .map(|(l, v)| {

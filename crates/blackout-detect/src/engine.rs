@@ -304,6 +304,11 @@ impl Snapshot {
     }
 }
 
+/// Bins after a country's national blackout ended during which a network of it still
+/// down is the blackout's tail (no event of its own); a network down longer than that
+/// gets its own partial event.
+const NATIONAL_TAIL_BINS: i64 = 2;
+
 /// See the module documentation of [`crate`].
 ///
 /// Serialisable whole (open bins, raw data of the late window, per-target averages), so
@@ -1326,11 +1331,28 @@ impl Engine {
         // Networks and regions inside a national blackout are part of its one event (the
         // country's evidence names them), not events of their own: one shutdown, one
         // event. A network gets its own event only when it fails alone.
-        let national: BTreeSet<u32> = out
+        let mut national: BTreeSet<u32> = out
             .iter()
             .filter(|(_, c)| matches!(c.event, Some((EventKind::NationalBlackout, _))))
             .map(|(e, _)| *e)
             .collect();
+        // Networks do not come back in the same instant: when links return in the middle
+        // of a bin, the country's share is back above its threshold while a network whose
+        // targets were probed before the restore still looks down for a bin. That tail is
+        // the blackout's, not a partial outage of its own (seen in the namespace
+        // scenarios: a one-bin partial event of one ASN right after the national one).
+        // An open national event without a national condition is closing in this bin.
+        let tail_from = self.bin_start(bin - NATIONAL_TAIL_BINS);
+        national.extend(
+            self.events
+                .iter()
+                .filter(|ev| {
+                    ev.kind == EventKind::NationalBlackout
+                        && ev.entity.is_country()
+                        && ev.end.is_none_or(|end| end >= tail_from)
+                })
+                .filter_map(|ev| self.entity_index.get(&ev.entity).copied()),
+        );
         for (e, c) in out.iter_mut() {
             let key = &self.entities[*e as usize];
             if key.is_country() {

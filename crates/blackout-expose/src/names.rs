@@ -38,7 +38,7 @@ pub const ASN_REACHABLE_RATIO: &str = "blackout_asn_reachable_ratio";
 pub const RTT_MEDIAN_SECONDS: &str = "blackout_rtt_median_seconds";
 /// Per country and phase (resolve, connect, tls, first_byte): median duration of that phase
 /// over the successful HTTP(S) probes of the latest round.
-pub const HTTP_PHASE_SECONDS: &str = "blackout_http_phase_seconds";
+pub const HTTP_PHASE_MEDIAN_SECONDS: &str = "blackout_http_phase_median_seconds";
 
 // Verdicts.
 /// Present only for a country with a verdict: a missing verdict is not "normal".
@@ -55,11 +55,11 @@ pub const ASN_STATUS: &str = "blackout_asn_status";
 // a country) and region (from the catalog).
 pub const COUNTRY_SIGNAL_VALUE: &str = "blackout_country_signal_value";
 pub const COUNTRY_SIGNAL_BASELINE: &str = "blackout_country_signal_baseline";
-pub const COUNTRY_SIGNAL_RATIO: &str = "blackout_country_signal_ratio";
+pub const COUNTRY_SIGNAL_BASELINE_RATIO: &str = "blackout_country_signal_baseline_ratio";
 pub const COUNTRY_SIGNAL_STATUS: &str = "blackout_country_signal_status";
 pub const ASN_SIGNAL_VALUE: &str = "blackout_asn_signal_value";
 pub const ASN_SIGNAL_BASELINE: &str = "blackout_asn_signal_baseline";
-pub const ASN_SIGNAL_RATIO: &str = "blackout_asn_signal_ratio";
+pub const ASN_SIGNAL_BASELINE_RATIO: &str = "blackout_asn_signal_baseline_ratio";
 pub const REGION_STATUS: &str = "blackout_region_status";
 
 // Events.

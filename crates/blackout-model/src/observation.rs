@@ -201,7 +201,7 @@ pub struct HttpTimingsMs {
 }
 
 impl HttpTimingsMs {
-    /// The phase names, a closed set: labels of `blackout_http_phase_seconds`.
+    /// The phase names, a closed set: labels of `blackout_http_phase_median_seconds`.
     pub const PHASES: [&'static str; 4] = ["resolve", "connect", "tls", "first_byte"];
 
     /// The values in the order of [`HttpTimingsMs::PHASES`].
