@@ -638,6 +638,14 @@ fn national_outage_is_delivered_and_resolved_through_alertmanager() {
         format!("http://{collector_addr}/country/XA"),
         "the link to the country's page on the collector"
     );
+    // The link leads to that page, which shows the outage.
+    let (status, page) = http_get(a["annotations"]["page"].as_str().unwrap()).unwrap();
+    assert_eq!(status, 200, "the alert's link is a page: {page}");
+    assert!(page.contains("id=\"verdict\">outage<"), "{page}");
+    assert!(
+        page.contains("<td><strong>XA</strong></td><td>national blackout</td>"),
+        "{page}"
+    );
     assert!(
         a["annotations"]["description"]
             .as_str()

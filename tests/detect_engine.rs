@@ -550,6 +550,57 @@ fn inpainting_keeps_the_baseline_through_a_long_outage() {
     assert_eq!(eng.open_events().count(), 2, "AS100 and the country");
 }
 
+/// The pages draw each series as measured against its baseline: the trail keeps the
+/// outage's values (the history the baseline learns from keeps the baseline instead),
+/// per bin, for the country, its networks and only from `since` on.
+#[test]
+fn trails_keep_the_measured_drop_and_its_baseline() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..24 {
+        feed_bin(&mut eng, b, &agents, |asn, _| asn == 100, |_| true);
+        close(&mut eng, b);
+    }
+    let all = eng.trails(|e| e.country() == "KZ", t0());
+    let keys: Vec<(String, Signal)> = all
+        .iter()
+        .map(|t| (t.entity.to_string(), t.signal))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("KZ".into(), Signal::Icmp),
+            ("KZ".into(), Signal::Tcp),
+            ("KZ/AS100".into(), Signal::Icmp),
+            ("KZ/AS100".into(), Signal::Tcp),
+            ("KZ/AS200".into(), Signal::Icmp),
+            ("KZ/AS200".into(), Signal::Tcp),
+        ]
+    );
+    let as100 = &all[2].points;
+    assert_eq!(as100.len(), 24, "one point per closed bin");
+    assert_eq!(as100[0].start, t0());
+    assert_eq!(as100[0].baseline, None, "warm-up: no baseline yet");
+    let last = as100[23];
+    assert_eq!(last.start, t0() + Duration::seconds(23 * BIN));
+    assert_eq!(last.value, Some(0.0), "the drop as measured, not inpainted");
+    assert_eq!(last.baseline, Some(1.0));
+    assert_eq!(
+        all[0].points[23].value,
+        Some(0.5),
+        "half the country's targets"
+    );
+    let recent = eng.trails(|e| *e == asn(100), t0() + Duration::seconds(22 * BIN));
+    assert_eq!(recent.len(), 2, "icmp and tcp");
+    assert!(recent.iter().all(|t| t.points.len() == 2));
+    // Restored from a snapshot, the trail is the same.
+    let back = postcard::from_bytes::<Engine>(&postcard::to_stdvec(&eng).unwrap())
+        .unwrap()
+        .with_config(DetectConfig::default());
+    assert_eq!(back.trails(|e| e.country() == "KZ", t0()), all);
+}
+
 #[test]
 fn late_observations_complete_history_and_evidence() {
     let agents = ["a", "b", "c"];

@@ -2,8 +2,11 @@
 //! the detector learns their baselines, then some go dark and the page shows the verdicts,
 //! sparklines against the baselines and the open events; headless Chromium renders it.
 //!
+//! The page of a country (`/country/CC`, `/api/v1/country/CC`) during a blackout, the
+//! overview's order and filter, and the offline overview are tested the same way.
+//!
 //! `BLACKOUT_UPDATE_SCREENSHOT=1 cargo test --test status_page` rewrites the screenshots in
-//! dashboards/screenshots/.
+//! dashboards/screenshots/ and docs/img/.
 
 use blackout_test_support::free_port;
 use std::io::{Read, Write};
@@ -93,12 +96,53 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 
 /// Screenshot of `url` by headless Chromium, or None (with a message) without Chromium.
 fn screenshot(url: &str, out: &Path) -> Option<Vec<u8>> {
+    screenshot_in(None, url, out)
+}
+
+/// Headless Chromium, inside network namespace `netns` when given (to reach a collector
+/// that listens there).
+fn chromium(netns: Option<&str>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "chromium"]);
+            c
+        }
+        None => Command::new("chromium"),
+    }
+}
+
+/// The DOM of `url` after Chromium loaded and laid it out, or None without Chromium.
+fn dump_dom(netns: Option<&str>, url: &str) -> Option<String> {
+    if !have("chromium") {
+        eprintln!("SKIP: chromium not found (Debian package chromium)");
+        return None;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(netns)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium --dump-dom {url} failed");
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn screenshot_in(netns: Option<&str>, url: &str, out: &Path) -> Option<Vec<u8>> {
     if !have("chromium") {
         eprintln!("SKIP: chromium not found (Debian package chromium); no screenshot");
         return None;
     }
     let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new("chromium")
+    let mut child = chromium(netns)
         .args([
             "--headless",
             "--no-sandbox",
@@ -148,6 +192,11 @@ fn blank_png_len(dir: &Path) -> usize {
 }
 
 fn check_and_keep(bytes: &[u8], blank_len: usize, name: &str) {
+    check_and_keep_in(bytes, blank_len, "dashboards/screenshots", name)
+}
+
+/// As [`check_and_keep`], into `dir` of the repository.
+fn check_and_keep_in(bytes: &[u8], blank_len: usize, dir: &str, name: &str) {
     assert_eq!(png_size(bytes), (WIDTH, HEIGHT));
     // A page with tiles, text and sparklines compresses far worse than an empty one.
     assert!(
@@ -161,10 +210,10 @@ fn check_and_keep(bytes: &[u8], blank_len: usize, name: &str) {
         bytes.len() / blank_len.max(1)
     );
     if std::env::var("BLACKOUT_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
-        let dir = repo().join("dashboards/screenshots");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
-        eprintln!("wrote dashboards/screenshots/{name}");
+        let path = repo().join(dir);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(name), bytes).unwrap();
+        eprintln!("wrote {dir}/{name}");
     }
 }
 
@@ -222,6 +271,39 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.cut();
     }
+}
+
+/// `blackout standalone` on a free loopback port, once it answers `/healthz`. A port free
+/// a moment ago may be taken by another test's target or connection before the collector
+/// binds it: then the collector exits, and another port is tried.
+fn start_standalone(config: &Path, catalog: &Path) -> (Guard, SocketAddr) {
+    for _attempt in 0..5 {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
+            .arg("standalone")
+            .arg("--config")
+            .arg(config)
+            .arg("--catalog")
+            .arg(catalog)
+            .args(["--allow-reserved", "--round-secs", "1", "--listen"])
+            .arg(addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start blackout standalone");
+        let mut guard = Guard(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(addr, "/healthz").is_ok_and(|(s, _, _)| s == 200) {
+                return (guard, addr);
+            }
+            if let Ok(Some(_)) = guard.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("blackout standalone never answered /healthz on a free port");
 }
 
 /// Detector settings for a test that lasts seconds: 2 s bins, three bins of warm-up. The
@@ -311,25 +393,7 @@ fn collector_serves_the_status_page_and_chromium_renders_it() {
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, COLLECTOR_TOML).unwrap();
 
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_blackout"))
-        .arg("standalone")
-        .arg("--config")
-        .arg(&config)
-        .arg("--catalog")
-        .arg(&cat)
-        .args(["--allow-reserved", "--round-secs", "1", "--listen"])
-        .arg(addr.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start blackout standalone");
-    let _collector = Guard(child);
-    wait_for("collector /healthz", 30, || {
-        http_get(addr, "/healthz")
-            .ok()
-            .filter(|(s, _, _)| *s == 200)
-    });
+    let (_collector, addr) = start_standalone(&config, &cat);
     let (_, _, first) = http_get(addr, "/").unwrap();
     assert!(first.contains("No verdict yet"), "warm-up is said");
 
@@ -609,6 +673,7 @@ fn example_view() -> StatusView {
         notes: vec![],
         vantage: None,
         agents: vec![],
+        filter: String::new(),
     }
 }
 
@@ -629,4 +694,290 @@ fn example_with_events_and_baselines_renders_in_chromium() {
     };
     let blank = blank_png_len(dir.path());
     check_and_keep(&png, blank, "status-page-example.png");
+}
+
+/// The block of a country page between `id="ID"` and the end of its section.
+fn section<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no section {id}"));
+    let end = start + html[start..].find("</section>").unwrap();
+    &html[start..end]
+}
+
+/// The country page of the real collector during a national blackout of XA (two of its
+/// three networks, all of region North, go dark): its verdict and why, its signal charted
+/// against its baseline over 24 hours and 7 days, its networks and regions worst first,
+/// its event with evidence; the JSON of the same; 404 for a code no catalog watches; the
+/// overview with the troubled country first, each tile linked, and the `?q=` filter as
+/// Chromium renders it.
+#[test]
+fn country_page_during_a_blackout_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    std::fs::create_dir(&cat).unwrap();
+    let mut xa: Vec<Target> = (0..6).map(|_| Target::open()).collect();
+    let xb: Vec<Target> = (0..2).map(|_| Target::open()).collect();
+    let control = Target::open();
+    let xa_toml: String = xa
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let asn = 64500 + i as u32 / 2;
+            t.toml(asn, Some(if asn == 64502 { "South" } else { "North" }))
+        })
+        .collect();
+    std::fs::write(
+        cat.join("xa.toml"),
+        format!("country = \"XA\"\nname = \"Atlantis\"\n{xa_toml}"),
+    )
+    .unwrap();
+    // XB is listed first alphabetically by name ("Borduria" < ...): order is by state.
+    let xb_toml: String = xb.iter().map(|t| t.toml(64510, None)).collect();
+    std::fs::write(
+        cat.join("xb.toml"),
+        format!("country = \"XB\"\nname = \"Borduria\"\n{xb_toml}"),
+    )
+    .unwrap();
+    std::fs::write(
+        cat.join("control.toml"),
+        format!(
+            "country = \"ZZ\"\nname = \"control\"\ncontrol = true\n{}",
+            control.toml(64999, None)
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, COLLECTOR_TOML).unwrap();
+    let (_collector, addr) = start_standalone(&config, &cat);
+    // Before any verdict, the page says why there is none.
+    let (status, _, early) = http_get(addr, "/country/XA").unwrap();
+    assert_eq!(status, 200);
+    assert!(early.contains("id=\"verdict\">no data<"), "{early}");
+    assert!(early.contains("No verdict"), "{early}");
+    wait_for("XA normal", 90, || {
+        let (_, _, body) = http_get(addr, "/country/XA").ok()?;
+        body.contains("id=\"verdict\">normal<").then_some(())
+    });
+    // More normal bins, so the chart shows the level before the drop.
+    std::thread::sleep(Duration::from_secs(4));
+    for t in xa.iter_mut().take(4) {
+        t.cut();
+    }
+    let (head, html) = wait_for("XA's page in outage with its event", 90, || {
+        let (_, head, body) = http_get(addr, "/country/XA").ok()?;
+        (body.contains("id=\"verdict\">outage<")
+            && body.contains("<td><strong>XA</strong></td><td>national blackout</td>")
+            && body.contains("<strong>33%</strong>"))
+        .then_some((head, body))
+    });
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    for needle in ["http://", "https://", "<script", "<link", "src=\""] {
+        assert!(!html.contains(needle), "{needle} in the page");
+    }
+    assert!(html.contains("href=\"/\""), "a link back to the overview");
+    // The verdict and why.
+    let why = section(&html, "why");
+    assert!(why.contains("national blackout"), "{why}");
+    assert!(
+        why.contains("tcp: 33% of targets up against a baseline of 100%"),
+        "{why}"
+    );
+    // The signal against its baseline, over 24 hours and over 7 days.
+    let sig = section(&html, "signals");
+    for span in ["86400", "604800"] {
+        let at = sig
+            .find(&format!("data-window=\"{span}\""))
+            .unwrap_or_else(|| panic!("no {span} s chart in {sig}"));
+        let svg = &sig[at..at + sig[at..].find("</svg>").unwrap()];
+        let value = ys(svg, "chart-value");
+        let base = ys(svg, "chart-baseline");
+        assert!(value.len() >= 5, "{span}: {value:?}");
+        let top = value.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(
+            base.iter().all(|y| (y - top).abs() < 0.05),
+            "{span}: {base:?} {value:?}"
+        );
+        assert!(
+            value.last().unwrap() - top > 50.0,
+            "{span}: the drop is drawn: {value:?}"
+        );
+        assert!(
+            svg.contains("chart-event outage"),
+            "{span}: the event is shaded"
+        );
+    }
+    // Networks and regions, worst first: the dark ones (0 %) before the lit one.
+    let parts = section(&html, "parts");
+    let pos = |e: &str| {
+        parts
+            .find(&format!("id=\"part-{e}\""))
+            .unwrap_or_else(|| panic!("no row for {e} in {parts}"))
+    };
+    for dark in ["XA/AS64500", "XA/AS64501", "XA/North"] {
+        for lit in ["XA/AS64502", "XA/South"] {
+            assert!(pos(dark) < pos(lit), "{dark} before {lit}");
+        }
+    }
+    let row = &parts[pos("XA/AS64500")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("badge outage") && row.contains("0%"), "{row}");
+    // The event and its evidence.
+    let events = section(&html, "events");
+    for needle in ["XA/AS64500", "XA/AS64501", "XA/North", "standalone"] {
+        assert!(events.contains(needle), "{needle} in {events}");
+    }
+    // The same as JSON.
+    let (status, head, body) = http_get(addr, "/api/v1/country/XA").unwrap();
+    assert_eq!(status, 200);
+    assert!(head.contains("application/json"), "{head}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["code"], "XA");
+    assert_eq!(j["status"], "outage");
+    assert_eq!(j["kind"], "national_blackout");
+    let points = j["signals"][0]["points"].as_array().unwrap();
+    assert!(points.len() >= 5, "{points:?}");
+    assert!(points.iter().any(|p| p["baseline"] == 1.0));
+    assert_eq!(j["parts"][0]["status"], "outage");
+    assert_eq!(j["events"][0]["kind"], "national_blackout");
+    assert!(j["events"][0]["end"].is_null());
+    // Codes no catalog watches: 404, for the page and the JSON. Lower case is the same.
+    let (status, _, body) = http_get(addr, "/country/QQ").unwrap();
+    assert_eq!(status, 404);
+    assert!(body.contains("Not watched: QQ"), "{body}");
+    assert_eq!(http_get(addr, "/api/v1/country/QQ").unwrap().0, 404);
+    assert_eq!(
+        http_get(addr, "/country/ZZ").unwrap().0,
+        404,
+        "controls are no country"
+    );
+    assert!(
+        http_get(addr, "/country/xa")
+            .unwrap()
+            .2
+            .contains("id=\"verdict\">outage<")
+    );
+    // The overview: the troubled country first, tiles linked to their page.
+    let (_, _, overview) = http_get(addr, "/").unwrap();
+    let at = |c: &str| overview.find(&format!("id=\"country-{c}\"")).unwrap();
+    assert!(at("XA") < at("XB"), "outage before normal");
+    assert!(tile(&overview, "XA").contains("href=\"/country/XA\""));
+
+    let shots = tempfile::tempdir().unwrap();
+    let Some(png) = screenshot(
+        &format!("http://{addr}/country/XA"),
+        &shots.path().join("country.png"),
+    ) else {
+        return;
+    };
+    let blank = blank_png_len(shots.path());
+    check_and_keep_in(&png, blank, "docs/img", "country-page-blackout.png");
+    // The filter as Chromium renders the page of the GET form's URL.
+    let dom = dump_dom(None, &format!("http://{addr}/?q=bord")).unwrap();
+    assert!(dom.contains("id=\"country-XB\""), "{dom}");
+    assert!(!dom.contains("id=\"country-XA\""));
+    assert!(
+        dom.contains("value=\"bord\""),
+        "the filter is kept in the form"
+    );
+    let dom = dump_dom(None, &format!("http://{addr}/?q=xa")).unwrap();
+    assert!(dom.contains("id=\"country-XA\"") && !dom.contains("id=\"country-XB\""));
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The shipped catalogs in a network namespace with only loopback, as a new user's
+/// offline machine: the overview says there is no healthy vantage point, and so does a
+/// country's page. Chromium runs in the namespace to take the screenshot.
+#[test]
+fn offline_overview_and_country_page_in_chromium() {
+    use blackout_test_support as common;
+    if !common::is_root() || common::require("offline overview", &["ip", "chromium"]).is_none() {
+        eprintln!(
+            "SKIPPED offline_overview_and_country_page_in_chromium: needs root, ip, chromium"
+        );
+        return;
+    }
+    let ns = format!("bo-offpage-{}", std::process::id());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ns = Netns(ns.clone());
+    assert!(
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, COLLECTOR_TOML).unwrap();
+    let log = dir.path().join("standalone.log");
+    let mut proc = common::Proc::spawn(
+        "blackout standalone (offline)",
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(env!("CARGO_BIN_EXE_blackout"))
+            .args([
+                "standalone",
+                "--round-secs",
+                "2",
+                "--listen",
+                "127.0.0.1:9797",
+            ])
+            .arg("--config")
+            .arg(&config),
+        &log,
+    );
+    let get = |path: &str| -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:9797{path}");
+        common::in_netns(&ns, move || async move {
+            let r = reqwest::Client::new()
+                .get(&url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            let s = r.status().as_u16();
+            Some((s, r.text().await.ok()?))
+        })
+    };
+    let page = wait_for("the offline overview says why", 90, || {
+        proc.assert_running(&log);
+        let (_, p) = get("/")?;
+        p.contains("No healthy vantage point").then_some(p)
+    });
+    assert!(!page.contains("tile normal"));
+    assert!(page.contains("href=\"/country/KZ\""));
+    let (status, kz) = get("/country/KZ").unwrap();
+    assert_eq!(status, 200);
+    assert!(kz.contains("id=\"verdict\">no data<"), "{kz}");
+    assert!(kz.contains("No verdict: no healthy vantage point"), "{kz}");
+    let shots = tempfile::tempdir().unwrap();
+    let png = screenshot_in(
+        Some(&ns),
+        "http://127.0.0.1:9797/",
+        &shots.path().join("offline.png"),
+    )
+    .expect("chromium present");
+    let blank = blank_png_len(shots.path());
+    check_and_keep_in(&png, blank, "docs/img", "overview-offline.png");
 }

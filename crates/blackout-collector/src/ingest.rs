@@ -851,6 +851,41 @@ mod tests {
             );
         }
 
+        /// The pages' trails are state like the rest: a restart from the snapshot and a
+        /// replay of the whole log (no snapshot) both give the live collector's.
+        #[test]
+        fn trails_come_back_from_the_snapshot_and_from_the_log() {
+            let d = tempfile::tempdir().unwrap();
+            let now = Utc::now();
+            let t0 = DateTime::from_timestamp(now.timestamp() - 3600 - now.timestamp() % BIN, 0)
+                .unwrap();
+            let live = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            for bin in 0..13 {
+                for b in batches(t0, bin) {
+                    live.ingest(&Uploader::InProcess, b, now).unwrap();
+                }
+                live.tick(end_of(t0, bin));
+            }
+            live.write_snapshot(end_of(t0, 12)).unwrap();
+            let want = live.trails(|_| true, t0);
+            assert!(
+                want.iter()
+                    .any(|t| t.points.len() == 13 && t.points.iter().any(|p| p.baseline.is_some())),
+                "{want:?}"
+            );
+            drop(live);
+            let restored = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            assert!(restored.restore_info().from_snapshot);
+            restored.tick(end_of(t0, 12));
+            assert_eq!(restored.trails(|_| true, t0), want, "from the snapshot");
+            drop(restored);
+            std::fs::remove_file(d.path().join(crate::snapshot::FILE)).unwrap();
+            let replayed = Collector::new(config(d.path(), 0.8), catalog()).unwrap();
+            assert!(!replayed.restore_info().from_snapshot);
+            replayed.tick(end_of(t0, 12));
+            assert_eq!(replayed.trails(|_| true, t0), want, "from the log alone");
+        }
+
         #[test]
         fn a_snapshot_that_does_not_fit_is_not_used() {
             let d = tempfile::tempdir().unwrap();

@@ -29,4 +29,4 @@ pub use facts::{BatchResult, ConnectionDrop, Counters};
 pub use ingest::{Catalog, Collector, IngestError, ReloadStatus, Reloaded, StartError};
 pub use read::{ReadModel, Scrape};
 pub use server::serve;
-pub use state::{SPARK_POINTS, Spark, State};
+pub use state::State;

@@ -1,15 +1,11 @@
 //! Questions the API and the agents ask of the collector: the catalog an agent should
 //! probe (fleet assignment), the detector's verdicts, the events.
 
-use std::collections::BTreeMap;
-
-use blackout_detect::{Event, Snapshot};
+use blackout_detect::{EntityKey, Event, SeriesTrail, Snapshot};
 use blackout_model::catalog::{CatalogFile, Target};
-use blackout_model::observation::Signal;
 use chrono::{DateTime, Utc};
 
 use crate::ingest::Collector;
-use crate::state::Spark;
 
 impl Collector {
     /// The catalog an agent should probe: its share under fleet assignment (`assign_k`),
@@ -62,9 +58,14 @@ impl Collector {
         v
     }
 
-    /// Sparkline history per (country, signal).
-    pub fn sparks(&self) -> BTreeMap<(String, Signal), Spark> {
-        self.lock().state.sparks.clone()
+    /// The detector's trails (value and baseline per bin) of the entities `which`
+    /// accepts, from `since` on.
+    pub fn trails(
+        &self,
+        which: impl Fn(&EntityKey) -> bool,
+        since: DateTime<Utc>,
+    ) -> Vec<SeriesTrail> {
+        self.lock().state.engine.trails(which, since)
     }
 
     /// Number of targets with at least one reading.

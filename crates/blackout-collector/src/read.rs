@@ -1,16 +1,14 @@
 //! The read model: what the exposition (metrics, status page) may see of the collector.
 //! A read-only view; renderers never reach into the collector's state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use blackout_detect::{Event, Snapshot};
-use blackout_model::observation::Signal;
+use blackout_detect::{EntityKey, Event, SeriesTrail, Snapshot};
 use chrono::{DateTime, Utc};
 
 use crate::facts::Counters;
 use crate::ingest::Collector;
-use crate::state::Spark;
 use crate::store::LatestAggregate;
 
 /// A read-only handle on a collector, for the exposition.
@@ -62,9 +60,19 @@ impl ReadModel {
         self.collector.events(open_only, country, limit)
     }
 
-    /// Sparkline history per (country, signal).
-    pub fn sparks(&self) -> BTreeMap<(String, Signal), Spark> {
-        self.collector.sparks()
+    /// Value and baseline per bin of the entities `which` accepts, from `since` on (at
+    /// most [`blackout_detect::TRAIL_SECS`] back): the detector's own per-bin record.
+    pub fn trails(
+        &self,
+        which: impl Fn(&EntityKey) -> bool,
+        since: DateTime<Utc>,
+    ) -> Vec<SeriesTrail> {
+        self.collector.trails(which, since)
+    }
+
+    /// How long a bin is.
+    pub fn bin_secs(&self) -> u64 {
+        self.collector.config.detect.bin_secs
     }
 
     /// When each agent's last batch was accepted.

@@ -38,7 +38,10 @@ pub const FILE: &str = "snapshot.bin";
 /// 02: the latest view keeps each agent's HTTP phase durations.
 /// 03: the counters (batches, observations, events) follow the state.
 /// 04: agents' politeness skips, in the state and the counters.
-const MAGIC: &[u8; 8] = b"BLKSNP04";
+/// 05: the detector keeps each series' trail (value and baseline per bin, 7 days) for the
+///     pages; the collector's own 288-point sparklines are gone. An 04 file is refused
+///     (named in the log) and the log replayed, which rebuilds the trails.
+const MAGIC: &[u8; 8] = b"BLKSNP05";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";
@@ -197,5 +200,19 @@ mod tests {
             unseal(&sealed[..10], p),
             Err(SnapshotError::Format { .. })
         ));
+    }
+
+    /// A sealed snapshot of the previous layout (no trails in the engine) is refused by
+    /// name, so the collector replays the log instead of misreading it.
+    #[test]
+    fn a_snapshot_of_the_previous_version_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(FILE), seal(b"BLKSNP04 old body".to_vec())).unwrap();
+        let e = load(d.path()).unwrap_err();
+        assert!(matches!(e, SnapshotError::Format { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("not a snapshot of this version of blackout")
+        );
     }
 }

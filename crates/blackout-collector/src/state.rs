@@ -1,22 +1,16 @@
 //! The collector's state and how a batch and the clock change it. [`State`] is the one
 //! shape of it: what the live collector holds and what a snapshot saves.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 
-use blackout_detect::{ChangeKind, Engine, EntityKey, EventChange, Snapshot};
-use blackout_model::observation::{Batch, Signal};
+use blackout_detect::{ChangeKind, Engine, EventChange, Snapshot};
+use blackout_model::observation::Batch;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::SeenBatches;
 use crate::facts::Counters;
 use crate::store::LatestView;
-
-/// Points of a country signal's history kept for the status page's sparklines.
-pub const SPARK_POINTS: usize = 288;
-
-/// (bin end in Unix seconds, value, baseline) of one (country, signal).
-pub type Spark = VecDeque<(i64, Option<f64>, Option<f64>)>;
 
 /// Everything the collector learned from the batches it accepted. A snapshot saves this
 /// (see [`crate::snapshot`]); the log can rebuild it.
@@ -27,7 +21,6 @@ pub struct State {
     pub seen_batches: SeenBatches,
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
-    pub sparks: BTreeMap<(String, Signal), Spark>,
     /// Each agent's last reported count of dropped observations, to turn its reports
     /// (which restart from 0 with the agent) into a counter.
     pub spool_dropped: HashMap<String, u64>,
@@ -57,7 +50,6 @@ impl State {
             view: LatestView::default(),
             seen_batches: SeenBatches::default(),
             last_report: HashMap::new(),
-            sparks: BTreeMap::new(),
             spool_dropped: HashMap::new(),
             catalog_refusals: HashMap::new(),
             politeness_skips: HashMap::new(),
@@ -116,7 +108,7 @@ impl State {
     }
 
     /// Lets the detector close the bins that are over at `now`; logs and counts the
-    /// events that changed, and extends the sparklines when a bin closed. `verdicts` is
+    /// events that changed. `verdicts` is
     /// the detector's view after the previous tick; it is replaced by the new one.
     pub fn tick(
         &mut self,
@@ -136,22 +128,6 @@ impl State {
             log_change(c);
         }
         let snap = self.engine.snapshot();
-        if snap.at != verdicts.at
-            && let Some(at) = snap.at
-        {
-            for ent in &snap.entities {
-                let EntityKey::Country(cc) = &ent.entity else {
-                    continue;
-                };
-                for sig in &ent.signals {
-                    let q = self.sparks.entry((cc.clone(), sig.signal)).or_default();
-                    if q.len() == SPARK_POINTS {
-                        q.pop_front();
-                    }
-                    q.push_back((at.timestamp(), sig.value, sig.baseline));
-                }
-            }
-        }
         self.vantage_log.update(&snap);
         *verdicts = snap;
         changes

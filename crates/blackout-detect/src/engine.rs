@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::config::DetectConfig;
 use super::entity::EntityKey;
 use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence};
-use super::series::{BaselineShape, History, Rules, State, Tracker, baseline, median};
+use super::series::{BaselineShape, History, Rules, State, Tracker, Trail, baseline, median};
 use blackout_model::observation::{BlockVerdict, Observation, Signal};
 // Fx, not SipHash: the keys are our own interned ids and agent/target names from
 // authenticated agents, so a DoS-resistant hash buys nothing on the ingest hot path and
@@ -123,6 +123,9 @@ struct SeriesState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SignalSeries {
     level: SeriesState,
+    /// The level as measured and its baseline, per bin, for [`TRAIL_SECS`]: what the
+    /// pages draw (the level's own history is inpainted and has no baselines).
+    trail: Trail,
     rtt: SeriesState,
     loss: SeriesState,
     targets: u32,
@@ -151,6 +154,31 @@ pub struct EngineStats {
     pub too_late_observations: u64,
     pub bins_closed: u64,
     pub bins_reevaluated: u64,
+}
+
+/// How far back [`Engine::trails`] reaches: the 7 days a country page draws. Memory: one
+/// pair of f32 per bin and series (entity, signal), 16 KiB per series at 300 s bins; a
+/// country with 10 networks, 5 regions and 4 signals keeps 64 series, 1 MiB.
+pub const TRAIL_SECS: u64 = 7 * 86_400;
+
+/// One bin of a series as a reader is shown it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrailPoint {
+    /// Start of the bin.
+    pub start: DateTime<Utc>,
+    /// Share of targets up (observations) or the series' level (aggregate input), as
+    /// measured: not inpainted.
+    pub value: Option<f64>,
+    /// The baseline the bin was judged against; None during warm-up.
+    pub baseline: Option<f64>,
+}
+
+/// The trail of one series, oldest bin first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesTrail {
+    pub entity: EntityKey,
+    pub signal: Signal,
+    pub points: Vec<TrailPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -294,6 +322,9 @@ pub struct Engine {
     shape: BaselineShape,
     #[serde(skip)]
     hist_cap: usize,
+    /// Bins of [`TRAIL_SECS`].
+    #[serde(skip)]
+    trail_cap: usize,
     #[serde(skip)]
     late_bins: i64,
     agents: Vec<String>,
@@ -323,6 +354,10 @@ pub struct Engine {
     late_evidence: FxMap<(u32, i64), u64>,
 }
 
+fn trail_slot(value: f64, baseline: Option<f64>) -> (f32, f32) {
+    (value as f32, baseline.map_or(f32::NAN, |b| b as f32))
+}
+
 fn ts(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).single().unwrap_or_default()
 }
@@ -345,11 +380,13 @@ impl Engine {
             warmup_bins: cfg.warmup_bins() as usize,
         };
         let hist_cap = (cfg.bins(cfg.baseline_window_secs) + 2) as usize;
+        let trail_cap = cfg.bins(TRAIL_SECS) as usize;
         let late_bins = cfg.bins(cfg.late_window_secs);
         Engine {
             cfg,
             shape,
             hist_cap,
+            trail_cap,
             late_bins,
             agents: Vec::new(),
             agent_index: FxMap::default(),
@@ -917,6 +954,7 @@ impl Engine {
     fn update_series(&mut self, bin: i64, agg: &Agg) {
         let shape = self.shape;
         let cap = self.hist_cap;
+        let trail_cap = self.trail_cap;
         let level_rules = self.level_rules();
         let throttle_rules = self.throttle_rules();
         let rtt_factor = self.cfg.throttle_rtt_factor;
@@ -951,7 +989,8 @@ impl Engine {
                     store = b;
                 }
             }
-            s.level.hist.set(bin, store, cap);
+            s.level.hist.set(bin, store as f32, cap);
+            s.trail.set(bin, trail_slot(v, base), trail_cap);
             s.level.last_value = Some(v);
             s.level.last_baseline = base;
             s.level.last_bin = Some(bin);
@@ -976,7 +1015,7 @@ impl Engine {
                     store = b;
                 }
             }
-            s.rtt.hist.set(bin, store, cap);
+            s.rtt.hist.set(bin, store as f32, cap);
             s.rtt.last_value = Some(v);
             s.rtt.last_baseline = base;
             s.rtt.last_bin = Some(bin);
@@ -993,7 +1032,7 @@ impl Engine {
                     store = b;
                 }
             }
-            s.loss.hist.set(bin, store, cap);
+            s.loss.hist.set(bin, store as f32, cap);
             s.loss.last_value = Some(v);
             s.loss.last_baseline = base;
             s.loss.last_bin = Some(bin);
@@ -1510,6 +1549,7 @@ impl Engine {
         self.stats.bins_reevaluated += 1;
         let shape = self.shape;
         let cap = self.hist_cap;
+        let trail_cap = self.trail_cap;
         let t0 = self.bin_start(bin);
         let covering = |ev: &Event| ev.start <= t0 && ev.end.is_none_or(|e| e > t0);
         for agg in &result.aggs {
@@ -1526,7 +1566,8 @@ impl Engine {
                 Some(b) if in_event || v / b < warn => b,
                 _ => v,
             };
-            s.level.hist.set(bin, store, cap);
+            s.level.hist.set(bin, store as f32, cap);
+            s.trail.set(bin, trail_slot(v, base), trail_cap);
             if s.level.last_bin == Some(bin) {
                 s.level.last_value = Some(v);
                 s.targets = agg.up + agg.down;
@@ -1600,6 +1641,38 @@ impl Engine {
 
     pub fn open_events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter().filter(|e| e.is_open())
+    }
+
+    /// The trails (value and baseline per bin, from the bin holding `since` on) of the
+    /// series whose entity `which` accepts, in entity then signal order. Reaches back at
+    /// most [`TRAIL_SECS`].
+    pub fn trails(
+        &self,
+        which: impl Fn(&EntityKey) -> bool,
+        since: DateTime<Utc>,
+    ) -> Vec<SeriesTrail> {
+        let from = self.bin_of(since);
+        let opt = |v: f32| v.is_finite().then_some(v as f64);
+        let mut out: Vec<SeriesTrail> = self
+            .series
+            .iter()
+            .filter(|((e, _), _)| which(&self.entities[*e as usize]))
+            .map(|((e, sig), s)| SeriesTrail {
+                entity: self.entities[*e as usize].clone(),
+                signal: *sig,
+                points: s
+                    .trail
+                    .since(from)
+                    .map(|(bin, (v, b))| TrailPoint {
+                        start: self.bin_start(bin),
+                        value: opt(v),
+                        baseline: opt(b),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.entity, a.signal).cmp(&(&b.entity, b.signal)));
+        out
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -1713,6 +1786,7 @@ impl Engine {
             cfg: fresh.cfg,
             shape: fresh.shape,
             hist_cap: fresh.hist_cap,
+            trail_cap: fresh.trail_cap,
             late_bins: fresh.late_bins,
             ..self
         }

@@ -53,7 +53,8 @@
 //!    counted in `too_late_observations`.
 //!
 //! Memory: per series (entity, signal) three histories of `baseline_window_secs /
-//! bin_secs` f32 values (8 KiB each at the defaults); per target one interned id and 24
+//! bin_secs` f32 values (8 KiB each at the defaults) and a trail for the pages of
+//! [`TRAIL_SECS`] / `bin_secs` pairs of f32 (16 KiB); per target one interned id and 24
 //! bytes; per bin, while it is open or inside the late window, one 20-byte cell per
 //! (target, agent) observed.
 
@@ -67,8 +68,8 @@ pub mod sim;
 
 pub use config::{DetectConfig, SignalThresholds};
 pub use engine::{
-    AgentSnapshot, Engine, EngineStats, EntitySnapshot, NoVerdict, SignalSnapshot, Snapshot,
-    VantageSnapshot,
+    AgentSnapshot, Engine, EngineStats, EntitySnapshot, NoVerdict, SeriesTrail, SignalSnapshot,
+    Snapshot, TRAIL_SECS, TrailPoint, VantageSnapshot,
 };
 pub use entity::EntityKey;
 pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence};

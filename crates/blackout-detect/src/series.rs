@@ -23,25 +23,62 @@ impl State {
     }
 }
 
-/// Values per bin index, oldest first; NaN marks a bin without a value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct History {
-    first_bin: i64,
-    values: VecDeque<f32>,
+/// A bin's slot in a [`Ring`]: a value, or the mark of a bin without one.
+pub(crate) trait Slot: Copy {
+    const EMPTY: Self;
+    fn present(&self) -> bool;
 }
 
-impl History {
-    pub fn get(&self, bin: i64) -> Option<f64> {
+impl Slot for f32 {
+    const EMPTY: f32 = f32::NAN;
+    fn present(&self) -> bool {
+        self.is_finite()
+    }
+}
+
+/// (value, baseline) of one bin, as a reader is shown them.
+impl Slot for (f32, f32) {
+    const EMPTY: (f32, f32) = (f32::NAN, f32::NAN);
+    fn present(&self) -> bool {
+        self.0.is_finite() || self.1.is_finite()
+    }
+}
+
+/// Slots per bin index, oldest first, at most `cap` bins (the caller's bound).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ring<T> {
+    first_bin: i64,
+    values: VecDeque<T>,
+}
+
+impl<T> Default for Ring<T> {
+    fn default() -> Self {
+        Ring {
+            first_bin: 0,
+            values: VecDeque::new(),
+        }
+    }
+}
+
+/// A series' own history (inpainted: what its baseline is computed from); NaN marks a
+/// bin without a value.
+pub(crate) type History = Ring<f32>;
+
+/// What a reader is shown of a series: per bin the measured value (not inpainted) and
+/// the baseline it was judged against.
+pub(crate) type Trail = Ring<(f32, f32)>;
+
+impl<T: Slot> Ring<T> {
+    fn slot(&self, bin: i64) -> Option<T> {
         let i = bin - self.first_bin;
         if i < 0 {
             return None;
         }
-        let v = *self.values.get(i as usize)?;
-        v.is_finite().then_some(v as f64)
+        self.values.get(i as usize).copied().filter(|v| v.present())
     }
 
     /// Stores `v` at `bin`, keeping at most `cap` bins.
-    pub fn set(&mut self, bin: i64, v: f64, cap: usize) {
+    pub fn set(&mut self, bin: i64, v: T, cap: usize) {
         if self.values.is_empty() {
             self.first_bin = bin;
         }
@@ -51,7 +88,7 @@ impl History {
                 return;
             }
             for _ in 0..gap {
-                self.values.push_front(f32::NAN);
+                self.values.push_front(T::EMPTY);
             }
             self.first_bin = bin;
         }
@@ -62,17 +99,34 @@ impl History {
                 // A gap longer than the window: nothing before it is worth keeping.
                 self.values.clear();
                 self.first_bin = bin;
-                self.values.push_back(f32::NAN);
+                self.values.push_back(T::EMPTY);
             } else {
-                self.values.extend(std::iter::repeat_n(f32::NAN, gap));
+                self.values.extend(std::iter::repeat_n(T::EMPTY, gap));
             }
         }
         let i = (bin - self.first_bin) as usize;
-        self.values[i] = v as f32;
+        self.values[i] = v;
         while self.values.len() > cap {
             self.values.pop_front();
             self.first_bin += 1;
         }
+    }
+
+    /// (bin, slot) of the bins from `from` on that hold something, oldest first.
+    pub fn since(&self, from: i64) -> impl Iterator<Item = (i64, T)> + '_ {
+        let skip = (from - self.first_bin).max(0) as usize;
+        self.values
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .filter(|(_, v)| v.present())
+            .map(|(i, v)| (self.first_bin + i as i64, *v))
+    }
+}
+
+impl History {
+    pub fn get(&self, bin: i64) -> Option<f64> {
+        self.slot(bin).map(|v| v as f64)
     }
 
     pub fn len_finite_before(&self, bin: i64) -> usize {
@@ -293,10 +347,10 @@ mod tests {
         };
         let mut h = History::default();
         for b in 0..3 {
-            h.set(b, 100.0, 1000);
+            h.set(b, 100.0f32, 1000);
         }
         assert_eq!(baseline(&h, 3, &shape), None, "warm-up");
-        h.set(3, 100.0, 1000);
+        h.set(3, 100.0f32, 1000);
         assert_eq!(baseline(&h, 4, &shape), Some(100.0));
         // Two days of a rhythm: 50 at hour 0..6, 100 otherwise.
         let mut h = History::default();
@@ -310,14 +364,33 @@ mod tests {
     #[test]
     fn history_caps_and_gaps() {
         let mut h = History::default();
-        h.set(5, 1.0, 4);
-        h.set(7, 2.0, 4);
+        h.set(5, 1.0f32, 4);
+        h.set(7, 2.0f32, 4);
         assert_eq!(h.get(6), None);
         assert_eq!(h.get(7), Some(2.0));
-        h.set(10, 3.0, 4);
+        h.set(10, 3.0f32, 4);
         assert_eq!(h.get(5), None, "trimmed to 4 bins");
         assert_eq!(h.get(7), Some(2.0));
-        h.set(100, 4.0, 4);
+        h.set(100, 4.0f32, 4);
         assert_eq!(h.len_finite_before(i64::MAX), 1);
+    }
+
+    #[test]
+    fn trail_keeps_value_and_baseline_per_bin() {
+        let mut t = Trail::default();
+        t.set(10, (0.9, f32::NAN), 3);
+        t.set(12, (0.1, 0.9), 3);
+        // A late value of a closed bin inside the window lands in place.
+        t.set(11, (0.5, 0.9), 3);
+        let got: Vec<_> = t.since(0).map(|(b, (v, _))| (b, v)).collect();
+        assert_eq!(got, vec![(10, 0.9), (11, 0.5), (12, 0.1)]);
+        t.set(13, (0.2, 0.9), 3);
+        assert_eq!(
+            t.since(0).next().map(|(b, _)| b),
+            Some(11),
+            "capped at 3 bins"
+        );
+        assert_eq!(t.since(13).count(), 1);
+        assert!(t.since(0).all(|(_, (_, b))| b == 0.9));
     }
 }

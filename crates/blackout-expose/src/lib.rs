@@ -1,14 +1,19 @@
 //! Exposition: the Prometheus metrics and the status page, both functions of the
-//! collector's read model, and the HTTP router that serves them (`/metrics`, `/`).
+//! collector's read model, and the HTTP router that serves them (`/metrics`, `/`,
+//! `/country/CC`, `/api/v1/country/CC`).
 
+pub mod country_page;
 pub mod metrics;
 pub mod names;
 pub mod status_page;
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use blackout_collector::ReadModel;
@@ -31,11 +36,28 @@ impl BuildInfo {
     };
 }
 
-/// `GET /metrics` (Prometheus text exposition) and `GET /` (the status page).
+/// `GET /metrics` (Prometheus text exposition), `GET /` (the status page, `?q=` filters
+/// its countries by name or code), `GET /country/CC` (a country's page) and
+/// `GET /api/v1/country/CC` (its data as JSON).
 pub fn router(read: ReadModel, build: BuildInfo) -> Router {
     let metrics = Arc::new(metrics::Metrics::new(build));
     let r = read.clone();
+    let (rc, rj) = (read.clone(), read.clone());
     Router::new()
+        .route(
+            "/country/{cc}",
+            get(move |Path(cc): Path<String>| {
+                let read = rc.clone();
+                async move { get_country(read, cc, false).await }
+            }),
+        )
+        .route(
+            "/api/v1/country/{cc}",
+            get(move |Path(cc): Path<String>| {
+                let read = rj.clone();
+                async move { get_country(read, cc, true).await }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {
@@ -45,9 +67,9 @@ pub fn router(read: ReadModel, build: BuildInfo) -> Router {
         )
         .route(
             "/",
-            get(move || {
+            get(move |Query(q): Query<HashMap<String, String>>| {
                 let read = read.clone();
-                async move { get_status_page(read).await }
+                async move { get_status_page(read, q.get("q").cloned().unwrap_or_default()).await }
             }),
         )
 }
@@ -64,9 +86,11 @@ fn get_metrics(read: ReadModel, metrics: Arc<metrics::Metrics>) -> Response {
         .into_response()
 }
 
-async fn get_status_page(read: ReadModel) -> Response {
+async fn get_status_page(read: ReadModel, filter: String) -> Response {
     let body = tokio::task::spawn_blocking(move || {
-        status_page::render(&status_page::view_from(&read, chrono::Utc::now()))
+        let mut view = status_page::view_from(&read, chrono::Utc::now());
+        view.filter = filter;
+        status_page::render(&view)
     })
     .await;
     match body {
@@ -76,5 +100,41 @@ async fn get_status_page(read: ReadModel) -> Response {
             format!("status page: {e}"),
         )
             .into_response(),
+    }
+}
+
+/// A country's page or its JSON; 404 (a page, or `{"error": ...}`) when no catalog
+/// watches the code.
+async fn get_country(read: ReadModel, code: String, json: bool) -> Response {
+    let view = tokio::task::spawn_blocking(move || {
+        let v = country_page::view_from(&read, &code, chrono::Utc::now());
+        (v, code)
+    })
+    .await;
+    let (view, code) = match view {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("country page: {e}"),
+            )
+                .into_response();
+        }
+    };
+    match (view, json) {
+        (Some(v), true) => axum::Json(v).into_response(),
+        (Some(v), false) => status_page::html(country_page::render(&v)),
+        (None, true) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": format!("country {code:?}: not watched by any catalog of this collector")
+            })),
+        )
+            .into_response(),
+        (None, false) => {
+            let mut r = status_page::html(country_page::render_not_found(&code));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
     }
 }

@@ -1,15 +1,16 @@
 //! The status page at `/`: one self-contained HTML document (inline CSS and SVG, no script,
 //! no CDN), readable offline and without Grafana.
 //!
-//! [`render`] is a pure function of a [`StatusView`]; [`view_from`] fills the view from the
-//! collector's read model (verdicts, per-bin values against baselines, events).
+//! [`render`] is a pure function of a [`StatusView`] (maud templates: text is escaped by the
+//! template, never by hand); [`view_from`] fills the view from the collector's read model
+//! (verdicts, the detector's per-bin values against baselines, events).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use maud::{Markup, PreEscaped, html};
 use serde::{Deserialize, Serialize};
 
 use blackout_collector::ReadModel;
@@ -71,6 +72,9 @@ pub struct StatusView {
     /// Each agent: its health and the age of its last accepted batch.
     #[serde(default)]
     pub agents: Vec<AgentView>,
+    /// The reader's filter (`?q=`): countries whose code or name contains it, any case.
+    #[serde(default)]
+    pub filter: String,
 }
 
 /// An agent as the page shows it.
@@ -152,32 +156,16 @@ pub struct Evidence {
 /// address space, TCP is next where ICMP is filtered, then the services.
 pub const MAIN_SIGNALS: [&str; 4] = ["icmp", "tcp", "dns", "http"];
 
-const CSS: &str = include_str!("assets/status.css");
+pub(crate) const CSS: &str = include_str!("assets/status.css");
 
 const SPARK_W: f64 = 240.0;
 const SPARK_H: f64 = 56.0;
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
-fn duration_text(secs: i64) -> String {
+pub(crate) fn duration_text(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
         0..60 => format!("{secs}s"),
@@ -187,7 +175,7 @@ fn duration_text(secs: i64) -> String {
     }
 }
 
-fn percent(v: f64) -> String {
+pub(crate) fn percent(v: f64) -> String {
     format!("{:.0}%", v * 100.0)
 }
 
@@ -202,108 +190,64 @@ pub fn main_signal(c: &CountryStatus) -> Option<&SignalSeries> {
 
 /// Inline SVG: the value as a solid line, the baseline dashed, on a shared scale from 0.
 pub fn sparkline(s: &SignalSeries) -> String {
+    sparkline_markup(s).into_string()
+}
+
+fn sparkline_markup(s: &SignalSeries) -> Markup {
     let pts = |v: &[(i64, f64)]| -> Vec<(i64, f64)> {
         v.iter().copied().filter(|(_, y)| y.is_finite()).collect()
     };
     let values = pts(&s.values);
     let baseline = pts(&s.baseline);
-    let all = values.iter().chain(baseline.iter());
     let (mut t0, mut t1, mut ymax) = (i64::MAX, i64::MIN, 0.0f64);
-    for (t, y) in all {
+    for (t, y) in values.iter().chain(baseline.iter()) {
         t0 = t0.min(*t);
         t1 = t1.max(*t);
         ymax = ymax.max(*y);
     }
-    let mut svg = format!(
-        r#"<svg class="spark" viewBox="0 0 {SPARK_W} {SPARK_H}" width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="{} over time">"#,
-        escape(&s.signal)
-    );
-    if values.is_empty() && baseline.is_empty() {
-        svg.push_str(r#"<text x="4" y="32" class="spark-empty">no readings yet</text></svg>"#);
-        return svg;
-    }
     // Ratios live in 0..1: keep that scale so 100 % is always the top. Levels (counts of
     // responsive blocks) scale to their largest value.
     let top = if ymax <= 1.0 { 1.0 } else { ymax * 1.05 };
-    let span = (t1 - t0).max(1) as f64;
+    let span = if t1 > t0 { (t1 - t0) as f64 } else { 1.0 };
     let pad = 3.0;
     let x = |t: i64| pad + (t - t0) as f64 / span * (SPARK_W - 2.0 * pad);
     let y = |v: f64| pad + (1.0 - (v / top).clamp(0.0, 1.0)) * (SPARK_H - 2.0 * pad);
     let line = |v: &[(i64, f64)]| {
-        let mut d = String::new();
-        for (i, (t, val)) in v.iter().enumerate() {
-            let _ = write!(
-                d,
-                "{}{:.1},{:.1}",
-                if i == 0 { "" } else { " " },
-                x(*t),
-                y(*val)
-            );
-        }
-        d
+        v.iter()
+            .map(|(t, val)| format!("{:.1},{:.1}", x(*t), y(*val)))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    let _ = write!(
-        svg,
-        r#"<line class="spark-axis" x1="0" y1="{:.1}" x2="{SPARK_W}" y2="{:.1}"/>"#,
-        y(0.0),
-        y(0.0)
-    );
-    if !baseline.is_empty() {
-        let _ = write!(
-            svg,
-            r#"<polyline class="spark-baseline" points="{}"/>"#,
-            line(&baseline)
-        );
-    }
-    match values.len() {
-        0 => {}
-        1 => {
-            let (t, v) = values[0];
-            let _ = write!(
-                svg,
-                r#"<circle class="spark-dot" cx="{:.1}" cy="{:.1}" r="3"/>"#,
-                if baseline.is_empty() {
-                    SPARK_W / 2.0
-                } else {
-                    x(t)
-                },
-                y(v)
-            );
-        }
-        _ => {
-            let mut area = line(&values);
-            let (first, last) = (values[0].0, values[values.len() - 1].0);
-            let _ = write!(
-                area,
-                " {:.1},{:.1} {:.1},{:.1}",
-                x(last),
-                y(0.0),
-                x(first),
-                y(0.0)
-            );
-            let _ = write!(
-                svg,
-                r#"<polygon class="spark-area" points="{area}"/><polyline class="spark-value" points="{}"/>"#,
-                line(&values)
-            );
-            let (t, v) = values[values.len() - 1];
-            let _ = write!(
-                svg,
-                r#"<circle class="spark-dot" cx="{:.1}" cy="{:.1}" r="2.5"/>"#,
-                x(t),
-                y(v)
-            );
+    let f1 = |v: f64| format!("{v:.1}");
+    let label = format!("{} over time", s.signal);
+    html! {
+        svg class="spark" viewBox={"0 0 " (SPARK_W) " " (SPARK_H)} width=(SPARK_W) height=(SPARK_H) role="img" aria-label=(label) {
+            @if values.is_empty() && baseline.is_empty() {
+                text x="4" y="32" class="spark-empty" { "no readings yet" }
+            } @else {
+                line class="spark-axis" x1="0" y1=(f1(y(0.0))) x2=(SPARK_W) y2=(f1(y(0.0))) {}
+                @if !baseline.is_empty() {
+                    polyline class="spark-baseline" points=(line(&baseline)) {}
+                }
+                @if values.len() == 1 {
+                    circle class="spark-dot"
+                        cx=(f1(if baseline.is_empty() { SPARK_W / 2.0 } else { x(values[0].0) }))
+                        cy=(f1(y(values[0].1))) r="3" {}
+                } @else if let (Some(first), Some(last)) = (values.first(), values.last()) {
+                    polygon class="spark-area" points={(line(&values)) " " (f1(x(last.0))) "," (f1(y(0.0))) " " (f1(x(first.0))) "," (f1(y(0.0)))} {}
+                    polyline class="spark-value" points=(line(&values)) {}
+                    circle class="spark-dot" cx=(f1(x(last.0))) cy=(f1(y(last.1))) r="2.5" {}
+                }
+            }
         }
     }
-    svg.push_str("</svg>");
-    svg
 }
 
 fn latest(v: &[(i64, f64)]) -> Option<f64> {
     v.iter().rev().map(|(_, y)| *y).find(|y| y.is_finite())
 }
 
-fn value_text(v: f64) -> String {
+pub(crate) fn value_text(v: f64) -> String {
     if (0.0..=1.0).contains(&v) {
         percent(v)
     } else {
@@ -311,134 +255,111 @@ fn value_text(v: f64) -> String {
     }
 }
 
-fn country_tile(out: &mut String, c: &CountryStatus) {
+fn country_tile(c: &CountryStatus) -> Markup {
     let st = c.status.as_str();
-    let _ = write!(
-        out,
-        r#"<article class="tile {st}" id="country-{code}"><header><span class="code">{code}</span><span class="name">{name}</span><span class="badge {st}">{label}</span></header>"#,
-        code = escape(&c.code),
-        name = escape(&c.name),
-        label = c.status.label(),
-    );
-    if let Some(r) = &c.reason {
-        let _ = write!(
-            out,
-            r#"<div class="reason muted">no verdict: {}</div>"#,
-            escape(&r.replace('_', " "))
-        );
-    }
-    match main_signal(c) {
-        Some(s) => {
-            let now = latest(&s.values).map(value_text).unwrap_or_default();
-            let base = latest(&s.baseline)
-                .map(|b| format!(" · baseline {}", value_text(b)))
-                .unwrap_or_else(|| " · no baseline yet".to_string());
-            let _ = write!(
-                out,
-                r#"<div class="main"><span class="sig">{sig}</span> <strong>{now}</strong><span class="muted">{base}</span></div>{svg}"#,
-                sig = escape(&s.signal),
-                svg = sparkline(s),
-            );
-        }
-        None => out.push_str(r#"<div class="main muted">no readings yet</div>"#),
-    }
-    let chips: Vec<String> = c
+    let main = main_signal(c);
+    let chips: Vec<(&str, String)> = c
         .signals
         .iter()
-        .filter_map(|s| {
-            latest(&s.values).map(|v| {
-                format!(
-                    r#"<li><span class="sig">{}</span> {}</li>"#,
-                    escape(&s.signal),
-                    value_text(v)
-                )
-            })
-        })
+        .filter_map(|s| latest(&s.values).map(|v| (s.signal.as_str(), value_text(v))))
         .collect();
-    let span = main_signal(c).and_then(|s| {
+    let span = main.and_then(|s| {
         let first = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).min()?;
         let last = s.values.iter().chain(&s.baseline).map(|(t, _)| *t).max()?;
-        (last > first).then(|| {
-            format!(
-                r#"<li class="span" title="sparkline span">last {}</li>"#,
-                duration_text(last - first)
-            )
-        })
+        (last > first).then(|| duration_text(last - first))
     });
-    if !chips.is_empty() || span.is_some() {
-        let _ = write!(
-            out,
-            r#"<ul class="chips">{}{}</ul>"#,
-            chips.concat(),
-            span.unwrap_or_default()
-        );
+    let href = format!("/country/{}", c.code);
+    html! {
+        article class={"tile " (st)} id={"country-" (c.code)} {
+            header {
+                a class="code" href=(href) { (c.code) }
+                a class="name" href=(href) { (c.name) }
+                span class={"badge " (st)} { (c.status.label()) }
+            }
+            @if let Some(r) = &c.reason {
+                div class="reason muted" { "no verdict: " (r.replace('_', " ")) }
+            }
+            @if let Some(s) = main {
+                div class="main" {
+                    span class="sig" { (s.signal) } " "
+                    strong { (latest(&s.values).map(value_text).unwrap_or_default()) }
+                    span class="muted" {
+                        (latest(&s.baseline)
+                            .map(|b| format!(" · baseline {}", value_text(b)))
+                            .unwrap_or_else(|| " · no baseline yet".to_string()))
+                    }
+                }
+                (sparkline_markup(s))
+            } @else {
+                div class="main muted" { "no readings yet" }
+            }
+            @if !chips.is_empty() || span.is_some() {
+                ul class="chips" {
+                    @for (sig, v) in &chips {
+                        li { span class="sig" { (sig) } " " (v) }
+                    }
+                    @if let Some(d) = &span {
+                        li class="span" title="sparkline span" { "last " (d) }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</article>");
 }
 
 fn list(v: &[String]) -> String {
     if v.is_empty() {
         "—".to_string()
     } else {
-        v.iter().map(|s| escape(s)).collect::<Vec<_>>().join(", ")
+        v.join(", ")
     }
 }
 
-fn events_table(out: &mut String, events: &[&EventView], now: DateTime<Utc>, open: bool) {
-    out.push_str(r#"<table class="events"><thead><tr><th>entity</th><th>kind</th><th>severity</th><th>start</th>"#);
-    out.push_str(if open {
-        "<th>for</th>"
-    } else {
-        "<th>end</th><th>lasted</th>"
-    });
-    out.push_str("<th>peak drop</th><th>signals</th><th>networks</th><th>agents</th><th>targets down</th></tr></thead><tbody>");
-    for e in events {
-        let sev = e.severity.as_str();
-        let _ = write!(
-            out,
-            r#"<tr class="{sev}"><td><strong>{entity}</strong></td><td>{kind}</td><td><span class="badge {sev}">{label}</span></td><td class="time">{start}</td>"#,
-            entity = escape(&e.entity),
-            kind = escape(&e.kind.replace('_', " ")),
-            start = rfc3339(e.start),
-            label = e.severity.label(),
-        );
-        match e.end {
-            Some(end) if !open => {
-                let _ = write!(
-                    out,
-                    r#"<td class="time">{}</td><td class="time">{}</td>"#,
-                    rfc3339(end),
-                    duration_text((end - e.start).num_seconds())
-                );
-            }
-            _ => {
-                let _ = write!(
-                    out,
-                    r#"<td class="time">{}</td>"#,
-                    duration_text((now - e.start).num_seconds())
-                );
+fn events_table(events: &[&EventView], now: DateTime<Utc>, open: bool) -> Markup {
+    let pct = |v: Option<f64>| v.map(percent).unwrap_or_else(|| "—".into());
+    html! {
+        table class="events" {
+            thead { tr {
+                th { "entity" } th { "kind" } th { "severity" } th { "start" }
+                @if open { th { "for" } } @else { th { "end" } th { "lasted" } }
+                th { "peak drop" } th { "signals" } th { "networks" } th { "agents" } th { "targets down" }
+            } }
+            tbody {
+                @for e in events {
+                    tr class=(e.severity.as_str()) {
+                        td { strong { (e.entity) } }
+                        td { (e.kind.replace('_', " ")) }
+                        td { span class={"badge " (e.severity.as_str())} { (e.severity.label()) } }
+                        td class="time" { (rfc3339(e.start)) }
+                        @match e.end {
+                            Some(end) if !open => {
+                                td class="time" { (rfc3339(end)) }
+                                td class="time" { (duration_text((end - e.start).num_seconds())) }
+                            }
+                            _ => { td class="time" { (duration_text((now - e.start).num_seconds())) } }
+                        }
+                        td { (pct(e.peak_drop)) }
+                        td { (list(&e.evidence.signals)) }
+                        td { (list(&e.evidence.networks)) }
+                        td { (list(&e.evidence.agents)) }
+                        td { (pct(e.evidence.share_of_targets)) }
+                    }
+                }
             }
         }
-        let _ = write!(
-            out,
-            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.peak_drop.map(percent).unwrap_or_else(|| "—".into()),
-            list(&e.evidence.signals),
-            list(&e.evidence.networks),
-            list(&e.evidence.agents),
-            e.evidence
-                .share_of_targets
-                .map(percent)
-                .unwrap_or_else(|| "—".into()),
-        );
     }
-    out.push_str("</tbody></table>");
 }
 
 /// The whole page.
 pub fn render(view: &StatusView) -> String {
-    let mut countries: Vec<&CountryStatus> = view.countries.iter().collect();
-    // Worst first: what a reader came for is at the top.
+    let q = view.filter.trim().to_lowercase();
+    let mut countries: Vec<&CountryStatus> = view
+        .countries
+        .iter()
+        .filter(|c| matches_filter(c, &q))
+        .collect();
+    // Worst first: what a reader came for is at the top (outage, warning, normal, then
+    // the countries without a verdict).
     countries.sort_by(|a, b| b.status.cmp(&a.status).then_with(|| a.code.cmp(&b.code)));
     let count = |s: Status| view.countries.iter().filter(|c| c.status == s).count();
     let mut open: Vec<&EventView> = view.events.iter().filter(|e| e.end.is_none()).collect();
@@ -453,30 +374,6 @@ pub fn render(view: &StatusView) -> String {
             .then(a.entity.cmp(&b.entity))
     });
     closed.sort_by_key(|e| std::cmp::Reverse(e.end));
-
-    let mut out = String::with_capacity(16 * 1024 + 2048 * countries.len());
-    let _ = write!(
-        out,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="60"><title>blackout status</title><style>{CSS}</style></head><body>"#
-    );
-    let _ = write!(
-        out,
-        r#"<header class="top"><h1>blackout</h1><p class="muted">Internet shutdowns, as seen by this collector's agents · generated {}</p><ul class="summary"><li class="outage"><strong>{}</strong> outage</li><li class="warning"><strong>{}</strong> warning</li><li class="normal"><strong>{}</strong> normal</li><li class="unknown"><strong>{}</strong> no data</li><li><strong>{}</strong> open events</li></ul></header>"#,
-        rfc3339(view.generated_at),
-        count(Status::Outage),
-        count(Status::Warning),
-        count(Status::Normal),
-        count(Status::Unknown),
-        open.len(),
-    );
-    if let Some(v) = view.vantage.as_ref().filter(|v| !v.healthy) {
-        let controls = v.control_ok + v.control_failed;
-        let _ = write!(
-            out,
-            r#"<p class="alert vantage" id="vantage"><strong>No healthy vantage point</strong> (reason: no_healthy_vantage): the agents' own connectivity fails, so nothing is known about the countries they watch and every verdict is unknown. Controls answering: {} of {}; agents healthy: {} of {}.</p>"#,
-            v.control_ok, controls, v.healthy_agents, v.agents,
-        );
-    }
     let silent: Vec<&AgentView> = view
         .agents
         .iter()
@@ -485,80 +382,143 @@ pub fn render(view: &StatusView) -> String {
                 .is_some_and(|s| s > SILENT_AFTER_SECS)
         })
         .collect();
-    if !silent.is_empty() {
-        let names: Vec<String> = silent
-            .iter()
-            .map(|a| {
-                format!(
-                    "{} (last report {} ago)",
-                    escape(&a.agent),
-                    duration_text(a.last_report_age_secs.unwrap_or_default())
-                )
-            })
-            .collect();
-        let _ = write!(
-            out,
-            r#"<p class="alert silent" id="silent"><strong>Silent agents</strong>: {}. Their observations wait in their spools until they reach the collector again.</p>"#,
-            names.join(", ")
-        );
-    }
-    for n in &view.notes {
-        let _ = write!(out, r#"<p class="note">{}</p>"#, escape(n));
-    }
-    out.push_str(r#"<main><section><h2>Countries</h2>"#);
-    if countries.is_empty() {
-        out.push_str(r#"<p class="muted">No country is watched: the catalog is empty.</p>"#);
-    } else {
-        out.push_str(r#"<div class="legend"><span class="swatch normal"></span>normal <span class="swatch warning"></span>warning <span class="swatch outage"></span>outage <span class="swatch unknown"></span>no data · <svg width="28" height="8"><line class="spark-value" x1="0" y1="4" x2="28" y2="4"/></svg> main signal <svg width="28" height="8"><line class="spark-baseline" x1="0" y1="4" x2="28" y2="4"/></svg> baseline</div><div class="grid">"#);
-        for c in countries {
-            country_tile(&mut out, c);
+    let silent_names = silent
+        .iter()
+        .map(|a| {
+            format!(
+                "{} (last report {} ago)",
+                a.agent,
+                duration_text(a.last_report_age_secs.unwrap_or_default())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let filter = view.filter.trim();
+    let page = html! {
+        (DOCTYPE_LOWER)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content="60";
+                title { "blackout status" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header class="top" {
+                    h1 { "blackout" }
+                    p class="muted" { "Internet shutdowns, as seen by this collector's agents · generated " (rfc3339(view.generated_at)) }
+                    ul class="summary" {
+                        li class="outage" { strong { (count(Status::Outage)) } " outage" }
+                        li class="warning" { strong { (count(Status::Warning)) } " warning" }
+                        li class="normal" { strong { (count(Status::Normal)) } " normal" }
+                        li class="unknown" { strong { (count(Status::Unknown)) } " no data" }
+                        li { strong { (open.len()) } " open events" }
+                    }
+                }
+                @if let Some(v) = view.vantage.as_ref().filter(|v| !v.healthy) {
+                    p class="alert vantage" id="vantage" {
+                        strong { "No healthy vantage point" }
+                        " (reason: no_healthy_vantage): the agents' own connectivity fails, so nothing is known about the countries they watch and every verdict is unknown. Controls answering: "
+                        (v.control_ok) " of " (v.control_ok + v.control_failed) "; agents healthy: " (v.healthy_agents) " of " (v.agents) "."
+                    }
+                }
+                @if !silent.is_empty() {
+                    p class="alert silent" id="silent" {
+                        strong { "Silent agents" } ": " (silent_names)
+                        ". Their observations wait in their spools until they reach the collector again."
+                    }
+                }
+                @for n in &view.notes { p class="note" { (n) } }
+                main {
+                    section {
+                        h2 { "Countries" }
+                        form class="filter" method="get" action="/" {
+                            label { "Country name or code " input type="search" name="q" value=(filter) placeholder="e.g. kz or kazakh"; }
+                            " " button type="submit" { "Filter" }
+                            @if !q.is_empty() {
+                                " " a href="/" { "show all" } " "
+                                span class="muted" { (countries.len()) " of " (view.countries.len()) " countries" }
+                            }
+                        }
+                        @if view.countries.is_empty() {
+                            p class="muted" { "No country is watched: the catalog is empty." }
+                        } @else if countries.is_empty() {
+                            p class="muted" id="no-match" { "No country matches \"" (filter) "\"." }
+                        } @else {
+                            div class="legend" {
+                                span class="swatch normal" {} "normal " span class="swatch warning" {} "warning "
+                                span class="swatch outage" {} "outage " span class="swatch unknown" {} "no data · "
+                                svg width="28" height="8" { line class="spark-value" x1="0" y1="4" x2="28" y2="4" {} }
+                                " main signal "
+                                svg width="28" height="8" { line class="spark-baseline" x1="0" y1="4" x2="28" y2="4" {} }
+                                " baseline"
+                            }
+                            div class="grid" { @for c in &countries { (country_tile(c)) } }
+                        }
+                    }
+                    section {
+                        h2 { "Open events" }
+                        @if open.is_empty() { p class="muted" { "No open events." } }
+                        @else { (events_table(&open, view.generated_at, true)) }
+                    }
+                    section {
+                        h2 { "Recent events" }
+                        @if closed.is_empty() { p class="muted" { "No recent events." } }
+                        @else { (events_table(&closed, view.generated_at, false)) }
+                    }
+                    section id="agents" {
+                        h2 { "Agents" }
+                        @if view.agents.is_empty() {
+                            p class="muted" { "No agent has reported yet." }
+                        } @else {
+                            table {
+                                thead { tr { th { "agent" } th { "health" } th { "last report" } } }
+                                tbody {
+                                    @for a in &view.agents {
+                                        tr {
+                                            td { strong { (a.agent) } }
+                                            td {
+                                                @match a.healthy {
+                                                    Some(true) => span class="normal" { "healthy" },
+                                                    Some(false) => span class="outage" { "unhealthy (controls fail or silent)" },
+                                                    None => span class="muted" { "not judged yet" },
+                                                }
+                                            }
+                                            td {
+                                                (a.last_report_age_secs
+                                                    .map(|s| format!("{} ago", duration_text(s)))
+                                                    .unwrap_or_else(|| "never".into()))
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                footer class="muted" {
+                    "Machine-readable: " a href="/metrics" { "/metrics" } " · "
+                    a href="/api/v1/catalog" { "/api/v1/catalog" }
+                    " · status values: 0 normal, 1 warning, 2 outage (" (super::names::COUNTRY_STATUS) ")"
+                }
+            }
         }
-        out.push_str("</div>");
-    }
-    out.push_str("</section><section><h2>Open events</h2>");
-    if open.is_empty() {
-        out.push_str(r#"<p class="muted">No open events.</p>"#);
-    } else {
-        events_table(&mut out, &open, view.generated_at, true);
-    }
-    out.push_str("</section><section><h2>Recent events</h2>");
-    if closed.is_empty() {
-        out.push_str(r#"<p class="muted">No recent events.</p>"#);
-    } else {
-        events_table(&mut out, &closed, view.generated_at, false);
-    }
-    out.push_str(r#"</section><section id="agents"><h2>Agents</h2>"#);
-    if view.agents.is_empty() {
-        out.push_str(r#"<p class="muted">No agent has reported yet.</p>"#);
-    } else {
-        out.push_str(
-            "<table><thead><tr><th>agent</th><th>health</th><th>last report</th></tr></thead><tbody>",
-        );
-        for a in &view.agents {
-            let health = match a.healthy {
-                Some(true) => r#"<span class="normal">healthy</span>"#,
-                Some(false) => r#"<span class="outage">unhealthy (controls fail or silent)</span>"#,
-                None => r#"<span class="muted">not judged yet</span>"#,
-            };
-            let age = a
-                .last_report_age_secs
-                .map(|s| format!("{} ago", duration_text(s)))
-                .unwrap_or_else(|| "never".into());
-            let _ = write!(
-                out,
-                "<tr><td><strong>{}</strong></td><td>{health}</td><td>{age}</td></tr>",
-                escape(&a.agent)
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
-    let _ = write!(
-        out,
-        r#"</section></main><footer class="muted">Machine-readable: <a href="/metrics">/metrics</a> · <a href="/api/v1/catalog">/api/v1/catalog</a> · status values: 0 normal, 1 warning, 2 outage ({})</footer></body></html>"#,
-        super::names::COUNTRY_STATUS
-    );
-    out
+    };
+    page.into_string()
 }
+
+/// `<!doctype html>`, as the page has always begun.
+const DOCTYPE_LOWER: PreEscaped<&str> = PreEscaped("<!doctype html>");
+
+/// A country is shown under filter `q` (lower case; empty: all) when its code or name
+/// contains it.
+fn matches_filter(c: &CountryStatus, q: &str) -> bool {
+    q.is_empty() || c.code.to_lowercase().contains(q) || c.name.to_lowercase().contains(q)
+}
+
+/// The overview's sparklines reach back this many bins (a day of 300 s bins).
+pub const SPARK_BINS: i64 = 288;
 
 /// Events shown: all open ones and the most recent closed ones, up to this many in all.
 pub const MAX_EVENTS: usize = 50;
@@ -567,7 +527,10 @@ pub const MAX_EVENTS: usize = 50;
 /// of each signal against its baseline, and the open and recent events.
 pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
     let snap = read.verdicts();
-    let sparks = read.sparks();
+    let trails = read.trails(
+        |e| e.is_country(),
+        now - chrono::Duration::seconds(SPARK_BINS * snap.bin_secs as i64),
+    );
     let mut countries: BTreeMap<String, CountryStatus> = BTreeMap::new();
     for f in read.catalog().files.iter().filter(|f| !f.control) {
         countries
@@ -604,45 +567,30 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
             }
         }
     }
-    for ((cc, signal), points) in &sparks {
-        let Some(c) = countries.get_mut(cc) else {
+    for t in &trails {
+        let Some(c) = countries.get_mut(t.entity.country()) else {
             continue;
         };
+        // Each point at its bin's end: the sparkline ends at the last closed bin.
+        let end = |p: &blackout_detect::TrailPoint| p.start.timestamp() + snap.bin_secs as i64;
         c.signals.push(SignalSeries {
-            signal: signal.as_str().to_string(),
-            values: points
+            signal: t.signal.as_str().to_string(),
+            values: t
+                .points
                 .iter()
-                .filter_map(|(t, v, _)| Some((*t, (*v)?)))
+                .filter_map(|p| Some((end(p), p.value?)))
                 .collect(),
-            baseline: points
+            baseline: t
+                .points
                 .iter()
-                .filter_map(|(t, _, b)| Some((*t, (*b)?)))
+                .filter_map(|p| Some((end(p), p.baseline?)))
                 .collect(),
         });
     }
     let events = read
         .events(false, None, MAX_EVENTS)
-        .into_iter()
-        .map(|e| EventView {
-            entity: e.entity.to_string(),
-            country: e.entity.country().to_string(),
-            kind: e.kind.as_str().to_string(),
-            severity: Status::from_gauge(e.severity.code() as f64),
-            start: e.start,
-            end: e.end,
-            peak_drop: Some(e.peak_drop),
-            evidence: Evidence {
-                signals: e
-                    .evidence
-                    .signals
-                    .iter()
-                    .map(|s| s.as_str().to_string())
-                    .collect(),
-                networks: e.evidence.networks.clone(),
-                agents: e.evidence.agents.clone(),
-                share_of_targets: Some(e.evidence.share_of_targets),
-            },
-        })
+        .iter()
+        .map(event_view)
         .collect();
     let mut notes = vec![format!(
         "Sparklines: share of targets up per {} s bin against its learned baseline.",
@@ -661,6 +609,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         events,
         notes,
         agents: agent_views(&snap, &read.last_reports(), now),
+        filter: String::new(),
         vantage: Some(VantageView {
             healthy: snap.vantage.healthy,
             agents: snap.vantage.agents,
@@ -668,6 +617,30 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
             control_ok: snap.vantage.control_ok,
             control_failed: snap.vantage.control_failed,
         }),
+    }
+}
+
+/// An event as the pages and their JSON show it.
+pub fn event_view(e: &blackout_detect::Event) -> EventView {
+    EventView {
+        entity: e.entity.to_string(),
+        country: e.entity.country().to_string(),
+        kind: e.kind.as_str().to_string(),
+        severity: Status::from_gauge(e.severity.code() as f64),
+        start: e.start,
+        end: e.end,
+        peak_drop: Some(e.peak_drop),
+        evidence: Evidence {
+            signals: e
+                .evidence
+                .signals
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
+            networks: e.evidence.networks.clone(),
+            agents: e.evidence.agents.clone(),
+            share_of_targets: Some(e.evidence.share_of_targets),
+        },
     }
 }
 
@@ -787,6 +760,7 @@ mod tests {
             notes: vec![],
             vantage: None,
             agents: vec![],
+            filter: String::new(),
         }
     }
 
@@ -810,6 +784,39 @@ mod tests {
         assert!(html.contains("<td class=\"time\">25m</td>"));
         assert!(html.contains("<strong>1</strong> outage"));
         assert!(html.contains("<strong>1</strong> open events"));
+    }
+
+    #[test]
+    fn filter_by_code_or_name_and_tiles_link_to_their_page() {
+        let mut v = view();
+        v.countries.push(CountryStatus {
+            code: "AF".into(),
+            name: "Afghanistan".into(),
+            status: Status::Unknown,
+            reason: Some("no_data".into()),
+            signals: vec![],
+        });
+        let html = render(&v);
+        let pos = |c: &str| html.find(&format!("id=\"country-{c}\"")).unwrap();
+        assert!(
+            pos("KZ") < pos("UZ") && pos("UZ") < pos("AF"),
+            "no verdict last"
+        );
+        assert!(html.contains("href=\"/country/KZ\""));
+        assert!(html.contains("<form class=\"filter\" method=\"get\" action=\"/\">"));
+        for q in ["kz", " KZ ", "kazakh"] {
+            v.filter = q.into();
+            let html = render(&v);
+            assert!(html.contains("id=\"country-KZ\""), "{q}");
+            assert!(!html.contains("id=\"country-UZ\""), "{q}");
+            assert!(html.contains("1 of 3 countries"), "{q}");
+            // Counts and events stay those of every country.
+            assert!(html.contains("<strong>1</strong> normal"));
+        }
+        v.filter = "\"><b>x".into();
+        let html = render(&v);
+        assert!(html.contains("id=\"no-match\""));
+        assert!(!html.contains("<b>x"));
     }
 
     #[test]
@@ -870,7 +877,9 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("id=\"country-&quot;&gt;&lt;img src=x onerror=alert(1)&gt;\""));
         assert!(html.contains("a&amp;b&lt;i&gt;"));
-        assert!(html.contains("KZ/&#39;x&#39;"));
+        // A single quote needs no escaping in element content or in attributes quoted
+        // with double quotes, which is all maud writes.
+        assert!(html.contains("<td><strong>KZ/'x'</strong></td>"));
     }
 
     #[test]
@@ -909,6 +918,7 @@ mod tests {
             notes: vec![],
             vantage: None,
             agents: vec![],
+            filter: String::new(),
         });
         assert!(html.contains("No country is watched"));
         assert!(html.contains("No open events."));
