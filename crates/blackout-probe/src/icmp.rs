@@ -134,11 +134,7 @@ pub fn verdict(belief: f64) -> BlockVerdict {
 /// Probes ICMP targets: plain echoes, and adaptive block rounds.
 pub struct IcmpProber {
     timeout: Duration,
-    max_extra: u32,
-    /// Politeness bucket: burst capacity and refill per hour (see
-    /// [`crate::politeness_bucket`]).
-    capacity: f32,
-    refill_per_hour: f32,
+    policy: RoundPolicy,
     recv_buffer: usize,
     v4: OnceCell<Result<Arc<EchoEngine>, String>>,
     v6: OnceCell<Result<Arc<EchoEngine>, String>>,
@@ -157,13 +153,9 @@ impl std::fmt::Debug for IcmpProber {
 impl IcmpProber {
     /// Opens nothing yet: sockets are opened on the first probe of each family.
     pub fn new(settings: &ProbeSettings) -> Self {
-        let (capacity, refill_per_hour) =
-            crate::politeness_bucket(settings.icmp_max_probes_per_block_hour, settings.icmp_round);
         IcmpProber {
             timeout: settings.timeout,
-            max_extra: settings.icmp_max_extra_probes,
-            capacity,
-            refill_per_hour,
+            policy: RoundPolicy::new(settings),
             recv_buffer: settings.icmp_recv_buffer_bytes,
             v4: OnceCell::new(),
             v6: OnceCell::new(),
@@ -233,10 +225,8 @@ impl IcmpProber {
 
     /// The state of a block nothing is known about yet.
     pub fn new_block_state(&self) -> BlockState {
-        BlockState {
-            refilled_at_secs: self.epoch.elapsed().as_secs() as u32,
-            ..BlockState::new(self.capacity)
-        }
+        self.policy
+            .new_block_state(self.epoch.elapsed().as_secs() as u32)
     }
 
     /// One adaptive round for a block: see the module docs. The block's state is kept in
@@ -276,16 +266,93 @@ impl IcmpProber {
         availability: Option<f64>,
     ) -> Result<Outcome, ProbeError> {
         let now_secs = self.epoch.elapsed().as_secs() as u32;
+        let Some(mut round) =
+            BlockRound::start(st, block, hosts, availability, now_secs, &self.policy)
+        else {
+            return Err(ProbeError::PolitenessBudget { id: id.to_string() });
+        };
+        while let Some(addr) = round.next_address() {
+            let out = self.echo(addr).await?;
+            round.record(&out);
+        }
+        Ok(round.finish())
+    }
+}
+
+/// The limits of one adaptive block round: the politeness bucket and the extra probes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundPolicy {
+    /// Politeness bucket: burst capacity and refill per hour (see
+    /// [`crate::politeness_bucket`]).
+    pub capacity: f32,
+    pub refill_per_hour: f32,
+    /// Adaptive echoes one round may add to its first one.
+    pub max_extra: u32,
+}
+
+impl RoundPolicy {
+    pub fn new(settings: &ProbeSettings) -> Self {
+        let (capacity, refill_per_hour) =
+            crate::politeness_bucket(settings.icmp_max_probes_per_block_hour, settings.icmp_round);
+        RoundPolicy {
+            capacity,
+            refill_per_hour,
+            max_extra: settings.icmp_max_extra_probes,
+        }
+    }
+
+    /// The state of a block nothing is known about yet, first seen at `now_secs`.
+    pub fn new_block_state(&self, now_secs: u32) -> BlockState {
+        BlockState {
+            refilled_at_secs: now_secs,
+            ..BlockState::new(self.capacity)
+        }
+    }
+}
+
+/// One adaptive round on a block as a step machine, free of sockets and clocks: the caller
+/// asks for the next address, sends the echo its own way and records the outcome, until
+/// there is no next address; then [`BlockRound::finish`] gives the outcome. The prober
+/// drives it with real echoes and real time, the probe-level simulator with simulated ones:
+/// one code path for both.
+#[derive(Debug)]
+pub struct BlockRound<'a> {
+    st: &'a mut BlockState,
+    block: &'a IpNet,
+    hosts: &'a [IpAddr],
+    max_extra: u32,
+    /// Availability the belief is updated with this round.
+    a: f64,
+    belief: f64,
+    probes: u32,
+    replies: u32,
+    first_rtt: Option<Duration>,
+    last_failure: Failure,
+    /// The address (and its slot) handed out and not yet recorded.
+    pending: Option<(IpAddr, u32)>,
+    done: bool,
+}
+
+impl<'a> BlockRound<'a> {
+    /// Refills the block's politeness bucket at `now_secs` (seconds on the caller's clock,
+    /// the one `refilled_at_secs` counts in) and starts a round; `None` when the budget is
+    /// spent and the block is skipped this round.
+    pub fn start(
+        st: &'a mut BlockState,
+        block: &'a IpNet,
+        hosts: &'a [IpAddr],
+        availability: Option<f64>,
+        now_secs: u32,
+        policy: &RoundPolicy,
+    ) -> Option<Self> {
         // Burst plus refill is the hourly limit: no sliding hour can see more.
-        let capacity = self.capacity;
-        let rate_per_sec = self.refill_per_hour / 3600.0;
+        let rate_per_sec = policy.refill_per_hour / 3600.0;
         let elapsed = now_secs.saturating_sub(st.refilled_at_secs) as f32;
-        st.tokens = (st.tokens + elapsed * rate_per_sec).min(capacity);
+        st.tokens = (st.tokens + elapsed * rate_per_sec).min(policy.capacity);
         st.refilled_at_secs = now_secs;
         if st.tokens < 1.0 {
-            return Err(ProbeError::PolitenessBudget { id: id.to_string() });
+            return None;
         }
-
         let learned = st.seen_count() > 0;
         let a = availability.unwrap_or(if hosts.is_empty() && !learned {
             // Walking unknown addresses: a random address of a live block rarely answers.
@@ -293,60 +360,91 @@ impl IcmpProber {
         } else {
             st.availability as f64
         });
-        let mut belief = st.belief as f64;
-        let (mut probes, mut replies) = (0u32, 0u32);
-        let mut first_rtt = None;
-        let mut last_failure = Failure::Timeout;
-        loop {
-            let (addr, slot) = next_address(block, hosts, st);
-            st.tokens -= 1.0;
-            probes += 1;
-            let out = self.echo(addr).await?;
-            belief = update_belief(belief, a, out.ok);
-            let v = verdict(belief);
-            let contradicted = match v {
-                BlockVerdict::Up => !out.ok,
-                BlockVerdict::Down => out.ok,
-                BlockVerdict::Uncertain => true,
-            };
-            if out.ok {
-                replies += 1;
-                first_rtt = first_rtt.or(out.rtt);
-                if hosts.is_empty() {
-                    st.mark_seen(slot);
-                }
-            } else if let Some(f) = out.failure {
-                last_failure = f;
-            }
-            tracing::trace!(block = %block, %addr, ok = out.ok, belief, "icmp block probe");
-            if !contradicted || probes > self.max_extra || st.tokens < 1.0 {
-                break;
-            }
+        let belief = st.belief as f64;
+        Some(BlockRound {
+            st,
+            block,
+            hosts,
+            max_extra: policy.max_extra,
+            a,
+            belief,
+            probes: 0,
+            replies: 0,
+            first_rtt: None,
+            last_failure: Failure::Timeout,
+            pending: None,
+            done: false,
+        })
+    }
+
+    /// The address to send the next echo to, or `None` when the round is over. Spends one
+    /// token of the block's budget; the echo's outcome must be recorded before asking again.
+    pub fn next_address(&mut self) -> Option<IpAddr> {
+        if self.done {
+            return None;
         }
+        let (addr, slot) = next_address(self.block, self.hosts, self.st);
+        self.st.tokens -= 1.0;
+        self.probes += 1;
+        self.pending = Some((addr, slot));
+        Some(addr)
+    }
+
+    /// The outcome of the echo to the address last handed out.
+    pub fn record(&mut self, out: &Outcome) {
+        let (addr, slot) = self
+            .pending
+            .take()
+            .unwrap_or((self.block.network(), u32::MAX));
+        self.belief = update_belief(self.belief, self.a, out.ok);
+        let contradicted = match verdict(self.belief) {
+            BlockVerdict::Up => !out.ok,
+            BlockVerdict::Down => out.ok,
+            BlockVerdict::Uncertain => true,
+        };
+        if out.ok {
+            self.replies += 1;
+            self.first_rtt = self.first_rtt.or(out.rtt);
+            if self.hosts.is_empty() {
+                self.st.mark_seen(slot);
+            }
+        } else if let Some(f) = out.failure {
+            self.last_failure = f;
+        }
+        tracing::trace!(block = %self.block, %addr, ok = out.ok, belief = self.belief, "icmp block probe");
+        if !contradicted || self.probes > self.max_extra || self.st.tokens < 1.0 {
+            self.done = true;
+        }
+    }
+
+    /// Ends the round: learns the availability (from rounds that ended up), stores the
+    /// belief, and gives the round's outcome with its [`BlockReport`].
+    pub fn finish(self) -> Outcome {
+        let belief = self.belief;
         let v = verdict(belief);
         // Learn availability only from rounds that ended up: an outage must not teach the
         // block that its hosts are unreliable.
         if v == BlockVerdict::Up {
-            let observed = replies as f32 / probes as f32;
-            st.availability = 0.8 * st.availability + 0.2 * observed;
+            let observed = self.replies as f32 / self.probes as f32;
+            self.st.availability = 0.8 * self.st.availability + 0.2 * observed;
         }
-        st.belief = belief as f32;
+        self.st.belief = belief as f32;
         let report = BlockReport {
             belief,
             verdict: v,
-            probes,
-            replies,
+            probes: self.probes,
+            replies: self.replies,
         };
         let mut out = if v == BlockVerdict::Up {
-            Outcome::ok(first_rtt.unwrap_or_default())
+            Outcome::ok(self.first_rtt.unwrap_or_default())
         } else {
-            Outcome::failed(Phase::IcmpEcho, last_failure)
+            Outcome::failed(Phase::IcmpEcho, self.last_failure)
         };
         if v != BlockVerdict::Up {
-            out.rtt = first_rtt;
+            out.rtt = self.first_rtt;
         }
         out.block = Some(report);
-        Ok(out)
+        out
     }
 }
 
@@ -474,6 +572,174 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(addrs, want);
+    }
+
+    /// The round as it was written before the step machine (one loop around real echoes),
+    /// with the echo replaced by a script: the reference the extraction must reproduce.
+    fn reference_round(
+        st: &mut BlockState,
+        block: &IpNet,
+        hosts: &[IpAddr],
+        availability: Option<f64>,
+        now_secs: u32,
+        policy: &RoundPolicy,
+        echo: &mut dyn FnMut(IpAddr) -> Outcome,
+    ) -> Option<(Outcome, Vec<IpAddr>)> {
+        let capacity = policy.capacity;
+        let rate_per_sec = policy.refill_per_hour / 3600.0;
+        let elapsed = now_secs.saturating_sub(st.refilled_at_secs) as f32;
+        st.tokens = (st.tokens + elapsed * rate_per_sec).min(capacity);
+        st.refilled_at_secs = now_secs;
+        if st.tokens < 1.0 {
+            return None;
+        }
+        let learned = st.seen_count() > 0;
+        let a = availability.unwrap_or(if hosts.is_empty() && !learned {
+            (st.availability as f64).min(0.1)
+        } else {
+            st.availability as f64
+        });
+        let mut belief = st.belief as f64;
+        let (mut probes, mut replies) = (0u32, 0u32);
+        let mut first_rtt = None;
+        let mut last_failure = Failure::Timeout;
+        let mut sent = Vec::new();
+        loop {
+            let (addr, slot) = next_address(block, hosts, st);
+            st.tokens -= 1.0;
+            probes += 1;
+            sent.push(addr);
+            let out = echo(addr);
+            belief = update_belief(belief, a, out.ok);
+            let contradicted = match verdict(belief) {
+                BlockVerdict::Up => !out.ok,
+                BlockVerdict::Down => out.ok,
+                BlockVerdict::Uncertain => true,
+            };
+            if out.ok {
+                replies += 1;
+                first_rtt = first_rtt.or(out.rtt);
+                if hosts.is_empty() {
+                    st.mark_seen(slot);
+                }
+            } else if let Some(f) = out.failure {
+                last_failure = f;
+            }
+            if !contradicted || probes > policy.max_extra || st.tokens < 1.0 {
+                break;
+            }
+        }
+        let v = verdict(belief);
+        if v == BlockVerdict::Up {
+            let observed = replies as f32 / probes as f32;
+            st.availability = 0.8 * st.availability + 0.2 * observed;
+        }
+        st.belief = belief as f32;
+        let mut out = if v == BlockVerdict::Up {
+            Outcome::ok(first_rtt.unwrap_or_default())
+        } else {
+            Outcome::failed(Phase::IcmpEcho, last_failure)
+        };
+        if v != BlockVerdict::Up {
+            out.rtt = first_rtt;
+        }
+        out.block = Some(BlockReport {
+            belief,
+            verdict: v,
+            probes,
+            replies,
+        });
+        Some((out, sent))
+    }
+
+    /// A scripted echo: whether `addr` answers at this step, from a seeded generator and
+    /// the block's phase (up with some live slots, down, or flapping).
+    fn scripted(seed: &mut u64, live: &[u64; 4], phase: u32, addr: IpAddr) -> Outcome {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let r = (*seed >> 33) % 100;
+        let slot = match addr {
+            IpAddr::V4(a) => u32::from(a) & 0xff,
+            IpAddr::V6(a) => (u128::from(a) & 0xff) as u32,
+        };
+        let is_live = live[(slot / 64) as usize] & (1 << (slot % 64)) != 0;
+        let answers = match phase % 4 {
+            0 | 1 => is_live && r < 70,
+            2 => false,
+            _ => r < 15,
+        };
+        if answers {
+            Outcome::ok(Duration::from_millis(10 + r))
+        } else if r < 5 {
+            Outcome::failed(Phase::IcmpEcho, Failure::Unreachable)
+        } else {
+            Outcome::failed(Phase::IcmpEcho, Failure::Timeout)
+        }
+    }
+
+    #[test]
+    fn the_step_machine_makes_the_same_rounds_as_the_loop_it_replaced() {
+        let block: IpNet = "192.0.2.0/24".parse().unwrap();
+        let hosts: Vec<IpAddr> = ["192.0.2.9", "192.0.2.77"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (mut rounds, mut skipped, mut verdicts) = (0, 0, [0u32; 3]);
+        for case in 0u64..60 {
+            let settings = ProbeSettings {
+                icmp_round: [None, Some(Duration::from_secs(300))][case as usize % 2],
+                icmp_max_extra_probes: [15, 3, 0][case as usize % 3],
+                icmp_max_probes_per_block_hour: [20, 6][(case / 3) as usize % 2],
+                ..ProbeSettings::default()
+            };
+            let policy = RoundPolicy::new(&settings);
+            let hosts: &[IpAddr] = if case % 5 == 0 { &hosts } else { &[] };
+            let availability = (case % 7 == 0).then_some(0.6);
+            let mut live = [0u64; 4];
+            let mut g = case.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for _ in 0..(case % 40) {
+                g = g.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                let s = (g >> 40) % 256;
+                live[(s / 64) as usize] |= 1 << (s % 64);
+            }
+            let (mut old_st, mut new_st) = (policy.new_block_state(0), policy.new_block_state(0));
+            let (mut old_seed, mut new_seed) = (case, case);
+            for step in 0u32..120 {
+                let now = step * [60, 300, 20][case as usize % 3];
+                let phase = step / 15;
+                let old = reference_round(
+                    &mut old_st,
+                    &block,
+                    hosts,
+                    availability,
+                    now,
+                    &policy,
+                    &mut |a| scripted(&mut old_seed, &live, phase, a),
+                );
+                let new = BlockRound::start(&mut new_st, &block, hosts, availability, now, &policy)
+                    .map(|mut round| {
+                        let mut sent = Vec::new();
+                        while let Some(addr) = round.next_address() {
+                            sent.push(addr);
+                            round.record(&scripted(&mut new_seed, &live, phase, addr));
+                        }
+                        (round.finish(), sent)
+                    });
+                assert_eq!(old, new, "case {case}, step {step}");
+                assert_eq!(old_st, new_st, "case {case}, step {step}");
+                match &new {
+                    None => skipped += 1,
+                    Some((out, _)) => {
+                        rounds += 1;
+                        verdicts[out.block.unwrap().verdict as usize] += 1;
+                    }
+                }
+            }
+        }
+        // The scripts reached every branch: skips, and each verdict.
+        assert!(skipped > 0 && rounds > 0, "{skipped} {rounds}");
+        assert!(verdicts.iter().all(|&n| n > 0), "{verdicts:?}");
     }
 
     fn rss_bytes() -> usize {
