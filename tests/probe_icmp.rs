@@ -106,7 +106,9 @@ async fn loopback_block_is_up_after_one_probe() {
     let o = set.probe(&t).await.unwrap();
     let b = o.block.unwrap();
     assert!(o.ok, "{o:?}");
-    assert_eq!((b.verdict, b.probes, b.replies), (BlockVerdict::Up, 1, 1));
+    // One echo decides; a second one looks for another answering address (a block known
+    // through fewer than 16 addresses learns more while its budget allows).
+    assert_eq!((b.verdict, b.probes, b.replies), (BlockVerdict::Up, 2, 2));
     assert!(b.belief > 0.9);
     assert_eq!(set.icmp.tracked_blocks(), 1);
     let st = set

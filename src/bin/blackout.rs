@@ -74,6 +74,9 @@ enum Cmd {
     Replay(blackout_tools::replay::ReplayArgs),
     /// Measure detection quality (precision, recall, delay) on real and simulated data.
     Quality(blackout_tools::quality::QualityArgs),
+    /// Run the real adaptive ICMP prober against a simulated sparse Internet, feed the
+    /// detector, and report coverage, false block-downs, precision, recall and delay.
+    ProbeSim(blackout_tools::probe_sim::ProbeSimArgs),
     /// Build target catalogs from public registry data.
     #[command(subcommand)]
     Catalog(blackout_tools::catalog::CatalogCommand),
@@ -295,6 +298,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Replay(args) => Ok(blackout_tools::replay::run(&args)?),
         Cmd::Quality(args) => Ok(blackout_tools::quality::run(&args)?),
+        Cmd::ProbeSim(args) => Ok(blackout_tools::probe_sim::run(&args)?),
         Cmd::Catalog(cmd) => Ok(blackout_tools::catalog::run(&cmd)?),
         Cmd::CheckConfig {
             collector,

@@ -270,10 +270,10 @@ impl ProbeSet {
 }
 
 /// The politeness token bucket of a block: (capacity, refill per hour). No sliding hour
-/// sees more than `per_hour` echoes (capacity + refill). The refill is half the limit, or
-/// one echo per round when that is more (with 300 s rounds a block needs 12 an hour: a
-/// refill of 10 starved every sixth round of even a healthy block), leaving the rest as
-/// burst for the adaptive follow-ups.
+/// sees more than `per_hour` echoes (capacity + refill). The refill is one echo per round
+/// (with 300 s rounds a block needs 12 an hour: a refill of 10 starved every sixth round
+/// of even a healthy block) plus half of the rest, the other half being the burst for the
+/// adaptive follow-ups (20 an hour, 300 s rounds: a burst of 4, refilled at 16 an hour).
 pub fn politeness_bucket(per_hour: u32, round: Option<Duration>) -> (f32, f32) {
     let per_hour = per_hour.max(1) as f32;
     let per_round = round
@@ -285,9 +285,13 @@ pub fn politeness_bucket(per_hour: u32, round: Option<Duration>) -> (f32, f32) {
         // (A probe needs a whole token: with a limit of 1 the burst is 1.)
         return ((per_hour / 2.0).max(1.0), per_hour / 2.0);
     }
+    // The refill covers each round's echo and half of what the hour allows beyond it, so
+    // the bucket fills again between the rounds that spend follow-ups; a refill of just
+    // one echo per round (what 300 s rounds had) left no follow-up for a block once its
+    // first burst was spent (the probe-level simulation: every round then had one echo).
     // At least one token stays as capacity (a probe needs a whole one).
-    let refill = (per_hour / 2.0).max(per_round);
-    (per_hour - refill, refill)
+    let capacity = ((per_hour - per_round) / 2.0).max(1.0);
+    (capacity, per_hour - capacity)
 }
 
 /// Shortest round in which every block's one echo per round fits the hourly limit (with
@@ -326,6 +330,11 @@ mod tests {
                 assert!(
                     capacity + refill <= per_hour as f32 + 1e-3,
                     "{per_hour}/h, {round_secs} s"
+                );
+                // Follow-ups spent are refilled: more than one echo per round comes back.
+                assert!(
+                    per_round > per_hour as f32 - 3.0 || refill > per_round,
+                    "{per_hour}/h, {round_secs} s: refill {refill}"
                 );
             }
         }

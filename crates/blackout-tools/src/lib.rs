@@ -1,8 +1,10 @@
 //! Offline tools on top of the data path: `replay` (the detector over recorded data),
-//! `quality` (detection quality on labelled data sets and simulations), the catalog
+//! `quality` (detection quality on labelled data sets and simulations), `probe-sim` (the
+//! real adaptive prober against a simulated sparse Internet, feeding the detector), the catalog
 //! builder and discovery, and ad-hoc probes.
 
 pub mod adhoc;
 pub mod catalog;
+pub mod probe_sim;
 pub mod quality;
 pub mod replay;
