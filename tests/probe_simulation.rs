@@ -1,12 +1,15 @@
 //! The real adaptive ICMP prober against a small seeded sparse Internet (the full run is
-//! `blackout probe-sim`, see docs/quality.md): the coverage, precision and recall
-//! goals as a regression test.
+//! `blackout probe-sim`, see docs/quality.md): the goals as a regression test.
 
 use blackout_tools::probe_sim::{ProbeSimArgs, simulate};
 
+/// Precision is not yet at its goal on the sparse world (false block-downs of sparse and
+/// diurnal blocks make false network events: docs/quality.md, probe-level simulation),
+/// so this test holds the goals that are met (coverage, recall, delay) and prints the
+/// precision it measured; the full run (`blackout probe-sim`) exits non-zero on every
+/// missed goal, precision included.
 #[test]
-#[ignore = "ASN precision is below its goal (0.99) on this world: see docs/quality.md, probe-level simulation"]
-fn sparse_blocks_meet_the_coverage_precision_and_recall_goals() {
+fn sparse_blocks_meet_the_coverage_recall_and_delay_goals() {
     let report = simulate(&ProbeSimArgs {
         blocks: 1_500,
         days: 1.5,
@@ -28,5 +31,15 @@ fn sparse_blocks_meet_the_coverage_precision_and_recall_goals() {
         report.country.disturbances,
         report.asn.disturbances
     );
-    assert_eq!(report.goal_failures(), Vec::<String>::new());
+    let missed: Vec<String> = report
+        .goal_failures()
+        .into_iter()
+        .filter(|f| !f.contains("precision"))
+        .collect();
+    assert_eq!(missed, Vec::<String>::new());
+    println!(
+        "precision (goal 0.99, not yet met): country {:.4}, ASN {:.4}",
+        report.country_precision(),
+        report.asn_precision()
+    );
 }
