@@ -38,7 +38,9 @@ pub const FILE: &str = "snapshot.bin";
 /// 02: the latest view keeps each agent's HTTP phase durations.
 /// 03: the counters (batches, observations, events) follow the state.
 /// 04: agents' politeness skips, in the state and the counters.
-const MAGIC: &[u8; 8] = b"BLKSNP04";
+/// 05: the detector's loss samples (per bin aggregate and series) and
+///     `throttle_rtt_added_ms` in its settings.
+const MAGIC: &[u8; 8] = b"BLKSNP05";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";
