@@ -836,3 +836,39 @@ fn block_rounds_give_the_icmp_loss_sample() {
     assert_eq!(icmp.loss_probes, 36);
     assert!((icmp.loss.unwrap() - 1.0 / 3.0).abs() < 1e-9, "{icmp:?}");
 }
+
+#[test]
+fn loss_at_the_edge_of_an_outage_is_not_throttling() {
+    // The bin a cut lands in: half the targets already down, the rest losing probes of
+    // the agents that reached them after the cut, and slow answers from a busy vantage
+    // point. Loss on the targets still up is the outage's edge; the event is an outage.
+    let mut eng = Engine::new(DetectConfig::default());
+    for b in 0..20 {
+        feed_lossy(&mut eng, b, 200.0, 0);
+    }
+    for (i, a) in ["a", "b", "c"].iter().enumerate() {
+        eng.ingest(&control(a, 20, true));
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10i64 {
+                    let ok = k >= 5 && (k + 3 * i as i64) % 10 >= 3;
+                    let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, 20, ok);
+                    if ok {
+                        o.rtt_ms = Some(350.0);
+                    }
+                    eng.ingest(&o);
+                }
+            }
+        }
+    }
+    close(&mut eng, 20);
+    feed_bin(&mut eng, 21, &["a", "b", "c"], |_, _| true, |_| true);
+    close(&mut eng, 21);
+    assert_eq!(throttling_detected_at(&eng), None);
+    assert!(
+        eng.events()
+            .any(|e| e.entity == country() && e.kind == EventKind::NationalBlackout),
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+}

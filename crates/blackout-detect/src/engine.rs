@@ -940,6 +940,10 @@ impl Engine {
             s.targets = agg.up + agg.down;
             s.targets_down = agg.down;
         }
+        // Whether this bin's reachability is below normal: then the loss on the targets
+        // still up is the edge of the outage (probes failing as the cut lands), not a
+        // throttle's.
+        let mut level_down = false;
         if let Some(v) = agg.level {
             let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
             let mut store = v;
@@ -953,6 +957,7 @@ impl Engine {
                 if n > 0.0 && b * n - agg.up as f64 <= min_missing - 0.5 {
                     raw = State::Normal;
                 }
+                level_down = raw != State::Normal;
                 let st = s.level.tracker.step(bin, raw, &level_rules);
                 // Inpainting: a degraded value must not drag the baseline down.
                 if st != State::Normal || ratio < warn {
@@ -971,7 +976,7 @@ impl Engine {
         // bin are stronger than either (see `throttle`).
         let loss_base = agg.loss.and_then(|_| baseline(&s.loss.hist, bin, &shape));
         let loss_ev = match (agg.loss, loss_base) {
-            (Some(_), Some(b)) => throttle::loss_evidence(
+            (Some(_), Some(b)) if !level_down => throttle::loss_evidence(
                 &self.cfg,
                 agg.loss_lost,
                 agg.loss_sent,
