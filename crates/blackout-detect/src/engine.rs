@@ -735,14 +735,14 @@ impl Engine {
                 out.unhealthy.push(a);
             }
         }
-        #[derive(Default, Clone, Copy)]
+        #[derive(Default, Clone)]
         struct TAcc {
             probed: u32,
             failed: u32,
             probes: u64,
             replies: u64,
-            rtt_sum: f64,
-            rtt_n: u32,
+            /// The healthy agents' RTTs of the target.
+            rtts: Vec<f32>,
         }
         let mut per_target: FxMap<u32, TAcc> = FxMap::default();
         per_target.reserve(bd.cells.len() / 2 + 1);
@@ -776,8 +776,7 @@ impl Engine {
             t.probes += cell.probes as u64;
             t.replies += cell.replies as u64;
             if cell.ok > 0 && cell.rtt_ms.is_finite() {
-                t.rtt_sum += cell.rtt_ms as f64;
-                t.rtt_n += 1;
+                t.rtts.push(cell.rtt_ms);
             }
         }
         for (&target, t) in &per_target {
@@ -786,7 +785,14 @@ impl Engine {
             }
             let down = t.failed as f64 > self.cfg.down_quorum * t.probed as f64;
             let meta = &self.targets[target as usize];
-            let rtt = (t.rtt_n > 0).then(|| t.rtt_sum / t.rtt_n as f64);
+            // The lower median over agents: a delay counts only when at least half the
+            // vantage points saw it. One agent's slow answers (SYNs retransmitted across
+            // its own link flap, its own queueing) are that agent's, not the target's.
+            let rtt = (!t.rtts.is_empty()).then(|| {
+                let mut v = t.rtts.clone();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[(v.len() - 1) / 2] as f64
+            });
             if let Some(r) = rtt {
                 out.target_rtts.push((target, r as f32));
             }
@@ -942,7 +948,7 @@ impl Engine {
         }
         // Whether this bin's reachability is below normal: then the loss on the targets
         // still up is the edge of the outage (probes failing as the cut lands), not a
-        // throttle's.
+        // throttle's, and its latency alone must last `throttle_min_bins`.
         let mut level_down = false;
         if let Some(v) = agg.level {
             let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
@@ -998,6 +1004,9 @@ impl Engine {
             _ => throttle::Evidence::None,
         };
         let (rtt_bad, loss_bad, one_bin) = throttle::combine(rtt_ev, loss_ev);
+        // Nor is one bin enough while reachability drops: the answers of the bin a cut
+        // lands in (retransmitted SYNs, queues at the cut) are the outage's edge too.
+        let one_bin = one_bin && !level_down;
         let rules = if one_bin {
             Rules {
                 warning_min_bins: 1,

@@ -15,7 +15,8 @@
 //!    up). The target is down when more than `down_quorum` of them failed.
 //! 3. Aggregation per entity (country; ASN within the country unless the ASN is 0;
 //!    region where the catalog gives one) and signal: value = targets up / targets with a
-//!    verdict (None below `min_targets`); median RTT of successful probes; loss: the
+//!    verdict (None below `min_targets`); median RTT of successful probes (per target the lower median over the
+//!    healthy agents: a delay half of them did not see is not the target's); loss: the
 //!    probes to targets judged up that went unanswered (`Observation::loss_sample`: the
 //!    echoes of ICMP block rounds, TCP/HTTP connects and DNS queries that timed out),
 //!    with its sample size, whenever there is a sample.
