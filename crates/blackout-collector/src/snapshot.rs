@@ -41,7 +41,9 @@ pub const FILE: &str = "snapshot.bin";
 /// 05: the detector keeps each series' trail (value and baseline per bin, 7 days) for the
 ///     pages; the collector's own 288-point sparklines are gone. An 04 file is refused
 ///     (named in the log) and the log replayed, which rebuilds the trails.
-const MAGIC: &[u8; 8] = b"BLKSNP05";
+/// 06: the detector's loss samples (per bin aggregate and series) and
+///     `throttle_rtt_added_ms` in its settings.
+const MAGIC: &[u8; 8] = b"BLKSNP06";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";

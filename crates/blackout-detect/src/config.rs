@@ -41,7 +41,13 @@ pub const DEFAULT_THROTTLE_RTT_FACTOR: f64 = 3.0;
 /// ... and at least this many milliseconds above the targets' own averages (median), so
 /// that jitter on sub-millisecond paths (a LAN, a busy vantage point) is not throttling.
 pub const DEFAULT_THROTTLE_RTT_MIN_ADDED_MS: f64 = 10.0;
-/// ... or probe loss on reachable targets at least this much above its baseline.
+/// ... or at least this many milliseconds added (median) and the RTT up by half, even
+/// below the factor (a 200 ms path 150 ms slower); both the factor and this, or twice
+/// this, are throttling from one bin on.
+pub const DEFAULT_THROTTLE_RTT_ADDED_MS: f64 = 100.0;
+/// ... or probe loss on reachable targets at least this much above its baseline (as a
+/// share of what answered; at the sample's lower bound): alone for `throttle_min_bins`,
+/// half of it together with high latency in one bin.
 pub const DEFAULT_THROTTLE_LOSS_INCREASE: f64 = 0.25;
 pub const DEFAULT_THROTTLE_MIN_BINS: u32 = 2;
 /// Service blocking: services failing while the network is normal for this many bins in
@@ -84,6 +90,7 @@ pub struct DetectConfig {
     pub min_targets_down: u32,
     pub throttle_rtt_factor: f64,
     pub throttle_rtt_min_added_ms: f64,
+    pub throttle_rtt_added_ms: f64,
     pub throttle_loss_increase: f64,
     pub throttle_min_bins: u32,
     pub service_min_bins: u32,
@@ -115,6 +122,7 @@ impl Default for DetectConfig {
             min_targets_down: DEFAULT_MIN_TARGETS_DOWN,
             throttle_rtt_factor: DEFAULT_THROTTLE_RTT_FACTOR,
             throttle_rtt_min_added_ms: DEFAULT_THROTTLE_RTT_MIN_ADDED_MS,
+            throttle_rtt_added_ms: DEFAULT_THROTTLE_RTT_ADDED_MS,
             throttle_loss_increase: DEFAULT_THROTTLE_LOSS_INCREASE,
             throttle_min_bins: DEFAULT_THROTTLE_MIN_BINS,
             service_min_bins: DEFAULT_SERVICE_MIN_BINS,
@@ -188,6 +196,14 @@ impl DetectConfig {
         }
         if !(self.throttle_rtt_min_added_ms.is_finite() && self.throttle_rtt_min_added_ms >= 0.0) {
             return Err("throttle_rtt_min_added_ms: must be a number of milliseconds >= 0".into());
+        }
+        if !(self.throttle_rtt_added_ms.is_finite()
+            && self.throttle_rtt_added_ms >= self.throttle_rtt_min_added_ms)
+        {
+            return Err(
+                "throttle_rtt_added_ms: must be a number of milliseconds >= throttle_rtt_min_added_ms"
+                    .into(),
+            );
         }
         for (signal, t) in &self.signals {
             share(&format!("signals.{signal}.warning_ratio"), t.warning_ratio)?;

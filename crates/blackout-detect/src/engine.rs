@@ -9,6 +9,7 @@ use super::config::DetectConfig;
 use super::entity::EntityKey;
 use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence};
 use super::series::{BaselineShape, History, Rules, State, Tracker, Trail, baseline, median};
+use super::throttle;
 use blackout_model::observation::{BlockVerdict, Observation, Signal};
 // Fx, not SipHash: the keys are our own interned ids and agent/target names from
 // authenticated agents, so a DoS-resistant hash buys nothing on the ingest hot path and
@@ -17,8 +18,6 @@ use rustc_hash::FxHashMap as FxMap;
 
 /// Evidence lists are capped so that an event stays small whatever the fleet size.
 const MAX_EVIDENCE_NAMES: usize = 64;
-/// Loss from fewer probes than this is noise (three lost of ten is not throttling).
-const MIN_LOSS_PROBES: u64 = 30;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct TargetMeta {
@@ -95,7 +94,13 @@ struct Agg {
     /// Median over targets of RTT minus the target's own average, in milliseconds: the
     /// absolute floor of throttling (None for aggregate series, whose unit is unknown).
     rtt_added_ms: Option<f64>,
+    /// Share of the probes sent to targets judged up that went unanswered (None without
+    /// a sample), and the sample: probes sent and lost.
     loss: Option<f64>,
+    #[serde(default)]
+    loss_sent: u64,
+    #[serde(default)]
+    loss_lost: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -131,6 +136,9 @@ struct SignalSeries {
     targets: u32,
     targets_down: u32,
     rtt_ms: Option<f64>,
+    /// Probes behind `loss.last_value`.
+    #[serde(default)]
+    loss_sent: u64,
 }
 
 /// Overall view of an entity after the last evaluation.
@@ -195,7 +203,12 @@ pub struct SignalSnapshot {
     pub rtt_ms: Option<f64>,
     pub rtt_baseline_ms: Option<f64>,
     pub rtt_ratio: Option<f64>,
+    /// Share of the probes to targets judged up that went unanswered in the last bin with
+    /// a sample (ICMP: echoes of block rounds; TCP, HTTP: connects; DNS: queries).
     pub loss: Option<f64>,
+    /// Probes behind `loss`: below 8 it is shown but not judged.
+    pub loss_probes: u64,
+    pub loss_baseline: Option<f64>,
     pub throttled: bool,
 }
 
@@ -565,24 +578,22 @@ impl Engine {
                 .entry(((target as u64) << 32) | agent as u64)
                 .or_default();
             match &obs.block {
-                Some(b) => {
-                    match b.verdict {
-                        BlockVerdict::Up => cell.ok = cell.ok.saturating_add(1),
-                        BlockVerdict::Down => cell.fail = cell.fail.saturating_add(1),
-                        BlockVerdict::Uncertain => {}
-                    }
-                    cell.probes += b.probes;
-                    cell.replies += b.replies;
-                }
+                Some(b) => match b.verdict {
+                    BlockVerdict::Up => cell.ok = cell.ok.saturating_add(1),
+                    BlockVerdict::Down => cell.fail = cell.fail.saturating_add(1),
+                    BlockVerdict::Uncertain => {}
+                },
                 None => {
                     if obs.ok {
                         cell.ok = cell.ok.saturating_add(1);
                     } else {
                         cell.fail = cell.fail.saturating_add(1);
                     }
-                    cell.probes += 1;
-                    cell.replies += obs.ok as u32;
                 }
+            }
+            if let Some((sent, answered)) = obs.loss_sample() {
+                cell.probes = cell.probes.saturating_add(sent);
+                cell.replies = cell.replies.saturating_add(answered);
             }
             if obs.ok
                 && let Some(r) = obs.rtt_ms
@@ -766,14 +777,14 @@ impl Engine {
                 out.unhealthy.push(a);
             }
         }
-        #[derive(Default, Clone, Copy)]
+        #[derive(Default, Clone)]
         struct TAcc {
             probed: u32,
             failed: u32,
             probes: u64,
             replies: u64,
-            rtt_sum: f64,
-            rtt_n: u32,
+            /// The healthy agents' RTTs of the target.
+            rtts: Vec<f32>,
         }
         let mut per_target: FxMap<u32, TAcc> = FxMap::default();
         per_target.reserve(bd.cells.len() / 2 + 1);
@@ -807,8 +818,7 @@ impl Engine {
             t.probes += cell.probes as u64;
             t.replies += cell.replies as u64;
             if cell.ok > 0 && cell.rtt_ms.is_finite() {
-                t.rtt_sum += cell.rtt_ms as f64;
-                t.rtt_n += 1;
+                t.rtts.push(cell.rtt_ms);
             }
         }
         for (&target, t) in &per_target {
@@ -817,7 +827,14 @@ impl Engine {
             }
             let down = t.failed as f64 > self.cfg.down_quorum * t.probed as f64;
             let meta = &self.targets[target as usize];
-            let rtt = (t.rtt_n > 0).then(|| t.rtt_sum / t.rtt_n as f64);
+            // The lower median over agents: a delay counts only when at least half the
+            // vantage points saw it. One agent's slow answers (SYNs retransmitted across
+            // its own link flap, its own queueing) are that agent's, not the target's.
+            let rtt = (!t.rtts.is_empty()).then(|| {
+                let mut v = t.rtts.clone();
+                v.sort_by(|a, b| a.total_cmp(b));
+                v[(v.len() - 1) / 2] as f64
+            });
             if let Some(r) = rtt {
                 out.target_rtts.push((target, r as f32));
             }
@@ -887,8 +904,9 @@ impl Engine {
                 } else {
                     None
                 },
-                loss: (acc.up >= min_targets && acc.probes >= MIN_LOSS_PROBES)
-                    .then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
+                loss: (acc.probes > 0).then(|| 1.0 - acc.replies as f64 / acc.probes as f64),
+                loss_sent: acc.probes,
+                loss_lost: acc.probes.saturating_sub(acc.replies),
             });
         }
         let mut external: BTreeMap<(u32, Signal), Agg> = BTreeMap::new();
@@ -903,6 +921,8 @@ impl Engine {
                 rtt_value: None,
                 rtt_added_ms: None,
                 loss: None,
+                loss_sent: 0,
+                loss_lost: 0,
             });
             let v = sum / n as f64;
             match metric {
@@ -958,7 +978,6 @@ impl Engine {
         let level_rules = self.level_rules();
         let throttle_rules = self.throttle_rules();
         let rtt_factor = self.cfg.throttle_rtt_factor;
-        let min_added_ms = self.cfg.throttle_rtt_min_added_ms;
         let loss_inc = self.cfg.throttle_loss_increase;
         let warn = self.cfg.thresholds(agg.signal).0;
         let min_missing = self.cfg.min_targets_down as f64;
@@ -970,6 +989,10 @@ impl Engine {
             s.targets = agg.up + agg.down;
             s.targets_down = agg.down;
         }
+        // Whether this bin's reachability is below normal: then the loss on the targets
+        // still up is the edge of the outage (probes failing as the cut lands), not a
+        // throttle's, and its latency alone must last `throttle_min_bins`.
+        let mut level_down = false;
         if let Some(v) = agg.level {
             let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
             let mut store = v;
@@ -983,6 +1006,7 @@ impl Engine {
                 if n > 0.0 && b * n - agg.up as f64 <= min_missing - 0.5 {
                     raw = State::Normal;
                 }
+                level_down = raw != State::Normal;
                 let st = s.level.tracker.step(bin, raw, &level_rules);
                 // Inpainting: a degraded value must not drag the baseline down.
                 if st != State::Normal || ratio < warn {
@@ -998,43 +1022,82 @@ impl Engine {
         if agg.rtt_ms.is_some() {
             s.rtt_ms = agg.rtt_ms;
         }
+        // Both kinds of throttling evidence first: latency and loss seen together in one
+        // bin are stronger than either (see `throttle`).
+        let loss_base = agg.loss.and_then(|_| baseline(&s.loss.hist, bin, &shape));
+        let loss_ev = match (agg.loss, loss_base) {
+            (Some(_), Some(b)) if !level_down => throttle::loss_evidence(
+                &self.cfg,
+                agg.loss_lost,
+                agg.loss_sent,
+                b,
+                s.loss.tracker.state() != State::Normal,
+            ),
+            _ => throttle::Evidence::None,
+        };
+        let rtt_base = agg
+            .rtt_value
+            .and_then(|_| baseline(&s.rtt.hist, bin, &shape).filter(|b| *b > 1e-9));
+        let rtt_ev = match (agg.rtt_value, rtt_base) {
+            (Some(v), Some(b)) => throttle::rtt_evidence(
+                &self.cfg,
+                v / b,
+                agg.rtt_added_ms,
+                s.rtt.tracker.state() != State::Normal,
+            ),
+            _ => throttle::Evidence::None,
+        };
+        let (rtt_bad, loss_bad, one_bin) = throttle::combine(rtt_ev, loss_ev);
+        // Nor is one bin enough while reachability drops: the answers of the bin a cut
+        // lands in (retransmitted SYNs, queues at the cut) are the outage's edge too.
+        let one_bin = one_bin && !level_down;
+        let rules = if one_bin {
+            Rules {
+                warning_min_bins: 1,
+                ..throttle_rules
+            }
+        } else {
+            throttle_rules
+        };
         if let Some(v) = agg.rtt_value {
-            let base = baseline(&s.rtt.hist, bin, &shape).filter(|b| *b > 1e-9);
             let mut store = v;
-            if let Some(b) = base {
-                let ratio = v / b;
-                let degraded = s.rtt.tracker.state() != State::Normal;
-                // A 0.2 ms baseline tripled by scheduling jitter is not throttling: the
-                // added delay must also be large in absolute terms (half of it to stay).
-                let far = |share: f64| agg.rtt_added_ms.is_none_or(|a| a >= min_added_ms * share);
-                let bad = (ratio >= rtt_factor && far(1.0))
-                    || (degraded && ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 && far(0.5));
-                let raw = if bad { State::Warning } else { State::Normal };
-                s.rtt.tracker.step(bin, raw, &throttle_rules);
-                if bad || ratio >= 1.0 + (rtt_factor - 1.0) * 0.5 {
+            if let Some(b) = rtt_base {
+                let raw = if rtt_bad {
+                    State::Warning
+                } else {
+                    State::Normal
+                };
+                s.rtt.tracker.step(bin, raw, &rules);
+                // Inpainting: a slow bin must not teach the baseline that slow is normal.
+                if rtt_bad || v / b >= 1.0 + (rtt_factor - 1.0) * 0.5 {
                     store = b;
                 }
             }
             s.rtt.hist.set(bin, store as f32, cap);
             s.rtt.last_value = Some(v);
-            s.rtt.last_baseline = base;
+            s.rtt.last_baseline = rtt_base;
             s.rtt.last_bin = Some(bin);
         }
         if let Some(v) = agg.loss {
-            let base = baseline(&s.loss.hist, bin, &shape);
-            let mut store = v;
-            if let Some(b) = base {
-                let bad = v - b >= loss_inc
-                    || (s.loss.tracker.state() != State::Normal && v - b >= loss_inc * 0.5);
-                let raw = if bad { State::Warning } else { State::Normal };
-                s.loss.tracker.step(bin, raw, &throttle_rules);
-                if v - b >= loss_inc * 0.5 {
-                    store = b;
+            s.loss_sent = agg.loss_sent;
+            // A handful of probes is shown but neither judged nor learned from.
+            if agg.loss_sent >= throttle::MIN_LOSS_PROBES {
+                let mut store = v;
+                if let Some(b) = loss_base {
+                    let raw = if loss_bad {
+                        State::Warning
+                    } else {
+                        State::Normal
+                    };
+                    s.loss.tracker.step(bin, raw, &rules);
+                    if loss_bad || v - b >= loss_inc * 0.5 {
+                        store = b;
+                    }
                 }
+                s.loss.hist.set(bin, store as f32, cap);
             }
-            s.loss.hist.set(bin, store as f32, cap);
             s.loss.last_value = Some(v);
-            s.loss.last_baseline = base;
+            s.loss.last_baseline = loss_base;
             s.loss.last_bin = Some(bin);
         }
         self.series.insert((agg.entity, agg.signal), s);
@@ -1692,6 +1755,8 @@ impl Engine {
                 rtt_baseline_ms: s.rtt_ms.zip(ratio(&s.rtt)).map(|(ms, q)| ms / q),
                 rtt_ratio: ratio(&s.rtt),
                 loss: s.loss.last_value,
+                loss_probes: s.loss_sent,
+                loss_baseline: s.loss.last_baseline,
                 throttled: s.rtt.tracker.state() != State::Normal
                     || s.loss.tracker.state() != State::Normal,
             });

@@ -15,8 +15,11 @@
 //!    up). The target is down when more than `down_quorum` of them failed.
 //! 3. Aggregation per entity (country; ASN within the country unless the ASN is 0;
 //!    region where the catalog gives one) and signal: value = targets up / targets with a
-//!    verdict (None below `min_targets`); median RTT of successful probes; loss of probes
-//!    on targets judged up.
+//!    verdict (None below `min_targets`); median RTT of successful probes (per target the lower median over the
+//!    healthy agents: a delay half of them did not see is not the target's); loss: the
+//!    probes to targets judged up that went unanswered (`Observation::loss_sample`: the
+//!    echoes of ICMP block rounds, TCP/HTTP connects and DNS queries that timed out),
+//!    with its sample size, whenever there is a sample.
 //! 4. Baseline per series: median of the same time of day (plus or minus one bin) over
 //!    the trailing `baseline_window_secs`; while fewer than three such values exist, the
 //!    median of the last `recent_window_secs`. First verdict after `warmup_bins()` bins
@@ -26,9 +29,11 @@
 //!    hysteresis (`recovery_ratio`); a drop counts only when `min_targets_down` targets
 //!    are missing. Per entity, ICMP and TCP must agree (majority) for a network state.
 //!    Latency: per target, RTT over the target's own slow average; the median of these
-//!    ratios per entity against its baseline (>= `throttle_rtt_factor`, and at least
-//!    `throttle_rtt_min_added_ms` added) or loss on
-//!    reachable targets (+`throttle_loss_increase`) means throttling.
+//!    ratios per entity against its baseline (>= `throttle_rtt_factor` with at least
+//!    `throttle_rtt_min_added_ms` added, or `throttle_rtt_added_ms` added with the RTT up
+//!    by half) or loss on reachable targets (`throttle_loss_increase` of what answered,
+//!    at the sample's lower bound) means throttling after `throttle_min_bins`; a delay
+//!    both relative and absolute, or latency and loss together, after one bin.
 //! 6. Events per entity: `partial` (a network or region, or a country drop that is not
 //!    national), `national_blackout` (a country in outage on most signals with more than
 //!    `national_network_share` of its networks disrupted: one event, whose evidence names
@@ -63,6 +68,7 @@ mod engine;
 mod entity;
 mod event;
 mod series;
+mod throttle;
 
 pub mod sim;
 

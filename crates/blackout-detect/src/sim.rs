@@ -1,13 +1,15 @@
 //! Seeded scenario simulator with ground truth: agents (with control targets), countries
-//! with several ASNs, daily rhythms, noise, packet loss, agent failures, partial and
-//! national outages, throttling and DNS-only blocking, driving the [`Engine`] through
-//! [`Observation`]s exactly as the collector would.
+//! with several ASNs, daily rhythms, noise, packet loss (ICMP targets answer as adaptive
+//! block rounds), agent failures, partial and national outages, throttling in three
+//! shapes (RTT x6 with +10 % loss; +300 ms; +150 ms with +30 % loss) and DNS-only
+//! blocking, driving the [`Engine`] through [`Observation`]s exactly as the collector
+//! would.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 
 use super::{DetectConfig, Engine, EntityKey, Event, EventKind};
-use blackout_model::observation::{Failure, Observation, Phase, Signal};
+use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
 
 /// SplitMix64: tiny, seedable, and identical on every platform.
 #[derive(Debug, Clone)]
@@ -42,7 +44,12 @@ impl Rng {
 pub enum TruthKind {
     National,
     Partial,
+    /// RTT x6 and 10 % more loss.
     Throttling,
+    /// 300 ms added to every RTT (the live world's first figure).
+    ThrottlingDelay,
+    /// 150 ms added and 30 % more loss (the live world's second figure).
+    ThrottlingDelayLoss,
     DnsBlocking,
     /// The agent loses its own uplink: every probe it sends fails, controls included.
     AgentUplinkLoss,
@@ -51,10 +58,12 @@ pub enum TruthKind {
 }
 
 impl TruthKind {
-    pub const ALL: [TruthKind; 6] = [
+    pub const ALL: [TruthKind; 8] = [
         TruthKind::National,
         TruthKind::Partial,
         TruthKind::Throttling,
+        TruthKind::ThrottlingDelay,
+        TruthKind::ThrottlingDelayLoss,
         TruthKind::DnsBlocking,
         TruthKind::AgentUplinkLoss,
         TruthKind::AgentSilent,
@@ -63,7 +72,9 @@ impl TruthKind {
         match self {
             TruthKind::National => "national",
             TruthKind::Partial => "partial (one ASN)",
-            TruthKind::Throttling => "throttling",
+            TruthKind::Throttling => "throttling (RTT x6, +10 % loss)",
+            TruthKind::ThrottlingDelay => "throttling (+300 ms)",
+            TruthKind::ThrottlingDelayLoss => "throttling (+150 ms, +30 % loss)",
             TruthKind::DnsBlocking => "dns blocking",
             TruthKind::AgentUplinkLoss => "agent uplink loss",
             TruthKind::AgentSilent => "agent silent",
@@ -72,6 +83,12 @@ impl TruthKind {
     /// Disturbances of the watched networks (the others must cause no event).
     pub fn is_outage(self) -> bool {
         !matches!(self, TruthKind::AgentUplinkLoss | TruthKind::AgentSilent)
+    }
+    pub fn is_throttling(self) -> bool {
+        matches!(
+            self,
+            TruthKind::Throttling | TruthKind::ThrottlingDelay | TruthKind::ThrottlingDelayLoss
+        )
     }
 }
 
@@ -96,6 +113,64 @@ struct SimTarget {
     availability: f64,
     night_dip: f64,
     rtt_ms: f64,
+}
+
+/// What one probe of a target saw.
+struct Probe {
+    ok: bool,
+    rtt_ms: f64,
+    phase: Phase,
+    block: Option<BlockReport>,
+}
+
+/// One probe. A watched ICMP block answers an adaptive round as the real prober sends it
+/// (an answered echo ends it, a lost one brings another, two lost in a row say "down";
+/// the block report carries the echoes), so that loss shows in its echoes rather than as
+/// a block down. Other probes are one exchange, lost with the path's loss (a TCP connect
+/// that times out).
+fn probe(signal: Signal, control: bool, up: bool, loss: f64, rtt_ms: f64, r: &mut Rng) -> Probe {
+    match signal {
+        Signal::Icmp if !control => {
+            let (mut probes, mut replies) = (0u32, 0u32);
+            if up {
+                while probes < 2 {
+                    probes += 1;
+                    if !r.chance(loss) {
+                        replies = 1;
+                        break;
+                    }
+                }
+            } else {
+                probes = 2;
+            }
+            let ok = replies > 0;
+            Probe {
+                ok,
+                rtt_ms,
+                phase: Phase::IcmpEcho,
+                block: Some(BlockReport {
+                    belief: if ok { 0.99 } else { 0.01 },
+                    verdict: if ok {
+                        BlockVerdict::Up
+                    } else {
+                        BlockVerdict::Down
+                    },
+                    probes,
+                    replies,
+                }),
+            }
+        }
+        _ => Probe {
+            ok: up && !r.chance(loss),
+            rtt_ms,
+            phase: match signal {
+                Signal::Dns => Phase::DnsRoundTrip,
+                Signal::Icmp => Phase::IcmpEcho,
+                _ => Phase::Connect,
+            },
+            block: None,
+        },
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -203,15 +278,18 @@ impl Scenario {
                 let kind = match r.range(0, 9) {
                     0 | 1 => TruthKind::National,
                     2 | 3 => TruthKind::Partial,
-                    4 | 5 => TruthKind::Throttling,
+                    4 | 5 => match r.range(0, 2) {
+                        0 => TruthKind::Throttling,
+                        1 => TruthKind::ThrottlingDelay,
+                        _ => TruthKind::ThrottlingDelayLoss,
+                    },
                     6 | 7 => TruthKind::DnsBlocking,
                     8 => TruthKind::AgentUplinkLoss,
                     _ => TruthKind::AgentSilent,
                 };
                 let len = r.range(2, 36) as usize;
-                let asn = (kind == TruthKind::Partial
-                    || (kind == TruthKind::Throttling && r.chance(0.3)))
-                .then(|| asns[ci][r.range(0, asns[ci].len() as u64 - 1) as usize]);
+                let asn = (kind == TruthKind::Partial || (kind.is_throttling() && r.chance(0.3)))
+                    .then(|| asns[ci][r.range(0, asns[ci].len() as u64 - 1) as usize]);
                 let agent = (!kind.is_outage()).then(|| r.range(0, agents as u64 - 1) as usize);
                 disturbances.push(Disturbance {
                     kind,
@@ -290,11 +368,21 @@ impl Scenario {
                         {
                             up = false
                         }
-                        TruthKind::Throttling
-                            if here && (d.asn.is_none() || d.asn == Some(t.asn)) =>
+                        k if k.is_throttling()
+                            && here
+                            && (d.asn.is_none() || d.asn == Some(t.asn)) =>
                         {
-                            rtt *= 6.0;
-                            loss += 0.1;
+                            match k {
+                                TruthKind::ThrottlingDelay => rtt += 300.0,
+                                TruthKind::ThrottlingDelayLoss => {
+                                    rtt += 150.0;
+                                    loss += 0.3;
+                                }
+                                _ => {
+                                    rtt *= 6.0;
+                                    loss += 0.1;
+                                }
+                            }
                         }
                         TruthKind::DnsBlocking if here && t.signal == Signal::Dns => up = false,
                         _ => {}
@@ -311,11 +399,12 @@ impl Scenario {
                 if uplink_lost {
                     up = false;
                 }
-                let ok = up && !r.chance(loss);
+                let p = probe(t.signal, t.control, up, loss, rtt, r);
+                let ok = p.ok;
                 let (phase, failure) = if ok {
                     (None, None)
                 } else {
-                    (Some(Phase::Connect), Some(Failure::Timeout))
+                    (Some(p.phase), Some(Failure::Timeout))
                 };
                 out.push((
                     Observation {
@@ -330,8 +419,8 @@ impl Scenario {
                         ok,
                         phase,
                         failure,
-                        rtt_ms: ok.then_some(rtt),
-                        block: None,
+                        rtt_ms: ok.then_some(p.rtt_ms),
+                        block: p.block,
                         timings_ms: None,
                     },
                     cut_off,
@@ -429,7 +518,7 @@ fn relation(ev: &Event, d: &Disturbance) -> (bool, bool) {
             let ok = ev.kind == EventKind::Partial && (on_asn(asn) || ev.entity.is_country());
             (ok, ok && on_asn(asn))
         }
-        TruthKind::Throttling => {
+        TruthKind::Throttling | TruthKind::ThrottlingDelay | TruthKind::ThrottlingDelayLoss => {
             let ok = ev.kind == EventKind::Throttling
                 && (ev.entity.is_country() || d.asn.is_none_or(on_asn));
             let target_ok = match d.asn {

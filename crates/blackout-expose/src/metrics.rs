@@ -234,6 +234,18 @@ pub const METRICS: &[Def] = &[
         labels: &["country", "asn", "signal"],
     },
     Def {
+        name: names::LOSS_RATIO,
+        kind: Kind::Gauge,
+        help: "Detector: share of the probes to the country's reachable targets that went unanswered in the last bin with a sample, 0 to 1.",
+        labels: &["country", "signal"],
+    },
+    Def {
+        name: names::ASN_LOSS_RATIO,
+        kind: Kind::Gauge,
+        help: "Detector: blackout_loss_ratio for one network.",
+        labels: &["country", "asn", "signal"],
+    },
+    Def {
         name: names::REGION_STATUS,
         kind: Kind::IntGauge,
         help: "Detector: verdict for a region of a country, 0 normal, 1 warning, 2 outage.",
@@ -382,6 +394,8 @@ pub struct Metrics {
     pub asn_signal_value: GaugeVec,
     pub asn_signal_baseline: GaugeVec,
     pub asn_signal_ratio: GaugeVec,
+    pub loss_ratio: GaugeVec,
+    pub asn_loss_ratio: GaugeVec,
     pub region_status: IntGaugeVec,
     pub events_open: IntGaugeVec,
     pub events_total: IntCounterVec,
@@ -448,6 +462,8 @@ impl Metrics {
             asn_signal_value: fam.gauge(names::ASN_SIGNAL_VALUE),
             asn_signal_baseline: fam.gauge(names::ASN_SIGNAL_BASELINE),
             asn_signal_ratio: fam.gauge(names::ASN_SIGNAL_BASELINE_RATIO),
+            loss_ratio: fam.gauge(names::LOSS_RATIO),
+            asn_loss_ratio: fam.gauge(names::ASN_LOSS_RATIO),
             region_status: fam.int_gauge(names::REGION_STATUS),
             events_open: fam.int_gauge(names::EVENTS_OPEN),
             events_total: fam.counter(names::EVENTS_TOTAL),
@@ -641,6 +657,8 @@ impl Metrics {
             &m.asn_signal_value,
             &m.asn_signal_baseline,
             &m.asn_signal_ratio,
+            &m.loss_ratio,
+            &m.asn_loss_ratio,
         ] {
             g.reset();
         }
@@ -676,6 +694,7 @@ impl Metrics {
                         set(&m.country_signal_value, &l, s.value);
                         set(&m.country_signal_baseline, &l, s.baseline);
                         set(&m.country_signal_ratio, &l, s.ratio);
+                        set(&m.loss_ratio, &l, s.loss);
                         if let Some(st) = s.state {
                             m.country_signal_status
                                 .with_label_values(&l)
@@ -693,6 +712,7 @@ impl Metrics {
                         set(&m.asn_signal_value, &l, s.value);
                         set(&m.asn_signal_baseline, &l, s.baseline);
                         set(&m.asn_signal_ratio, &l, s.ratio);
+                        set(&m.asn_loss_ratio, &l, s.loss);
                     }
                 }
                 EntityKey::Region { country, region } if verdict => {

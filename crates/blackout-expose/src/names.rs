@@ -60,6 +60,10 @@ pub const COUNTRY_SIGNAL_STATUS: &str = "blackout_country_signal_status";
 pub const ASN_SIGNAL_VALUE: &str = "blackout_asn_signal_value";
 pub const ASN_SIGNAL_BASELINE: &str = "blackout_asn_signal_baseline";
 pub const ASN_SIGNAL_BASELINE_RATIO: &str = "blackout_asn_signal_baseline_ratio";
+/// Per (entity, signal): share of the probes to targets judged up that went unanswered in
+/// the last bin with a sample (ICMP echoes of block rounds, TCP/HTTP connects, DNS queries).
+pub const LOSS_RATIO: &str = "blackout_loss_ratio";
+pub const ASN_LOSS_RATIO: &str = "blackout_asn_loss_ratio";
 pub const REGION_STATUS: &str = "blackout_region_status";
 
 // Events.

@@ -349,6 +349,46 @@ impl Observation {
         }
         Ok(())
     }
+
+    /// The packets this observation sent that could be answered, and how many were:
+    /// `(sent, answered)`, the sample of packet loss. None when it says nothing about loss.
+    ///
+    /// - An ICMP block report: its echoes and replies (the adaptive follow-ups of a lost
+    ///   echo are the sample; a block answering its first echo is one of one).
+    /// - Anything else: its first exchange (echo, TCP connect, DNS query). Answered when it
+    ///   succeeded or failed after that exchange (a refused connect, a TLS or HTTP error,
+    ///   an NXDOMAIN all got an answer); lost when it timed out there. An unreachable
+    ///   network, a failed resolution or a probe the agent refused to send is not loss.
+    pub fn loss_sample(&self) -> Option<(u32, u32)> {
+        if let Some(b) = &self.block {
+            return Some((b.probes, b.replies.min(b.probes)));
+        }
+        if self.ok {
+            return Some((1, 1));
+        }
+        let first_exchange = matches!(
+            self.phase,
+            Some(Phase::IcmpEcho | Phase::Connect | Phase::DnsRoundTrip)
+        );
+        match (self.phase, self.failure) {
+            (Some(_), Some(Failure::Timeout)) if first_exchange => Some((1, 0)),
+            (Some(Phase::TlsHandshake | Phase::HttpRoundTrip), Some(_)) => Some((1, 1)),
+            (
+                Some(Phase::Connect | Phase::DnsRoundTrip),
+                Some(
+                    Failure::Refused
+                    | Failure::Reset
+                    | Failure::Eof
+                    | Failure::DnsNxdomain
+                    | Failure::DnsServfail
+                    | Failure::DnsRefused
+                    | Failure::DnsNoAnswer
+                    | Failure::DnsBadResponse,
+                ),
+            ) => Some((1, 1)),
+            _ => None,
+        }
+    }
 }
 
 /// Two upper-case ASCII letters.
@@ -377,6 +417,62 @@ mod tests {
             block: None,
             timings_ms: None,
         }
+    }
+
+    #[test]
+    fn loss_samples_count_what_could_be_answered() {
+        let fail = |phase, failure| Observation {
+            ok: false,
+            rtt_ms: None,
+            phase: Some(phase),
+            failure: Some(failure),
+            ..obs()
+        };
+        assert_eq!(obs().loss_sample(), Some((1, 1)));
+        assert_eq!(
+            fail(Phase::Connect, Failure::Timeout).loss_sample(),
+            Some((1, 0))
+        );
+        assert_eq!(
+            fail(Phase::IcmpEcho, Failure::Timeout).loss_sample(),
+            Some((1, 0))
+        );
+        assert_eq!(
+            fail(Phase::DnsRoundTrip, Failure::Timeout).loss_sample(),
+            Some((1, 0))
+        );
+        // The SYN was answered (RST), the connect was (TLS failed), the query was.
+        assert_eq!(
+            fail(Phase::Connect, Failure::Refused).loss_sample(),
+            Some((1, 1))
+        );
+        assert_eq!(
+            fail(Phase::TlsHandshake, Failure::Timeout).loss_sample(),
+            Some((1, 1))
+        );
+        assert_eq!(
+            fail(Phase::DnsRoundTrip, Failure::DnsNxdomain).loss_sample(),
+            Some((1, 1))
+        );
+        // No packet went, or a router answered for the network: not loss.
+        assert_eq!(fail(Phase::Resolve, Failure::Timeout).loss_sample(), None);
+        assert_eq!(
+            fail(Phase::Connect, Failure::Unreachable).loss_sample(),
+            None
+        );
+        assert_eq!(
+            fail(Phase::Connect, Failure::ReservedAddress).loss_sample(),
+            None
+        );
+        // A block round: three echoes, one reply (two lost before the verdict settled).
+        let mut b = fail(Phase::IcmpEcho, Failure::Timeout);
+        b.block = Some(BlockReport {
+            belief: 0.95,
+            verdict: BlockVerdict::Up,
+            probes: 3,
+            replies: 1,
+        });
+        assert_eq!(b.loss_sample(), Some((3, 1)));
     }
 
     #[test]

@@ -225,6 +225,15 @@ impl SimReport {
                 self.median_delay_bins()
             ));
         }
+        // Issue 15: throttling within two bins, each shape on its own.
+        for (k, r) in &self.kinds {
+            let mut d = r.delays.clone();
+            if k.is_throttling()
+                && let Some(m) = pct(&mut d, 0.5).filter(|m| *m > 2.0)
+            {
+                f.push(format!("{}: median delay {m:.2} bins > 2", k.as_str()));
+            }
+        }
         f
     }
 
