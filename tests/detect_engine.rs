@@ -978,3 +978,42 @@ fn loss_at_the_edge_of_an_outage_is_not_throttling() {
         eng.events().collect::<Vec<_>>()
     );
 }
+
+/// The bin in which links come back: connects started during the cut complete through
+/// retransmitted SYNs, a second or more late. That latency is the outage's end, not a
+/// throttle (the namespace scenarios saw a one-bin throttling event on one network at the
+/// end of its country's national blackout).
+#[test]
+fn retransmitted_connects_at_the_restore_are_not_throttling() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 24);
+    for b in 24..28 {
+        feed_bin(&mut eng, b, &agents, |_, _| true, |_| true);
+        close(&mut eng, b);
+    }
+    for a in agents {
+        eng.ingest(&control(a, 28, true));
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10 {
+                    let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, 28, true);
+                    if asn == 200 && signal == Signal::Tcp {
+                        o.rtt_ms = Some(1_500.0);
+                    }
+                    eng.ingest(&o);
+                }
+            }
+        }
+    }
+    close(&mut eng, 28);
+    for b in 29..34 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    let throttles: Vec<_> = eng
+        .events()
+        .filter(|e| e.kind == EventKind::Throttling)
+        .collect();
+    assert!(throttles.is_empty(), "{throttles:?}");
+}

@@ -991,8 +991,12 @@ impl Engine {
         }
         // Whether this bin's reachability is below normal: then the loss on the targets
         // still up is the edge of the outage (probes failing as the cut lands), not a
-        // throttle's, and its latency alone must last `throttle_min_bins`.
-        let mut level_down = false;
+        // throttle's, and its latency alone must last `throttle_min_bins`. The bin in
+        // which reachability comes back is an edge too: connects started during the cut
+        // complete after the restore through retransmitted SYNs, a second late or more
+        // (seen in the namespace scenarios: a one-bin throttling event on a network at
+        // the end of its country's national blackout).
+        let mut level_down = s.level.tracker.state() != State::Normal;
         if let Some(v) = agg.level {
             let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
             let mut store = v;
@@ -1006,7 +1010,7 @@ impl Engine {
                 if n > 0.0 && b * n - agg.up as f64 <= min_missing - 0.5 {
                     raw = State::Normal;
                 }
-                level_down = raw != State::Normal;
+                level_down |= raw != State::Normal;
                 let st = s.level.tracker.step(bin, raw, &level_rules);
                 // Inpainting: a degraded value must not drag the baseline down.
                 if st != State::Normal || ratio < warn {
@@ -1048,8 +1052,9 @@ impl Engine {
             _ => throttle::Evidence::None,
         };
         let (rtt_bad, loss_bad, one_bin) = throttle::combine(rtt_ev, loss_ev);
-        // Nor is one bin enough while reachability drops: the answers of the bin a cut
-        // lands in (retransmitted SYNs, queues at the cut) are the outage's edge too.
+        // Nor is one bin enough while reachability drops or comes back: the answers of
+        // the bins a cut begins and ends in (retransmitted SYNs, queues at the cut) are
+        // the outage's edges.
         let one_bin = one_bin && !level_down;
         let rules = if one_bin {
             Rules {
