@@ -72,6 +72,8 @@ enum Cmd {
     },
     /// Run the detector over recorded data and print events as JSON Lines.
     Replay(blackout_tools::replay::ReplayArgs),
+    /// Bytes per observation of each upload encoding over the batches of a collector's log.
+    WireSizes(blackout_tools::wire::WireSizesArgs),
     /// Measure detection quality (precision, recall, delay) on real and simulated data.
     Quality(blackout_tools::quality::QualityArgs),
     /// Build target catalogs from public registry data.
@@ -294,6 +296,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Replay(args) => Ok(blackout_tools::replay::run(&args)?),
+        Cmd::WireSizes(args) => Ok(blackout_tools::wire::run(&args)?),
         Cmd::Quality(args) => Ok(blackout_tools::quality::run(&args)?),
         Cmd::Catalog(cmd) => Ok(blackout_tools::catalog::run(&cmd)?),
         Cmd::CheckConfig {

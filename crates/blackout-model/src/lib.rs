@@ -4,6 +4,7 @@
 
 #[cfg(feature = "catalog")]
 pub mod catalog;
+pub mod compact;
 pub mod observation;
 
 pub use observation::{Batch, Failure, Observation, Phase, Signal};
