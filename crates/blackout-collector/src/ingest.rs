@@ -406,6 +406,11 @@ impl Collector {
         self.facts().batch(result);
     }
 
+    /// Counts the bytes of an upload body that decoded, as they came over the wire.
+    pub fn count_upload(&self, encoding: crate::wire::Encoding, bytes: u64) {
+        self.facts().upload(encoding, bytes);
+    }
+
     /// Writes a snapshot of the whole state next to the log (see [`crate::snapshot`]).
     /// Encoding holds the state lock, so that the snapshot and its log position agree;
     /// the file is written after it is released. Without a state directory there is

@@ -21,6 +21,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod validate;
+pub mod wire;
 
 pub use api::router;
 pub use auth::Uploader;
@@ -30,3 +31,4 @@ pub use ingest::{Catalog, Collector, IngestError, ReloadStatus, Reloaded, StartE
 pub use read::{ReadModel, Scrape};
 pub use server::serve;
 pub use state::{SPARK_POINTS, Spark, State};
+pub use wire::Encoding;
