@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Bytes per observation on the wire (issue 17): a real `blackout-agent` probes AnyIP /24
+# Bytes per observation on the wire and in the collector's log (issue 17): a real `blackout-agent` probes AnyIP /24
 # blocks in a network namespace and uploads to a real `blackout collector` with a state
 # directory, for one round. Then:
 #  - the wire as it was: `blackout_upload_bytes_total` (bytes as they arrived, content
 #    coding included) over `blackout_observations_ingested_total`;
 #  - every candidate encoding over the very batches the collector logged
 #    (`blackout wire-sizes`): JSON, JSON + gzip/zstd, postcard rows, compact columns,
-#    each with and without compression.
-# Goal: <= 32 bytes per observation for ICMP block observations as agents send them.
+#    each with and without compression, and the log's record forms;
+#  - the log as written: its segments' bytes over the observations.
+# Goals: <= 32 bytes per observation for ICMP block observations as agents send them, and
+# <= 32 on disk.
 #
 # Needs root (namespace, RAW ICMP):
 #   cargo build --release --bin blackout-agent --bin blackout && bench/wire.sh
@@ -116,5 +118,7 @@ kill -TERM "$collector_pid"; wait "$collector_pid" || true; collector_pid=""
 echo "wire: $BLOCKS blocks ($PREFIX), one ${ROUND_SECS}s round, ${LOSS_PCT}% of echo replies dropped, $n observations ingested"
 echo "as uploaded by the agent: compact $compact bytes, json $json bytes =" \
   "$(echo "scale=1; ($compact + $json) / $n" | bc) bytes per observation (goal <= 32)"
+log_bytes=$(cat "$dir"/state/observations-*.jsonl | wc -c)
+echo "log on disk: $log_bytes bytes = $(echo "scale=1; $log_bytes / $n" | bc) bytes per observation (goal <= 32)"
 echo
 "$BLACKOUT_BIN" wire-sizes --log "$dir/state"

@@ -333,3 +333,66 @@ fn an_agent_falls_back_to_json_when_the_collector_answers_415() {
 fn an_agent_falls_back_to_json_when_an_older_collector_answers_400() {
     falls_back_to_json(400);
 }
+
+/// A state directory written by an older collector (a bare JSON line of the first
+/// versions, a checksummed JSON record) gets compact records appended, and a restart
+/// replays all of them; the compact records are a fraction of the JSON ones.
+#[test]
+fn a_log_of_json_and_compact_records_replays_whole() {
+    use blackout_collector::log::encode_json_record;
+    use blackout_model::observation::Batch;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cat, _open) = tcp_catalog(0, 3);
+    let targets = tcp_targets(&cat);
+    let c = CollectorSetup::new(tmp.path(), &cat, &[(AGENT_ID, TOKEN)], "");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let seg = state.join(format!(
+        "observations-{}.jsonl",
+        chrono::Utc::now().format("%Y-%m-%d")
+    ));
+    let old = |id: &str| -> Batch { serde_json::from_value(json_batch(id, &targets)).unwrap() };
+    let mut text = serde_json::to_vec(&old("old-bare")).unwrap();
+    text.push(b'\n');
+    text.extend(encode_json_record(&old("old-record")));
+    std::fs::write(&seg, &text).unwrap();
+    let mut collector = c.start();
+    let base = c.url();
+    assert_eq!(ingested(&base, AGENT_ID), 6, "{}", collector.log_text());
+    let new = blackout_model::compact::encode(&old("new"));
+    let (s, b) = post_raw(
+        &base,
+        &[("content-type", COMPACT), ("content-encoding", "zstd")],
+        zstd::encode_all(&new[..], 3).unwrap(),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post_raw(
+        &base,
+        &[("content-type", "application/json")],
+        serde_json::to_vec(&json_batch("new-json", &targets)).unwrap(),
+    );
+    assert_eq!(s, 200, "{b}");
+    let bytes = std::fs::read(&seg).unwrap();
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    // Both new batches are logged compact, whatever their upload encoding.
+    for l in &lines[2..] {
+        assert_eq!(l[9], b'z', "{}", String::from_utf8_lossy(l));
+        assert!(l.len() * 2 < encode_json_record(&old("new")).len());
+    }
+    // A crash: no snapshot, the whole log is replayed.
+    collector.kill9();
+    let _collector = c.start();
+    assert_eq!(ingested(&base, AGENT_ID), 12);
+    let (s, b) = post_raw(
+        &base,
+        &[("content-type", "application/json")],
+        serde_json::to_vec(&json_batch("old-record", &targets)).unwrap(),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("\"duplicate\":true"), "{b}");
+    assert_eq!(c.logged_batches().len(), 4);
+}

@@ -142,6 +142,14 @@ pub const SCHEMES: &[Scheme] = &[
         name: "compact columns + zstd (level 19)",
         encode: |b| zstd_at(&compact::encode(b), 19),
     },
+    Scheme {
+        name: "log record (compact + zstd 3, base64, crc)",
+        encode: blackout_collector::log::encode_record,
+    },
+    Scheme {
+        name: "log record before (JSON, crc)",
+        encode: blackout_collector::log::encode_json_record,
+    },
 ];
 
 /// Bytes of every batch in each of [`SCHEMES`], and the observations they hold.
