@@ -396,3 +396,52 @@ fn a_log_of_json_and_compact_records_replays_whole() {
     assert!(b.contains("\"duplicate\":true"), "{b}");
     assert_eq!(c.logged_batches().len(), 4);
 }
+
+/// A log segment older than `retention_days` is summed up per bin, country and signal
+/// before it is deleted at start; the sums are the series `blackout replay --signals`
+/// reads.
+#[test]
+fn an_expired_segment_leaves_its_per_bin_sums_for_replay() {
+    use blackout_collector::log::encode_record;
+    use blackout_model::observation::Batch;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cat, _open) = tcp_catalog(0, 3);
+    let targets = tcp_targets(&cat);
+    let c = CollectorSetup::new(tmp.path(), &cat, &[(AGENT_ID, TOKEN)], "");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(40);
+    let at = day.and_hms_opt(10, 0, 0).unwrap().and_utc();
+    let mut b: Batch = serde_json::from_value(json_batch("old", &targets)).unwrap();
+    for (i, o) in b.observations.iter_mut().enumerate() {
+        o.measured_at = at + chrono::Duration::seconds(i as i64);
+    }
+    b.observations[2].ok = false;
+    b.observations[2].rtt_ms = None;
+    b.observations[2].phase = Some(blackout_model::Phase::Connect);
+    b.observations[2].failure = Some(blackout_model::Failure::Refused);
+    let seg = state.join(format!("observations-{}.jsonl", day.format("%Y-%m-%d")));
+    std::fs::write(&seg, encode_record(&b)).unwrap();
+    let _collector = c.start();
+    assert!(!seg.exists(), "the expired segment is deleted");
+    let sums = state.join(format!("aggregates-{}.csv.zst", day.format("%Y-%m-%d")));
+    let csv = zstd::decode_all(&std::fs::read(&sums).unwrap()[..]).unwrap();
+    let text = String::from_utf8(csv).unwrap();
+    let bin = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        text,
+        format!("timestamp,entity,signal,value\n{bin},KZ,tcp,0.6667\n{bin},KZ,tcp_rtt,0.400\n")
+    );
+    let file = tmp.path().join("series.csv");
+    std::fs::write(&file, &text).unwrap();
+    let out = std::process::Command::new(COLLECTOR)
+        .args(["replay", "--signals"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

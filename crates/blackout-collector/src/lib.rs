@@ -3,6 +3,7 @@
 //! reads. It knows nothing of Prometheus or HTML: `blackout-expose` renders the read
 //! model.
 
+pub mod aggregates;
 pub mod api;
 pub mod assign;
 pub mod auth;

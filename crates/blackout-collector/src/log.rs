@@ -20,7 +20,9 @@
 //! than `retention_days` are removed at start and whenever a new day begins, and only
 //! the kept ones are replayed. Retention must cover the collector's `max_age_secs`:
 //! a batch re-sent after its segment is gone is then refused as too old instead of
-//! being counted a second time.
+//! being counted a second time. With an [`AggregatePolicy`], a segment is summed up per
+//! bin, country and signal before it is deleted, and those sums are kept far longer
+//! ([`crate::aggregates`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -29,6 +31,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use blackout_model::observation::Batch;
+
+use crate::aggregates::{self, AggregatePolicy};
 
 /// CRC-32C (Castagnoli), the checksum of each record.
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
@@ -58,6 +62,7 @@ pub struct ObservationLog {
     len: u64,
     /// Damaged records set aside while the log was read back at open.
     damaged_at_open: u64,
+    aggregates: Option<AggregatePolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +275,19 @@ impl ObservationLog {
         from: Option<&LogPosition>,
         on_batch: &mut dyn FnMut(Batch, NaiveDate),
     ) -> Result<ObservationLog, LogError> {
+        Self::open_replaying_with(dir, retention_days, None, now, from, on_batch)
+    }
+
+    /// As [`Self::open_replaying`]; with `aggregates`, each segment that expires (now or
+    /// later) is summed up into its aggregates file first.
+    pub fn open_replaying_with(
+        dir: &Path,
+        retention_days: u32,
+        aggregates: Option<AggregatePolicy>,
+        now: DateTime<Utc>,
+        from: Option<&LogPosition>,
+        on_batch: &mut dyn FnMut(Batch, NaiveDate),
+    ) -> Result<ObservationLog, LogError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let legacy = dir.join(LEGACY);
         if legacy.exists() {
@@ -292,6 +310,7 @@ impl ObservationLog {
             file: File::open(dir).map_err(io(dir))?,
             len: 0,
             damaged_at_open: 0,
+            aggregates,
         };
         for (day, p) in log.expire(today)? {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
@@ -357,6 +376,9 @@ impl ObservationLog {
                 continue;
             };
             if day < oldest_kept {
+                if !self.summarize(&e.path()) {
+                    continue;
+                }
                 std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
                 deleted += 1;
             } else {
@@ -371,8 +393,48 @@ impl ObservationLog {
                 "deleted expired observation log segments"
             );
         }
+        if let Some(p) = self.aggregates.filter(|p| p.retention_days > 0) {
+            match aggregates::expire(&self.dir, p.retention_days, today) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    aggregate_retention_days = p.retention_days,
+                    "deleted expired aggregates"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot delete expired aggregates"),
+            }
+        }
         kept.sort();
         Ok(kept.into_iter().map(|(day, _, p)| (day, p)).collect())
+    }
+
+    /// Sums an expiring segment up into its day's aggregates file (when the policy asks
+    /// for them); false when that failed, and the segment must stay for another try.
+    fn summarize(&self, path: &Path) -> bool {
+        let Some(policy) = self.aggregates.filter(|p| p.retention_days > 0) else {
+            return true;
+        };
+        let mut summary = aggregates::Summary::default();
+        let read = File::open(path).and_then(|f| {
+            for line in BufReader::new(f).split(b'\n') {
+                // Damaged records were counted when the segment was replayed.
+                if let Ok(b) = decode_record(&line?) {
+                    summary.add(&b, policy.bin_secs);
+                }
+            }
+            Ok(())
+        });
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        match read.and_then(|_| aggregates::write(&self.dir, &name, &summary)) {
+            Ok(to) => {
+                tracing::info!(segment = %path.display(), aggregates = %to.display(), "summed up an expiring log segment");
+                true
+            }
+            Err(e) => {
+                tracing::error!(segment = %path.display(), error = %e, "cannot sum up an expiring log segment; keeping it");
+                false
+            }
+        }
     }
 
     fn switch_to(&mut self, day: NaiveDate) -> Result<(), LogError> {
@@ -648,6 +710,54 @@ mod tests {
         ObservationLog::open_replaying(d.path(), 35, now, Some(&good), &mut |b, _| resumed.push(b))
             .unwrap();
         assert_eq!(ids(&resumed), ["b2"]);
+    }
+
+    #[test]
+    fn an_expiring_segment_is_summed_up_and_the_sums_outlive_it() {
+        let d = tempfile::tempdir().unwrap();
+        let policy = AggregatePolicy {
+            bin_secs: 600,
+            retention_days: 10,
+        };
+        let mut log = ObservationLog::open_replaying_with(
+            d.path(),
+            2,
+            Some(policy),
+            at("2026-11-01T10:00:00Z"),
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut b = batch("d1");
+        b.observations = vec![
+            serde_json::from_value(serde_json::json!({
+                "agent": "a", "target": "icmp:5.0.0.0/24", "country": "KZ", "asn": 1,
+                "signal": "icmp", "measured_at": "2026-11-01T10:01:00Z", "ok": true, "rtt_ms": 4.0
+            }))
+            .unwrap(),
+        ];
+        log.append_at(&b, at("2026-11-01T10:02:00Z")).unwrap();
+        log.append_at(&batch("d4"), at("2026-11-04T00:00:00Z"))
+            .unwrap();
+        let sums = d.path().join("aggregates-2026-11-01.csv.zst");
+        let text = zstd::decode_all(&std::fs::read(&sums).unwrap()[..]).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "timestamp,entity,signal,value\n\
+             2026-11-01T10:00:00Z,KZ,icmp,1.0000\n\
+             2026-11-01T10:00:00Z,KZ,icmp_rtt,4.000\n"
+        );
+        assert_eq!(
+            log.segments().unwrap().len(),
+            1,
+            "day 1's raw segment is gone"
+        );
+        log.append_at(&batch("d11"), at("2026-11-11T00:00:00Z"))
+            .unwrap();
+        assert!(sums.exists(), "kept for 10 days");
+        log.append_at(&batch("d12"), at("2026-11-12T00:00:00Z"))
+            .unwrap();
+        assert!(!sums.exists(), "older than 10 days");
     }
 
     #[test]
