@@ -32,6 +32,40 @@ fn batch_decode(data: &[u8]) {
     let _ = collector().ingest(&Uploader::InProcess, batch, chrono::Utc::now());
 }
 
+/// Same body as fuzz_targets/compact_decode.rs.
+fn compact_decode(data: &[u8]) {
+    use blackout_collector::wire::{self, Coding, Encoding};
+    use blackout_model::compact;
+    const LIMIT: usize = 256 * 1024;
+    for coding in [Coding::Identity, Coding::Zstd, Coding::Gzip] {
+        let mut asked = 0usize;
+        let decoded = wire::decompress(coding, data, LIMIT, &mut |n| {
+            asked = asked.max(n);
+            true
+        });
+        assert!(asked <= LIMIT, "asked for {asked} bytes");
+        let Ok(decoded) = decoded else { continue };
+        let body = decoded.as_deref().unwrap_or(data);
+        assert!(body.len() <= LIMIT.max(data.len()));
+        let Ok(batch) = wire::parse(Encoding::Compact, body, LIMIT) else {
+            continue;
+        };
+        let json = batch
+            .observations
+            .len()
+            .saturating_mul(compact::MIN_JSON_OBSERVATION_BYTES);
+        assert!(json <= LIMIT, "{} observations", batch.observations.len());
+        for o in &batch.observations {
+            let _ = o.validate();
+        }
+        // Compared as bytes: a NaN (refused by validation, not by the decoder) is not
+        // equal to itself.
+        let bytes = compact::encode(&batch);
+        let again = compact::decode(&bytes).expect("re-encoded batch decodes");
+        assert_eq!(compact::encode(&again), bytes);
+    }
+}
+
 /// Same body as fuzz_targets/config_parse.rs.
 fn config_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -138,6 +172,9 @@ fn corpora_pass() {
     for c in corpus("catalog") {
         catalog(&c);
     }
+    for c in corpus("compact_decode") {
+        compact_decode(&c);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +228,15 @@ proptest! {
     ) {
         let c = corpus("batch_decode");
         batch_decode(&mutate(c[pick % c.len()].clone(), &ms));
+    }
+
+    #[test]
+    fn compact_decoder_never_panics_on_mutated_batches(
+        pick in any::<usize>(),
+        ms in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let c = corpus("compact_decode");
+        compact_decode(&mutate(c[pick % c.len()].clone(), &ms));
     }
 
     #[test]

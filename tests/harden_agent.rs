@@ -61,6 +61,16 @@ fn read_request(s: &mut TcpStream) -> Option<(String, String, Vec<u8>)> {
     Some((method, path, body))
 }
 
+/// An upload's batch as JSON: agents send the compact batch under zstd, `curl` JSON.
+fn upload_body(body: &[u8]) -> Option<Value> {
+    if let Ok(b) = serde_json::from_slice::<Value>(body) {
+        return Some(b);
+    }
+    let raw = zstd::decode_all(body).ok()?;
+    let batch = blackout_model::compact::decode(&raw).ok()?;
+    serde_json::to_value(batch).ok()
+}
+
 fn answer(s: &mut TcpStream, reply: Reply) {
     let _ = match reply {
         Reply::Json(b) => s
@@ -116,7 +126,7 @@ impl FakeCollector {
                         let reply = if method == "GET" && path.starts_with("/api/v1/catalog") {
                             handler("catalog", fetches.fetch_add(1, Ordering::SeqCst))
                         } else {
-                            if let Ok(b) = serde_json::from_slice::<Value>(&body) {
+                            if let Some(b) = upload_body(&body) {
                                 batches.lock().unwrap().push(b);
                             }
                             handler("upload", uploads.fetch_add(1, Ordering::SeqCst))

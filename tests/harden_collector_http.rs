@@ -586,7 +586,9 @@ fn a_storage_failure_is_counted_as_storage_error() {
             .iter_mut()
             .enumerate()
         {
-            o["rtt_ms"] = json!(i as f64 / 10.0);
+            // Scattered, so that the log's compressed record of the large batch is
+            // still larger than the free space (2,000 observations: ~20 KiB).
+            o["rtt_ms"] = json!((i * 7919 % 100_000) as f64 / 100.0);
         }
         block_on(timed(Ipv4Addr::LOCALHOST.into(), |cl| {
             cl.post(format!("{}api/v1/observations", c.url()))
@@ -597,7 +599,7 @@ fn a_storage_failure_is_counted_as_storage_error() {
         .0
     };
     assert_eq!(post("small", 1), Ok(200));
-    assert_eq!(post("large", 200), Ok(503));
+    assert_eq!(post("large", 2_000), Ok(503));
     let m = scrape(&c.url());
     let result = |r: &str| metric_sum(&m, "blackout_batches_total", &[&format!("result=\"{r}\"")]);
     assert_eq!(result("storage_error"), 1.0, "{m}");

@@ -72,6 +72,8 @@ enum Cmd {
     },
     /// Run the detector over recorded data and print events as JSON Lines.
     Replay(blackout_tools::replay::ReplayArgs),
+    /// Bytes per observation of each upload encoding over the batches of a collector's log.
+    WireSizes(blackout_tools::wire::WireSizesArgs),
     /// Measure detection quality (precision, recall, delay) on real and simulated data.
     Quality(blackout_tools::quality::QualityArgs),
     /// Run the real adaptive ICMP prober against a simulated sparse Internet, feed the
@@ -297,6 +299,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Replay(args) => Ok(blackout_tools::replay::run(&args)?),
+        Cmd::WireSizes(args) => Ok(blackout_tools::wire::run(&args)?),
         Cmd::Quality(args) => Ok(blackout_tools::quality::run(&args)?),
         Cmd::ProbeSim(args) => Ok(blackout_tools::probe_sim::run(&args)?),
         Cmd::Catalog(cmd) => Ok(blackout_tools::catalog::run(&cmd)?),

@@ -79,6 +79,15 @@ impl Outgoing {
         }
     }
 
+    /// The upload body in the compact encoding ([`blackout_model::compact`]), with the
+    /// spool's status, compressed with zstd.
+    pub fn compact_zstd(&self, status: SpoolStatus) -> Result<Vec<u8>, serde_json::Error> {
+        let mut b = self.batch()?;
+        b.spool = Some(status);
+        let raw = blackout_model::compact::encode(&b);
+        Ok(zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compresses into memory"))
+    }
+
     /// The batch itself, for a collector in the same process or to split it.
     pub fn batch(&self) -> Result<Batch, serde_json::Error> {
         match &self.body {
@@ -87,6 +96,11 @@ impl Outgoing {
         }
     }
 }
+
+/// zstd's default level. Level 19 made ICMP block batches ~14 % smaller still
+/// (`bench/wire.sh`: 5.5 against 6.4 bytes per observation), not worth a compressor that
+/// many times slower in an agent that sends 7,000 observations a second.
+const ZSTD_LEVEL: i32 = 3;
 
 /// What reading a spooled batch back checks without building its observations.
 #[derive(serde::Deserialize)]

@@ -1,6 +1,12 @@
 //! Upload: batches leave the spool oldest first; each is removed only after the
 //! collector's acknowledgement. Failures back off exponentially with jitter; a collector
 //! that says 429/503 with Retry-After is obeyed.
+//!
+//! Batches go out in the compact encoding under zstd
+//! (`Content-Type: application/vnd.blackout.batch.v2`, `Content-Encoding: zstd`): about
+//! a tenth of their JSON. A collector that does not speak it answers 415 (or, older than
+//! the compact encoding, 400: it read the body as JSON); the batch then goes again as
+//! JSON, and when that is taken the agent sends JSON to it from then on.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +45,15 @@ pub struct HttpSink {
     client: reqwest::Client,
     url: reqwest::Url,
     token: Option<String>,
+    /// Whether the collector is still believed to take compact batches.
+    compact: std::sync::atomic::AtomicBool,
+}
+
+/// The two forms an upload body takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    CompactZstd,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +98,62 @@ impl HttpSink {
         let url = base
             .join("api/v1/observations")
             .map_err(|e| SinkError::Url(base.to_string(), e.to_string()))?;
-        Ok(HttpSink { client, url, token })
+        Ok(HttpSink {
+            client,
+            url,
+            token,
+            compact: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    /// Whether uploads still go out compact (false once the collector refused them).
+    pub fn sends_compact(&self) -> bool {
+        self.compact.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// One attempt in one form: the answer's status, its Retry-After and a short reason.
+    async fn post(
+        &self,
+        batch: &Outgoing,
+        status: SpoolStatus,
+        form: Form,
+    ) -> Result<(StatusCode, Option<Duration>, String), String> {
+        let mut req = self.client.post(self.url.clone());
+        req = match form {
+            Form::Json => req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(batch.json(status)),
+            Form::CompactZstd => {
+                let body = batch
+                    .compact_zstd(status)
+                    .map_err(|e| format!("spooled batch unreadable: {e}"))?;
+                req.header(
+                    reqwest::header::CONTENT_TYPE,
+                    blackout_model::compact::CONTENT_TYPE,
+                )
+                .header(reqwest::header::CONTENT_ENCODING, "zstd")
+                .body(body)
+            }
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let code = resp.status();
+        let after = retry_after(&resp);
+        // Only a short reason is needed: a collector (or what poses as one) that
+        // answers with an endless body must not fill the agent's memory.
+        let body = match read_capped(resp, MAX_UPLOAD_RESPONSE_BYTES).await {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Err(read)) => format!(
+                "(response body longer than {MAX_UPLOAD_RESPONSE_BYTES} bytes, {read} read, not kept)"
+            ),
+            Err(e) => format!("(response body unreadable: {e})"),
+        };
+        Ok((code, after, body))
     }
 }
 
@@ -115,33 +185,41 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 impl Sink for HttpSink {
     fn send<'a>(&'a self, batch: &'a Outgoing, status: SpoolStatus) -> BoxFuture<'a, SendResult> {
         Box::pin(async move {
-            let mut req = self
-                .client
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(batch.json(status));
-            if let Some(t) = &self.token {
-                req = req.bearer_auth(t);
+            let compact = self.sends_compact();
+            let form = if compact {
+                Form::CompactZstd
+            } else {
+                Form::Json
+            };
+            let mut answer = self.post(batch, status, form).await;
+            // 415: a collector that knows the compact batch and refuses it, or a proxy
+            // that refuses the coding. 400: a collector older than the compact batch (it
+            // read it as JSON). Either way the same batch goes again as JSON; only a
+            // collector that then takes it is switched to JSON for good.
+            if let Ok((
+                code @ (StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::BAD_REQUEST),
+                _,
+                why,
+            )) = &answer
+                && compact
+            {
+                let (code, why) = (*code, why.clone());
+                answer = self.post(batch, status, Form::Json).await;
+                let json_taken = matches!(&answer, Ok((c, _, _)) if c.is_success());
+                if code == StatusCode::UNSUPPORTED_MEDIA_TYPE || json_taken {
+                    self.compact
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(url = %self.url, status = code.as_u16(), reason = %why, "the collector does not take compact batches; sending JSON from now on");
+                }
             }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
+            let (status, after, body) = match answer {
+                Ok(a) => a,
+                Err(reason) => {
                     return SendResult::Retry {
                         after: None,
-                        reason: format!("request failed: {e}"),
+                        reason,
                     };
                 }
-            };
-            let status = resp.status();
-            let after = retry_after(&resp);
-            // Only a short reason is needed: a collector (or what poses as one) that
-            // answers with an endless body must not fill the agent's memory.
-            let body = match read_capped(resp, MAX_UPLOAD_RESPONSE_BYTES).await {
-                Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
-                Ok(Err(read)) => format!(
-                    "(response body longer than {MAX_UPLOAD_RESPONSE_BYTES} bytes, {read} read, not kept)"
-                ),
-                Err(e) => format!("(response body unreadable: {e})"),
             };
             match status {
                 s if s.is_success() => SendResult::Acked,

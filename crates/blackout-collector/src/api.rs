@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /api/v1/observations` | a [`Batch`] as JSON, `Authorization: Bearer TOKEN` |
+//! | `POST /api/v1/observations` | a [`Batch`] as JSON or compact ([`crate::wire`]), `Authorization: Bearer TOKEN` |
 //! | `GET /api/v1/catalog` | the catalog files the collector knows, as JSON |
 //! | `GET /api/v1/status` | the detector's view: per entity and signal value, baseline, state |
 //! | `GET /api/v1/events` | outage events, newest first (`?open=true`, `?country=KZ`, `?limit=N`) |
@@ -15,7 +15,11 @@
 //! per `body_min_bytes_per_sec` received: a trickle cannot keep it open, a slow link with
 //! a large batch can) and into memory taken from the agent's share of the body budget
 //! ([`crate::budget`]): a declared `Content-Length` is reserved before the first byte,
-//! a chunked body grows its reservation as it arrives.
+//! a chunked body grows its reservation as it arrives. A body under a content coding
+//! (`zstd`, `gzip`) is decoded into memory taken from the same budget, and its decoded
+//! size is held to `max_body_bytes` (413 beyond): a small bomb costs what it expands to
+//! up to the limit, never more. A content type or coding the collector does not speak
+//! is answered 415 (with `Accept-Encoding`), which tells a newer agent to fall back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +38,7 @@ use crate::auth::Uploader;
 use crate::budget::{BodyBudget, Reservation};
 use crate::facts::BatchResult;
 use crate::ingest::{Collector, IngestError};
-use blackout_model::observation::Batch;
+use crate::wire::{self, DecodeError, ParseError};
 
 /// Batches decoded and applied at once; beyond this the collector answers 503 with
 /// Retry-After instead of queueing without bound. Taken once the body is read, so a
@@ -161,6 +165,26 @@ async fn post_observations(
         return json_error(StatusCode::UNAUTHORIZED, "missing or unknown token".into());
     };
     let limit = app.collector.config.max_body_bytes;
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let (encoding, coding) = match wire::negotiate(
+        header_str(header::CONTENT_TYPE),
+        header_str(header::CONTENT_ENCODING),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            discard(body, limit).await;
+            let mut r = json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
+            r.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(wire::ACCEPTED_CODINGS),
+            );
+            return r;
+        }
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -215,13 +239,37 @@ async fn post_observations(
     let Ok(_slot) = app.ingest_slots.clone().try_acquire_owned() else {
         return overloaded(&app, "ingest slots");
     };
-    let batch: Batch = match serde_json::from_slice(&body) {
+    let wire_bytes = body.len() as u64;
+    let mut decoded_memory = app.budget.empty();
+    let decoded = match wire::decompress(coding, &body, limit, &mut |n| {
+        app.budget.grow(&token_agent, &mut decoded_memory, n)
+    }) {
+        Ok(d) => d,
+        Err(DecodeError::TooLarge(_)) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decoded body exceeds the limit of {limit} bytes"),
+            );
+        }
+        Err(DecodeError::Budget) => return overloaded(&app, "memory budget"),
+        Err(e @ DecodeError::Corrupt { .. }) => {
+            app.collector.count_batch(BatchResult::Rejected);
+            return json_error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    let parsed = wire::parse(encoding, decoded.as_deref().unwrap_or(&body), limit);
+    drop(decoded);
+    let batch = match parsed {
         Ok(b) => b,
-        Err(e) => {
+        Err(ParseError::TooLarge(e)) => {
+            return json_error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        }
+        Err(ParseError::Malformed(e)) => {
             app.collector.count_batch(BatchResult::Rejected);
             return json_error(StatusCode::BAD_REQUEST, format!("malformed batch: {e}"));
         }
     };
+    app.collector.count_upload(encoding, wire_bytes);
     drop(body);
     if batch.agent != token_agent {
         app.collector.count_batch(BatchResult::Unauthorized);
@@ -237,6 +285,7 @@ async fn post_observations(
         tokio::task::spawn_blocking(move || collector.ingest(&uploader, batch, chrono::Utc::now()))
             .await;
     drop(memory);
+    drop(decoded_memory);
     match result {
         Ok(Ok(ack)) => (StatusCode::OK, axum::Json(ack)).into_response(),
         Ok(Err(e)) => {

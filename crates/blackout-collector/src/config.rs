@@ -64,6 +64,9 @@ pub struct RawCollectorConfig {
     /// deleted. Must cover `max_age_secs`.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// Days of per-bin aggregates kept after their raw observations expired (0: none).
+    #[serde(default)]
+    pub aggregate_retention_days: Option<u32>,
     /// PEM certificate chain and private key: with both, the collector serves HTTPS only.
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
@@ -175,6 +178,8 @@ pub struct CollectorConfig {
     pub max_future_secs: u64,
     pub max_age_secs: u64,
     pub retention_days: u32,
+    /// Days of per-bin aggregates of expired log segments kept (0: none written).
+    pub aggregate_retention_days: u32,
     /// HTTPS instead of plain HTTP.
     pub tls: Option<TlsFiles>,
     /// (agent id, SHA-256 of its token).
@@ -203,6 +208,7 @@ impl Default for CollectorConfig {
             max_future_secs: DEFAULT_MAX_FUTURE_SECS,
             max_age_secs: DEFAULT_MAX_AGE_SECS,
             retention_days: super::log::DEFAULT_RETENTION_DAYS,
+            aggregate_retention_days: super::aggregates::DEFAULT_AGGREGATE_RETENTION_DAYS,
             tls: None,
             agents: Vec::new(),
             assign_k: None,
@@ -357,6 +363,16 @@ impl CollectorConfig {
                 "key `retention_days`: {retention_days} days must exceed `max_age_secs` ({max_age_secs} s) by a day, so that re-sent batches are still recognised"
             ));
         }
+        let aggregate_retention_days = raw
+            .aggregate_retention_days
+            .unwrap_or(d.aggregate_retention_days);
+        if aggregate_retention_days != 0 && aggregate_retention_days <= retention_days {
+            // Aggregates are written when raw segments expire: kept no longer, they would
+            // be deleted as they are written.
+            errors.push(format!(
+                "key `aggregate_retention_days`: {aggregate_retention_days} days must exceed `retention_days` ({retention_days}), or be 0 for no aggregates"
+            ));
+        }
         let http = http_limits(&raw, max_body_bytes).unwrap_or_else(|e| {
             errors.push(e);
             HttpLimits::default()
@@ -388,6 +404,7 @@ impl CollectorConfig {
             state_dir: raw.state_dir,
             catalog: raw.catalog,
             retention_days,
+            aggregate_retention_days,
             tls,
             freshness_secs,
             max_body_bytes,
@@ -498,6 +515,10 @@ mod tests {
             ("[detect]\nbin_secs = 0\n", "key `detect.bin_secs`"),
             ("[detect]\nbins_secs = 60\n", "line 2"),
             ("retention_days = 0\n", "key `retention_days`"),
+            (
+                "aggregate_retention_days = 35\n",
+                "key `aggregate_retention_days`: 35 days must exceed `retention_days` (35)",
+            ),
             (
                 "retention_days = 30\n",
                 "key `retention_days`: 30 days must exceed",

@@ -89,6 +89,9 @@ pub struct Counters {
     pub connections_dropped: [u64; ConnectionDrop::ALL.len()],
     /// Connections open now: (trusted, untrusted), as the server admits them.
     pub connections_open: (u64, u64),
+    /// Bytes of decodable upload bodies as they arrived (before any content coding was
+    /// undone), indexed as [`crate::wire::Encoding::ALL`].
+    pub upload_bytes: [u64; crate::wire::Encoding::ALL.len()],
     /// Observations accepted, per (agent, signal).
     pub observations_ingested: BTreeMap<(String, Signal), u64>,
     /// Accepted observations of failed probes, per (agent, signal, phase, failure).
@@ -232,6 +235,14 @@ impl Counters {
 
     pub fn batches(&self, result: BatchResult) -> u64 {
         self.batches[result as usize]
+    }
+
+    pub fn upload(&mut self, encoding: crate::wire::Encoding, bytes: u64) {
+        self.upload_bytes[encoding as usize] += bytes;
+    }
+
+    pub fn upload_bytes(&self, encoding: crate::wire::Encoding) -> u64 {
+        self.upload_bytes[encoding as usize]
     }
 
     pub fn connection_dropped(&mut self, why: ConnectionDrop) {

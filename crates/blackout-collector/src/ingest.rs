@@ -213,6 +213,10 @@ impl Collector {
         };
         let state_dir = config.state_dir.clone();
         let retention_days = config.retention_days;
+        let aggregates = crate::aggregates::AggregatePolicy {
+            bin_secs: config.detect.bin_secs,
+            retention_days: config.aggregate_retention_days,
+        };
         let c = Collector {
             config,
             current: std::sync::RwLock::new(catalog.clone()),
@@ -235,9 +239,10 @@ impl Collector {
             let mut facts = c.facts();
             let (mut n, mut dup) = (0usize, 0usize);
             let now = Utc::now();
-            let log = ObservationLog::open_replaying(
+            let log = ObservationLog::open_replaying_with(
                 dir,
                 retention_days,
+                Some(aggregates),
                 now,
                 from.as_ref(),
                 &mut |mut b, day| {
@@ -404,6 +409,11 @@ impl Collector {
     /// Counts an upload's result (the HTTP API counts those it refuses before ingest).
     pub fn count_batch(&self, result: BatchResult) {
         self.facts().batch(result);
+    }
+
+    /// Counts the bytes of an upload body that decoded, as they came over the wire.
+    pub fn count_upload(&self, encoding: crate::wire::Encoding, bytes: u64) {
+        self.facts().upload(encoding, bytes);
     }
 
     /// Writes a snapshot of the whole state next to the log (see [`crate::snapshot`]).

@@ -3,6 +3,7 @@
 //! reads. It knows nothing of Prometheus or HTML: `blackout-expose` renders the read
 //! model.
 
+pub mod aggregates;
 pub mod api;
 pub mod assign;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod validate;
+pub mod wire;
 
 pub use api::router;
 pub use auth::Uploader;
@@ -30,3 +32,4 @@ pub use ingest::{Catalog, Collector, IngestError, ReloadStatus, Reloaded, StartE
 pub use read::{ReadModel, Scrape};
 pub use server::serve;
 pub use state::State;
+pub use wire::Encoding;

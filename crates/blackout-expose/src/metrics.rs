@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use blackout_collector::{BatchResult, ConnectionDrop, Scrape};
+use blackout_collector::{BatchResult, ConnectionDrop, Encoding, Scrape};
 use blackout_detect::{EntityKey, NoVerdict, Snapshot};
 use blackout_model::catalog::CatalogFile;
 use prometheus::{
@@ -82,6 +82,12 @@ pub const METRICS: &[Def] = &[
         kind: Kind::Counter,
         help: "Upload batches by result.",
         labels: &["result"],
+    },
+    Def {
+        name: names::UPLOAD_BYTES_TOTAL,
+        kind: Kind::Counter,
+        help: "Bytes of upload bodies that decoded, as they arrived (content coding not undone), by encoding.",
+        labels: &["encoding"],
     },
     Def {
         name: names::HTTP_CONNECTIONS_DROPPED_TOTAL,
@@ -370,6 +376,7 @@ pub struct Metrics {
     pub observation_failures: IntCounterVec,
     pub batches: IntCounterVec,
     pub connections_dropped: IntCounterVec,
+    pub upload_bytes: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub agent_last_report: GaugeVec,
     pub agent_last_report_age: GaugeVec,
@@ -438,6 +445,7 @@ impl Metrics {
             observation_failures: fam.counter(names::OBSERVATION_FAILURES_TOTAL),
             batches: fam.counter(names::BATCHES_TOTAL),
             connections_dropped: fam.counter(names::HTTP_CONNECTIONS_DROPPED_TOTAL),
+            upload_bytes: fam.counter(names::UPLOAD_BYTES_TOTAL),
             connections_open: fam.int_gauge(names::HTTP_CONNECTIONS),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
             agent_last_report_age: fam.gauge(names::AGENT_LAST_REPORT_AGE_SECONDS),
@@ -482,6 +490,9 @@ impl Metrics {
         for result in BatchResult::ALL {
             m.batches.with_label_values(&[result.as_str()]);
         }
+        for e in Encoding::ALL {
+            m.upload_bytes.with_label_values(&[e.as_str()]);
+        }
         for why in ConnectionDrop::ALL {
             m.connections_dropped.with_label_values(&[why.as_str()]);
         }
@@ -524,6 +535,12 @@ impl Metrics {
         let c = &scrape.counters;
         for r in BatchResult::ALL {
             follow(self.batches.with_label_values(&[r.as_str()]), c.batches(r));
+        }
+        for e in Encoding::ALL {
+            follow(
+                self.upload_bytes.with_label_values(&[e.as_str()]),
+                c.upload_bytes(e),
+            );
         }
         for why in ConnectionDrop::ALL {
             follow(

@@ -12,6 +12,7 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: &str =
 pub const OBSERVATIONS_INGESTED_TOTAL: &str = "blackout_observations_ingested_total";
 pub const OBSERVATION_FAILURES_TOTAL: &str = "blackout_observation_failures_total";
 pub const BATCHES_TOTAL: &str = "blackout_batches_total";
+pub const UPLOAD_BYTES_TOTAL: &str = "blackout_upload_bytes_total";
 pub const HTTP_CONNECTIONS_DROPPED_TOTAL: &str = "blackout_http_connections_dropped_total";
 pub const HTTP_CONNECTIONS: &str = "blackout_http_connections";
 pub const AGENT_LAST_REPORT_TIMESTAMP_SECONDS: &str =
