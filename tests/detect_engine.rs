@@ -1,7 +1,7 @@
 //! Engine behaviour: vantage health, quorum, block verdicts, states and events, inpainting,
 //! late data and persistence.
 
-use blackout_detect::{ChangeKind, DetectConfig, Engine, EntityKey, EventKind, State};
+use blackout_detect::{ChangeKind, DetectConfig, Engine, EntityKey, EventKind, NoVerdict, State};
 use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -1016,4 +1016,42 @@ fn retransmitted_connects_at_the_restore_are_not_throttling() {
         .filter(|e| e.kind == EventKind::Throttling)
         .collect();
     assert!(throttles.is_empty(), "{throttles:?}");
+}
+
+/// A new install says something within minutes: with the default settings (300 s bins),
+/// reachability has a verdict when the second bin closes, latency only after the full
+/// warm-up; and a network that goes dark in the third bin opens its event then.
+#[test]
+fn the_first_verdict_comes_when_the_second_bin_closes() {
+    let agents = ["a", "b", "c"];
+    let mut eng = Engine::new(DetectConfig::default());
+    let kz = |eng: &Engine| {
+        eng.snapshot()
+            .entities
+            .into_iter()
+            .find(|e| e.entity == country())
+            .unwrap()
+    };
+    feed_bin(&mut eng, 0, &agents, |_, _| false, |_| true);
+    close(&mut eng, 0);
+    assert_eq!(kz(&eng).no_verdict, Some(NoVerdict::WarmUp));
+    feed_bin(&mut eng, 1, &agents, |_, _| false, |_| true);
+    close(&mut eng, 1);
+    let snap = kz(&eng);
+    assert_eq!(snap.no_verdict, None, "{snap:?}");
+    assert_eq!(snap.state, State::Normal);
+    assert!(
+        snap.signals
+            .iter()
+            .all(|s| s.state.is_some() && s.rtt_baseline_ms.is_none()),
+        "{:?}",
+        snap.signals
+    );
+    feed_bin(&mut eng, 2, &agents, |asn, _| asn == 100, |_| true);
+    let opened: Vec<_> = close(&mut eng, 2)
+        .into_iter()
+        .filter(|c| c.change == ChangeKind::Opened)
+        .map(|c| (c.event.entity, c.event.kind))
+        .collect();
+    assert_eq!(opened, vec![(asn(100), EventKind::Partial)]);
 }

@@ -45,9 +45,17 @@ impl ReadModel {
         self.collector.current()
     }
 
-    /// How much history the detector needs before its first verdict.
+    /// How much history the detector needs before its full verdicts (latency and loss
+    /// included).
     pub fn warmup_secs(&self) -> u64 {
-        self.collector.config.detect.warmup_secs
+        let d = &self.collector.config.detect;
+        d.warmup_bins() as u64 * d.bin_secs
+    }
+
+    /// How much history the detector needs before its first verdict on reachability.
+    pub fn first_verdict_secs(&self) -> u64 {
+        let d = &self.collector.config.detect;
+        d.first_verdict_bins() as u64 * d.bin_secs
     }
 
     /// The detector's view after the last tick.

@@ -19,6 +19,11 @@ pub const DEFAULT_RECENT_WINDOW_SECS: u64 = 3 * 3600;
 /// History needed before the first verdict (and at least `DEFAULT_MIN_WARMUP_BINS` bins).
 pub const DEFAULT_WARMUP_SECS: u64 = 3600;
 pub const DEFAULT_MIN_WARMUP_BINS: u32 = 4;
+/// History after which reachability gets a first verdict (from a baseline of what was
+/// seen so far), long before the full warm-up: with 300 s bins, one bin of history, so
+/// the second bin is judged when it closes, 5 to 10 minutes after the start (plus the
+/// grace).
+pub const DEFAULT_FIRST_VERDICT_SECS: u64 = 300;
 /// IODA's active-probing thresholds: warning below 80 %, outage below 50 % of the baseline.
 pub const DEFAULT_WARNING_RATIO: f64 = 0.8;
 pub const DEFAULT_OUTAGE_RATIO: f64 = 0.5;
@@ -78,6 +83,7 @@ pub struct DetectConfig {
     pub recent_window_secs: u64,
     pub warmup_secs: u64,
     pub min_warmup_bins: u32,
+    pub first_verdict_secs: u64,
     pub warning_ratio: f64,
     pub outage_ratio: f64,
     pub recovery_ratio: f64,
@@ -110,6 +116,7 @@ impl Default for DetectConfig {
             recent_window_secs: DEFAULT_RECENT_WINDOW_SECS,
             warmup_secs: DEFAULT_WARMUP_SECS,
             min_warmup_bins: DEFAULT_MIN_WARMUP_BINS,
+            first_verdict_secs: DEFAULT_FIRST_VERDICT_SECS,
             warning_ratio: DEFAULT_WARNING_RATIO,
             outage_ratio: DEFAULT_OUTAGE_RATIO,
             recovery_ratio: DEFAULT_RECOVERY_RATIO,
@@ -236,6 +243,14 @@ impl DetectConfig {
     /// Bins of history needed before the first verdict.
     pub fn warmup_bins(&self) -> u32 {
         (self.bins(self.warmup_secs) as u32).max(self.min_warmup_bins)
+    }
+
+    /// Bins of history before reachability's first verdict: at least one, never more
+    /// than the full warm-up.
+    pub fn first_verdict_bins(&self) -> u32 {
+        (self.bins(self.first_verdict_secs) as u32)
+            .max(1)
+            .min(self.warmup_bins())
     }
 }
 

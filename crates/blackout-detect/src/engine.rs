@@ -333,6 +333,10 @@ pub struct Engine {
     cfg: DetectConfig,
     #[serde(skip)]
     shape: BaselineShape,
+    /// `shape` with the first verdict's shorter warm-up, for reachability (level) series:
+    /// latency and loss baselines still wait for the full warm-up.
+    #[serde(skip)]
+    level_shape: BaselineShape,
     #[serde(skip)]
     hist_cap: usize,
     /// Bins of [`TRAIL_SECS`].
@@ -392,12 +396,17 @@ impl Engine {
             recent_bins: cfg.bins(cfg.recent_window_secs),
             warmup_bins: cfg.warmup_bins() as usize,
         };
+        let level_shape = BaselineShape {
+            warmup_bins: cfg.first_verdict_bins() as usize,
+            ..shape
+        };
         let hist_cap = (cfg.bins(cfg.baseline_window_secs) + 2) as usize;
         let trail_cap = cfg.bins(TRAIL_SECS) as usize;
         let late_bins = cfg.bins(cfg.late_window_secs);
         Engine {
             cfg,
             shape,
+            level_shape,
             hist_cap,
             trail_cap,
             late_bins,
@@ -973,6 +982,7 @@ impl Engine {
     /// state step, then the inpainted value into history.
     fn update_series(&mut self, bin: i64, agg: &Agg) {
         let shape = self.shape;
+        let level_shape = self.level_shape;
         let cap = self.hist_cap;
         let trail_cap = self.trail_cap;
         let level_rules = self.level_rules();
@@ -998,7 +1008,7 @@ impl Engine {
         // the end of its country's national blackout).
         let mut level_down = s.level.tracker.state() != State::Normal;
         if let Some(v) = agg.level {
-            let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
+            let base = baseline(&s.level.hist, bin, &level_shape).filter(|b| *b > 1e-9);
             let mut store = v;
             if let Some(b) = base {
                 let ratio = v / b;
@@ -1615,7 +1625,7 @@ impl Engine {
             None => Vec::new(),
         };
         self.stats.bins_reevaluated += 1;
-        let shape = self.shape;
+        let level_shape = self.level_shape;
         let cap = self.hist_cap;
         let trail_cap = self.trail_cap;
         let t0 = self.bin_start(bin);
@@ -1629,7 +1639,7 @@ impl Engine {
                 .any(|ev| ev.entity == self.entities[agg.entity as usize] && covering(ev));
             let warn = self.cfg.thresholds(agg.signal).0;
             let s = self.series.entry((agg.entity, agg.signal)).or_default();
-            let base = baseline(&s.level.hist, bin, &shape).filter(|b| *b > 1e-9);
+            let base = baseline(&s.level.hist, bin, &level_shape).filter(|b| *b > 1e-9);
             let store = match base {
                 Some(b) if in_event || v / b < warn => b,
                 _ => v,
@@ -1855,6 +1865,7 @@ impl Engine {
         Engine {
             cfg: fresh.cfg,
             shape: fresh.shape,
+            level_shape: fresh.level_shape,
             hist_cap: fresh.hist_cap,
             trail_cap: fresh.trail_cap,
             late_bins: fresh.late_bins,

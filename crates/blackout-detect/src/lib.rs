@@ -23,8 +23,10 @@
 //! 4. Baseline per series: median of the same time of day (plus or minus one bin) over
 //!    the trailing `baseline_window_secs`; while fewer than three such values exist, the
 //!    median of the last `recent_window_secs`. First verdict after `warmup_bins()` bins
-//!    of history (default 1 hour). Values in a degraded state or below `warning_ratio`
-//!    are stored as the baseline (inpainting).
+//!    of history (default 1 hour) for latency and loss; reachability's after
+//!    `first_verdict_bins()` (default one bin), from the median of what was seen so
+//!    far. Values in a degraded state or below `warning_ratio` are stored as the
+//!    baseline (inpainting).
 //! 5. States per series with thresholds relative to the baseline, minimum durations and
 //!    hysteresis (`recovery_ratio`); a drop counts only when `min_targets_down` targets
 //!    are missing. Per entity, ICMP and TCP must agree (majority) for a network state.

@@ -121,7 +121,7 @@ fn why(
     snap: &Snapshot,
     entity: Option<&EntitySnapshot>,
     reason: Option<NoVerdict>,
-    warmup_secs: u64,
+    (first_secs, warmup_secs): (u64, u64),
 ) -> Vec<String> {
     let v = &snap.vantage;
     match reason {
@@ -133,7 +133,7 @@ fn why(
         }
         Some(NoVerdict::WarmUp) => {
             return vec![format!(
-                "No verdict yet: the detector learns each signal's normal level first ({warmup_secs} s of data)."
+                "No verdict yet: the detector learns each signal's normal level first ({first_secs} s of data for reachability, {warmup_secs} s for latency and loss)."
             )];
         }
         Some(NoVerdict::NoHealthyVantage) => {
@@ -284,7 +284,12 @@ pub fn view_from(read: &ReadModel, code: &str, now: DateTime<Utc>) -> Option<Cou
     });
     Some(CountryView {
         generated_at: now,
-        why: why(&snap, own, reason, read.warmup_secs()),
+        why: why(
+            &snap,
+            own,
+            reason,
+            (read.first_verdict_secs(), read.warmup_secs()),
+        ),
         kind: own.and_then(|e| e.kind).map(|k| k.as_str().to_string()),
         code,
         name,

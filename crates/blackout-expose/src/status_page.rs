@@ -599,7 +599,8 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
     // With no healthy vantage the banner at the top gives the reason instead.
     if countries.values().all(|c| c.status == Status::Unknown) && snap.vantage.healthy {
         notes.push(format!(
-            "No verdict yet: the detector learns each signal's normal level first ({} s of data).",
+            "No verdict yet: the detector learns each signal's normal level first ({} s of data for reachability, {} s for latency and loss).",
+            read.first_verdict_secs(),
             read.warmup_secs()
         ));
     }

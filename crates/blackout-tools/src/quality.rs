@@ -165,6 +165,10 @@ pub struct SimReport {
     pub true_events: usize,
     pub false_events: usize,
     pub agent_failure_events: usize,
+    /// Events that started in the first hour of a scenario (no disturbance starts before
+    /// the third hour, so every one is false): the price of the first verdict coming
+    /// before the full warm-up.
+    pub first_hour_events: usize,
     pub agent_failures: usize,
     pub late_observations: u64,
     pub late_in_evidence: u64,
@@ -214,6 +218,12 @@ impl SimReport {
             f.push(format!(
                 "{} events caused by agent failures",
                 self.agent_failure_events
+            ));
+        }
+        if self.first_hour_events > 0 {
+            f.push(format!(
+                "{} events in the first hour (first verdicts must not bring false alarms)",
+                self.first_hour_events
             ));
         }
         if self.precision() < 0.99 {
@@ -283,6 +293,10 @@ impl SimReport {
             self.late_observations,
             self.late_in_evidence,
         );
+        s += &format!(
+            "\nEvents that started in the first hour of a scenario (all false: no disturbance starts before the third hour): {}.\n",
+            self.first_hour_events
+        );
         s
     }
 }
@@ -308,6 +322,8 @@ pub fn simulate(seed: u64, n: usize, bins: usize, cfg: &DetectConfig) -> SimRepo
         r.true_events += score.true_events;
         r.false_events += score.false_events;
         r.agent_failure_events += score.agent_failure_events;
+        let hour = sc.bin_start((3600 / cfg.bin_secs.max(1)) as usize);
+        r.first_hour_events += run.events.iter().filter(|e| e.start < hour).count();
         r.late_observations += score.late_observations;
         r.late_in_evidence += score.late_in_evidence;
         r.agent_failures += sc
