@@ -72,13 +72,7 @@ async fn loopback_blocks_answer_everywhere() {
     assert_eq!(before, after);
 }
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use blackout_test_support::Netns;
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().unwrap();

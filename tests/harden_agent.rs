@@ -529,16 +529,7 @@ fn a_full_spool_disk_counts_the_loss_cleans_up_and_resumes() {
     wait_for_more_batches(&c, 2, &mut agent, &log);
 }
 
-/// A namespace of the test's own, removed with its `/etc/netns` files however the test
-/// ends (after the processes inside were killed: they are dropped first).
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
-    }
-}
+use blackout_test_support::Netns;
 
 /// What a censor's resolver answers for every name: a CNAME chain
 /// (`NAME -> cdn.blocked.test.`) that ends in `A 127.0.0.1`.

@@ -116,13 +116,7 @@ fn get_in(ns: &str, url: String) -> Option<(u16, String)> {
     })
 }
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use blackout_test_support::Netns;
 
 #[test]
 fn offline_standalone_exports_no_status_and_says_why() {

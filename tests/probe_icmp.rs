@@ -144,19 +144,7 @@ async fn politeness_budget_is_enforced() {
 // Network namespaces: a prober namespace P and a target namespace T joined by a veth pair.
 // T answers for a block through `ip route add local`; P routes the block to T.
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Kill anything left inside first, or the namespace stays alive.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use blackout_test_support::Netns;
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");

@@ -891,13 +891,7 @@ fn country_page_during_a_blackout_in_chromium() {
     assert!(dom.contains("id=\"country-XA\"") && !dom.contains("id=\"country-XB\""));
 }
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
+use blackout_test_support::Netns;
 
 /// The shipped catalogs in a network namespace with only loopback, as a new user's
 /// offline machine: the overview says there is no healthy vantage point, and so does a

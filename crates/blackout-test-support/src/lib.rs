@@ -72,6 +72,23 @@ pub fn require(test: &str, progs: &[&str]) -> Option<Vec<PathBuf>> {
     Some(found)
 }
 
+/// A network namespace of the test's own (the test runs `ip netns add` itself), removed
+/// however the test ends: processes left inside are killed first (or the namespace
+/// stays alive), then the namespace and its `/etc/netns` files go.
+pub struct Netns(pub String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
+    }
+}
+
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
