@@ -125,21 +125,7 @@ fn offline_standalone_exports_no_status_and_says_why() {
         return;
     }
     let ns = format!("bo-off-{}", std::process::id());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ns = Netns(ns.clone());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let _ns = Netns::loopback_only(&ns);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, COLLECTOR_TOML).unwrap();
@@ -410,18 +396,7 @@ fn standalone_always_loads_the_controls_and_watches_one_country() {
         return;
     }
     let ns = format!("bo-cat-{}", std::process::id());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ns = Netns(ns.clone());
-    Command::new("ip")
-        .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
-        .status()
-        .unwrap();
+    let _ns = Netns::loopback_only(&ns);
     // The natural way to watch one country: its catalog alone. The controls come too.
     let (countries, controls, _) = standalone_catalog(&ns, &["--catalog", "probes/kz.toml"]);
     assert_eq!(countries, vec!["KZ".to_string()]);

@@ -906,21 +906,7 @@ fn offline_overview_and_country_page_in_chromium() {
         return;
     }
     let ns = format!("bo-offpage-{}", std::process::id());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let _ns = Netns(ns.clone());
-    assert!(
-        Command::new("ip")
-            .args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let _ns = Netns::loopback_only(&ns);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("collector.toml");
     std::fs::write(&config, COLLECTOR_TOML).unwrap();

@@ -77,6 +77,20 @@ pub fn require(test: &str, progs: &[&str]) -> Option<Vec<PathBuf>> {
 /// stays alive), then the namespace and its `/etc/netns` files go.
 pub struct Netns(pub String);
 
+impl Netns {
+    /// A new namespace with nothing but loopback, up: an offline machine.
+    pub fn loopback_only(name: &str) -> Netns {
+        let ok = |args: &[&str]| Command::new("ip").args(args).status().unwrap().success();
+        assert!(ok(&["netns", "add", name]), "ip netns add {name}");
+        let ns = Netns(name.to_string());
+        assert!(
+            ok(&["-n", name, "link", "set", "lo", "up"]),
+            "lo up in {name}"
+        );
+        ns
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
