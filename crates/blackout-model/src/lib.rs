@@ -4,6 +4,7 @@
 
 #[cfg(feature = "catalog")]
 pub mod catalog;
+pub mod bgp;
 pub mod compact;
 pub mod listen;
 pub mod observation;
