@@ -5,6 +5,7 @@
 //! ```text
 //! model <- probe <- agent
 //! model <- detect <- collector <- expose
+//! model <- bgp <- collector
 //! tools and the binaries (this package) on top
 //! ```
 
@@ -17,10 +18,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("blackout-detect", &["blackout-model"]),
     ("blackout-probe", &["blackout-model"]),
     ("blackout-agent", &["blackout-model", "blackout-probe"]),
-    ("blackout-collector", &["blackout-model", "blackout-detect"]),
+    ("blackout-bgp", &["blackout-model"]),
+    (
+        "blackout-collector",
+        &["blackout-model", "blackout-detect", "blackout-bgp"],
+    ),
     (
         "blackout-expose",
-        &["blackout-model", "blackout-detect", "blackout-collector"],
+        &[
+            "blackout-model",
+            "blackout-detect",
+            "blackout-bgp",
+            "blackout-collector",
+        ],
     ),
     (
         "blackout-tools",
@@ -29,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "blackout-detect",
             "blackout-probe",
             "blackout-agent",
+            "blackout-bgp",
             "blackout-collector",
             "blackout-expose",
         ],
@@ -41,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "blackout-detect",
             "blackout-probe",
             "blackout-agent",
+            "blackout-bgp",
             "blackout-collector",
             "blackout-expose",
             "blackout-tools",

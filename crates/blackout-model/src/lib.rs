@@ -2,9 +2,9 @@
 //! collector (with the closed failure vocabulary), and the catalog format (what the
 //! agents probe).
 
+pub mod bgp;
 #[cfg(feature = "catalog")]
 pub mod catalog;
-pub mod bgp;
 pub mod compact;
 pub mod listen;
 pub mod observation;

@@ -1,0 +1,11 @@
+//! BGP as a signal: route sources (a BMP listener, a RIS Live client, MRT import) turn
+//! what they hear into [`RouteEvent`]s; the table keeps which peers carry which prefix
+//! and turns it into [`blackout_model::bgp::BgpVisibility`] per country and network.
+//!
+//! Sources never judge: a peer whose session drops is a [`RouteEvent::PeerDown`], not a
+//! withdrawal of everything it carried, so that the table can tell a country withdrawing
+//! its routes from a route collector losing a peer.
+
+pub mod event;
+
+pub use event::{PeerKey, RouteEvent, SourceKind};
