@@ -173,6 +173,39 @@ fn a_silent_agent_is_unhealthy_and_its_stale_data_is_ignored() {
 }
 
 #[test]
+fn an_agent_without_controls_yet_is_no_healthy_vantage_in_its_first_bins() {
+    let mut eng = Engine::new(DetectConfig::default());
+    let healthy = |eng: &Engine, agent: &str| {
+        eng.snapshot()
+            .agents
+            .iter()
+            .find(|a| a.agent == agent)
+            .map(|a| a.healthy)
+    };
+    // An agent that starts cut off: its targets fail, its controls are not probed yet.
+    for bin in 0..2 {
+        for k in 0..4 {
+            eng.ingest(&obs("new", &format!("t{k}"), 100, Signal::Icmp, bin, false));
+        }
+        close(&mut eng, bin);
+        assert_eq!(healthy(&eng, "new"), Some(false), "bin {bin}");
+        assert!(
+            eng.snapshot()
+                .entities
+                .iter()
+                .all(|e| e.signals.iter().all(|s| s.value.is_none_or(|v| v > 0.0))),
+            "bin {bin}: its failures are no reading of the country"
+        );
+    }
+    // One whose operator turned controls off is trusted unchecked after that.
+    for k in 0..4 {
+        eng.ingest(&obs("new", &format!("t{k}"), 100, Signal::Icmp, 2, true));
+    }
+    close(&mut eng, 2);
+    assert_eq!(healthy(&eng, "new"), Some(true));
+}
+
+#[test]
 fn quorum_of_healthy_agents_decides_a_target() {
     // (failing agents out of three, expected share of targets up)
     for (failing, want) in [(0usize, 1.0), (1, 1.0), (2, 0.0), (3, 0.0)] {
@@ -213,6 +246,7 @@ fn block_reports_use_their_verdict_and_uncertain_is_no_verdict() {
         BlockVerdict::Uncertain,
         BlockVerdict::Uncertain,
     ];
+    eng.ingest(&control("a", 0, true));
     for (k, v) in verdicts.iter().enumerate() {
         let mut o = obs(
             "a",

@@ -322,6 +322,11 @@ impl Snapshot {
 /// gets its own partial event.
 const NATIONAL_TAIL_BINS: i64 = 2;
 
+/// Bins in which an agent that has sent no control observation yet is not a healthy
+/// vantage (its first round may probe the controls late); from then on one that never
+/// probes controls (turned off by its operator, who was warned) is trusted unchecked.
+const UNCHECKED_AGENT_GRACE_BINS: i64 = 2;
+
 /// See the module documentation of [`crate`].
 ///
 /// Serialisable whole (open bins, raw data of the late window, per-target averages), so
@@ -347,6 +352,9 @@ pub struct Engine {
     agents: Vec<String>,
     agent_index: FxMap<String, u32>,
     agent_has_controls: Vec<bool>,
+    /// The earliest bin with an observation of the agent: one that has not probed a
+    /// control yet is not taken for a healthy vantage in its first bins.
+    agent_first_bin: Vec<Option<i64>>,
     agent_last_bin: Vec<Option<i64>>,
     targets: Vec<TargetMeta>,
     target_index: FxMap<String, u32>,
@@ -413,6 +421,7 @@ impl Engine {
             agents: Vec::new(),
             agent_index: FxMap::default(),
             agent_has_controls: Vec::new(),
+            agent_first_bin: Vec::new(),
             agent_last_bin: Vec::new(),
             targets: Vec::new(),
             target_index: FxMap::default(),
@@ -483,6 +492,7 @@ impl Engine {
         self.agents.push(agent.to_string());
         self.agent_index.insert(agent.to_string(), i);
         self.agent_has_controls.push(false);
+        self.agent_first_bin.push(None);
         self.agent_last_bin.push(None);
         i
     }
@@ -565,6 +575,10 @@ impl Engine {
         let meta = self.targets[target as usize];
         if obs.control {
             self.agent_has_controls[agent as usize] = true;
+        }
+        let first = &mut self.agent_first_bin[agent as usize];
+        if first.is_none_or(|f| bin < f) {
+            *first = Some(bin);
         }
         let last = &mut self.agent_last_bin[agent as usize];
         if last.is_none_or(|l| l < bin) {
@@ -745,12 +759,19 @@ impl Engine {
         }
     }
 
-    fn agent_health(&self, bd: &BinData, agent: u32) -> (bool, Tally) {
+    fn agent_health(&self, bd: &BinData, bin: i64, agent: u32) -> (bool, Tally) {
         match bd.control.get(&agent) {
             Some(t) => (self.cfg.vantage_healthy(t.ok as u64, t.fail as u64), *t),
-            // Agents that never probe controls cannot be checked; one that does but
-            // sent none this bin has lost its own way out.
-            None => (!self.agent_has_controls[agent as usize], Tally::default()),
+            // One that probes controls but sent none this bin has lost its own way out.
+            // One that never has cannot be checked: trusted only after its first
+            // bins, since an agent probes its controls somewhere in its first round and
+            // one that starts cut off would otherwise make its targets look dark.
+            None => {
+                let unchecked_trusted = !self.agent_has_controls[agent as usize]
+                    && self.agent_first_bin[agent as usize]
+                        .is_some_and(|f| bin >= f + UNCHECKED_AGENT_GRACE_BINS);
+                (unchecked_trusted, Tally::default())
+            }
         }
     }
 
@@ -761,7 +782,7 @@ impl Engine {
         (0..self.agents.len() as u32)
             .map(|a| {
                 if bd.agents.contains(&a) {
-                    let (h, t) = self.agent_health(bd, a);
+                    let (h, t) = self.agent_health(bd, bin, a);
                     (a, h, t)
                 } else {
                     (a, false, Tally::default())
@@ -778,7 +799,7 @@ impl Engine {
         };
         let mut healthy = vec![false; self.agents.len()];
         for &a in &bd.agents {
-            let (h, _) = self.agent_health(bd, a);
+            let (h, _) = self.agent_health(bd, bin, a);
             healthy[a as usize] = h;
             if h {
                 out.healthy.push(a);
