@@ -460,3 +460,92 @@ fn sighup_reloads_an_agent_without_an_endpoint() {
     );
     assert!(agent.term(Duration::from_secs(20)), "clean stop");
 }
+
+/// An agent says how often it reports and reports that often, with empty batches when it
+/// measured nothing (one block probed at the start of a 5-minute round): the collector
+/// exports the interval, does not call it silent while it reports, and calls it silent
+/// once it stops (here: SIGSTOP, as a hung or cut-off agent), by the one rule the page
+/// and the alert share.
+#[test]
+fn silence_is_judged_against_the_interval_the_agent_declares() {
+    if skip_without_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let c = CollectorSetup::new(tmp.path(), &icmp_catalog(&[80]), &[("a1", "tok-a1")], "");
+    let _collector = c.start();
+    let dir = tmp.path().join("agent");
+    let cfg = write_agent(&dir, &c.url(), &[80], "");
+    // 300-s rounds: the block is probed once in five minutes.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("round_secs = 1\n", "round_secs = 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    let mut agent = run_agent(&cfg, &tmp.path().join("agent.log"), &[]);
+    let base = c.url();
+    let accepted =
+        |text: &str| metric_sum(text, "blackout_batches_total", &["result=\"accepted\""]);
+    wait_until("the agent's first report", Duration::from_secs(15), || {
+        accepted(&scrape(&base)) >= 1.0
+    });
+    let first = accepted(&scrape(&base));
+    std::thread::sleep(Duration::from_secs(4));
+    let text = scrape(&base);
+    let observations = metric_sum(&text, "blackout_observations_ingested_total", &[]);
+    assert!(
+        accepted(&text) >= first + 3.0 && observations <= 2.0,
+        "with (almost) nothing measured, the agent still reports every second: {first} then {} accepted batches, {observations} observations",
+        accepted(&text)
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "blackout_agent_upload_interval_seconds",
+            &["agent=\"a1\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "blackout_agent_silent", &["agent=\"a1\""]),
+        0.0
+    );
+    // Reports carry no observation: nothing of them in the durable log.
+    let logged = c.logged_batches();
+    assert!(
+        logged
+            .iter()
+            .all(|b| b["observations"].as_array().is_some_and(|o| !o.is_empty())),
+        "an empty report was logged: {logged:?}"
+    );
+
+    let stop = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &agent.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    stop("-STOP");
+    let stopped = Instant::now();
+    wait_until(
+        "the stopped agent called silent",
+        Duration::from_secs(90),
+        || metric_sum(&scrape(&base), "blackout_agent_silent", &["agent=\"a1\""]) == 1.0,
+    );
+    let took = stopped.elapsed();
+    // 1-s reports: three missed plus 30 s is under the floor of 60 s.
+    assert!(
+        took >= Duration::from_secs(55),
+        "silent after {took:?}, before the rule's 60 s"
+    );
+    let page = get(&base).expect("status page").1;
+    assert!(page.contains("Silent agents"), "the page names it: {page}");
+    stop("-CONT");
+    wait_until("the agent reports again", Duration::from_secs(20), || {
+        metric_sum(&scrape(&base), "blackout_agent_silent", &["agent=\"a1\""]) == 0.0
+    });
+    assert!(agent.term(Duration::from_secs(20)), "clean stop");
+}

@@ -215,11 +215,10 @@ async fn run(
     // One spool and one upload loop per collector (side-by-side collectors).
     let mut sinks: Vec<Arc<dyn blackout_agent::upload::Sink>> = Vec::new();
     for u in &cfg.collector_urls {
-        sinks.push(Arc::new(HttpSink::new(
-            u,
-            cfg.token.clone(),
-            client.clone(),
-        )?));
+        sinks.push(Arc::new(
+            HttpSink::new(u, cfg.token.clone(), client.clone())?
+                .with_upload_interval(cfg.upload_interval),
+        ));
     }
     if let Some((_keep, rx)) = local {
         blackout_agent::run::run_with_updates(cfg, rx, pacing_rx, sinks, stop).await?;

@@ -289,6 +289,13 @@ async fn main() -> Result<()> {
             agent.spool_dir = spool_dir;
             let targets = blackout_agent::run::select_targets(&agent, &files)?;
             tracing::info!(%listen, targets = targets.len(), "standalone: status page, API and /metrics at http://{listen}/");
+            collector.note_upload_interval(
+                &agent.agent_id,
+                agent
+                    .upload_interval
+                    .as_secs()
+                    .clamp(1, u64::from(u32::MAX)) as u32,
+            );
             let sink = Arc::new(InProcessSink(collector.clone()));
             let agent_task = tokio::spawn(blackout_agent::run(agent, targets, sink, stop.clone()));
             // Standalone has no configuration to re-read worth a reload (its catalogs are

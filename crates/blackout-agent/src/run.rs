@@ -202,8 +202,19 @@ async fn batcher(
     let mut tick = tokio::time::interval(interval);
     // The spool syncs every batch to disk: that waits on the disk, so it runs off the
     // runtime's thread (one thread also paces the probes).
-    let flush = async |pending: &mut Vec<Observation>, seq: &mut u64| {
-        if pending.is_empty() {
+    // An empty batch is the agent's report that it is alive: the collector calls an
+    // agent silent after a few report intervals without one (`upload_interval_secs`,
+    // declared with each upload), so an agent that measured nothing in an interval (a
+    // small catalog probed at the start of a long round) still reports. Not while the
+    // spool holds batches: those are the reports then.
+    let spools_idle = |spools: &[(Arc<Mutex<Spool>>, Arc<Notify>)]| {
+        spools
+            .iter()
+            .all(|(s, _)| s.lock().is_ok_and(|s| s.batches() == 0))
+    };
+    let mut flushed_since_tick = false;
+    let flush = async |pending: &mut Vec<Observation>, seq: &mut u64, heartbeat: bool| {
+        if pending.is_empty() && !heartbeat {
             return;
         }
         *seq += 1;
@@ -250,15 +261,21 @@ async fn batcher(
                 Some(o) => {
                     pending.push(o);
                     if pending.len() >= batch_max {
-                        flush(&mut pending, &mut seq).await;
+                        flush(&mut pending, &mut seq, false).await;
+                        flushed_since_tick = true;
                     }
                 }
                 None => {
-                    flush(&mut pending, &mut seq).await;
+                    flush(&mut pending, &mut seq, false).await;
                     return;
                 }
             },
-            _ = tick.tick() => flush(&mut pending, &mut seq).await,
+            _ = tick.tick() => {
+                // The first tick is at once: the agent reports as it starts.
+                let heartbeat = pending.is_empty() && !flushed_since_tick && spools_idle(&spools);
+                flushed_since_tick = false;
+                flush(&mut pending, &mut seq, heartbeat).await;
+            }
         }
     }
 }

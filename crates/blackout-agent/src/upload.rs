@@ -47,6 +47,8 @@ pub struct HttpSink {
     token: Option<String>,
     /// Whether the collector is still believed to take compact batches.
     compact: std::sync::atomic::AtomicBool,
+    /// Sent with every upload, so that the collector knows when this agent is silent.
+    upload_interval_secs: Option<u64>,
 }
 
 /// The two forms an upload body takes.
@@ -103,7 +105,15 @@ impl HttpSink {
             url,
             token,
             compact: std::sync::atomic::AtomicBool::new(true),
+            upload_interval_secs: None,
         })
+    }
+
+    /// Declares how often this agent reports (its `upload_interval_secs`) with every
+    /// upload ([`blackout_model::observation::UPLOAD_INTERVAL_HEADER`]).
+    pub fn with_upload_interval(mut self, every: Duration) -> HttpSink {
+        self.upload_interval_secs = Some(every.as_secs().max(1));
+        self
     }
 
     /// Whether uploads still go out compact (false once the collector refused them).
@@ -137,6 +147,9 @@ impl HttpSink {
         };
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(secs) = self.upload_interval_secs {
+            req = req.header(blackout_model::observation::UPLOAD_INTERVAL_HEADER, secs);
         }
         let resp = req
             .send()

@@ -279,6 +279,11 @@ async fn post_observations(
         };
         return json_error(StatusCode::FORBIDDEN, e.to_string());
     }
+    let declared_interval = headers
+        .get(crate::silence::UPLOAD_INTERVAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::silence::parse_interval);
+    let agent = batch.agent.clone();
     let uploader = Uploader::Token(token);
     let collector = app.collector.clone();
     let result =
@@ -287,7 +292,12 @@ async fn post_observations(
     drop(memory);
     drop(decoded_memory);
     match result {
-        Ok(Ok(ack)) => (StatusCode::OK, axum::Json(ack)).into_response(),
+        Ok(Ok(ack)) => {
+            if let Some(secs) = declared_interval {
+                app.collector.note_upload_interval(&agent, secs);
+            }
+            (StatusCode::OK, axum::Json(ack)).into_response()
+        }
         Ok(Err(e)) => {
             let status = match &e {
                 IngestError::Unauthorized => StatusCode::UNAUTHORIZED,

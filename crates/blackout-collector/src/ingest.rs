@@ -116,6 +116,8 @@ pub struct Collector {
     /// The settings a snapshot must have been taken under to be used.
     fingerprint: String,
     restore: Mutex<Restore>,
+    /// How often each agent said it reports (see [`crate::silence`]).
+    pub(crate) cadence: crate::silence::Cadence,
     /// Held as long as the collector lives: no other collector opens its state directory.
     _state_lock: Option<StateDirLock>,
 }
@@ -232,6 +234,7 @@ impl Collector {
                 replayed_batches: 0,
                 duplicate_batches: 0,
             }),
+            cadence: Default::default(),
             _state_lock: state_lock,
         };
         if let Some(dir) = &state_dir {
@@ -489,7 +492,11 @@ impl Collector {
                 duplicate: true,
             });
         }
-        if let Some(log) = live.log.as_mut() {
+        // An empty batch is an agent's report that it is alive (see `crate::silence`):
+        // nothing in it to keep.
+        if let Some(log) = live.log.as_mut()
+            && !batch.observations.is_empty()
+        {
             log.append(&batch)?;
         }
         let mut facts = self.facts();

@@ -17,6 +17,7 @@ pub mod log;
 pub mod queries;
 pub mod read;
 pub mod server;
+pub mod silence;
 pub mod snapshot;
 pub mod state;
 pub mod store;

@@ -28,6 +28,8 @@ pub struct Scrape {
     pub open_events: Vec<(String, &'static str)>,
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
+    /// The report interval each agent declared (see [`crate::silence`]).
+    pub upload_intervals: HashMap<String, u32>,
     pub counters: Counters,
     /// The outcome of the last configuration reload.
     pub reload: crate::ingest::ReloadStatus,
@@ -88,6 +90,11 @@ impl ReadModel {
         self.collector.lock().state.last_report.clone()
     }
 
+    /// The report interval each agent declared (see [`crate::silence`]).
+    pub fn upload_intervals(&self) -> HashMap<String, u32> {
+        self.collector.upload_intervals()
+    }
+
     /// The counters alone.
     pub fn counters(&self) -> Counters {
         self.collector.facts().clone()
@@ -118,6 +125,7 @@ impl ReadModel {
             verdicts,
             open_events,
             last_report,
+            upload_intervals: c.upload_intervals(),
             counters: c.facts().clone(),
             reload: c.reload_status(),
             at: now,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use blackout_collector::silence::is_silent;
 use blackout_collector::{BatchResult, ConnectionDrop, Encoding, Scrape};
 use blackout_detect::{EntityKey, NoVerdict, Snapshot};
 use blackout_model::catalog::CatalogFile;
@@ -111,6 +112,18 @@ pub const METRICS: &[Def] = &[
         name: names::AGENT_LAST_REPORT_AGE_SECONDS,
         kind: Kind::Gauge,
         help: "Seconds since the collector last accepted a batch from the agent, at this scrape.",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::AGENT_UPLOAD_INTERVAL_SECONDS,
+        kind: Kind::Gauge,
+        help: "How often the agent said it reports (its upload_interval_secs); absent until it declared one.",
+        labels: &["agent"],
+    },
+    Def {
+        name: names::AGENT_SILENT,
+        kind: Kind::IntGauge,
+        help: "1 if the agent's last report is older than three of its declared report intervals plus 30 s (at least 60 s), else 0.",
         labels: &["agent"],
     },
     Def {
@@ -380,6 +393,8 @@ pub struct Metrics {
     pub connections_open: IntGaugeVec,
     pub agent_last_report: GaugeVec,
     pub agent_last_report_age: GaugeVec,
+    pub agent_upload_interval: GaugeVec,
+    pub agent_silent: IntGaugeVec,
     pub agent_last_measurement: GaugeVec,
     pub agent_healthy: IntGaugeVec,
     pub regions_replaced: IntCounterVec,
@@ -449,6 +464,8 @@ impl Metrics {
             connections_open: fam.int_gauge(names::HTTP_CONNECTIONS),
             agent_last_report: fam.gauge(names::AGENT_LAST_REPORT_TIMESTAMP_SECONDS),
             agent_last_report_age: fam.gauge(names::AGENT_LAST_REPORT_AGE_SECONDS),
+            agent_upload_interval: fam.gauge(names::AGENT_UPLOAD_INTERVAL_SECONDS),
+            agent_silent: fam.int_gauge(names::AGENT_SILENT),
             agent_last_measurement: fam.gauge(names::AGENT_LAST_MEASUREMENT_TIMESTAMP_SECONDS),
             agent_healthy: fam.int_gauge(names::AGENT_HEALTHY),
             regions_replaced: fam.counter(names::OBSERVATION_REGIONS_REPLACED_TOTAL),
@@ -524,6 +541,16 @@ impl Metrics {
             self.agent_last_report_age
                 .with_label_values(&[agent])
                 .set(age);
+            let declared = scrape.upload_intervals.get(agent).copied();
+            let silent = is_silent(*t, scrape.at, declared);
+            self.agent_silent
+                .with_label_values(&[agent])
+                .set(i64::from(silent));
+            if let Some(i) = declared {
+                self.agent_upload_interval
+                    .with_label_values(&[agent])
+                    .set(f64::from(i));
+            }
         }
         self.render_detector(&scrape.verdicts, &scrape.open_events, catalog);
         self.render_latest(scrape);

@@ -30,6 +30,11 @@ pub const LOG_DAMAGED_RECORDS_TOTAL: &str = "blackout_log_damaged_records_total"
 /// Seconds since the collector last accepted a batch from the agent, at the scrape: a
 /// silent agent shows without PromQL arithmetic.
 pub const AGENT_LAST_REPORT_AGE_SECONDS: &str = "blackout_agent_last_report_age_seconds";
+/// How often the agent said it reports (its `upload_interval_secs`).
+pub const AGENT_UPLOAD_INTERVAL_SECONDS: &str = "blackout_agent_upload_interval_seconds";
+/// 1 when the agent's last report is older than its declared interval allows
+/// (`blackout_collector::silence`): the one rule the page and the alert share.
+pub const AGENT_SILENT: &str = "blackout_agent_silent";
 
 // The latest round, as measured.
 pub const TARGETS: &str = "blackout_targets";

@@ -14,6 +14,7 @@ use maud::{Markup, PreEscaped, html};
 use serde::{Deserialize, Serialize};
 
 use blackout_collector::ReadModel;
+use blackout_collector::silence::is_silent;
 use blackout_detect::EntityKey;
 
 /// A verdict, as the `blackout_*_status` gauges encode it (0, 1, 2).
@@ -85,12 +86,11 @@ pub struct AgentView {
     pub healthy: Option<bool>,
     /// Seconds since the collector last accepted a batch from it.
     pub last_report_age_secs: Option<i64>,
+    /// Its last report is older than its declared report interval allows
+    /// (`blackout_collector::silence`, the rule `blackout_agent_silent` follows).
+    #[serde(default)]
+    pub silent: bool,
 }
-
-/// An agent whose last batch is older than this is called silent at the top of the page:
-/// twelve of the agent's default upload intervals (`upload_interval_secs`, 5 s), past
-/// what a retry (at most 15 s apart) explains.
-pub const SILENT_AFTER_SECS: i64 = 60;
 
 /// The fleet's own connectivity in the detector's last closed bin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,14 +374,7 @@ pub fn render(view: &StatusView) -> String {
             .then(a.entity.cmp(&b.entity))
     });
     closed.sort_by_key(|e| std::cmp::Reverse(e.end));
-    let silent: Vec<&AgentView> = view
-        .agents
-        .iter()
-        .filter(|a| {
-            a.last_report_age_secs
-                .is_some_and(|s| s > SILENT_AFTER_SECS)
-        })
-        .collect();
+    let silent: Vec<&AgentView> = view.agents.iter().filter(|a| a.silent).collect();
     let silent_names = silent
         .iter()
         .map(|a| {
@@ -609,7 +602,7 @@ pub fn view_from(read: &ReadModel, now: DateTime<Utc>) -> StatusView {
         countries: countries.into_values().collect(),
         events,
         notes,
-        agents: agent_views(&snap, &read.last_reports(), now),
+        agents: agent_views(&snap, &read.last_reports(), &read.upload_intervals(), now),
         filter: String::new(),
         vantage: Some(VantageView {
             healthy: snap.vantage.healthy,
@@ -648,6 +641,7 @@ pub fn event_view(e: &blackout_detect::Event) -> EventView {
 fn agent_views(
     snap: &blackout_detect::Snapshot,
     last: &std::collections::HashMap<String, DateTime<Utc>>,
+    intervals: &std::collections::HashMap<String, u32>,
     now: DateTime<Utc>,
 ) -> Vec<AgentView> {
     let mut names: Vec<&String> = snap.agents.iter().map(|a| &a.agent).collect();
@@ -663,6 +657,9 @@ fn agent_views(
                 .and(snap.agents.iter().find(|a| &a.agent == name))
                 .map(|a| a.healthy),
             last_report_age_secs: last.get(name).map(|t| (now - *t).num_seconds().max(0)),
+            silent: last
+                .get(name)
+                .is_some_and(|t| is_silent(*t, now, intervals.get(name).copied())),
         })
         .collect()
 }
@@ -890,12 +887,14 @@ mod tests {
             AgentView {
                 agent: "almaty-1".into(),
                 healthy: Some(true),
-                last_report_age_secs: Some(SILENT_AFTER_SECS + 240),
+                last_report_age_secs: Some(300),
+                silent: true,
             },
             AgentView {
                 agent: "fra-1".into(),
                 healthy: Some(true),
                 last_report_age_secs: Some(4),
+                silent: false,
             },
         ];
         let html = render(&v);
@@ -908,6 +907,29 @@ mod tests {
         assert!(agents.contains("<td>4s ago</td>"));
         v.agents.truncate(0);
         assert!(!render(&v).contains("Silent agents"));
+    }
+
+    #[test]
+    fn silence_is_judged_against_each_agents_declared_interval() {
+        let now = Utc::now();
+        let snap = blackout_detect::Engine::new(Default::default()).snapshot();
+        let two_minutes_ago = now - chrono::Duration::seconds(120);
+        let last: std::collections::HashMap<String, DateTime<Utc>> = [
+            ("rare".to_string(), two_minutes_ago),
+            ("default".to_string(), two_minutes_ago),
+            ("undeclared".to_string(), two_minutes_ago),
+            ("fresh".to_string(), now),
+        ]
+        .into();
+        let intervals: std::collections::HashMap<String, u32> =
+            [("rare".to_string(), 300), ("default".to_string(), 5)].into();
+        let silent: Vec<String> = agent_views(&snap, &last, &intervals, now)
+            .into_iter()
+            .filter(|a| a.silent)
+            .map(|a| a.agent)
+            .collect();
+        // Two minutes is not silence for an agent that reports every five.
+        assert_eq!(silent, ["default", "undeclared"]);
     }
 
     #[test]

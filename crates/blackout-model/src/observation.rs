@@ -257,6 +257,10 @@ pub struct Batch {
     pub spool: Option<SpoolStatus>,
 }
 
+/// Request header in which an agent says how often it reports (its `upload_interval_secs`),
+/// so that the collector can tell a silent agent from one that reports rarely.
+pub const UPLOAD_INTERVAL_HEADER: &str = "blackout-upload-interval";
+
 /// What an agent's spool held when it sent a batch. A backlog that grows is an agent
 /// that cannot reach the collector; dropped observations are data lost to a full spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
