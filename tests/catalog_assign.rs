@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use blackout_collector::assign::{agents_for, assign, assign_ids};
+use blackout_collector::assign::{Share, agents_for, assign, assign_ids};
 use blackout_model::catalog::{Target, TargetKind};
 use proptest::prelude::*;
 
@@ -64,6 +64,25 @@ proptest! {
         for (i, t) in ts.iter().enumerate().take(20).filter(|(_, t)| !t.control) {
             let one: BTreeSet<String> = agents_for(&t.id, &ags, k).into_iter().map(String::from).collect();
             prop_assert_eq!(Some(&one), o.get(&i));
+        }
+    }
+
+    #[test]
+    fn an_agent_taking_its_share_by_the_rule_gets_what_the_collector_assigns(
+        ids in agent_set(), k in 0usize..5, n in 0usize..300, controls in 0usize..4
+    ) {
+        let ts = targets(n, controls);
+        let ags = agents(&ids);
+        let a = assign(&ts, &ags, k);
+        for agent in &ags {
+            let share = Share::new(agent, &ags, k);
+            let mine: Vec<usize> = ts
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| share.takes(&t.id, t.control))
+                .map(|(i, _)| i)
+                .collect();
+            prop_assert_eq!(&mine, &a[agent], "agent {}", agent);
         }
     }
 

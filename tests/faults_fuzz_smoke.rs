@@ -109,10 +109,20 @@ fn catalog(data: &[u8]) {
         max_targets: MAX_TARGETS,
         ..CatalogLimits::default()
     };
-    let Ok(files) = parse_catalog(data, &limits) else {
+    let Ok(fetched) = parse_catalog(data, &limits) else {
         return;
     };
+    let files = fetched.files;
     let counted = count_targets(&files);
+    if let Some(a) = &fetched.assignment {
+        // A share's catalog is bounded as scanned; the share itself by max_targets.
+        assert!(counted <= blackout_agent::catalog::share_scan_limit(MAX_TARGETS, a));
+        let everything = TargetFilter::new(true, Vec::new());
+        if let Ok((t, _)) = TargetTable::from_catalog_share(&files, &everything, MAX_TARGETS, a) {
+            assert!(t.len() as u64 <= MAX_TARGETS.min(counted));
+        }
+        return;
+    }
     assert!(counted <= MAX_TARGETS);
     let everything = TargetFilter::new(true, Vec::new());
     let table = TargetTable::from_catalog_within(&files, &everything, MAX_TARGETS);

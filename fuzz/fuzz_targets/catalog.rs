@@ -22,9 +22,13 @@ fuzz_target!(|data: &[u8]| {
         max_targets: MAX_TARGETS,
         ..CatalogLimits::default()
     };
-    let Ok(files) = parse_catalog(data, &limits) else {
+    let Ok(fetched) = parse_catalog(data, &limits) else {
         return;
     };
+    if fetched.assignment.is_some() {
+        return;
+    }
+    let files = fetched.files;
     let counted = count_targets(&files);
     assert!(counted <= MAX_TARGETS);
     let everything = TargetFilter::new(true, Vec::new());

@@ -258,7 +258,7 @@ async fn run(
     let Some(mut files) = fetch().await else {
         return Ok(());
     };
-    let table = blackout_agent::run::select_table(&cfg, &files)?;
+    let table = blackout_agent::run::select_fetched(&cfg, &files)?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(table));
     {
         let (cfg, stop) = (cfg.clone(), stop.clone());
@@ -269,12 +269,12 @@ async fn run(
                     _ = stop.cancelled() => return,
                 }
                 let Some(new) = fetch().await else { return };
-                // Compared as files: a whole-IPv4 catalog is a few dozen entries,
-                // its table millions of blocks.
+                // Compared as files and fleet: a whole-IPv4 catalog is a few dozen
+                // entries, its table millions of blocks.
                 if new == files {
                     continue;
                 }
-                match blackout_agent::run::select_table(&cfg, &new) {
+                match blackout_agent::run::select_fetched(&cfg, &new) {
                     Ok(t) => {
                         files = new;
                         let _ = tx.send(Arc::new(t));

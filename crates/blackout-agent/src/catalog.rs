@@ -3,7 +3,9 @@
 //! agent's memory. The body is read with a cap, and the targets a catalog expands into
 //! are counted from its entries before anything is allocated for them.
 
-use blackout_model::catalog::{CatalogFile, IPV4_BLOCK_LEN, IPV6_BLOCK_LEN};
+use blackout_model::catalog::{
+    Assignment, CatalogFile, IPV4_BLOCK_LEN, IPV6_BLOCK_LEN, SharedCatalog,
+};
 use ipnet::IpNet;
 use std::sync::atomic::AtomicU64;
 
@@ -89,7 +91,11 @@ pub fn count_targets(files: &[CatalogFile]) -> u64 {
 
 /// Refuses `files` if they expand into more than `max_targets` targets.
 pub fn check_target_count(files: &[CatalogFile], max_targets: u64) -> Result<(), CatalogRefusal> {
-    let targets = count_targets(files);
+    check_count(count_targets(files), max_targets)
+}
+
+/// Refuses `targets` targets if they are more than `max_targets`.
+pub fn check_count(targets: u64, max_targets: u64) -> Result<(), CatalogRefusal> {
     if targets > max_targets {
         return Err(CatalogRefusal::TooManyTargets {
             targets,
@@ -99,26 +105,69 @@ pub fn check_target_count(files: &[CatalogFile], max_targets: u64) -> Result<(),
     Ok(())
 }
 
+/// How many targets an agent scans for its share of a fleet's assignment: its share
+/// is about k/n of the catalog, so the catalog may be that much larger than
+/// `max_targets`, twice for the spread of hashing, and never more than 64 times (a
+/// collector that claims a huge fleet cannot make an agent scan without end).
+pub fn share_scan_limit(max_targets: u64, a: &Assignment) -> u64 {
+    let n = a.fleet.len().max(1) as u64;
+    let k = (a.k.max(1) as u64).min(n);
+    max_targets.saturating_mul((2 * n.div_ceil(k)).min(64))
+}
+
+/// A catalog from the collector: the agent's targets, or (`?share=rule`) the catalog as
+/// written and the rule by which the agent takes its share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fetched {
+    pub files: Vec<CatalogFile>,
+    pub assignment: Option<Assignment>,
+}
+
 /// Parses and checks a catalog body as the agent receives it from `GET /api/v1/catalog`:
-/// JSON, every file valid, within the limits. What passes can be expanded safely.
-pub fn parse_catalog(
-    body: &[u8],
-    limits: &CatalogLimits,
-) -> Result<Vec<CatalogFile>, CatalogRefusal> {
+/// JSON (a list of files, or the files with the rule of the agent's share), every file
+/// valid, within the limits. What passes can be expanded safely.
+pub fn parse_catalog(body: &[u8], limits: &CatalogLimits) -> Result<Fetched, CatalogRefusal> {
     if body.len() as u64 > limits.max_catalog_bytes {
         return Err(CatalogRefusal::TooLarge {
             limit: limits.max_catalog_bytes,
             read: body.len() as u64,
         });
     }
-    let files: Vec<CatalogFile> =
-        serde_json::from_slice(body).map_err(|e| CatalogRefusal::Json(e.to_string()))?;
-    if let Some(m) = files.iter().find_map(|f| f.check().err()) {
+    let json = |e: serde_json::Error| CatalogRefusal::Json(e.to_string());
+    let shared = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let fetched = if shared {
+        let s: SharedCatalog = serde_json::from_slice(body).map_err(json)?;
+        Fetched {
+            files: s.files,
+            assignment: Some(s.assignment),
+        }
+    } else {
+        Fetched {
+            files: serde_json::from_slice(body).map_err(json)?,
+            assignment: None,
+        }
+    };
+    if let Some(m) = fetched.files.iter().find_map(|f| f.check().err()) {
         return Err(CatalogRefusal::Invalid(m));
     }
-    check_target_count(&files, limits.max_targets)?;
-    Ok(files)
+    if let Some(a) = &fetched.assignment {
+        if a.agent.is_empty() || a.fleet.len() > MAX_FLEET {
+            return Err(CatalogRefusal::Invalid(format!(
+                "assignment: agent {:?} in a fleet of {} (at most {MAX_FLEET})",
+                a.agent,
+                a.fleet.len()
+            )));
+        }
+        check_target_count(&fetched.files, share_scan_limit(limits.max_targets, a))?;
+    } else {
+        check_target_count(&fetched.files, limits.max_targets)?;
+    }
+    Ok(fetched)
 }
+
+/// The largest fleet an assignment may name: every agent's share is decided by hashing
+/// each target against every agent.
+pub const MAX_FLEET: usize = 10_000;
 
 /// A response body read to at most `cap` bytes: `Err(read)` once it goes beyond (what
 /// was read by then is dropped; the rest is never read).

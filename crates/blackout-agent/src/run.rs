@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::catalog::{CatalogLimits, CatalogRefusal, parse_catalog, read_capped};
+use super::catalog::{CatalogLimits, CatalogRefusal, Fetched, parse_catalog, read_capped};
 use super::config::AgentConfig;
 use super::filter::{Refusal, TargetFilter};
 use super::network::Network;
@@ -62,6 +62,9 @@ impl Pacing {
 /// was spent; sent to the collector with each upload's spool status.
 pub static POLITENESS_SKIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Whether catalogs are asked for with the rule of the share (until a collector refuses).
+static SHARE_RULE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// Fetches the catalog from the collector, retrying until it answers with a catalog
 /// within `limits` or `stop` fires. A refused catalog is logged with the limit that
 /// refused it and counted in [`crate::catalog::REFUSALS`] (which the collector shows);
@@ -73,11 +76,18 @@ pub async fn fetch_catalog(
     token: Option<&str>,
     limits: &CatalogLimits,
     stop: &CancellationToken,
-) -> Option<Vec<CatalogFile>> {
-    let mut url = base.join("api/v1/catalog").ok()?;
-    url.query_pairs_mut().append_pair("agent", agent_id);
+) -> Option<Fetched> {
+    let mut plain = base.join("api/v1/catalog").ok()?;
+    plain.query_pairs_mut().append_pair("agent", agent_id);
+    // The catalog as written and the rule of this agent's share: kilobytes, where the
+    // list of its blocks is ~80 bytes a block. A collector older than that refuses the
+    // parameter (400): then the list, from that collector, until the agent restarts.
+    let mut shared = plain.clone();
+    shared.query_pairs_mut().append_pair("share", "rule");
+    let mut rule = SHARE_RULE.load(Ordering::Relaxed);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
+        let url = if rule { &shared } else { &plain };
         let mut req = client.get(url.clone());
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -94,6 +104,14 @@ pub async fn fetch_catalog(
                         "reading the body: {e}"
                     ))),
                 }
+            }
+            Ok(r) if rule && r.status() == reqwest::StatusCode::BAD_REQUEST => {
+                tracing::info!(
+                    "the collector does not hand out the rule of a share; asking for the list of targets"
+                );
+                rule = false;
+                SHARE_RULE.store(false, Ordering::Relaxed);
+                continue;
             }
             Ok(r) => Err(CatalogRefusal::Unreachable(format!(
                 "collector answered {}",
@@ -163,9 +181,24 @@ pub fn select_targets(cfg: &AgentConfig, files: &[CatalogFile]) -> Result<Vec<Ta
 /// As [`select_targets`], into the compact table the agent runs on: the blocks of prefix
 /// entries are never expanded into [`Target`]s (see [`super::table`]).
 pub fn select_table(cfg: &AgentConfig, files: &[CatalogFile]) -> Result<TargetTable, AgentError> {
+    select_fetched(
+        cfg,
+        &Fetched {
+            files: files.to_vec(),
+            assignment: None,
+        },
+    )
+}
+
+/// As [`select_table`], for a catalog from the collector: with the rule of the agent's
+/// share (`?share=rule`), only the share is kept.
+pub fn select_fetched(cfg: &AgentConfig, fetched: &Fetched) -> Result<TargetTable, AgentError> {
     let filter = TargetFilter::new(cfg.allow_reserved, cfg.opt_out.clone());
-    let (table, refused) =
-        TargetTable::from_catalog_within(files, &filter, cfg.catalog_limits.max_targets)?;
+    let max = cfg.catalog_limits.max_targets;
+    let (table, refused) = match &fetched.assignment {
+        Some(a) => TargetTable::from_catalog_share(&fetched.files, &filter, max, a)?,
+        None => TargetTable::from_catalog_within(&fetched.files, &filter, max)?,
+    };
     if refused.total() > 0 {
         tracing::info!(
             reserved = refused.reserved,

@@ -160,12 +160,39 @@ impl TargetTable {
         filter: &TargetFilter,
         max_targets: u64,
     ) -> Result<(TargetTable, Refused), CatalogError> {
-        crate::catalog::check_target_count(files, max_targets).map_err(|e| {
-            CatalogError::Invalid {
-                origin: "catalog".into(),
-                message: e.to_string(),
-            }
-        })?;
+        Self::build(files, filter, max_targets, None)
+    }
+
+    /// As [`Self::from_catalog_within`], keeping only this agent's share of a fleet's
+    /// assignment (`?share=rule`): `max_targets` bounds the share; the catalog scanned for
+    /// it may be larger, by at most [`crate::catalog::share_scan_limit`].
+    pub fn from_catalog_share(
+        files: &[CatalogFile],
+        filter: &TargetFilter,
+        max_targets: u64,
+        assignment: &blackout_model::catalog::Assignment,
+    ) -> Result<(TargetTable, Refused), CatalogError> {
+        Self::build(files, filter, max_targets, Some(assignment))
+    }
+
+    fn build(
+        files: &[CatalogFile],
+        filter: &TargetFilter,
+        max_targets: u64,
+        assignment: Option<&blackout_model::catalog::Assignment>,
+    ) -> Result<(TargetTable, Refused), CatalogError> {
+        let scan_limit = match assignment {
+            Some(a) => crate::catalog::share_scan_limit(max_targets, a),
+            None => max_targets,
+        };
+        let too_many = |e: crate::catalog::CatalogRefusal| CatalogError::Invalid {
+            origin: "catalog".into(),
+            message: e.to_string(),
+        };
+        crate::catalog::check_target_count(files, scan_limit).map_err(too_many)?;
+        let share = assignment.map(|a| a.share());
+        // The id a block is assigned by, written into one buffer for every block.
+        let mut id_buf = String::new();
         let mut t = TargetTable::default();
         let mut refused = Refused::default();
         let mut strings = Interner::default();
@@ -248,6 +275,18 @@ impl TargetTable {
                     continue;
                 };
                 for net in subnets {
+                    if let Some(share) = &share {
+                        use std::fmt::Write;
+                        id_buf.clear();
+                        let form = BlockId {
+                            form: &t.labels[labels as usize].id,
+                            net,
+                        };
+                        let _ = write!(id_buf, "{form}");
+                        if !share.takes(&id_buf, f.control) {
+                            continue;
+                        }
+                    }
                     if whole.is_err()
                         && let Err(r) = filter.check_prefix(&net)
                     {
@@ -260,11 +299,21 @@ impl TargetTable {
             let mut targets = Vec::new();
             rest.expand_into(&mut targets);
             for target in targets {
+                if share
+                    .as_ref()
+                    .is_some_and(|s| !s.takes(&target.id, target.control))
+                {
+                    continue;
+                }
                 match filter.check(&target) {
                     Ok(()) => t.others.push(target),
                     Err(r) => refused.count(r),
                 }
             }
+        }
+        if share.is_some() {
+            t.blocks.shrink_to_fit();
+            crate::catalog::check_count(t.len() as u64, max_targets).map_err(too_many)?;
         }
         t.finish()?;
         Ok((t, refused))

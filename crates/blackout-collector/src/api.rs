@@ -324,6 +324,15 @@ async fn post_observations(
 #[serde(deny_unknown_fields)]
 struct CatalogQuery {
     agent: Option<String>,
+    /// `rule`: the catalog as written and the rule of the agent's share, which the agent
+    /// applies itself, instead of the list of its targets.
+    share: Option<ShareForm>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ShareForm {
+    Rule,
 }
 
 async fn get_catalog(
@@ -334,9 +343,13 @@ async fn get_catalog(
         Ok(q) => q.0,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let files = app
-        .collector
-        .catalog_for(q.agent.as_deref(), chrono::Utc::now());
+    let now = chrono::Utc::now();
+    if let (Some(ShareForm::Rule), Some(agent)) = (&q.share, q.agent.as_deref())
+        && let Some(shared) = app.collector.shared_catalog_for(agent, now)
+    {
+        return axum::Json(shared).into_response();
+    }
+    let files = app.collector.catalog_for(q.agent.as_deref(), now);
     axum::Json(files).into_response()
 }
 

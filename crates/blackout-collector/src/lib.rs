@@ -5,7 +5,8 @@
 
 pub mod aggregates;
 pub mod api;
-pub mod assign;
+/// Fleet assignment (rendezvous hashing), shared with the agents.
+pub use blackout_model::assign;
 pub mod auth;
 pub mod budget;
 pub mod config;

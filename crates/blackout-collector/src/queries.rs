@@ -16,6 +16,38 @@ impl Collector {
         let (Some(k), Some(agent)) = (self.config.assign_k, agent) else {
             return catalog.files.clone();
         };
+        let fleet = self.fleet_with(agent, now);
+        let share = crate::assign::assign(&catalog.targets, &fleet, k);
+        let mine: Vec<&Target> = share
+            .get(agent)
+            .map(|idx| idx.iter().map(|i| &catalog.targets[*i]).collect())
+            .unwrap_or_default();
+        blackout_model::catalog::to_files(&mine)
+    }
+
+    /// The catalog as written with the rule of `agent`'s share (`?share=rule`), for agents
+    /// that take their share themselves; `None` without `assign_k` (every agent probes
+    /// everything: [`Collector::catalog_for`] answers).
+    pub fn shared_catalog_for(
+        &self,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Option<blackout_model::catalog::SharedCatalog> {
+        let k = self.config.assign_k?;
+        let mut fleet = self.fleet_with(agent, now);
+        fleet.sort_unstable();
+        Some(blackout_model::catalog::SharedCatalog {
+            files: self.current().files.clone(),
+            assignment: blackout_model::catalog::Assignment {
+                agent: agent.to_string(),
+                k,
+                fleet,
+            },
+        })
+    }
+
+    /// The agents reporting within `agent_timeout_secs`, and `agent`.
+    fn fleet_with(&self, agent: &str, now: DateTime<Utc>) -> Vec<String> {
         let mut fleet: Vec<String> = {
             let live = self.lock();
             let oldest = now - chrono::Duration::seconds(self.config.agent_timeout_secs as i64);
@@ -29,12 +61,7 @@ impl Collector {
         if !fleet.iter().any(|a| a == agent) {
             fleet.push(agent.to_string());
         }
-        let share = crate::assign::assign(&catalog.targets, &fleet, k);
-        let mine: Vec<&Target> = share
-            .get(agent)
-            .map(|idx| idx.iter().map(|i| &catalog.targets[*i]).collect())
-            .unwrap_or_default();
-        blackout_model::catalog::to_files(&mine)
+        fleet
     }
 
     /// The detector's view after the last tick.

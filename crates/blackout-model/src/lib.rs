@@ -2,6 +2,7 @@
 //! collector (with the closed failure vocabulary), and the catalog format (what the
 //! agents probe).
 
+pub mod assign;
 pub mod bgp;
 #[cfg(feature = "catalog")]
 pub mod catalog;

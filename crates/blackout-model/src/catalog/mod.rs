@@ -9,6 +9,34 @@ mod model;
 
 pub use model::*;
 
+/// What `GET /api/v1/catalog?agent=ID&share=rule` answers: the catalog as written
+/// (prefixes, not blocks) and the rule of the agent's share, which the agent applies
+/// itself ([`crate::assign::Share`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedCatalog {
+    pub files: Vec<CatalogFile>,
+    pub assignment: Assignment,
+}
+
+/// The fleet an agent's share is taken in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The agent the share is for.
+    pub agent: String,
+    /// Agents per target (control targets go to every agent).
+    pub k: usize,
+    /// The agents the collector counts as live (the agent itself included).
+    pub fleet: Vec<String>,
+}
+
+impl Assignment {
+    pub fn share(&self) -> crate::assign::Share {
+        crate::assign::Share::new(&self.agent, &self.fleet, self.k)
+    }
+}
+
 use std::path::{Path, PathBuf};
 
 /// Why a catalog could not be loaded. Always names the file; parse errors also name the

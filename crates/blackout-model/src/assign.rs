@@ -12,12 +12,18 @@
 //!   agent list on every `GET /api/v1/catalog?agent=ID`, and agents need not agree on
 //!   anything but that list.
 //!
+//! Because it is pure, an agent can also take its share itself ([`Share`]): the collector
+//! then sends the catalog as written (prefixes) with the fleet and `k`
+//! (`?agent=ID&share=rule`), a few kilobytes where the list of an agent's blocks is
+//! ~80 bytes per block.
+//!
 //! Control targets (vantage health) go to every agent: each agent must judge its own
 //! connectivity.
 
 use std::collections::HashMap;
 
-use blackout_model::catalog::Target;
+#[cfg(feature = "catalog")]
+use crate::catalog::Target;
 
 /// FNV-1a, then a splitmix64 finaliser: fixed across processes, versions and platforms
 /// (unlike `std`'s hasher, whose algorithm is unspecified).
@@ -47,6 +53,7 @@ fn score(agent: u64, target: u64) -> u64 {
 /// indices into `targets` it should probe, ascending. Each non-control target goes to
 /// min(k, agents) agents (k below 1 counts as 1: a target nobody probes is a blind
 /// spot); each control target goes to every agent.
+#[cfg(feature = "catalog")]
 pub fn assign(targets: &[Target], agents: &[String], k: usize) -> HashMap<String, Vec<usize>> {
     assign_ids(
         targets.iter().map(|t| (t.id.as_str(), t.control)),
@@ -55,7 +62,7 @@ pub fn assign(targets: &[Target], agents: &[String], k: usize) -> HashMap<String
     )
 }
 
-/// [`assign`] on (target id, is control) pairs, for callers that hold ids only.
+/// `assign` on (target id, is control) pairs, for callers that hold ids only.
 pub fn assign_ids<'a>(
     targets: impl IntoIterator<Item = (&'a str, bool)>,
     agents: &[String],
@@ -94,6 +101,58 @@ pub fn assign_ids<'a>(
         }
     }
     ids.into_iter().map(str::to_string).zip(out).collect()
+}
+
+/// One agent's share of a fleet's assignment, decided target by target: the same answer
+/// as [`assign_ids`] gives for that agent, without the list of every target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    /// The fleet's agents, hashed, in id order (ties go to the earlier one, as in
+    /// [`assign_ids`]).
+    hashed: Vec<u64>,
+    me: usize,
+    k: usize,
+}
+
+impl Share {
+    /// `me`'s share among `fleet` (which need not hold `me`: it is added) with `k`
+    /// agents per target.
+    pub fn new(me: &str, fleet: &[String], k: usize) -> Share {
+        let mut ids: Vec<&str> = fleet.iter().map(String::as_str).collect();
+        ids.push(me);
+        ids.sort_unstable();
+        ids.dedup();
+        let me = ids.binary_search(&me).expect("me was added");
+        let k = k.max(1).min(ids.len());
+        Share {
+            hashed: ids.iter().map(|a| hash(a.as_bytes())).collect(),
+            me,
+            k,
+        }
+    }
+
+    /// Whether this agent probes the target with this id.
+    pub fn takes(&self, target_id: &str, control: bool) -> bool {
+        if control || self.k >= self.hashed.len() {
+            return true;
+        }
+        let th = hash(target_id.as_bytes());
+        let mine = score(self.hashed[self.me], th);
+        let mut above = 0;
+        for (i, &h) in self.hashed.iter().enumerate() {
+            if i == self.me {
+                continue;
+            }
+            let s = score(h, th);
+            if s > mine || (s == mine && i < self.me) {
+                above += 1;
+                if above >= self.k {
+                    return false;
+                }
+            }
+        }
+        true
+    }
 }
 
 /// The agents that probe one target, in rendezvous order (best first): what the collector
