@@ -20,7 +20,11 @@
 //! docs/quality.md): a block never heard from is uncertain, not down; a round that found
 //! the block up spends one more echo on an unseen address while fewer than 16 are known; a
 //! learned address silent while its block is up is forgotten (renumbered, or mostly off);
-//! a block not up alternates learned addresses with the walk, to find moved hosts; the
+//! only a miss from a known address not yet missed since the block last answered can take
+//! a block down (echoes to one sleeping host are one piece of evidence, not many), so a
+//! block tracked through too few addresses for its availability is uncertain, not down;
+//! once every known address has missed, follow-ups walk the block and each round's first
+//! echo alternates between the known addresses and the walk, to find moved hosts; the
 //! learned availability comes from the first echo to a learned address of each up round
 //! (replies/probes is biased: a round stops at the first answer).
 //!
