@@ -859,9 +859,11 @@ mod tests {
             verdicts.iter().all(|&v| v != BlockVerdict::Down),
             "{verdicts:?}"
         );
-        // It wakes up: up again.
-        let (v, _) = one_round(&mut st, &policy, &[7], 12 * 300);
-        assert_eq!(v, BlockVerdict::Up);
+        // It wakes up: up again within three rounds (a round's one echo may walk).
+        let v: Vec<_> = (12..15)
+            .map(|k| one_round(&mut st, &policy, &[7], k * 300).0)
+            .collect();
+        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
     }
 
     #[test]
@@ -883,10 +885,11 @@ mod tests {
         // Still down in the next rounds of the outage, up when it ends.
         assert_eq!(one_round(&mut st, &policy, &[], 300).0, BlockVerdict::Down);
         assert_eq!(one_round(&mut st, &policy, &[], 600).0, BlockVerdict::Down);
-        assert_eq!(
-            one_round(&mut st, &policy, &[7, 100, 200], 900).0,
-            BlockVerdict::Up
-        );
+        // Up again within two rounds of the restore (a round's one echo may walk).
+        let v: Vec<_> = (3..5)
+            .map(|k| one_round(&mut st, &policy, &[7, 100, 200], k * 300).0)
+            .collect();
+        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
     }
 
     fn rss_bytes() -> usize {
