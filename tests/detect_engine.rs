@@ -283,6 +283,52 @@ fn block_reports_use_their_verdict_and_uncertain_is_no_verdict() {
 }
 
 #[test]
+fn an_unsure_vantage_still_votes_on_a_block() {
+    // Per block: the verdict of each of three vantages. One vantage that lost its path to
+    // the network says down; the others measured the block and could not tell: no
+    // majority says down, so the block has no verdict rather than being down.
+    use BlockVerdict::{Down, Uncertain, Up};
+    let blocks: [[BlockVerdict; 3]; 5] = [
+        [Down, Uncertain, Uncertain], // no verdict (was down: one voice decided)
+        [Down, Down, Uncertain],      // down
+        [Up, Uncertain, Uncertain],   // no verdict
+        [Up, Up, Uncertain],          // up
+        [Up, Down, Uncertain],        // no verdict
+    ];
+    let mut eng = Engine::new(DetectConfig::default());
+    for (k, vs) in blocks.iter().enumerate() {
+        for (a, v) in vs.iter().enumerate() {
+            let mut o = obs(
+                &format!("v{a}"),
+                &format!("blk{k}"),
+                100,
+                Signal::Icmp,
+                0,
+                *v == Up,
+            );
+            o.phase = (!o.ok).then_some(Phase::IcmpEcho);
+            o.rtt_ms = None;
+            o.block = Some(BlockReport {
+                belief: 0.5,
+                verdict: *v,
+                probes: 2,
+                replies: u32::from(*v == Up),
+            });
+            eng.ingest(&o);
+        }
+    }
+    close(&mut eng, 0);
+    let snap = eng.snapshot();
+    let s = &snap
+        .entities
+        .iter()
+        .find(|e| e.entity == asn(100))
+        .unwrap()
+        .signals[0];
+    assert_eq!((s.targets, s.targets_down), (2, 1));
+}
+
+#[test]
 fn partial_outage_opens_and_closes_with_the_right_times() {
     let agents = ["a", "b", "c"];
     let mut eng = Engine::new(DetectConfig::default());

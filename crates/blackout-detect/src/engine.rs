@@ -35,6 +35,9 @@ struct TargetMeta {
 struct Cell {
     ok: u16,
     fail: u16,
+    /// Block rounds that ended uncertain: the agent measured and could not tell.
+    #[serde(default)]
+    unsure: u16,
     probes: u32,
     replies: u32,
     rtt_ms: f32,
@@ -45,6 +48,7 @@ impl Default for Cell {
         Cell {
             ok: 0,
             fail: 0,
+            unsure: 0,
             probes: 0,
             replies: 0,
             rtt_ms: f32::INFINITY,
@@ -604,7 +608,7 @@ impl Engine {
                 Some(b) => match b.verdict {
                     BlockVerdict::Up => cell.ok = cell.ok.saturating_add(1),
                     BlockVerdict::Down => cell.fail = cell.fail.saturating_add(1),
-                    BlockVerdict::Uncertain => {}
+                    BlockVerdict::Uncertain => cell.unsure = cell.unsure.saturating_add(1),
                 },
                 None => {
                     if obs.ok {
@@ -811,6 +815,7 @@ impl Engine {
         struct TAcc {
             probed: u32,
             failed: u32,
+            unsure: u32,
             probes: u64,
             replies: u64,
             /// The healthy agents' RTTs of the target.
@@ -844,6 +849,8 @@ impl Engine {
             } else if cell.fail > 0 {
                 t.probed += 1;
                 t.failed += 1;
+            } else if cell.unsure > 0 {
+                t.unsure += 1;
             }
             t.probes += cell.probes as u64;
             t.replies += cell.replies as u64;
@@ -855,7 +862,14 @@ impl Engine {
             if t.probed == 0 {
                 continue;
             }
-            let down = t.failed as f64 > self.cfg.down_quorum * t.probed as f64;
+            // A vantage that measured a block and could not tell still votes: a block is
+            // down only when most of the vantages that measured it say so, and up likewise
+            // (else it has no verdict this bin). Without it one vantage that lost its path
+            // to a network decides alone for every block the others are unsure of.
+            let voters = (t.probed + t.unsure) as f64;
+            let down = t.failed as f64 > self.cfg.down_quorum * voters;
+            let judged =
+                down || (t.probed - t.failed) as f64 >= (1.0 - self.cfg.down_quorum) * voters;
             let meta = &self.targets[target as usize];
             // The lower median over agents: a delay counts only when at least half the
             // vantage points saw it. One agent's slow answers (SYNs retransmitted across
@@ -884,7 +898,7 @@ impl Engine {
                 }
                 if down {
                     acc.down += 1;
-                } else {
+                } else if judged {
                     acc.up += 1;
                     acc.probes += t.probes;
                     acc.replies += t.replies;

@@ -431,6 +431,15 @@ impl Band {
             self.verdicts as f64 / self.rounds as f64
         }
     }
+    /// Share of the rounds that end with a right verdict: a false `down` is a verdict, but
+    /// a wrong one (these blocks are all live and reachable when counted).
+    pub fn right_coverage(&self) -> f64 {
+        if self.rounds == 0 {
+            1.0
+        } else {
+            (self.verdicts - self.false_down) as f64 / self.rounds as f64
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -598,6 +607,10 @@ impl ProbeSimReport {
             "| coverage: responsive block rounds with a verdict | {:.4} | >= {GOAL_COVERAGE} | {} |\n",
             self.coverage(),
             yes(self.coverage() >= GOAL_COVERAGE)
+        );
+        s += &format!(
+            "| responsive block rounds with a right verdict (up) | {:.4} | - | |\n",
+            self.all.right_coverage()
         );
         s += &format!(
             "| responsive blocks with a verdict in >= 90 % of their rounds | {:.4} | - | |\n",
