@@ -43,7 +43,10 @@ pub const FILE: &str = "snapshot.bin";
 ///     (named in the log) and the log replayed, which rebuilds the trails.
 /// 06: the detector's loss samples (per bin aggregate and series) and
 ///     `throttle_rtt_added_ms` in its settings.
-const MAGIC: &[u8; 8] = b"BLKSNP06";
+/// 07: the detector's BGP state (withdrawal evidence, live readings, mechanisms). BGP
+///     readings are not in the observation log: after an 06 file is refused and the log
+///     replayed, the bgp series re-learn from the readings the BGP sources send again.
+const MAGIC: &[u8; 8] = b"BLKSNP07";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";
