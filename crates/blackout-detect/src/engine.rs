@@ -836,6 +836,10 @@ impl Engine {
             let since = live.low_since.unwrap_or(t);
             let share = live.share;
             let Some(sev) = self.bgp_live_state(e) else {
+                // No baseline yet: nothing to confirm against.
+                if let Some(l) = self.bgp_live.get_mut(&e) {
+                    l.confirmed = false;
+                }
                 continue;
             };
             let key = self.entities[e as usize].clone();
@@ -865,7 +869,27 @@ impl Engine {
             if parent_national {
                 continue;
             }
-            let kind = if key.is_country() && sev == State::Outage {
+            // National as for the probes: more than `national_network_share` of the
+            // country's networks (those BGP reports on) low too. One large network
+            // withdrawing is its own partial event and its country's.
+            let national = key.is_country() && sev == State::Outage && {
+                let kids: Vec<u32> = self
+                    .children
+                    .get(&e)
+                    .map(|k| {
+                        k.iter()
+                            .copied()
+                            .filter(|k| self.bgp_live.contains_key(k))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let low = kids
+                    .iter()
+                    .filter(|k| self.bgp_live[*k].low_since.is_some())
+                    .count();
+                kids.is_empty() || low as f64 > self.cfg.national_network_share * kids.len() as f64
+            };
+            let kind = if national {
                 EventKind::NationalBlackout
             } else {
                 EventKind::Partial
