@@ -282,6 +282,8 @@ pub struct EntitySnapshot {
     pub no_verdict: Option<NoVerdict>,
     pub kind: Option<EventKind>,
     pub event_id: Option<u64>,
+    /// How the entity was cut: the mechanism of its open event.
+    pub mechanism: Option<Mechanism>,
     pub signals: Vec<SignalSnapshot>,
 }
 
@@ -2129,6 +2131,7 @@ impl Engine {
                 no_verdict: self.no_verdict(e, &signals),
                 kind: view.and_then(|v| v.kind),
                 event_id: self.open.get(&e).map(|i| self.events[*i].id),
+                mechanism: self.open.get(&e).and_then(|i| self.events[*i].mechanism),
                 signals,
             });
         }

@@ -50,7 +50,7 @@ impl std::fmt::Display for EventKind {
 }
 
 /// How a country or network was cut: what BGP and the probes saw together. A closed
-/// set: a label value of `blackout_country_event_open`.
+/// set: a label value of `blackout_events_open` (with `unknown` for None).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mechanism {
