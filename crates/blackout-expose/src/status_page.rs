@@ -679,7 +679,11 @@ pub fn event_view(e: &blackout_detect::Event) -> EventView {
             agents: e.evidence.agents.clone(),
             share_of_targets: Some(e.evidence.share_of_targets),
             bgp_lowest_share: e.evidence.bgp_lowest_share,
-            prefixes_withdrawn: e.evidence.bgp_withdrawals.as_ref().map(|w| w.prefixes_withdrawn),
+            prefixes_withdrawn: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.prefixes_withdrawn),
             withdrawn_examples: e
                 .evidence
                 .bgp_withdrawals
@@ -692,7 +696,11 @@ pub fn event_view(e: &blackout_detect::Event) -> EventView {
                 .as_ref()
                 .map(|w| w.peers.clone())
                 .unwrap_or_default(),
-            first_withdrawal_at: e.evidence.bgp_withdrawals.as_ref().map(|w| w.first_withdrawal_at),
+            first_withdrawal_at: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.first_withdrawal_at),
         },
     }
 }
