@@ -338,30 +338,36 @@ impl SimReport {
             self.late_in_evidence,
         );
         s += "\n| mechanism (truth) | disturbances found | mechanism right | accuracy | median delay (bins) | p90 delay (bins) | named instead |\n|---|---|---|---|---|---|---|\n";
-        let mut by_mech: BTreeMap<&str, (usize, usize, Vec<f64>, BTreeMap<String, usize>)> =
-            BTreeMap::new();
+        // Rows of the kinds that name one mechanism, added up per mechanism.
+        let mut by_mech: BTreeMap<&str, KindRow> = BTreeMap::new();
         for (k, r) in &self.kinds {
             let Some(m) = k.mechanism() else { continue };
             let e = by_mech.entry(m.as_str()).or_default();
-            e.0 += r.found;
-            e.1 += r.mechanism_right;
-            e.2.extend(r.delays.iter().copied());
+            e.found += r.found;
+            e.mechanism_right += r.mechanism_right;
+            e.delays.extend(r.delays.iter().copied());
             for (w, n) in &r.mechanism_wrong {
-                *e.3.entry(w.clone()).or_default() += n;
+                *e.mechanism_wrong.entry(w.clone()).or_default() += n;
             }
         }
-        for (m, (found, right, mut d, wrong)) in by_mech {
+        for (m, mut r) in by_mech {
             let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
-            let wrong: Vec<String> = wrong.iter().map(|(w, n)| format!("{w} x{n}")).collect();
+            let wrong: Vec<String> = r
+                .mechanism_wrong
+                .iter()
+                .map(|(w, n)| format!("{w} x{n}"))
+                .collect();
             s += &format!(
-                "| {m} | {found} | {right} | {:.3} | {} | {} | {} |\n",
-                if found == 0 {
+                "| {m} | {} | {} | {:.3} | {} | {} | {} |\n",
+                r.found,
+                r.mechanism_right,
+                if r.found == 0 {
                     1.0
                 } else {
-                    right as f64 / found as f64
+                    r.mechanism_right as f64 / r.found as f64
                 },
-                fmt(pct(&mut d, 0.5)),
-                fmt(pct(&mut d, 0.9)),
+                fmt(pct(&mut r.delays, 0.5)),
+                fmt(pct(&mut r.delays, 0.9)),
                 if wrong.is_empty() {
                     "-".into()
                 } else {
