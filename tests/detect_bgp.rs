@@ -332,3 +332,49 @@ fn one_noisy_reading_opens_no_event() {
         eng.events().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn bgp_state_survives_a_snapshot() {
+    let cut = Cut {
+        probes: &[100, 200],
+        routes: &[100, 200],
+        dns: false,
+    };
+    let cfg = DetectConfig::default();
+    let mut eng = Engine::new(cfg.clone());
+    let mut changes = Vec::new();
+    for bin in 0..22 {
+        let c = if bin >= 20 { cut } else { Cut::default() };
+        run_bin(&mut eng, bin, c, None, &mut changes);
+    }
+    assert_eq!(eng.open_events().count(), 1);
+    // As the collector's snapshot does: the whole engine in postcard, settings put back.
+    let saved = postcard::to_stdvec(&eng).unwrap();
+    let mut back = postcard::from_bytes::<Engine>(&saved)
+        .unwrap()
+        .with_config(cfg);
+    let open: Vec<Event> = back.open_events().cloned().collect();
+    assert_eq!(open[0].mechanism, Some(Mechanism::RoutesWithdrawn));
+    assert!(back.bgp_withdrawals(&kz()).is_none());
+    assert_eq!(
+        back.bgp_withdrawals(&EntityKey::Asn {
+            country: "KZ".into(),
+            asn: 100
+        })
+        .map(|w| w.prefixes_withdrawn),
+        Some(3)
+    );
+    // The restored engine goes on: the withdrawal stays one event (no second opening
+    // from the restored readings), which closes once routes and probes are back.
+    let mut after = Vec::new();
+    run_bin(&mut back, 22, cut, None, &mut after);
+    assert!(
+        after.iter().all(|(_, c)| c.change != ChangeKind::Opened),
+        "{after:#?}"
+    );
+    for bin in 23..26 {
+        run_bin(&mut back, bin, Cut::default(), None, &mut after);
+    }
+    assert_eq!(back.open_events().count(), 0);
+    assert_eq!(back.events().count(), 1);
+}
