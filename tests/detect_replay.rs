@@ -43,7 +43,15 @@ fn signals_csv_replay_finds_a_regional_blackout() {
         .expect("Zulia event");
     assert_eq!(zulia.start.timestamp(), t0 + 30 * 3600);
     assert_eq!(zulia.end.map(|t| t.timestamp()), Some(t0 + 36 * 3600));
-    assert!(evs.iter().any(|e| e.entity.to_string() == "AS8048"));
+    // BGP alone: the network's routes went, and its event says so.
+    let as8048 = evs
+        .iter()
+        .find(|e| e.entity.to_string() == "AS8048")
+        .expect("AS8048 event");
+    assert_eq!(
+        as8048.mechanism,
+        Some(blackout_detect::Mechanism::RoutesWithdrawn)
+    );
     assert!(evs.iter().all(|e| e.entity.to_string() != "VE/Lara"));
     // Half of two regions is not "most": no national event.
     assert!(evs.iter().all(|e| e.kind != EventKind::NationalBlackout));

@@ -627,6 +627,7 @@ fn example_view() -> StatusView {
                 start: at(58),
                 end: None,
                 peak_drop: Some(0.95),
+                mechanism: Some("routes_withdrawn".into()),
                 evidence: Evidence {
                     signals: vec!["icmp".into(), "dns".into(), "tcp".into()],
                     networks: vec![
@@ -637,6 +638,7 @@ fn example_view() -> StatusView {
                     ],
                     agents: vec!["fra-1".into(), "ams-2".into(), "waw-1".into()],
                     share_of_targets: Some(0.94),
+                    ..Evidence::default()
                 },
             },
             EventView {
@@ -647,11 +649,13 @@ fn example_view() -> StatusView {
                 start: at(50),
                 end: None,
                 peak_drop: Some(0.31),
+                mechanism: Some("traffic_blocked".into()),
                 evidence: Evidence {
                     signals: vec!["icmp".into()],
                     networks: vec!["AS8193".into()],
                     agents: vec!["fra-1".into(), "waw-1".into()],
                     share_of_targets: Some(0.3),
+                    ..Evidence::default()
                 },
             },
             EventView {
@@ -662,11 +666,13 @@ fn example_view() -> StatusView {
                 start: at(10),
                 end: Some(at(22)),
                 peak_drop: None,
+                mechanism: Some("throttling".into()),
                 evidence: Evidence {
                     signals: vec!["icmp".into(), "tcp".into()],
                     networks: vec!["AS43197".into()],
                     agents: vec!["ams-2".into()],
                     share_of_targets: None,
+                    ..Evidence::default()
                 },
             },
         ],

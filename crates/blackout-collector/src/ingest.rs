@@ -789,7 +789,7 @@ mod tests {
                 .state
                 .engine
                 .open_events()
-                .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
+                .map(crate::read::open_event_labels)
                 .collect();
             let agg =
                 live.state

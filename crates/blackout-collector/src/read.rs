@@ -24,8 +24,9 @@ pub struct Scrape {
     pub latest: LatestAggregate,
     /// The detector's view after the last tick.
     pub verdicts: Snapshot,
-    /// (country, kind) of every open event.
-    pub open_events: Vec<(String, &'static str)>,
+    /// (country, kind, mechanism) of every open event; the mechanism `unknown` when the
+    /// event has none (no BGP data for a reachability event).
+    pub open_events: Vec<(String, &'static str, &'static str)>,
     /// When each agent's last batch was accepted.
     pub last_report: HashMap<String, DateTime<Utc>>,
     /// The report interval each agent declared (see [`crate::silence`]).
@@ -109,7 +110,7 @@ impl ReadModel {
                 .state
                 .engine
                 .open_events()
-                .map(|e| (e.entity.country().to_string(), e.kind.as_str()))
+                .map(open_event_labels)
                 .collect();
             (
                 live.state
@@ -138,4 +139,15 @@ impl Collector {
     pub fn read_model(self: &Arc<Self>) -> ReadModel {
         ReadModel::new(self.clone())
     }
+}
+
+/// The labels of one open event in `blackout_events_open`.
+pub(crate) fn open_event_labels(
+    e: &blackout_detect::Event,
+) -> (String, &'static str, &'static str) {
+    (
+        e.entity.country().to_string(),
+        e.kind.as_str(),
+        e.mechanism.map_or("unknown", |m| m.as_str()),
+    )
 }

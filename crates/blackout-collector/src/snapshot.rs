@@ -45,7 +45,10 @@ pub const FILE: &str = "snapshot.bin";
 ///     `throttle_rtt_added_ms` in its settings.
 /// 07: the detector keeps each agent's first bin (an agent without controls is not a
 ///     healthy vantage in its first bins).
-const MAGIC: &[u8; 8] = b"BLKSNP07";
+/// 08: the detector's BGP state (withdrawal evidence, live readings, mechanisms). BGP
+///     readings are not in the observation log: after an older file is refused and the
+///     log replayed, the bgp series re-learn from the readings the BGP sources send again.
+const MAGIC: &[u8; 8] = b"BLKSNP08";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";

@@ -114,3 +114,55 @@ impl Validator {
         replaced
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blackout_model::catalog::TargetKind;
+    use blackout_model::observation::Observation;
+
+    #[test]
+    fn a_bgp_observation_is_refused_by_name() {
+        let target = Target {
+            id: "tcp-1".into(),
+            country: "KZ".into(),
+            asn: 9198,
+            region: None,
+            control: false,
+            kind: TargetKind::Tcp {
+                address: "192.0.2.1:443".parse().unwrap(),
+            },
+        };
+        let v = Validator::new(&[target], 3600, 60);
+        let now = Utc::now();
+        let mut o = Observation {
+            agent: "a".into(),
+            target: "tcp-1".into(),
+            country: "KZ".into(),
+            asn: 9198,
+            region: None,
+            signal: Signal::Tcp,
+            control: false,
+            measured_at: now,
+            ok: true,
+            phase: None,
+            failure: None,
+            rtt_ms: Some(10.0),
+            block: None,
+            timings_ms: None,
+        };
+        let batch = |o: &Observation| Batch {
+            batch_id: "b1".into(),
+            agent: "a".into(),
+            observations: vec![o.clone()],
+            spool: None,
+        };
+        assert!(v.validate(&batch(&o), now).is_ok());
+        o.signal = Signal::Bgp;
+        let e = v.validate(&batch(&o), now).unwrap_err().to_string();
+        assert!(
+            e.contains("observations[0]") && e.contains("field `signal`: bgp"),
+            "{e}"
+        );
+    }
+}

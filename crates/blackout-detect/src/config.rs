@@ -64,6 +64,12 @@ pub const DEFAULT_NATIONAL_NETWORK_SHARE: f64 = 0.5;
 /// National: at least this share of a country's signals are disrupted.
 pub const DEFAULT_NATIONAL_SIGNAL_SHARE: f64 = 0.5;
 
+/// BGP: a drop of a country's or network's visible share counts once it has lasted this
+/// long (readings of the BGP sources, not bins): a route withdrawn and announced again
+/// within it (path hunting, one noisy reading) is no event, a withdrawal that stays opens
+/// or marks the event this long after it was heard, without waiting for a bin to close.
+pub const DEFAULT_BGP_CONFIRM_SECS: u64 = 60;
+
 /// Per-signal override of the ratio thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +108,7 @@ pub struct DetectConfig {
     pub service_min_bins: u32,
     pub national_network_share: f64,
     pub national_signal_share: f64,
+    pub bgp_confirm_secs: u64,
     /// Overrides of `warning_ratio`/`outage_ratio` per signal, e.g. `[detect.signals.dns]`.
     pub signals: BTreeMap<Signal, SignalThresholds>,
 }
@@ -135,6 +142,7 @@ impl Default for DetectConfig {
             service_min_bins: DEFAULT_SERVICE_MIN_BINS,
             national_network_share: DEFAULT_NATIONAL_NETWORK_SHARE,
             national_signal_share: DEFAULT_NATIONAL_SIGNAL_SHARE,
+            bgp_confirm_secs: DEFAULT_BGP_CONFIRM_SECS,
             signals: BTreeMap::new(),
         }
     }
@@ -179,6 +187,12 @@ impl DetectConfig {
             ("national_signal_share", self.national_signal_share),
         ] {
             share(key, v)?;
+        }
+        if self.bgp_confirm_secs > self.late_window_secs.max(self.bin_secs) {
+            return Err(format!(
+                "bgp_confirm_secs: {} must not exceed late_window_secs (or bin_secs)",
+                self.bgp_confirm_secs
+            ));
         }
         if self.outage_ratio >= self.warning_ratio {
             return Err("outage_ratio: must be below warning_ratio".into());

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::DetectConfig;
 use super::entity::EntityKey;
-use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence};
+use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence, Mechanism};
 use super::series::{BaselineShape, History, Rules, State, Tracker, Trail, baseline, median};
 use super::throttle;
-use blackout_model::observation::{BlockVerdict, Observation, Signal};
+use blackout_model::bgp::{BgpVisibility, BgpWithdrawals};
+use blackout_model::observation::{BlockVerdict, Observation, Signal, is_country_code};
 // Fx, not SipHash: the keys are our own interned ids and agent/target names from
 // authenticated agents, so a DoS-resistant hash buys nothing on the ingest hot path and
 // cost a third of the ingest time.
@@ -18,6 +19,26 @@ use rustc_hash::FxHashMap as FxMap;
 
 /// Evidence lists are capped so that an event stays small whatever the fleet size.
 const MAX_EVIDENCE_NAMES: usize = 64;
+
+/// A BGP reading older than this gives its entity no bgp value: the sources re-send every
+/// entity's visibility periodically, so silence this long is a source that stopped, not
+/// routes that stayed (or stayed away).
+pub const BGP_READING_MAX_AGE_SECS: i64 = 3600;
+
+/// The last BGP reading of one entity and the run of low readings it is in.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct BgpLive {
+    /// Visible share; None: BGP knows nothing (no quorum of peers).
+    share: Option<f64>,
+    /// When it was read (Unix seconds).
+    at: i64,
+    /// The last share that was not low: what a low run not yet confirmed stands for.
+    steady: Option<f64>,
+    /// First reading of the current run below `warning_ratio` of the baseline.
+    low_since: Option<i64>,
+    /// The run lasted `bgp_confirm_secs`: it counts, and its event was opened or marked.
+    confirmed: bool,
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct TargetMeta {
@@ -166,6 +187,9 @@ pub struct EngineStats {
     pub too_late_observations: u64,
     pub bins_closed: u64,
     pub bins_reevaluated: u64,
+    /// Readings of the BGP sources (`ingest_bgp`).
+    #[serde(default)]
+    pub bgp_readings: u64,
 }
 
 /// How far back [`Engine::trails`] reaches: the 7 days a country page draws. Memory: one
@@ -262,6 +286,8 @@ pub struct EntitySnapshot {
     pub no_verdict: Option<NoVerdict>,
     pub kind: Option<EventKind>,
     pub event_id: Option<u64>,
+    /// How the entity was cut: the mechanism of its open event.
+    pub mechanism: Option<Mechanism>,
     pub signals: Vec<SignalSnapshot>,
 }
 
@@ -381,6 +407,12 @@ pub struct Engine {
     /// Late observations older than the raw window, per entity and bin, not yet added to
     /// the evidence of the events covering them.
     late_evidence: FxMap<(u32, i64), u64>,
+    /// Per entity, the withdrawals the BGP sources last reported (gone once the entity's
+    /// space is fully visible again): the evidence of a `routes_withdrawn` event.
+    #[serde(default)]
+    bgp_withdrawals: FxMap<u32, BgpWithdrawals>,
+    #[serde(default)]
+    bgp_live: FxMap<u32, BgpLive>,
 }
 
 fn trail_slot(value: f64, baseline: Option<f64>) -> (f32, f32) {
@@ -444,6 +476,8 @@ impl Engine {
             last_health: Vec::new(),
             last_uncovered: BTreeSet::new(),
             late_evidence: FxMap::default(),
+            bgp_withdrawals: FxMap::default(),
+            bgp_live: FxMap::default(),
         }
     }
 
@@ -688,6 +722,256 @@ impl Engine {
         self.stats.values += 1;
     }
 
+    /// One reading of a BGP source: the visible share of a country's or one of its
+    /// networks' address space becomes a value of that entity's `bgp` series, and the
+    /// withdrawals become the evidence its events carry. A reading without a share (no
+    /// quorum of healthy peers, no address space) says nothing: BGP not knowing is not the
+    /// entity going dark. A reading whose country is not an ISO code is dropped (the
+    /// sources build them from the catalog, so that is a source's bug, not data).
+    pub fn ingest_bgp(&mut self, v: &BgpVisibility) {
+        if !is_country_code(&v.country) {
+            return;
+        }
+        let entity = match v.asn {
+            None => EntityKey::Country(v.country.clone()),
+            Some(asn) => EntityKey::Asn {
+                country: v.country.clone(),
+                asn,
+            },
+        };
+        let e = self.intern_entity(entity.clone());
+        match &v.withdrawals {
+            Some(w) => {
+                self.bgp_withdrawals.insert(e, w.clone());
+            }
+            None => {
+                self.bgp_withdrawals.remove(&e);
+            }
+        }
+        self.stats.bgp_readings += 1;
+        let at = v.at.timestamp();
+        let share = v.share();
+        let base = self
+            .series
+            .get(&(e, Signal::Bgp))
+            .and_then(|s| s.level.last_baseline)
+            .filter(|b| *b > 1e-9);
+        let warn = self.cfg.thresholds(Signal::Bgp).0;
+        let live = self.bgp_live.entry(e).or_default();
+        if at < live.at {
+            // Readings of one entity come in order; an older one is a source's replay.
+            return;
+        }
+        // Low against the baseline of the last closed bin: during warm-up nothing is low.
+        let low = share.zip(base).is_some_and(|(s, b)| s / b < warn);
+        if low {
+            live.low_since.get_or_insert(at);
+        } else {
+            live.low_since = None;
+            live.confirmed = false;
+            live.steady = share;
+        }
+        live.share = share;
+        live.at = at;
+    }
+
+    /// The bgp value of an entity for a bin that closes at `end` (Unix seconds): the share
+    /// read last, but the steady one while a low run is not yet confirmed (one noisy
+    /// reading is not the entity's space falling), and none when the reading is stale.
+    fn bgp_value(&self, live: &BgpLive, end: i64) -> Option<f64> {
+        if end - live.at > BGP_READING_MAX_AGE_SECS {
+            return None;
+        }
+        match live.low_since {
+            Some(since) if !live.confirmed && end - since < self.cfg.bgp_confirm_secs as i64 => {
+                live.steady
+            }
+            _ => live.share,
+        }
+    }
+
+    /// The state a confirmed BGP drop of `e` stands for now (None: no confirmed drop).
+    fn bgp_live_state(&self, e: u32) -> Option<State> {
+        let live = self.bgp_live.get(&e).filter(|l| l.confirmed)?;
+        let base = self.series.get(&(e, Signal::Bgp))?.level.last_baseline?;
+        let ratio = live.share? / base;
+        let (_, outage) = self.cfg.thresholds(Signal::Bgp);
+        Some(if ratio < outage {
+            State::Outage
+        } else {
+            State::Warning
+        })
+    }
+
+    /// Withdrawal evidence of `e`: its own, or for a country without its own, its
+    /// networks' together.
+    fn withdrawals_of(&self, e: u32) -> Option<BgpWithdrawals> {
+        if let Some(w) = self.bgp_withdrawals.get(&e) {
+            return Some(w.clone());
+        }
+        let kids = self.children.get(&e)?;
+        let mut out: Option<BgpWithdrawals> = None;
+        for w in kids.iter().filter_map(|k| self.bgp_withdrawals.get(k)) {
+            match &mut out {
+                None => out = Some(w.clone()),
+                Some(o) => {
+                    o.prefixes_withdrawn =
+                        o.prefixes_withdrawn.saturating_add(w.prefixes_withdrawn);
+                    o.first_withdrawal_at = o.first_withdrawal_at.min(w.first_withdrawal_at);
+                    for x in &w.examples {
+                        if o.examples.len() < BgpWithdrawals::MAX_LISTED && !o.examples.contains(x)
+                        {
+                            o.examples.push(x.clone());
+                        }
+                    }
+                    for x in &w.peers {
+                        if o.peers.len() < BgpWithdrawals::MAX_LISTED && !o.peers.contains(x) {
+                            o.peers.push(x.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// BGP drops that lasted `bgp_confirm_secs` by `now` open their entity's event, or
+    /// mark the open one `routes_withdrawn`, without waiting for the bin to close.
+    /// Countries first, so that a country's national event absorbs its networks' drops.
+    fn bgp_live_check(&mut self, now: DateTime<Utc>, changes: &mut Vec<EventChange>) {
+        let confirm = self.cfg.bgp_confirm_secs as i64;
+        let t = now.timestamp();
+        let mut due: Vec<u32> = self
+            .bgp_live
+            .iter()
+            .filter(|(_, l)| !l.confirmed && l.low_since.is_some_and(|s| t - s >= confirm))
+            .map(|(e, _)| *e)
+            .collect();
+        due.sort_by_key(|e| (!self.entities[*e as usize].is_country(), *e));
+        for e in due {
+            let Some(live) = self.bgp_live.get_mut(&e) else {
+                continue;
+            };
+            live.confirmed = true;
+            let since = live.low_since.unwrap_or(t);
+            let share = live.share;
+            let Some(sev) = self.bgp_live_state(e) else {
+                // No baseline yet: nothing to confirm against.
+                if let Some(l) = self.bgp_live.get_mut(&e) {
+                    l.confirmed = false;
+                }
+                continue;
+            };
+            let key = self.entities[e as usize].clone();
+            let bin = self.bin_of(now);
+            if let Some(&i) = self.open.get(&e) {
+                if self.events[i].kind.family() == EventKind::Partial.family() {
+                    let ev = &mut self.events[i];
+                    let before = (ev.severity, ev.mechanism);
+                    ev.severity = ev.severity.max(sev);
+                    ev.mechanism = Some(Mechanism::RoutesWithdrawn);
+                    if (ev.severity, ev.mechanism) != before {
+                        self.note_bgp(i, e, share);
+                        changes.push(EventChange {
+                            change: ChangeKind::Updated,
+                            event: self.events[i].clone(),
+                        });
+                    }
+                    continue;
+                }
+                self.close_event(e, i, bin, changes);
+            }
+            let parent_national = key
+                .parent()
+                .and_then(|p| self.entity_index.get(&p))
+                .and_then(|p| self.open.get(p))
+                .is_some_and(|i| self.events[*i].kind == EventKind::NationalBlackout);
+            if parent_national {
+                continue;
+            }
+            // National as for the probes: more than `national_network_share` of the
+            // country's networks (those BGP reports on) low too. One large network
+            // withdrawing is its own partial event and its country's.
+            let national = key.is_country() && sev == State::Outage && {
+                let kids: Vec<u32> = self
+                    .children
+                    .get(&e)
+                    .map(|k| {
+                        k.iter()
+                            .copied()
+                            .filter(|k| self.bgp_live.contains_key(k))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let low = kids
+                    .iter()
+                    .filter(|k| self.bgp_live[*k].low_since.is_some())
+                    .count();
+                kids.is_empty() || low as f64 > self.cfg.national_network_share * kids.len() as f64
+            };
+            let kind = if national {
+                EventKind::NationalBlackout
+            } else {
+                EventKind::Partial
+            };
+            let c = Cond {
+                since: Some(self.bin_of(Utc.timestamp_opt(since, 0).single().unwrap_or(now))),
+                mechanism: Some(Mechanism::RoutesWithdrawn),
+                ..Cond::default()
+            };
+            self.open_event(e, kind, sev, &c, bin, now, changes);
+            if let Some(&i) = self.open.get(&e) {
+                self.note_bgp(i, e, share);
+                if let Some(last) = changes.last_mut() {
+                    last.event = self.events[i].clone();
+                }
+            }
+        }
+    }
+
+    /// Puts `e`'s BGP evidence into event `i`.
+    fn note_bgp(&mut self, i: usize, e: u32, share: Option<f64>) {
+        let w = self.withdrawals_of(e);
+        let ev = &mut self.events[i].evidence;
+        if let Some(s) = share {
+            ev.bgp_lowest_share = Some(ev.bgp_lowest_share.map_or(s, |x| x.min(s)));
+        }
+        if w.is_some() {
+            ev.bgp_withdrawals = w;
+        }
+    }
+
+    /// Gives every closing bin from `from` to `to` the bgp value of each entity BGP
+    /// reports on (as an aggregate value of the bin).
+    fn fill_bgp_bins(&mut self, from: i64, to: i64) {
+        if self.bgp_live.is_empty() {
+            return;
+        }
+        let from = from.max(to - self.late_bins);
+        for b in from..=to {
+            let end = self.bin_start(b + 1).timestamp();
+            let values: Vec<(u32, f64)> = self
+                .bgp_live
+                .iter()
+                .filter(|(_, l)| l.at <= end + self.cfg.grace_secs as i64 || b == to)
+                .filter_map(|(e, l)| Some((*e, self.bgp_value(l, end)?)))
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let bd = self.bins.entry(b).or_default();
+            for (e, v) in values {
+                bd.values.insert((e, Signal::Bgp, Metric::Level), (v, 1));
+            }
+        }
+    }
+
+    /// The withdrawals the BGP sources last reported for an entity.
+    pub fn bgp_withdrawals(&self, entity: &EntityKey) -> Option<&BgpWithdrawals> {
+        let e = self.entity_index.get(entity)?;
+        self.bgp_withdrawals.get(e)
+    }
+
     /// The first instant after `now` at which `advance` closes another bin (a bin's end
     /// plus the grace), so that a caller can wake then instead of polling.
     pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -712,12 +996,14 @@ impl Engine {
         if !self.late_evidence.is_empty() {
             self.apply_late_evidence(&mut changes);
         }
+        self.bgp_live_check(now, &mut changes);
         let bin = self.cfg.bin_secs as i64;
         let closable = (now.timestamp() - self.cfg.grace_secs as i64).div_euclid(bin) - 1;
         if self.last_closed.is_some_and(|lc| closable <= lc) {
             return changes;
         }
         let from = self.last_closed.map_or(i64::MIN, |lc| lc + 1);
+        self.fill_bgp_bins(from, closable);
         let to_close: Vec<i64> = self.bins.range(from..=closable).map(|(b, _)| *b).collect();
         for b in to_close {
             let mut result = self.aggregate(b);
@@ -1191,13 +1477,14 @@ impl Engine {
                     self.open_event(e, kind, sev, c, bin, now, changes);
                 }
                 (Some(i), Some((kind, sev))) if self.events[i].kind.family() == kind.family() => {
-                    let before = (self.events[i].kind, self.events[i].severity);
                     let ev = &mut self.events[i];
+                    let before = (ev.kind, ev.severity, ev.mechanism);
                     if kind == EventKind::NationalBlackout {
                         ev.kind = kind;
                     }
                     ev.severity = ev.severity.max(sev);
-                    if (ev.kind, ev.severity) != before {
+                    ev.mechanism = merge_mechanism(vec![ev.mechanism, conds[&e].mechanism]);
+                    if (ev.kind, ev.severity, ev.mechanism) != before {
                         changes.push(EventChange {
                             change: ChangeKind::Updated,
                             event: ev.clone(),
@@ -1215,6 +1502,7 @@ impl Engine {
                     let ev = &mut self.events[i];
                     ev.kind = kind;
                     ev.severity = ev.severity.max(sev);
+                    ev.mechanism = conds[&e].mechanism;
                     changes.push(EventChange {
                         change: ChangeKind::Updated,
                         event: ev.clone(),
@@ -1249,6 +1537,10 @@ impl Engine {
                 let ev = &mut self.events[i];
                 ev.evidence.bins += 1;
                 if let Some(c) = c {
+                    if let Some(sh) = c.bgp_share {
+                        ev.evidence.bgp_lowest_share =
+                            Some(ev.evidence.bgp_lowest_share.map_or(sh, |x| x.min(sh)));
+                    }
                     ev.peak_drop = ev.peak_drop.max(c.peak_drop);
                     ev.peak_rtt_ratio = ev.peak_rtt_ratio.max(c.rtt_ratio);
                     for s in &c.signals {
@@ -1267,6 +1559,11 @@ impl Engine {
                     push_capped(&mut ev.evidence.unhealthy_agents, a);
                 }
                 merge_counts(&mut ev.evidence, counts);
+                if ev.mechanism == Some(Mechanism::RoutesWithdrawn)
+                    && let Some(w) = self.withdrawals_of(e)
+                {
+                    self.events[i].evidence.bgp_withdrawals = Some(w);
+                }
             }
         }
         self.views = conds
@@ -1316,6 +1613,7 @@ impl Engine {
             detected_at: now,
             peak_drop: 0.0,
             peak_rtt_ratio: 1.0,
+            mechanism: c.mechanism,
             evidence: Evidence::default(),
         };
         self.next_id += 1;
@@ -1350,7 +1648,8 @@ impl Engine {
             by_entity.entry(*e).or_default().push((*s, ser));
         }
         for (e, sigs) in &by_entity {
-            if let Some(c) = self.own_condition(sigs, self.entities[*e as usize].is_country(), bin)
+            if let Some(c) =
+                self.own_condition(*e, sigs, self.entities[*e as usize].is_country(), bin)
             {
                 own.insert(*e, c);
             }
@@ -1421,6 +1720,8 @@ impl Engine {
                         c.state = sev;
                         c.net = Some(sev);
                         c.event = Some((EventKind::NationalBlackout, sev));
+                        c.mechanism =
+                            merge_mechanism(disrupted.iter().map(|k| own[k].mechanism).collect());
                         c.networks = disrupted.iter().map(|k| name(*k)).collect();
                         c.since = disrupted.iter().filter_map(|k| own[k].since).min();
                         c.peak_drop = disrupted
@@ -1492,13 +1793,27 @@ impl Engine {
     /// more often than a country's name servers do.
     fn own_condition(
         &self,
+        e: u32,
         sigs: &[(Signal, &SignalSeries)],
         is_country: bool,
         bin: i64,
     ) -> Option<Cond> {
+        // BGP votes on its own (below): it is the network's routes, not one more probe.
+        let bgp_series = sigs
+            .iter()
+            .find(|(s, ss)| *s == Signal::Bgp && ss.level.tracker.state.is_some())
+            .map(|(_, ss)| *ss);
+        // A confirmed drop between bins counts at once, before the state machine's
+        // minimum duration: its event is already open.
+        let bgp_state = bgp_series
+            .map(|ss| ss.level.tracker.state())
+            .max(self.bgp_live_state(e));
+        let bgp_share = bgp_series
+            .filter(|ss| ss.level.last_bin == Some(bin))
+            .and_then(|ss| ss.level.last_value);
         let mut with_verdict: Vec<(Signal, &SignalSeries)> = sigs
             .iter()
-            .filter(|(_, s)| s.level.tracker.state.is_some())
+            .filter(|(sig, s)| *sig != Signal::Bgp && s.level.tracker.state.is_some())
             .copied()
             .collect();
         let is_net = |s: Signal| matches!(s, Signal::Icmp | Signal::Tcp);
@@ -1521,7 +1836,7 @@ impl Engine {
             })
             .map(|(sig, _)| *sig)
             .collect();
-        if with_verdict.is_empty() && throttled_sigs.is_empty() {
+        if with_verdict.is_empty() && throttled_sigs.is_empty() && bgp_state.is_none() {
             return None;
         }
         let (net_sigs, svc_sigs): (Vec<_>, Vec<_>) = if has_net {
@@ -1539,7 +1854,10 @@ impl Engine {
             st.sort_by(|a, b| b.cmp(a));
             Some(st[st.len() / 2])
         };
-        let net = combine(&net_sigs);
+        let probe_net = combine(&net_sigs);
+        // Reachability and/or routes: either falling is the network falling.
+        let net = probe_net.max(bgp_state);
+        let bgp_down = bgp_state.is_some_and(|s| s != State::Normal);
         // Service blocking: services failing while the network signals are normal, both
         // for `service_min_bins` bins in a row (a network's few targets: at least 2).
         // Both runs end in this bin, so they overlap for the shorter of them. Services
@@ -1567,14 +1885,19 @@ impl Engine {
             .filter(|(_, s)| s.level.tracker.state() != State::Normal)
             .copied()
             .collect();
-        let peak_drop = degraded
+        let drop_of = |s: &SignalSeries| {
+            let v = s.level.last_value?;
+            let b = s.level.last_baseline?;
+            Some((1.0 - v / b).clamp(0.0, 1.0))
+        };
+        let mut peak_drop = degraded
             .iter()
-            .filter_map(|(_, s)| {
-                let v = s.level.last_value?;
-                let b = s.level.last_baseline?;
-                Some((1.0 - v / b).clamp(0.0, 1.0))
-            })
+            .filter_map(|(_, s)| drop_of(s))
             .fold(0.0, f64::max);
+        if bgp_down && let Some(d) = bgp_series.and_then(drop_of) {
+            peak_drop = peak_drop.max(d);
+        }
+        let voters = with_verdict.len() + usize::from(bgp_state.is_some());
         let since_of = |v: &[(Signal, &SignalSeries)], rtt: bool| {
             v.iter()
                 .filter_map(|(_, s)| {
@@ -1593,13 +1916,14 @@ impl Engine {
         let mut c = Cond {
             state: State::Normal,
             net,
-            signal_share: if with_verdict.is_empty() {
+            signal_share: if voters == 0 {
                 0.0
             } else {
-                degraded.len() as f64 / with_verdict.len() as f64
+                (degraded.len() + usize::from(bgp_down)) as f64 / voters as f64
             },
             peak_drop,
             rtt_ratio,
+            bgp_share,
             ..Cond::default()
         };
         // Throttling loses some probes: a warning-level drop under throttling is the
@@ -1611,7 +1935,24 @@ impl Engine {
             c.event = Some((EventKind::Partial, n));
             c.signals = degraded.iter().map(|(s, _)| *s).collect();
             c.since = since_of(&degraded, false);
+            if bgp_down {
+                c.signals.push(Signal::Bgp);
+                let bgp_since = bgp_series.and_then(|s| s.level.tracker.since);
+                c.since = match (c.since, bgp_since) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            // How: BGP lost the routes, or carried them while the probes failed.
+            c.mechanism = if bgp_down {
+                Some(Mechanism::RoutesWithdrawn)
+            } else if bgp_state.is_some() {
+                Some(Mechanism::TrafficBlocked)
+            } else {
+                None
+            };
         } else if !throttled_sigs.is_empty() {
+            c.mechanism = Some(Mechanism::Throttling);
             c.state = State::Warning;
             c.event = Some((EventKind::Throttling, State::Warning));
             let bad: Vec<_> = sigs
@@ -1636,6 +1977,7 @@ impl Engine {
         {
             c.state = State::Warning;
             c.event = Some((EventKind::ServiceBlocking, sv));
+            c.mechanism = Some(Mechanism::ServiceBlocking);
             let bad: Vec<_> = svc_sigs
                 .iter()
                 .filter(|(_, s)| s.level.tracker.state() != State::Normal)
@@ -1824,6 +2166,7 @@ impl Engine {
                 no_verdict: self.no_verdict(e, &signals),
                 kind: view.and_then(|v| v.kind),
                 event_id: self.open.get(&e).map(|i| self.events[*i].id),
+                mechanism: self.open.get(&e).and_then(|i| self.events[*i].mechanism),
                 signals,
             });
         }
@@ -1922,6 +2265,20 @@ struct Cond {
     signal_share: f64,
     peak_drop: f64,
     rtt_ratio: f64,
+    /// How: from the event's kind, and for reachability from what BGP saw.
+    mechanism: Option<Mechanism>,
+    /// The entity's visible share in BGP in this bin, when BGP has a verdict on it.
+    bgp_share: Option<f64>,
+}
+
+/// The mechanism of an event from what its bins (or networks) said: routes withdrawn
+/// once seen stays (probes may still reach a cached path for a while; the routes were
+/// gone); otherwise the latest that is known.
+fn merge_mechanism(seen: Vec<Option<Mechanism>>) -> Option<Mechanism> {
+    if seen.contains(&Some(Mechanism::RoutesWithdrawn)) {
+        return Some(Mechanism::RoutesWithdrawn);
+    }
+    seen.into_iter().rev().flatten().next()
 }
 
 fn merge_counts(ev: &mut Evidence, (down, total): (u32, u32)) {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entity::EntityKey;
 use super::series::State;
+use blackout_model::bgp::BgpWithdrawals;
 use blackout_model::observation::Signal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,6 +49,46 @@ impl std::fmt::Display for EventKind {
     }
 }
 
+/// How a country or network was cut: what BGP and the probes saw together. A closed
+/// set: a label value of `blackout_events_open` (with `unknown` for None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// The entity's visible share in BGP fell: its routes were withdrawn (with its
+    /// reachability, or before the probes could tell).
+    RoutesWithdrawn,
+    /// Probes fail while BGP still carries the entity's routes: traffic dropped on the way.
+    TrafficBlocked,
+    /// DNS or HTTP fail while ICMP and TCP reach.
+    ServiceBlocking,
+    /// Reachable, but slower or lossier than its baseline.
+    Throttling,
+}
+
+impl Mechanism {
+    pub const ALL: [Mechanism; 4] = [
+        Mechanism::RoutesWithdrawn,
+        Mechanism::TrafficBlocked,
+        Mechanism::ServiceBlocking,
+        Mechanism::Throttling,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::RoutesWithdrawn => "routes_withdrawn",
+            Mechanism::TrafficBlocked => "traffic_blocked",
+            Mechanism::ServiceBlocking => "service_blocking",
+            Mechanism::Throttling => "throttling",
+        }
+    }
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why the engine believes what it says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -68,6 +109,14 @@ pub struct Evidence {
     pub late_observations: u64,
     /// Bins evaluated while the event was open.
     pub bins: u32,
+    /// Lowest visible share of the entity's space in BGP while the event was open (None
+    /// without BGP data).
+    #[serde(default)]
+    pub bgp_lowest_share: Option<f64>,
+    /// What the BGP sources reported withdrawn (prefixes, peers that saw it, the first
+    /// withdrawal's time); for a country's event, its own or its networks'.
+    #[serde(default)]
+    pub bgp_withdrawals: Option<BgpWithdrawals>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +136,11 @@ pub struct Event {
     pub peak_drop: f64,
     /// Largest RTT ratio to its baseline (throttling evidence), 1 when not measured.
     pub peak_rtt_ratio: f64,
+    /// How the entity was cut. Reachability events: `routes_withdrawn` once BGP saw the
+    /// entity's space fall, `traffic_blocked` while BGP carried its routes through the
+    /// drop, None without BGP data for the entity (no source, no quorum of peers).
+    #[serde(default)]
+    pub mechanism: Option<Mechanism>,
     pub evidence: Evidence,
 }
 

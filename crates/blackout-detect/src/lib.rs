@@ -80,5 +80,5 @@ pub use engine::{
     Snapshot, TRAIL_SECS, TrailPoint, VantageSnapshot,
 };
 pub use entity::EntityKey;
-pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence};
+pub use event::{ChangeKind, Event, EventChange, EventKind, Evidence, Mechanism};
 pub use series::State;

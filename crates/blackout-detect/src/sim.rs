@@ -3,12 +3,17 @@
 //! block rounds), agent failures, partial and national outages, throttling in three
 //! shapes (RTT x6 with +10 % loss; +300 ms; +150 ms with +30 % loss) and DNS-only
 //! blocking, driving the [`Engine`] through [`Observation`]s exactly as the collector
-//! would.
+//! would. A BGP source reports every country's and network's visible share every 30 s
+//! (`advance` after each reading, as the collector's tick): national and one-ASN cuts
+//! come with their routes withdrawn or kept, and windows of noisy readings (one reading
+//! now and then shows a network mostly gone, the next one back) test that a single
+//! reading opens nothing.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 
-use super::{DetectConfig, Engine, EntityKey, Event, EventKind};
+use super::{DetectConfig, Engine, EntityKey, Event, EventKind, Mechanism};
+use blackout_model::bgp::{BgpVisibility, BgpWithdrawals};
 use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
 
 /// SplitMix64: tiny, seedable, and identical on every platform.
@@ -42,8 +47,14 @@ impl Rng {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TruthKind {
+    /// Probes fail; BGP keeps the country's routes.
     National,
+    /// Probes fail and the country's routes are withdrawn.
+    NationalWithdrawn,
+    /// One ASN: probes fail, routes kept.
     Partial,
+    /// One ASN: probes fail and its routes are withdrawn.
+    PartialWithdrawn,
     /// RTT x6 and 10 % more loss.
     Throttling,
     /// 300 ms added to every RTT (the live world's first figure).
@@ -55,34 +66,64 @@ pub enum TruthKind {
     AgentUplinkLoss,
     /// The agent sends nothing.
     AgentSilent,
+    /// No cut: now and then one BGP reading shows a network mostly gone, the next one
+    /// shows it back.
+    BgpNoise,
 }
 
 impl TruthKind {
-    pub const ALL: [TruthKind; 8] = [
+    pub const ALL: [TruthKind; 11] = [
         TruthKind::National,
+        TruthKind::NationalWithdrawn,
         TruthKind::Partial,
+        TruthKind::PartialWithdrawn,
         TruthKind::Throttling,
         TruthKind::ThrottlingDelay,
         TruthKind::ThrottlingDelayLoss,
         TruthKind::DnsBlocking,
         TruthKind::AgentUplinkLoss,
         TruthKind::AgentSilent,
+        TruthKind::BgpNoise,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
-            TruthKind::National => "national",
-            TruthKind::Partial => "partial (one ASN)",
+            TruthKind::National => "national, routes kept",
+            TruthKind::NationalWithdrawn => "national, routes withdrawn",
+            TruthKind::Partial => "partial (one ASN), routes kept",
+            TruthKind::PartialWithdrawn => "partial (one ASN), routes withdrawn",
             TruthKind::Throttling => "throttling (RTT x6, +10 % loss)",
             TruthKind::ThrottlingDelay => "throttling (+300 ms)",
             TruthKind::ThrottlingDelayLoss => "throttling (+150 ms, +30 % loss)",
             TruthKind::DnsBlocking => "dns blocking",
             TruthKind::AgentUplinkLoss => "agent uplink loss",
             TruthKind::AgentSilent => "agent silent",
+            TruthKind::BgpNoise => "noisy bgp readings",
         }
     }
     /// Disturbances of the watched networks (the others must cause no event).
     pub fn is_outage(self) -> bool {
-        !matches!(self, TruthKind::AgentUplinkLoss | TruthKind::AgentSilent)
+        !matches!(
+            self,
+            TruthKind::AgentUplinkLoss | TruthKind::AgentSilent | TruthKind::BgpNoise
+        )
+    }
+    /// The mechanism its event must name.
+    pub fn mechanism(self) -> Option<Mechanism> {
+        match self {
+            TruthKind::National | TruthKind::Partial => Some(Mechanism::TrafficBlocked),
+            TruthKind::NationalWithdrawn | TruthKind::PartialWithdrawn => {
+                Some(Mechanism::RoutesWithdrawn)
+            }
+            TruthKind::DnsBlocking => Some(Mechanism::ServiceBlocking),
+            k if k.is_throttling() => Some(Mechanism::Throttling),
+            _ => None,
+        }
+    }
+    fn is_national(self) -> bool {
+        matches!(self, TruthKind::National | TruthKind::NationalWithdrawn)
+    }
+    fn is_partial(self) -> bool {
+        matches!(self, TruthKind::Partial | TruthKind::PartialWithdrawn)
     }
     pub fn is_throttling(self) -> bool {
         matches!(
@@ -187,7 +228,12 @@ pub struct Scenario {
     pub loss: f64,
     pub disturbances: Vec<Disturbance>,
     targets: Vec<SimTarget>,
+    /// /24s of each ASN's space, in the order of `asns`.
+    space: Vec<Vec<u32>>,
 }
+
+/// Seconds between two readings of the simulated BGP source.
+const BGP_READING_SECS: u64 = 30;
 
 const CODES: [&str; 8] = ["KZ", "UZ", "KG", "IR", "VE", "MM", "TJ", "BY"];
 
@@ -305,6 +351,37 @@ impl Scenario {
         let start = Utc
             .timestamp_opt(1_640_995_200 + (r.range(0, 6 * 24) as i64) * 3600, 0)
             .unwrap();
+        // BGP from its own stream, so that the probes' world of a seed is what it was
+        // before BGP: half the cuts withdraw their routes, and each country gets windows
+        // of noisy readings.
+        let mut rb = Rng::new(seed ^ 0x00b6_9b6b_9b6b);
+        let space: Vec<Vec<u32>> = asns
+            .iter()
+            .map(|l| l.iter().map(|_| rb.range(16, 512) as u32).collect())
+            .collect();
+        for d in &mut disturbances {
+            if rb.chance(0.5) {
+                d.kind = match d.kind {
+                    TruthKind::National => TruthKind::NationalWithdrawn,
+                    TruthKind::Partial => TruthKind::PartialWithdrawn,
+                    k => k,
+                };
+            }
+        }
+        for cc in &countries {
+            for _ in 0..rb.range(1, 3) {
+                let s =
+                    earliest + rb.range(0, (bins.saturating_sub(earliest + 30)) as u64) as usize;
+                disturbances.push(Disturbance {
+                    kind: TruthKind::BgpNoise,
+                    country: cc.clone(),
+                    asn: None,
+                    agent: None,
+                    start_bin: s,
+                    end_bin: (s + rb.range(6, 24) as usize).min(bins),
+                });
+            }
+        }
         Scenario {
             seed,
             bins,
@@ -317,6 +394,7 @@ impl Scenario {
             loss,
             disturbances,
             targets,
+            space,
         }
     }
 
@@ -351,7 +429,7 @@ impl Scenario {
             let cut_off = inside
                 && active
                     .iter()
-                    .any(|d| d.kind == TruthKind::National && d.country == self.countries[0]);
+                    .any(|d| d.kind.is_national() && d.country == self.countries[0]);
             for t in &self.targets {
                 let offset = r.range(0, self.bin_secs - 1) as i64;
                 let at = t0 + Duration::seconds(offset);
@@ -362,9 +440,11 @@ impl Scenario {
                 for d in &active {
                     let here = country == Some(d.country.as_str());
                     match d.kind {
-                        TruthKind::National if here => up = false,
-                        TruthKind::Partial
-                            if here && d.asn == Some(t.asn) && t.signal != Signal::Dns =>
+                        k if k.is_national() && here => up = false,
+                        k if k.is_partial()
+                            && here
+                            && d.asn == Some(t.asn)
+                            && t.signal != Signal::Dns =>
                         {
                             up = false
                         }
@@ -429,6 +509,80 @@ impl Scenario {
         }
     }
 
+    /// What the BGP source reads at `t` (in bin `bin`): each ASN's and each country's
+    /// visible share. In a noise window one reading in ten shows one of the country's
+    /// networks mostly gone, and the next one shows it back: `dipped` remembers the
+    /// countries whose last reading was a noisy one (one noisy reading, never two in a row).
+    fn bgp_readings(
+        &self,
+        bin: usize,
+        t: DateTime<Utc>,
+        r: &mut Rng,
+        dipped: &mut std::collections::BTreeSet<usize>,
+        out: &mut Vec<BgpVisibility>,
+    ) {
+        let active: Vec<&Disturbance> = self.active(bin).collect();
+        for (ci, cc) in self.countries.iter().enumerate() {
+            let here = |d: &&&Disturbance| d.country == *cc;
+            let national = active
+                .iter()
+                .filter(here)
+                .any(|d| d.kind == TruthKind::NationalWithdrawn);
+            let noisy = active
+                .iter()
+                .filter(here)
+                .any(|d| d.kind == TruthKind::BgpNoise);
+            let was_dip = dipped.remove(&ci);
+            let dip = (noisy && !was_dip && r.chance(0.1))
+                .then(|| r.range(0, self.asns[ci].len() as u64 - 1) as usize);
+            if dip.is_some() {
+                dipped.insert(ci);
+            }
+            let (mut vis_total, mut total) = (0u32, 0u32);
+            for (ai, &asn) in self.asns[ci].iter().enumerate() {
+                let space = self.space[ci][ai];
+                let withdrawn = national
+                    || active
+                        .iter()
+                        .filter(here)
+                        .any(|d| d.kind == TruthKind::PartialWithdrawn && d.asn == Some(asn));
+                let mut visible = if withdrawn { 0 } else { space };
+                if dip == Some(ai) && !withdrawn {
+                    visible = (space as f64 * 0.5 * r.f64()) as u32;
+                }
+                vis_total += visible;
+                total += space;
+                out.push(self.reading(t, cc, Some(asn), visible, space));
+            }
+            out.push(self.reading(t, cc, None, vis_total, total));
+        }
+    }
+
+    fn reading(
+        &self,
+        t: DateTime<Utc>,
+        cc: &str,
+        asn: Option<u32>,
+        visible: u32,
+        total: u32,
+    ) -> BgpVisibility {
+        BgpVisibility {
+            at: t,
+            country: cc.to_string(),
+            asn,
+            visible_slash24: visible,
+            total_slash24: total,
+            peers_healthy: 5,
+            peers_quorum: 3,
+            withdrawals: (visible < total).then(|| BgpWithdrawals {
+                prefixes_withdrawn: (total - visible).div_ceil(16),
+                examples: Vec::new(),
+                peers: vec!["AS64500 192.0.2.1".into()],
+                first_withdrawal_at: t,
+            }),
+        }
+    }
+
     /// Drives an engine through the scenario, bin by bin, as the collector would: each
     /// bin's observations arrive during the bin, `advance` runs at its end plus grace,
     /// and the inside agent's observations during a cut arrive after it.
@@ -438,25 +592,44 @@ impl Scenario {
         let mut buf = Vec::new();
         let mut held: Vec<Observation> = Vec::new();
         let mut observations = 0u64;
+        let mut rb = Rng::new(self.seed.wrapping_mul(37).wrapping_add(11));
+        let mut bgp = Vec::new();
+        let mut dipped = std::collections::BTreeSet::new();
         for bin in 0..self.bins {
             buf.clear();
             self.observations(bin, &mut r, &mut buf);
             let cut_now = buf.iter().any(|(_, h)| *h);
-            if !cut_now && !held.is_empty() {
-                for o in held.drain(..) {
-                    eng.ingest(&o);
+            // The collector's tick: a BGP reading every 30 s, `advance` after each; the
+            // previous bin closes at the first tick past its grace, and this bin's
+            // observations arrive after that (the held ones of a cut that ended first).
+            let ticks = (self.bin_secs / BGP_READING_SECS).max(1);
+            let close_tick = (cfg.grace_secs.div_ceil(BGP_READING_SECS)).min(ticks - 1);
+            for k in 0..ticks {
+                let t = self.bin_start(bin) + Duration::seconds((k * BGP_READING_SECS) as i64);
+                bgp.clear();
+                self.bgp_readings(bin, t, &mut rb, &mut dipped, &mut bgp);
+                for v in &bgp {
+                    eng.ingest_bgp(v);
+                }
+                let close_at = self.bin_start(bin) + Duration::seconds(cfg.grace_secs as i64);
+                eng.advance(if k == close_tick { close_at.max(t) } else { t });
+                if k != close_tick {
+                    continue;
+                }
+                if !cut_now && !held.is_empty() {
+                    for o in held.drain(..) {
+                        eng.ingest(&o);
+                    }
+                }
+                for (o, hold) in buf.drain(..) {
+                    observations += 1;
+                    if hold {
+                        held.push(o);
+                    } else {
+                        eng.ingest(&o);
+                    }
                 }
             }
-            for (o, hold) in buf.drain(..) {
-                observations += 1;
-                if hold {
-                    held.push(o);
-                } else {
-                    eng.ingest(&o);
-                }
-            }
-            let now = self.bin_start(bin + 1) + Duration::seconds(cfg.grace_secs as i64);
-            eng.advance(now);
         }
         for o in held.drain(..) {
             eng.ingest(&o);
@@ -476,6 +649,16 @@ pub struct SimRun {
     pub late: u64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub kind: TruthKind,
+    pub found: bool,
+    pub delay_bins: Option<f64>,
+    /// None when not found or when the truth has no mechanism.
+    pub mechanism_right: Option<bool>,
+    pub mechanism_found: Option<Mechanism>,
+}
+
 /// How one scenario's events compare with its ground truth.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Score {
@@ -484,8 +667,9 @@ pub struct Score {
     pub false_events: usize,
     /// False events overlapping an agent failure.
     pub agent_failure_events: usize,
-    /// (kind, found, delay in bins when found) per disturbance lasting >= 2 bins.
-    pub outcomes: Vec<(TruthKind, bool, Option<f64>)>,
+    /// Per disturbance lasting >= 2 bins: its kind, the delay in bins when found, and
+    /// whether the finding event names the right mechanism.
+    pub outcomes: Vec<Outcome>,
     pub late_observations: u64,
     pub late_in_evidence: u64,
 }
@@ -509,11 +693,11 @@ fn relation(ev: &Event, d: &Disturbance) -> (bool, bool) {
     };
     let reach = matches!(ev.kind, EventKind::NationalBlackout | EventKind::Partial);
     match d.kind {
-        TruthKind::National => (
+        TruthKind::National | TruthKind::NationalWithdrawn => (
             reach,
             ev.entity.is_country() && ev.kind == EventKind::NationalBlackout,
         ),
-        TruthKind::Partial => {
+        TruthKind::Partial | TruthKind::PartialWithdrawn => {
             let asn = d.asn.expect("partial has an asn");
             let ok = ev.kind == EventKind::Partial && (on_asn(asn) || ev.entity.is_country());
             (ok, ok && on_asn(asn))
@@ -531,7 +715,7 @@ fn relation(ev: &Event, d: &Disturbance) -> (bool, bool) {
             let ok = ev.kind == EventKind::ServiceBlocking && ev.entity.is_country();
             (ok, ok)
         }
-        TruthKind::AgentUplinkLoss | TruthKind::AgentSilent => (false, false),
+        TruthKind::AgentUplinkLoss | TruthKind::AgentSilent | TruthKind::BgpNoise => (false, false),
     }
 }
 
@@ -572,13 +756,22 @@ impl Scenario {
             if !d.kind.is_outage() || d.end_bin - d.start_bin < 2 {
                 continue;
             }
-            let found = run
+            let first = run
                 .events
                 .iter()
                 .filter(|ev| overlaps(ev, d) && relation(ev, d).1)
-                .map(|ev| (ev.detected_at - t(d.start_bin)).num_seconds() as f64 / bin as f64)
-                .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))));
-            s.outcomes.push((d.kind, found.is_some(), found));
+                .min_by_key(|ev| ev.detected_at);
+            let delay =
+                first.map(|ev| (ev.detected_at - t(d.start_bin)).num_seconds() as f64 / bin as f64);
+            s.outcomes.push(Outcome {
+                kind: d.kind,
+                found: first.is_some(),
+                delay_bins: delay,
+                mechanism_right: first
+                    .zip(d.kind.mechanism())
+                    .map(|(ev, m)| ev.mechanism == Some(m)),
+                mechanism_found: first.and_then(|ev| ev.mechanism),
+            });
         }
         s
     }

@@ -155,6 +155,16 @@ fn why(
         let (Some(value), Some(base), Some(state)) = (s.value, s.baseline, s.state) else {
             continue;
         };
+        if s.signal == blackout_model::observation::Signal::Bgp {
+            out.push(format!(
+                "bgp: {} of the address space visible to the route collectors' peers against a baseline of {} ({} of it): {}.",
+                value_text(value),
+                value_text(base),
+                percent(value / base.max(1e-9)),
+                Status::from_gauge(state.code() as f64).label(),
+            ));
+            continue;
+        }
         out.push(format!(
             "{}: {} of targets up against a baseline of {} ({} of it), {} of {} targets down: {}.",
             s.signal.as_str(),
@@ -174,10 +184,19 @@ fn why(
         }
     }
     if let Some(k) = e.kind {
+        let how = match e.mechanism {
+            Some(blackout_detect::Mechanism::RoutesWithdrawn) => {
+                " Routes withdrawn: BGP lost the country's address space."
+            }
+            Some(blackout_detect::Mechanism::TrafficBlocked) => {
+                " Traffic blocked: BGP still carries the routes while probes fail."
+            }
+            _ => "",
+        };
         out.insert(
             0,
             format!(
-                "{}: {}.",
+                "{}: {}.{how}",
                 Status::from_gauge(e.state.code() as f64).label(),
                 k.as_str().replace('_', " ")
             ),
@@ -468,7 +487,7 @@ fn events_table(events: &[&EventView], now: DateTime<Utc>) -> Markup {
     html! {
         table class="events" {
             thead { tr {
-                th { "entity" } th { "kind" } th { "severity" } th { "start" } th { "end" }
+                th { "entity" } th { "kind" } th { "how" } th { "severity" } th { "start" } th { "end" }
                 th { "lasted" } th { "peak drop" } th { "signals" } th { "networks" }
                 th { "agents" } th { "targets down" }
             } }
@@ -477,6 +496,10 @@ fn events_table(events: &[&EventView], now: DateTime<Utc>) -> Markup {
                     tr class=(e.severity.as_str()) {
                         td { strong { (e.entity) } }
                         td { (e.kind.replace('_', " ")) }
+                        td class="mechanism" {
+                            (e.mechanism.as_deref().map_or("unknown".to_string(), |m| m.replace('_', " ")))
+                            @if let Some(b) = e.evidence.bgp_text() { br; small { (b) } }
+                        }
                         td { (badge(e.severity)) }
                         td class="time" { (rfc3339(e.start)) }
                         td class="time" { (e.end.map_or_else(|| "open".to_string(), rfc3339)) }
@@ -683,11 +706,17 @@ mod tests {
                 start: t(250 * 300),
                 end: None,
                 peak_drop: Some(0.9),
+                mechanism: Some("routes_withdrawn".into()),
                 evidence: Evidence {
-                    signals: vec!["icmp".into()],
+                    signals: vec!["icmp".into(), "bgp".into()],
                     networks: vec!["KZ/AS9198".into()],
                     agents: vec!["fra-1".into()],
                     share_of_targets: Some(0.9),
+                    bgp_lowest_share: Some(0.02),
+                    prefixes_withdrawn: Some(42),
+                    withdrawn_examples: vec!["192.0.2.0/24".into()],
+                    bgp_peers: vec!["AS64500 192.0.2.1".into()],
+                    first_withdrawal_at: Some(t(250 * 300)),
                 },
             }],
             vantage: None,
@@ -708,6 +737,8 @@ mod tests {
         assert!(day.contains("chart-event outage"));
         assert!(html.contains("id=\"part-KZ/AS9198\""));
         assert!(html.contains("<td><strong>KZ</strong></td><td>national blackout</td>"));
+        // The event says how, with the BGP evidence.
+        assert!(html.contains("<td class=\"mechanism\">routes withdrawn<br><small>42 prefixes withdrawn, seen by AS64500 192.0.2.1"), "{html}");
         assert!(html.contains("href=\"/\""));
         for bad in ["<script", "http://", "https://"] {
             assert!(!html.contains(bad), "{bad}");

@@ -213,7 +213,7 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::COUNTRY_SIGNAL_VALUE,
         kind: Kind::Gauge,
-        help: "Detector: share of the country's targets up in the last closed bin.",
+        help: "Detector: share of the country's targets up in the last closed bin; for signal bgp, the visible share of its address space in BGP.",
         labels: &["country", "signal"],
     },
     Def {
@@ -237,7 +237,7 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::ASN_SIGNAL_VALUE,
         kind: Kind::Gauge,
-        help: "Detector: share of the network's targets up in the last closed bin.",
+        help: "Detector: share of the network's targets up in the last closed bin; for signal bgp, the visible share of its address space in BGP.",
         labels: &["country", "asn", "signal"],
     },
     Def {
@@ -273,8 +273,8 @@ pub const METRICS: &[Def] = &[
     Def {
         name: names::EVENTS_OPEN,
         kind: Kind::IntGauge,
-        help: "Open outage events by kind (national_blackout, partial, throttling, service_blocking).",
-        labels: &["country", "kind"],
+        help: "Open outage events by kind (national_blackout, partial, throttling, service_blocking) and mechanism (routes_withdrawn, traffic_blocked, service_blocking, throttling, unknown).",
+        labels: &["country", "kind", "mechanism"],
     },
     Def {
         name: names::EVENTS_TOTAL,
@@ -690,7 +690,7 @@ impl Metrics {
     fn render_detector(
         &self,
         snap: &Snapshot,
-        open: &[(String, &'static str)],
+        open: &[(String, &'static str, &'static str)],
         catalog: &[CatalogFile],
     ) {
         let m = self;
@@ -768,9 +768,9 @@ impl Metrics {
                 EntityKey::Asn { .. } => {}
             }
         }
-        for (country, kind) in open {
+        for (country, kind, mechanism) in open {
             m.events_open
-                .with_label_values(&[country.as_str(), kind])
+                .with_label_values(&[country.as_str(), kind, mechanism])
                 .inc();
         }
         for (cc, why) in verdicts {

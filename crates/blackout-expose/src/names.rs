@@ -73,7 +73,8 @@ pub const ASN_LOSS_RATIO: &str = "blackout_asn_loss_ratio";
 pub const REGION_STATUS: &str = "blackout_region_status";
 
 // Events.
-/// Open events per country and kind (national_blackout, partial, throttling, service_blocking).
+/// Open events per country, kind (national_blackout, partial, throttling, service_blocking)
+/// and mechanism (routes_withdrawn, traffic_blocked, service_blocking, throttling, unknown).
 pub const EVENTS_OPEN: &str = "blackout_events_open";
 /// Events opened since the collector started, per country and kind.
 pub const EVENTS_TOTAL: &str = "blackout_events_total";

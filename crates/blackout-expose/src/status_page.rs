@@ -139,6 +139,10 @@ pub struct EventView {
     pub end: Option<DateTime<Utc>>,
     /// Largest drop below the baseline, 0 to 1.
     pub peak_drop: Option<f64>,
+    /// How: routes_withdrawn, traffic_blocked, service_blocking, throttling; None when
+    /// unknown (no BGP data for a reachability event).
+    #[serde(default)]
+    pub mechanism: Option<String>,
     pub evidence: Evidence,
 }
 
@@ -150,6 +154,38 @@ pub struct Evidence {
     pub agents: Vec<String>,
     /// Share of the entity's targets that were down at the peak, 0 to 1.
     pub share_of_targets: Option<f64>,
+    /// Lowest visible share of the entity's space in BGP during the event.
+    #[serde(default)]
+    pub bgp_lowest_share: Option<f64>,
+    /// Prefixes withdrawn, as the BGP sources reported them.
+    #[serde(default)]
+    pub prefixes_withdrawn: Option<u32>,
+    /// Some of them (`192.0.2.0/24`), and the peers that saw it (`AS64500 192.0.2.1`).
+    #[serde(default)]
+    pub withdrawn_examples: Vec<String>,
+    #[serde(default)]
+    pub bgp_peers: Vec<String>,
+    /// When the first withdrawal was heard.
+    #[serde(default)]
+    pub first_withdrawal_at: Option<DateTime<Utc>>,
+}
+
+impl Evidence {
+    /// The BGP evidence in one sentence, when there is some.
+    pub fn bgp_text(&self) -> Option<String> {
+        let n = self.prefixes_withdrawn?;
+        let mut s = format!("{n} prefixes withdrawn");
+        if !self.bgp_peers.is_empty() {
+            s += &format!(", seen by {}", self.bgp_peers.join(", "));
+        }
+        if let Some(t) = self.first_withdrawal_at {
+            s += &format!(", first at {}", rfc3339(t));
+        }
+        if let Some(v) = self.bgp_lowest_share {
+            s += &format!("; lowest visible share {}", percent(v));
+        }
+        Some(s)
+    }
 }
 
 /// Which signal stands for a country when only one sparkline fits: ICMP blocks cover the
@@ -624,6 +660,7 @@ pub fn event_view(e: &blackout_detect::Event) -> EventView {
         start: e.start,
         end: e.end,
         peak_drop: Some(e.peak_drop),
+        mechanism: e.mechanism.map(|m| m.as_str().to_string()),
         evidence: Evidence {
             signals: e
                 .evidence
@@ -634,6 +671,29 @@ pub fn event_view(e: &blackout_detect::Event) -> EventView {
             networks: e.evidence.networks.clone(),
             agents: e.evidence.agents.clone(),
             share_of_targets: Some(e.evidence.share_of_targets),
+            bgp_lowest_share: e.evidence.bgp_lowest_share,
+            prefixes_withdrawn: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.prefixes_withdrawn),
+            withdrawn_examples: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.examples.clone())
+                .unwrap_or_default(),
+            bgp_peers: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.peers.clone())
+                .unwrap_or_default(),
+            first_withdrawal_at: e
+                .evidence
+                .bgp_withdrawals
+                .as_ref()
+                .map(|w| w.first_withdrawal_at),
         },
     }
 }
@@ -737,11 +797,13 @@ mod tests {
                     start: t(600),
                     end: None,
                     peak_drop: Some(0.95),
+                    mechanism: Some("traffic_blocked".into()),
                     evidence: Evidence {
                         signals: vec!["icmp".into(), "dns".into()],
                         networks: vec!["AS9198".into(), "AS29355".into()],
                         agents: vec!["fra-1".into(), "ams-2".into()],
                         share_of_targets: Some(0.93),
+                        ..Evidence::default()
                     },
                 },
                 EventView {
@@ -752,6 +814,7 @@ mod tests {
                     start: t(0),
                     end: Some(t(1500)),
                     peak_drop: None,
+                    mechanism: None,
                     evidence: Evidence::default(),
                 },
             ],

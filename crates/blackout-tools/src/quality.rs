@@ -153,7 +153,19 @@ pub struct KindRow {
     pub disturbances: usize,
     pub found: usize,
     pub delays: Vec<f64>,
+    /// Found disturbances whose event named the right mechanism.
+    pub mechanism_right: usize,
+    /// What the events named instead, when wrong (None: no mechanism).
+    pub mechanism_wrong: BTreeMap<String, usize>,
 }
+
+/// Goal: the share of found cuts (reachability, service, throttling) whose event names
+/// the right mechanism. The mechanism follows from BGP and the probes in the same bins,
+/// so only edges should miss it (the bin a cut starts or ends in): 0.95.
+pub const MECHANISM_ACCURACY_GOAL: f64 = 0.95;
+/// Goal: median delay of a cut whose routes are withdrawn, in bins: well inside the
+/// first bin (it must not wait for a probing round).
+pub const ROUTES_WITHDRAWN_DELAY_GOAL_BINS: f64 = 0.5;
 
 #[derive(Debug, Clone, Default)]
 pub struct SimReport {
@@ -200,6 +212,18 @@ impl SimReport {
             .fold((0, 0), |(d, f), r| (d + r.disturbances, f + r.found));
         if d == 0 { 1.0 } else { f as f64 / d as f64 }
     }
+    /// Share of the found disturbances with a mechanism whose event named it.
+    pub fn mechanism_accuracy(&self) -> f64 {
+        let (n, right) = self
+            .kinds
+            .iter()
+            .filter(|(k, _)| k.mechanism().is_some())
+            .fold((0, 0), |(n, ok), (_, r)| {
+                (n + r.found, ok + r.mechanism_right)
+            });
+        if n == 0 { 1.0 } else { right as f64 / n as f64 }
+    }
+
     pub fn median_delay_bins(&self) -> Option<f64> {
         let mut all: Vec<f64> = self.kinds.values().flat_map(|r| r.delays.clone()).collect();
         pct(&mut all, 0.5)
@@ -234,6 +258,26 @@ impl SimReport {
                 "median delay {:?} bins > 2",
                 self.median_delay_bins()
             ));
+        }
+        // Issue 16: the mechanism named, and withdrawals known without a probing round.
+        if self.mechanism_accuracy() < MECHANISM_ACCURACY_GOAL {
+            f.push(format!(
+                "mechanism accuracy {:.4} < {MECHANISM_ACCURACY_GOAL}",
+                self.mechanism_accuracy()
+            ));
+        }
+        for k in [TruthKind::NationalWithdrawn, TruthKind::PartialWithdrawn] {
+            let mut d = self
+                .kinds
+                .get(&k)
+                .map(|r| r.delays.clone())
+                .unwrap_or_default();
+            if let Some(m) = pct(&mut d, 0.5).filter(|m| *m > ROUTES_WITHDRAWN_DELAY_GOAL_BINS) {
+                f.push(format!(
+                    "{}: median delay {m:.2} bins > {ROUTES_WITHDRAWN_DELAY_GOAL_BINS}",
+                    k.as_str()
+                ));
+            }
         }
         // Issue 15: throttling within two bins, each shape on its own.
         for (k, r) in &self.kinds {
@@ -293,6 +337,48 @@ impl SimReport {
             self.late_observations,
             self.late_in_evidence,
         );
+        s += "\n| mechanism (truth) | disturbances found | mechanism right | accuracy | median delay (bins) | p90 delay (bins) | named instead |\n|---|---|---|---|---|---|---|\n";
+        // Rows of the kinds that name one mechanism, added up per mechanism.
+        let mut by_mech: BTreeMap<&str, KindRow> = BTreeMap::new();
+        for (k, r) in &self.kinds {
+            let Some(m) = k.mechanism() else { continue };
+            let e = by_mech.entry(m.as_str()).or_default();
+            e.found += r.found;
+            e.mechanism_right += r.mechanism_right;
+            e.delays.extend(r.delays.iter().copied());
+            for (w, n) in &r.mechanism_wrong {
+                *e.mechanism_wrong.entry(w.clone()).or_default() += n;
+            }
+        }
+        for (m, mut r) in by_mech {
+            let fmt = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.2}"));
+            let wrong: Vec<String> = r
+                .mechanism_wrong
+                .iter()
+                .map(|(w, n)| format!("{w} x{n}"))
+                .collect();
+            s += &format!(
+                "| {m} | {} | {} | {:.3} | {} | {} | {} |\n",
+                r.found,
+                r.mechanism_right,
+                if r.found == 0 {
+                    1.0
+                } else {
+                    r.mechanism_right as f64 / r.found as f64
+                },
+                fmt(pct(&mut r.delays, 0.5)),
+                fmt(pct(&mut r.delays, 0.9)),
+                if wrong.is_empty() {
+                    "-".into()
+                } else {
+                    wrong.join(", ")
+                },
+            );
+        }
+        s += &format!(
+            "\nMechanism accuracy (found cuts naming the right mechanism): {:.4} (goal >= {MECHANISM_ACCURACY_GOAL}).\n",
+            self.mechanism_accuracy()
+        );
         s += &format!(
             "\nEvents that started in the first hour of a scenario (all false: no disturbance starts before the third hour): {}.\n",
             self.first_hour_events
@@ -329,16 +415,24 @@ pub fn simulate(seed: u64, n: usize, bins: usize, cfg: &DetectConfig) -> SimRepo
         r.agent_failures += sc
             .disturbances
             .iter()
-            .filter(|d| !d.kind.is_outage())
+            .filter(|d| matches!(d.kind, TruthKind::AgentUplinkLoss | TruthKind::AgentSilent))
             .count();
-        for (kind, found, delay) in score.outcomes {
-            let row = r.kinds.entry(kind).or_default();
+        for o in score.outcomes {
+            let row = r.kinds.entry(o.kind).or_default();
             row.disturbances += 1;
-            if found {
+            if o.found {
                 row.found += 1;
             }
-            if let Some(d) = delay {
+            if let Some(d) = o.delay_bins {
                 row.delays.push(d);
+            }
+            match o.mechanism_right {
+                Some(true) => row.mechanism_right += 1,
+                Some(false) => {
+                    let w = o.mechanism_found.map_or("none", |m| m.as_str());
+                    *row.mechanism_wrong.entry(w.to_string()).or_default() += 1;
+                }
+                None => {}
             }
         }
     }

@@ -91,16 +91,18 @@ pub enum SeriesInput {
 }
 
 /// Names accepted in the `signal` column and as IODA datasources. Active probing
-/// (`ping-slash24`) is ICMP; BGP visibility is network reachability and takes the TCP
-/// slot (with ICMP it decides outages, not service blocking); Google traffic (`gtr`)
-/// is web use and takes the HTTP slot. Telescope datasources have no slot.
+/// (`ping-slash24`) is ICMP; BGP visibility (IODA's count of visible /24s, judged
+/// against its own baseline) is the `bgp` signal, so that a replayed event names its
+/// mechanism (routes withdrawn or traffic blocked); Google traffic (`gtr`) is web use and
+/// takes the HTTP slot. Telescope datasources have no slot.
 pub fn source_signal(name: &str) -> Option<SeriesInput> {
     let n = name.trim().to_ascii_lowercase();
     Some(match n.as_str() {
         "icmp" | "ping-slash24" | "ping" | "active" | "connectivity" => {
             SeriesInput::Level(Signal::Icmp)
         }
-        "tcp" | "bgp" => SeriesInput::Level(Signal::Tcp),
+        "tcp" => SeriesInput::Level(Signal::Tcp),
+        "bgp" => SeriesInput::Level(Signal::Bgp),
         "dns" => SeriesInput::Level(Signal::Dns),
         "http" | "gtr" | "gtr-norm" => SeriesInput::Level(Signal::Http),
         "icmp_rtt" | "rtt" | "latency" | "latency_index" => SeriesInput::Rtt(Signal::Icmp),
