@@ -20,6 +20,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod targets;
 pub mod tls;
 pub mod validate;
 pub mod wire;

@@ -29,12 +29,24 @@ impl Collector {
         if !fleet.iter().any(|a| a == agent) {
             fleet.push(agent.to_string());
         }
-        let share = crate::assign::assign(&catalog.targets, &fleet, k);
-        let mine: Vec<&Target> = share
-            .get(agent)
-            .map(|idx| idx.iter().map(|i| &catalog.targets[*i]).collect())
-            .unwrap_or_default();
-        blackout_model::catalog::to_files(&mine)
+        let share = crate::assign::assign_ids(catalog.targets().ids(), &fleet, k);
+        let Some(idx) = share.get(agent) else {
+            return Vec::new();
+        };
+        // The collector keeps no expanded targets: the share is picked as the files
+        // expand again, in the same order as the indices (ascending).
+        let mut mine: Vec<Target> = Vec::with_capacity(idx.len());
+        let (mut i, mut next) = (0usize, idx.iter().peekable());
+        for f in &catalog.files {
+            f.expand_each(|t| {
+                if next.peek() == Some(&&i) {
+                    next.next();
+                    mine.push(t);
+                }
+                i += 1;
+            });
+        }
+        blackout_model::catalog::to_files(&mine.iter().collect::<Vec<_>>())
     }
 
     /// The detector's view after the last tick.
