@@ -427,7 +427,7 @@ pub struct Engine {
     agent_has_controls: Vec<bool>,
     agent_last_bin: Vec<Option<i64>>,
     targets: Vec<TargetMeta>,
-    target_index: FxMap<String, u32>,
+    target_index: super::ids::Ids,
     entities: Vec<EntityKey>,
     entity_index: FxMap<EntityKey, u32>,
     children: FxMap<u32, Vec<u32>>,
@@ -493,7 +493,7 @@ impl Engine {
             agent_has_controls: Vec::new(),
             agent_last_bin: Vec::new(),
             targets: Vec::new(),
-            target_index: FxMap::default(),
+            target_index: Default::default(),
             entities: Vec::new(),
             entity_index: FxMap::default(),
             children: FxMap::default(),
@@ -566,7 +566,7 @@ impl Engine {
     }
 
     fn intern_target(&mut self, obs: &Observation) -> u32 {
-        if let Some(&i) = self.target_index.get(obs.target.as_str()) {
+        if let Some(i) = self.target_index.get(obs.target.as_str()) {
             return i;
         }
         let mut entities = [0u32; 3];
@@ -590,7 +590,8 @@ impl Engine {
                 n += 1;
             }
         }
-        let i = self.targets.len() as u32;
+        let i = self.target_index.push(&obs.target);
+        debug_assert_eq!(i as usize, self.targets.len());
         self.targets.push(TargetMeta {
             rtt_base_ms: f32::NAN,
             signal: obs.signal,
@@ -598,7 +599,6 @@ impl Engine {
             entities,
             n_entities: n,
         });
-        self.target_index.insert(obs.target.clone(), i);
         i
     }
 
