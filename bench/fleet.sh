@@ -169,6 +169,8 @@ elapsed=$(($(date +%s) - start))
 assign=$(ip netns exec "$CNS" curl -s -o /dev/null -w '%{size_download} %{time_total}' \
   -H "Authorization: Bearer fleet-bench-token-1" "http://127.0.0.1:$PORT/api/v1/catalog?agent=fleet-1")
 assign_bytes=${assign% *}; assign_secs=${assign#* }
+# One /metrics scrape with the agents live: it aggregates the whole latest view.
+scrape_secs=$(ip netns exec "$CNS" curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/metrics")
 
 for p in "${agent_pids[@]}"; do kill -TERM "$p"; done
 for p in "${agent_pids[@]}"; do wait "$p" || true; done
@@ -223,5 +225,6 @@ echo "| of which RSS when ready (catalog loaded, nothing ingested), bytes/target
 echo "| snapshot file (written at stop), bytes/target | $(f1 "$snap_bytes / $TARGETS") | |"
 echo "| observations ingested per collector CPU-second | $(echo "$n / $cpu" | bc) | >= 300000 |"
 echo "| fleet assignment: catalog for one of $AGENTS agents (k = $AGENTS) | $assign_bytes B in ${assign_secs}s | compact |"
+echo "| one /metrics scrape (aggregates the latest view), seconds | ${scrape_secs} | |"
 echo "| restart, ready from the snapshot: seconds, peak MiB | ${from_snapshot% *} s, ${from_snapshot#* } MiB | |"
 echo "| restart, ready from the whole log (no snapshot): seconds, peak MiB | ${from_log% *} s, ${from_log#* } MiB | |"
