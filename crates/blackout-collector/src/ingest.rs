@@ -120,6 +120,8 @@ pub struct Collector {
     /// The settings a snapshot must have been taken under to be used.
     fingerprint: String,
     restore: Mutex<Restore>,
+    /// Held while an agent's catalog share is built (see `catalog_for`).
+    pub(crate) catalog_build: Mutex<()>,
     /// Held as long as the collector lives: no other collector opens its state directory.
     _state_lock: Option<StateDirLock>,
 }
@@ -236,6 +238,7 @@ impl Collector {
                 replayed_batches: 0,
                 duplicate_batches: 0,
             }),
+            catalog_build: Mutex::new(()),
             _state_lock: state_lock,
         };
         if let Some(dir) = &state_dir {

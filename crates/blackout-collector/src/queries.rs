@@ -2,7 +2,7 @@
 //! probe (fleet assignment), the detector's verdicts, the events.
 
 use blackout_detect::{EntityKey, Event, SeriesTrail, Snapshot};
-use blackout_model::catalog::{CatalogFile, Target};
+use blackout_model::catalog::CatalogFile;
 use chrono::{DateTime, Utc};
 
 use crate::ingest::Collector;
@@ -34,19 +34,22 @@ impl Collector {
             return Vec::new();
         };
         // The collector keeps no expanded targets: the share is picked as the files
-        // expand again, in the same order as the indices (ascending).
-        let mut mine: Vec<Target> = Vec::with_capacity(idx.len());
+        // expand again, in the same order as the indices (ascending), straight into
+        // the files served. One share is built at a time: at a million targets each
+        // is hundreds of MB until sent, and agents ask together when they start.
+        let _one = self.catalog_build.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = blackout_model::catalog::FilesBuilder::default();
         let (mut i, mut next) = (0usize, idx.iter().peekable());
         for f in &catalog.files {
             f.expand_each(|t| {
                 if next.peek() == Some(&&i) {
                     next.next();
-                    mine.push(t);
+                    mine.push(&t);
                 }
                 i += 1;
             });
         }
-        blackout_model::catalog::to_files(&mine.iter().collect::<Vec<_>>())
+        mine.finish()
     }
 
     /// The detector's view after the last tick.

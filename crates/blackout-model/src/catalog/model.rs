@@ -391,9 +391,24 @@ impl CatalogFile {
 /// Writes targets back as catalog files, one per (country, control), each target as its
 /// own entry with its id: the form in which the collector hands an agent its share.
 pub fn to_files(targets: &[&Target]) -> Vec<CatalogFile> {
-    let mut files: std::collections::BTreeMap<(String, bool), CatalogFile> = Default::default();
+    let mut files = FilesBuilder::default();
     for t in targets {
-        let f = files
+        files.push(t);
+    }
+    files.finish()
+}
+
+/// [`to_files`] one target at a time, for a caller that picks a few targets out of
+/// millions as they expand and never holds them all.
+#[derive(Debug, Default)]
+pub struct FilesBuilder {
+    files: std::collections::BTreeMap<(String, bool), CatalogFile>,
+}
+
+impl FilesBuilder {
+    pub fn push(&mut self, t: &Target) {
+        let f = self
+            .files
             .entry((t.country.clone(), t.control))
             .or_insert_with(|| CatalogFile {
                 country: t.country.clone(),
@@ -457,7 +472,10 @@ pub fn to_files(targets: &[&Target]) -> Vec<CatalogFile> {
             }),
         }
     }
-    files.into_values().collect()
+
+    pub fn finish(self) -> Vec<CatalogFile> {
+        self.files.into_values().collect()
+    }
 }
 
 #[cfg(test)]
