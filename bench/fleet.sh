@@ -15,7 +15,9 @@
 #  - observations ingested per collector CPU-second: utime + stime of /proc/PID/stat,
 #    counted from the agents' start (detector ticks, snapshots and catalog serving included);
 #  - fleet assignment: bytes and time of `GET /api/v1/catalog?agent=fleet-1` with the
-#    AGENTS agents live.
+#    AGENTS agents live;
+#  - restart: time to ready (and peak RSS) of the collector started again on its state
+#    directory, from the snapshot written at the stop, then from the whole log.
 #
 # Needs root (namespaces, RAW ICMP):
 #   cargo build --release --bin blackout-agent --bin blackout && bench/fleet.sh
@@ -167,6 +169,8 @@ elapsed=$(($(date +%s) - start))
 assign=$(ip netns exec "$CNS" curl -s -o /dev/null -w '%{size_download} %{time_total}' \
   -H "Authorization: Bearer fleet-bench-token-1" "http://127.0.0.1:$PORT/api/v1/catalog?agent=fleet-1")
 assign_bytes=${assign% *}; assign_secs=${assign#* }
+# One /metrics scrape with the agents live: it aggregates the whole latest view.
+scrape_secs=$(ip netns exec "$CNS" curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/metrics")
 
 for p in "${agent_pids[@]}"; do kill -TERM "$p"; done
 for p in "${agent_pids[@]}"; do wait "$p" || true; done
@@ -181,6 +185,28 @@ rss_kb=$(status_kb "$collector_pid" VmRSS)
 kill -TERM "$collector_pid"; wait "$collector_pid" || true; collector_pid=""
 log_bytes=$(cat "$dir"/state/observations-*.jsonl | wc -c)
 snap_bytes=$(stat -c %s "$dir/state/snapshot.bin" 2>/dev/null || echo 0)
+
+# Restart at this scale: time to ready (the collector answers /healthz once its state
+# is restored), first from the snapshot written at the stop, then from the whole log
+# (snapshot removed), with the peak RSS of each restore.
+restart() {
+  local t0 pid secs
+  t0=$(date +%s.%N)
+  ip netns exec "$CNS" "$BLACKOUT_BIN" collector --config "$dir/collector.toml" 2> "$dir/restart.log" &
+  pid=$!; collector_pid=$pid
+  for _ in $(seq 6000); do
+    ip netns exec "$CNS" curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/restart.log"; exit 1; }
+    sleep 0.1
+  done
+  secs=$(printf %.2f "$(echo "$(date +%s.%N) - $t0" | bc)")
+  echo "$secs $(($(status_kb "$pid" VmHWM) / 1024))"
+  kill -TERM "$pid"; wait "$pid" || true; collector_pid=""
+}
+from_snapshot=$(restart)
+# The restart above wrote a new snapshot at its stop: remove it to replay the whole log.
+rm -f "$dir/state/snapshot.bin"
+from_log=$(restart)
 hz=$(getconf CLK_TCK)
 cpu=$(printf %.2f "$(echo "scale=2; ($ticks1 - $ticks0) / $hz" | bc)")
 
@@ -199,3 +225,6 @@ echo "| of which RSS when ready (catalog loaded, nothing ingested), bytes/target
 echo "| snapshot file (written at stop), bytes/target | $(f1 "$snap_bytes / $TARGETS") | |"
 echo "| observations ingested per collector CPU-second | $(echo "$n / $cpu" | bc) | >= 300000 |"
 echo "| fleet assignment: catalog for one of $AGENTS agents (k = $AGENTS) | $assign_bytes B in ${assign_secs}s | compact |"
+echo "| one /metrics scrape (aggregates the latest view), seconds | ${scrape_secs} | |"
+echo "| restart, ready from the snapshot: seconds, peak MiB | ${from_snapshot% *} s, ${from_snapshot#* } MiB | |"
+echo "| restart, ready from the whole log (no snapshot): seconds, peak MiB | ${from_log% *} s, ${from_log#* } MiB | |"

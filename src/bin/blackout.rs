@@ -183,7 +183,7 @@ async fn run_collector(config: Option<PathBuf>, listen_flag: Option<SocketAddr>)
         return Ok(());
     };
     let collector = Arc::new(collector?);
-    tracing::info!(%listen, targets = collector.current().targets.len(), agents = collector.config.agents.len(), "collector listening");
+    tracing::info!(%listen, targets = collector.current().targets().len(), agents = collector.config.agents.len(), "collector listening");
     let reload: blackout::Reload = {
         let collector = collector.clone();
         Arc::new(move || {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use blackout_detect::{Engine, EventChange, Snapshot};
-use blackout_model::catalog::{CatalogFile, Target};
+use blackout_model::catalog::CatalogFile;
 use blackout_model::observation::Batch;
 use chrono::{DateTime, Utc};
 
@@ -16,6 +16,7 @@ use crate::lock::{LockError, StateDirLock};
 use crate::log::{LogError, ObservationLog};
 use crate::snapshot::{self, Header, SnapshotError};
 use crate::state::State;
+use crate::targets::TargetTable;
 use crate::validate::Validator;
 
 /// Why a batch was not accepted. Each variant maps to one HTTP status.
@@ -59,7 +60,6 @@ pub(crate) struct Live {
 /// What a reload replaces: the agents and the catalogs, and what is derived from them.
 pub struct Catalog {
     pub files: Vec<CatalogFile>,
-    pub targets: Vec<Target>,
     /// (agent id, SHA-256 of its token).
     pub agents: Vec<(String, [u8; 32])>,
     tokens: Tokens,
@@ -72,14 +72,18 @@ impl Catalog {
         agents: Vec<(String, [u8; 32])>,
         files: Vec<CatalogFile>,
     ) -> Result<Catalog, String> {
-        let targets = blackout_model::catalog::expand(&files).map_err(|e| e.to_string())?;
+        let targets = TargetTable::new(&files)?;
         Ok(Catalog {
-            validator: Validator::new(&targets, config.max_age_secs, config.max_future_secs),
+            validator: Validator::new(targets, config.max_age_secs, config.max_future_secs),
             tokens: Tokens::new(&agents),
             files,
-            targets,
             agents,
         })
+    }
+
+    /// The catalog's targets, blocks expanded.
+    pub fn targets(&self) -> &TargetTable {
+        self.validator.targets()
     }
 
     pub fn tokens(&self) -> &Tokens {
@@ -118,6 +122,8 @@ pub struct Collector {
     restore: Mutex<Restore>,
     /// How often each agent said it reports (see [`crate::silence`]).
     pub(crate) cadence: crate::silence::Cadence,
+    /// Held while an agent's catalog share is built (see `catalog_for`).
+    pub(crate) catalog_build: Mutex<()>,
     /// Held as long as the collector lives: no other collector opens its state directory.
     _state_lock: Option<StateDirLock>,
 }
@@ -235,6 +241,7 @@ impl Collector {
                 duplicate_batches: 0,
             }),
             cadence: Default::default(),
+            catalog_build: Mutex::new(()),
             _state_lock: state_lock,
         };
         if let Some(dir) = &state_dir {
@@ -401,7 +408,7 @@ impl Collector {
         let (was, now_ids) = (ids(&before), ids(&new));
         let report = Reloaded {
             agents: new.agents.len(),
-            targets: new.targets.len(),
+            targets: new.targets().len(),
             agents_added: now_ids.difference(&was).cloned().collect(),
             agents_removed: was.difference(&now_ids).cloned().collect(),
         };
@@ -420,15 +427,15 @@ impl Collector {
     }
 
     /// Writes a snapshot of the whole state next to the log (see [`crate::snapshot`]).
-    /// Encoding holds the state lock, so that the snapshot and its log position agree;
-    /// the file is written after it is released. Without a state directory there is
+    /// Encoding into the file holds the state lock, so that the snapshot and its log
+    /// position agree; it is synced and put in place after the lock is released. Without a state directory there is
     /// nothing to do.
     pub fn write_snapshot(&self, now: DateTime<Utc>) -> Result<(), SnapshotError> {
         let Some(dir) = &self.config.state_dir else {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let bytes = {
+        let pending = {
             let live = self.lock();
             let Some(log) = &live.log else {
                 return Ok(());
@@ -441,12 +448,13 @@ impl Collector {
             // Both under the state lock (taken before the counters' everywhere), so the
             // counters are those of exactly the state saved.
             let counters = self.facts().save();
-            snapshot::encode(&header, &live.state, &counters)?
+            snapshot::begin(dir, &header, &live.state, &counters)?
         };
         let encoded = started.elapsed();
-        snapshot::write(dir, &bytes)?;
+        let bytes = pending.bytes;
+        pending.commit()?;
         tracing::debug!(
-            bytes = bytes.len(),
+            bytes,
             encode_ms = encoded.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             "collector snapshot written"

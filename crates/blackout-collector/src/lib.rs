@@ -22,6 +22,7 @@ pub mod silence;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod targets;
 pub mod tls;
 pub mod validate;
 pub mod wire;

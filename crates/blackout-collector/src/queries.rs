@@ -2,7 +2,7 @@
 //! probe (fleet assignment), the detector's verdicts, the events.
 
 use blackout_detect::{EntityKey, Event, SeriesTrail, Snapshot};
-use blackout_model::catalog::{CatalogFile, Target};
+use blackout_model::catalog::CatalogFile;
 use chrono::{DateTime, Utc};
 
 use crate::ingest::Collector;
@@ -17,12 +17,27 @@ impl Collector {
             return catalog.files.clone();
         };
         let fleet = self.fleet_with(agent, now);
-        let share = crate::assign::assign(&catalog.targets, &fleet, k);
-        let mine: Vec<&Target> = share
-            .get(agent)
-            .map(|idx| idx.iter().map(|i| &catalog.targets[*i]).collect())
-            .unwrap_or_default();
-        blackout_model::catalog::to_files(&mine)
+        let share = crate::assign::assign_ids(catalog.targets().ids(), &fleet, k);
+        let Some(idx) = share.get(agent) else {
+            return Vec::new();
+        };
+        // The collector keeps no expanded targets: the share is picked as the files
+        // expand again, in the same order as the indices (ascending), straight into
+        // the files served. One share is built at a time: at a million targets each
+        // is hundreds of MB until sent, and agents ask together when they start.
+        let _one = self.catalog_build.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = blackout_model::catalog::FilesBuilder::default();
+        let (mut i, mut next) = (0usize, idx.iter().peekable());
+        for f in &catalog.files {
+            f.expand_each(|t| {
+                if next.peek() == Some(&&i) {
+                    next.next();
+                    mine.push(&t);
+                }
+                i += 1;
+            });
+        }
+        mine.finish()
     }
 
     /// The catalog as written with the rule of `agent`'s share (`?share=rule`), for agents

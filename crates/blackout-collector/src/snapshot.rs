@@ -21,7 +21,7 @@
 //! anything: the log stays the record.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -48,7 +48,9 @@ pub const FILE: &str = "snapshot.bin";
 /// 08: the detector's BGP state (withdrawal evidence, live readings, mechanisms). BGP
 ///     readings are not in the observation log: after an older file is refused and the
 ///     log replayed, the bgp series re-learn from the readings the BGP sources send again.
-const MAGIC: &[u8; 8] = b"BLKSNP08";
+/// 09: the latest view is indexed by the detector's target index (no target ids), with
+///     compact readings and its HTTP phases apart.
+const MAGIC: &[u8; 8] = b"BLKSNP09";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";
@@ -95,20 +97,97 @@ pub struct Header {
 /// A snapshot as read back.
 pub type Saved = (Header, State, SavedCounters);
 
-pub fn encode(
+/// Encodes the snapshot of `state` straight into a temporary file next to `dir`'s
+/// snapshot, without an encoded copy in memory (at a million targets that copy, doubled
+/// while its buffer grew, was the collector's peak). The caller holds the state lock for
+/// this part only: the file reaches the disk, and replaces the old one, in
+/// [`Pending::commit`] after the lock is released.
+pub fn begin(
+    dir: &Path,
     header: &Header,
     state: &State,
     counters: &SavedCounters,
-) -> Result<Vec<u8>, SnapshotError> {
-    let body = postcard::to_stdvec(&(header, state, counters))
+) -> Result<Pending, SnapshotError> {
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let io = |source| SnapshotError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut file = File::create(&tmp).map_err(io)?;
+    // The seal's checksum is written last, over its placeholder: it covers the body,
+    // known only once encoded.
+    file.write_all(SEAL).map_err(io)?;
+    file.write_all(&[0; 4]).map_err(io)?;
+    let mut w = Crc32cWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 16, file),
+        digest: CRC32C.digest(),
+    };
+    w.write_all(MAGIC).map_err(io)?;
+    postcard::to_io(&(header, state, counters), &mut w)
         .map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(MAGIC.len() + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&body);
-    Ok(seal(out))
+    let Crc32cWriter { inner, digest } = w;
+    let mut file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(SEAL.len() as u64)).map_err(io)?;
+    file.write_all(&digest.finalize().to_le_bytes())
+        .map_err(io)?;
+    let bytes = file.seek(SeekFrom::End(0)).map_err(io)?;
+    Ok(Pending {
+        file,
+        tmp,
+        path: dir.join(FILE),
+        dir: dir.to_path_buf(),
+        bytes,
+    })
+}
+
+/// A snapshot encoded into its temporary file, not yet durable nor in place.
+pub struct Pending {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    /// Size of the file.
+    pub bytes: u64,
+}
+
+impl Pending {
+    /// Syncs the file and puts it in place of the old snapshot, atomically: a crash
+    /// leaves the old one or the new one, never half of one.
+    pub fn commit(self) -> Result<(), SnapshotError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| SnapshotError::Io { path: p, source }
+        };
+        self.file.sync_all().map_err(io(&self.tmp))?;
+        drop(self.file);
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(())
+    }
+}
+
+/// Passes bytes through to `inner` and checksums them on the way.
+struct Crc32cWriter<'a, W: Write> {
+    inner: W,
+    digest: crc::Digest<'a, u32>,
+}
+
+impl<W: Write> Write for Crc32cWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The sealed file of a body.
+#[cfg(test)]
 fn seal(body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEAL.len() + 4 + body.len());
     out.extend_from_slice(SEAL);
@@ -118,7 +197,7 @@ fn seal(body: Vec<u8>) -> Vec<u8> {
 }
 
 /// The body of a sealed file whose checksum matches.
-fn unseal(bytes: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
+fn unseal<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8], SnapshotError> {
     let format = || SnapshotError::Format {
         path: path.to_path_buf(),
     };
@@ -132,10 +211,11 @@ fn unseal(bytes: &[u8], path: &Path) -> Result<Vec<u8>, SnapshotError> {
             found,
         });
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
-/// Reads the snapshot in `dir`, if there is one.
+/// Reads the snapshot in `dir`, if there is one. The file is decoded where it was read
+/// (one copy of the encoded state in memory, not two).
 pub fn load(dir: &Path) -> Result<Option<Saved>, SnapshotError> {
     let path = dir.join(FILE);
     let bytes = match std::fs::read(&path) {
@@ -155,27 +235,6 @@ pub fn load(dir: &Path) -> Result<Option<Saved>, SnapshotError> {
         })
 }
 
-/// Replaces the snapshot in `dir` with `bytes`, atomically: a crash leaves the old one
-/// or the new one, never half of one.
-pub fn write(dir: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| SnapshotError::Io { path: p, source }
-    };
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +244,7 @@ mod tests {
         let p = Path::new("snapshot.bin");
         let body = b"BLKSNP02 any body".to_vec();
         let sealed = seal(body.clone());
-        assert_eq!(unseal(&sealed, p).unwrap(), body);
+        assert_eq!(unseal(&sealed, p).unwrap(), &body[..]);
         for i in SEAL.len()..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x20;

@@ -61,8 +61,8 @@ impl State {
     pub fn apply(&mut self, batch: &Batch, day: NaiveDate, facts: &mut Counters) {
         self.seen_batches.insert(batch, day);
         for o in &batch.observations {
-            self.view.record(o);
-            self.engine.ingest(o);
+            let target = self.engine.ingest(o);
+            self.view.record(target, o);
         }
         facts.observations(batch);
         if let Some(s) = batch.spool {

@@ -5,30 +5,49 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use blackout_detect::DetectConfig;
 use blackout_model::observation::{HttpTimingsMs, Observation, Signal};
 
+/// One agent's latest reading of a target: 12 bytes, since there is one per agent and
+/// target (millions).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Reading {
-    agent: u32,
-    measured_at: i64,
-    ok: bool,
+    /// Seconds since the epoch (readings are within the accepted window of now).
+    measured_at: u32,
     rtt_ms: f32,
+    agent: u16,
+    ok: bool,
 }
 
+/// A target's readings, at the index the detector gave the target
+/// ([`blackout_detect::Engine::ingest`]): the view keeps no copy of the target's id.
 #[derive(Debug, Serialize, Deserialize)]
 struct TargetLatest {
-    country: String,
+    /// Index in [`LatestView::countries`].
+    country: u32,
     asn: u32,
     signal: Signal,
     control: bool,
+    /// Empty until the target's first reading.
     readings: Vec<Reading>,
-    /// HTTP targets: each agent's phase durations (ms, NaN = absent) of its reading above.
-    /// Kept apart from `Reading` so the millions of ICMP readings do not pay for them.
-    phases: Vec<(u32, [f32; 4])>,
+}
+
+impl Default for TargetLatest {
+    /// A slot below the highest index seen, of a target not read yet.
+    fn default() -> Self {
+        TargetLatest {
+            country: 0,
+            asn: 0,
+            signal: Signal::Icmp,
+            control: false,
+            readings: Vec::new(),
+        }
+    }
 }
 
 /// Aggregate of one (country, signal) or (country, asn, signal) over fresh readings.
@@ -63,35 +82,58 @@ pub struct LatestAggregate {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LatestView {
     agents: Vec<String>,
-    agent_index: HashMap<String, u32>,
-    targets: HashMap<String, TargetLatest>,
+    agent_index: FxHashMap<String, u16>,
+    countries: Vec<String>,
+    country_index: FxHashMap<String, u32>,
+    targets: Vec<TargetLatest>,
+    /// Targets with at least one reading.
+    seen: usize,
+    /// HTTP targets: each agent's phase durations (ms, NaN = absent) of its reading, by
+    /// (target, agent). Kept apart so the millions of ICMP readings do not pay for them.
+    phases: FxHashMap<(u32, u16), [f32; 4]>,
 }
 
 impl LatestView {
-    pub fn record(&mut self, o: &Observation) {
-        let agent = match self.agent_index.get(&o.agent) {
+    /// Records `o`, the observation of the target the detector indexed as `target`.
+    pub fn record(&mut self, target: u32, o: &Observation) {
+        let agent = match self.agent_index.get(o.agent.as_str()) {
             Some(i) => *i,
             None => {
-                let i = self.agents.len() as u32;
+                // Agents are the configured ones: far fewer than 65,536.
+                let Ok(i) = u16::try_from(self.agents.len()) else {
+                    return;
+                };
                 self.agents.push(o.agent.clone());
                 self.agent_index.insert(o.agent.clone(), i);
                 i
             }
         };
-        let t = self
-            .targets
-            .entry(o.target.clone())
-            .or_insert_with(|| TargetLatest {
-                country: o.country.clone(),
-                asn: o.asn,
-                signal: o.signal,
-                control: o.control,
-                readings: Vec::with_capacity(1),
-                phases: Vec::new(),
-            });
+        let ti = target as usize;
+        if self.targets.len() <= ti {
+            self.targets.resize_with(ti + 1, TargetLatest::default);
+        }
+        if self.targets[ti].readings.is_empty() {
+            let country = match self.country_index.get(o.country.as_str()) {
+                Some(c) => *c,
+                None => {
+                    let c = self.countries.len() as u32;
+                    self.countries.push(o.country.clone());
+                    self.country_index.insert(o.country.clone(), c);
+                    c
+                }
+            };
+            let t = &mut self.targets[ti];
+            t.country = country;
+            t.asn = o.asn;
+            t.signal = o.signal;
+            t.control = o.control;
+            t.readings.reserve_exact(1);
+            self.seen += 1;
+        }
+        let t = &mut self.targets[ti];
         let r = Reading {
             agent,
-            measured_at: o.measured_at.timestamp(),
+            measured_at: o.measured_at.timestamp().clamp(0, u32::MAX as i64) as u32,
             ok: o.ok,
             rtt_ms: o.rtt_ms.unwrap_or(0.0) as f32,
         };
@@ -111,14 +153,14 @@ impl LatestView {
             let phases = o
                 .timings_ms
                 .map(|tm| tm.values().map(|v| v.map_or(f32::NAN, |v| v as f32)));
-            let i = t.phases.iter().position(|(a, _)| *a == agent);
-            match (i, phases) {
-                (Some(i), Some(p)) => t.phases[i].1 = p,
-                (Some(i), None) => {
-                    t.phases.swap_remove(i);
+            match phases {
+                Some(p) => {
+                    self.phases.insert((target, agent), p);
                 }
-                (None, Some(p)) => t.phases.push((agent, p)),
-                (None, None) => {}
+                None if !self.phases.is_empty() => {
+                    self.phases.remove(&(target, agent));
+                }
+                None => {}
             }
         }
     }
@@ -133,10 +175,11 @@ impl LatestView {
         rule: &DetectConfig,
     ) -> LatestAggregate {
         let oldest = now.timestamp() - max_age_secs;
+        let fresh = |r: &Reading| i64::from(r.measured_at) >= oldest;
         let mut out = LatestAggregate::default();
         let mut control = vec![(0u64, 0u64); self.agents.len()];
-        for t in self.targets.values().filter(|t| t.control) {
-            for r in t.readings.iter().filter(|r| r.measured_at >= oldest) {
+        for t in self.targets.iter().filter(|t| t.control) {
+            for r in t.readings.iter().filter(|r| fresh(r)) {
                 let c = &mut control[r.agent as usize];
                 c.0 += r.ok as u64;
                 c.1 += 1;
@@ -151,30 +194,40 @@ impl LatestView {
             out.agent_control
                 .insert(name.clone(), (n > 0).then(|| ok as f64 / n as f64));
         }
-        let mut rtts: HashMap<(String, Signal), Vec<f32>> = HashMap::new();
-        let mut asn_rtts: HashMap<(String, u32, Signal), Vec<f32>> = HashMap::new();
-        let mut phases: HashMap<(String, usize), Vec<f32>> = HashMap::new();
-        for t in self.targets.values().filter(|t| !t.control) {
+        // Keyed by interned country: the walk clones no string; names are put back once
+        // per key at the end.
+        #[derive(Default)]
+        struct Acc {
+            targets: u64,
+            reachable: u64,
+            rtts: Vec<f32>,
+        }
+        let mut country: FxHashMap<(u32, Signal), Acc> = FxHashMap::default();
+        let mut asn: FxHashMap<(u32, u32, Signal), Acc> = FxHashMap::default();
+        let mut phases: FxHashMap<(u32, usize), Vec<f32>> = FxHashMap::default();
+        for (ti, t) in self.targets.iter().enumerate() {
+            if t.control || t.readings.is_empty() {
+                continue;
+            }
             let (mut ok, mut n) = (0u32, 0u32);
+            let c = country.entry((t.country, t.signal)).or_default();
+            let mut a = (t.asn != 0).then(|| asn.entry((t.country, t.asn, t.signal)).or_default());
             for r in t.readings.iter() {
-                if r.measured_at < oldest || !healthy[r.agent as usize] {
+                if !fresh(r) || !healthy[r.agent as usize] {
                     continue;
                 }
                 n += 1;
                 if r.ok {
                     ok += 1;
-                    rtts.entry((t.country.clone(), t.signal))
-                        .or_default()
-                        .push(r.rtt_ms);
-                    if t.asn != 0 {
-                        asn_rtts
-                            .entry((t.country.clone(), t.asn, t.signal))
-                            .or_default()
-                            .push(r.rtt_ms);
+                    c.rtts.push(r.rtt_ms);
+                    if let Some(a) = a.as_mut() {
+                        a.rtts.push(r.rtt_ms);
                     }
-                    if let Some((_, p)) = t.phases.iter().find(|(a, _)| *a == r.agent) {
+                    if !self.phases.is_empty()
+                        && let Some(p) = self.phases.get(&(ti as u32, r.agent))
+                    {
                         for (i, v) in p.iter().enumerate().filter(|(_, v)| !v.is_nan()) {
-                            phases.entry((t.country.clone(), i)).or_default().push(*v);
+                            phases.entry((t.country, i)).or_default().push(*v);
                         }
                     }
                 }
@@ -182,43 +235,46 @@ impl LatestView {
             if n == 0 {
                 continue;
             }
-            let up = ok * 2 >= n;
-            let c = out
-                .country
-                .entry((t.country.clone(), t.signal))
-                .or_default();
+            let up = (ok * 2 >= n) as u64;
             c.targets += 1;
-            c.reachable += up as u64;
-            if t.asn != 0 {
-                let a = out
-                    .asn
-                    .entry((t.country.clone(), t.asn, t.signal))
-                    .or_default();
+            c.reachable += up;
+            if let Some(a) = a {
                 a.targets += 1;
-                a.reachable += up as u64;
+                a.reachable += up;
             }
         }
-        for (k, v) in rtts.iter_mut() {
-            if let Some(s) = out.country.get_mut(k) {
-                s.rtt_median_seconds = median_ms(v).map(|m| m / 1000.0);
+        let share = |mut acc: Acc| Share {
+            targets: acc.targets,
+            reachable: acc.reachable,
+            rtt_median_seconds: median_ms(&mut acc.rtts).map(|m| m / 1000.0),
+        };
+        for ((c, signal), acc) in country {
+            if acc.targets > 0 {
+                out.country
+                    .insert((self.countries[c as usize].clone(), signal), share(acc));
             }
         }
-        for (k, v) in asn_rtts.iter_mut() {
-            if let Some(s) = out.asn.get_mut(k) {
-                s.rtt_median_seconds = median_ms(v).map(|m| m / 1000.0);
+        for ((c, asn, signal), acc) in asn {
+            if acc.targets > 0 {
+                out.asn.insert(
+                    (self.countries[c as usize].clone(), asn, signal),
+                    share(acc),
+                );
             }
         }
-        for ((country, i), mut v) in phases {
+        for ((c, i), mut v) in phases {
             if let Some(m) = median_ms(&mut v) {
-                out.http_phase_median_seconds
-                    .insert((country, HttpTimingsMs::PHASES[i]), m / 1000.0);
+                out.http_phase_median_seconds.insert(
+                    (self.countries[c as usize].clone(), HttpTimingsMs::PHASES[i]),
+                    m / 1000.0,
+                );
             }
         }
         out
     }
 
     pub fn target_count(&self) -> usize {
-        self.targets.len()
+        self.seen
     }
 }
 
@@ -234,6 +290,28 @@ fn median_ms(v: &mut [f32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Indexes targets by name, as the detector does for the collector.
+    trait RecordByName {
+        fn record_named(&mut self, o: &Observation);
+    }
+
+    impl RecordByName for LatestView {
+        fn record_named(&mut self, o: &Observation) {
+            thread_local!(static IDS: std::cell::RefCell<Vec<String>> = Default::default());
+            let i = IDS.with(|ids| {
+                let mut ids = ids.borrow_mut();
+                match ids.iter().position(|t| *t == o.target) {
+                    Some(i) => i,
+                    None => {
+                        ids.push(o.target.clone());
+                        ids.len() - 1
+                    }
+                }
+            });
+            self.record(i as u32, o);
+        }
+    }
 
     fn obs(agent: &str, target: &str, country: &str, asn: u32, ok: bool, at: i64) -> Observation {
         Observation {
@@ -258,11 +336,11 @@ mod tests {
     fn agent_without_its_own_connectivity_is_ignored() {
         let mut v = LatestView::default();
         // a1 is healthy and sees KZ up; a2 lost its uplink: controls and targets fail.
-        v.record(&obs("a1", "c", "ZZ", 1, true, 100));
-        v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
-        v.record(&obs("a2", "c", "ZZ", 1, false, 100));
-        v.record(&obs("a2", "t1", "KZ", 9198, false, 100));
-        v.record(&obs("a2", "t2", "KZ", 9198, false, 100));
+        v.record_named(&obs("a1", "c", "ZZ", 1, true, 100));
+        v.record_named(&obs("a1", "t1", "KZ", 9198, true, 100));
+        v.record_named(&obs("a2", "c", "ZZ", 1, false, 100));
+        v.record_named(&obs("a2", "t1", "KZ", 9198, false, 100));
+        v.record_named(&obs("a2", "t2", "KZ", 9198, false, 100));
         let a = v.aggregate(
             DateTime::from_timestamp(110, 0).unwrap(),
             60,
@@ -296,21 +374,21 @@ mod tests {
     #[test]
     fn http_phases_are_medians_of_successful_fresh_readings() {
         let mut v = LatestView::default();
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h1",
             true,
             100,
             [Some(4.0), Some(1.0), Some(10.0), Some(20.0)],
         ));
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h2",
             true,
             100,
             [None, Some(3.0), Some(30.0), Some(40.0)],
         ));
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h3",
             true,
@@ -318,14 +396,14 @@ mod tests {
             [None, Some(2.0), None, Some(60.0)],
         ));
         // A failed probe's phases do not count; nor do stale readings.
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h4",
             false,
             100,
             [None, Some(500.0), None, None],
         ));
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h5",
             true,
@@ -333,7 +411,7 @@ mod tests {
             [None, Some(900.0), None, Some(900.0)],
         ));
         // A late upload with other phases does not replace the newer reading's.
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h3",
             true,
@@ -341,7 +419,7 @@ mod tests {
             [None, Some(700.0), None, Some(700.0)],
         ));
         // An ICMP reading of the same country has no phases.
-        v.record(&obs("a1", "i1", "KZ", 9198, true, 100));
+        v.record_named(&obs("a1", "i1", "KZ", 9198, true, 100));
         let a = v.aggregate(
             DateTime::from_timestamp(110, 0).unwrap(),
             60,
@@ -358,7 +436,7 @@ mod tests {
         assert_eq!(got("first_byte"), Some(0.04));
         assert_eq!(a.http_phase_median_seconds.len(), 4);
         // A newer reading without timings (an older agent) drops the agent's phases.
-        v.record(&Observation {
+        v.record_named(&Observation {
             timings_ms: None,
             ..http("a1", "h1", true, 105, [None; 4])
         });
@@ -377,7 +455,7 @@ mod tests {
     #[test]
     fn http_phases_survive_the_snapshot_encoding() {
         let mut v = LatestView::default();
-        v.record(&http(
+        v.record_named(&http(
             "a1",
             "h1",
             true,
@@ -398,9 +476,9 @@ mod tests {
     #[test]
     fn stale_and_late_readings() {
         let mut v = LatestView::default();
-        v.record(&obs("a1", "t1", "KZ", 9198, true, 100));
+        v.record_named(&obs("a1", "t1", "KZ", 9198, true, 100));
         // An older reading arriving late does not replace the newer one.
-        v.record(&obs("a1", "t1", "KZ", 9198, false, 50));
+        v.record_named(&obs("a1", "t1", "KZ", 9198, false, 50));
         let a = v.aggregate(
             DateTime::from_timestamp(120, 0).unwrap(),
             60,

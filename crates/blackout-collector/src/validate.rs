@@ -1,54 +1,32 @@
 //! Validation of a batch against the collector's catalog and clock: the first bad record
 //! refuses the whole batch.
 
-use std::collections::HashMap;
-
-use blackout_model::catalog::Target;
-use blackout_model::observation::{Batch, Signal};
+use blackout_model::observation::Batch;
 use chrono::{DateTime, Utc};
 
 use crate::ingest::IngestError;
+use crate::targets::TargetTable;
 
-/// What a target is, as the collector's catalog knows it: observations must agree.
-#[derive(Debug, Clone)]
-struct KnownTarget {
-    country: String,
-    asn: u32,
-    signal: Signal,
-    control: bool,
-    region: Option<String>,
-}
-
-/// The rules a batch must pass.
+/// The rules a batch must pass: the catalog's word on every target, and the clock.
 #[derive(Debug)]
 pub struct Validator {
-    known: HashMap<String, KnownTarget>,
+    targets: TargetTable,
     max_age_secs: u64,
     max_future_secs: u64,
 }
 
 impl Validator {
-    pub fn new(targets: &[Target], max_age_secs: u64, max_future_secs: u64) -> Validator {
-        let known = targets
-            .iter()
-            .map(|t| {
-                (
-                    t.id.clone(),
-                    KnownTarget {
-                        country: t.country.clone(),
-                        asn: t.asn,
-                        signal: t.signal(),
-                        control: t.control,
-                        region: t.region.clone(),
-                    },
-                )
-            })
-            .collect();
+    pub fn new(targets: TargetTable, max_age_secs: u64, max_future_secs: u64) -> Validator {
         Validator {
-            known,
+            targets,
             max_age_secs,
             max_future_secs,
         }
+    }
+
+    /// The catalog's targets.
+    pub fn targets(&self) -> &TargetTable {
+        &self.targets
     }
 
     /// Checks every record; the first bad one refuses the whole batch.
@@ -79,7 +57,7 @@ impl Validator {
                     newest.to_rfc3339()
                 )));
             }
-            let Some(k) = self.known.get(&o.target) else {
+            let Some(k) = self.targets.get(&o.target) else {
                 return Err(bad("field `target`: not in the collector's catalog".into()));
             };
             if k.country != o.country
@@ -105,10 +83,10 @@ impl Validator {
     pub fn canonicalize(&self, batch: &mut Batch) -> u64 {
         let mut replaced = 0;
         for o in &mut batch.observations {
-            let region = self.known.get(&o.target).and_then(|k| k.region.as_ref());
-            if o.region.as_ref() != region {
+            let region = self.targets.get(&o.target).and_then(|k| k.region);
+            if o.region.as_deref() != region {
                 replaced += u64::from(o.region.is_some());
-                o.region = region.cloned();
+                o.region = region.map(str::to_string);
             }
         }
         replaced
@@ -118,22 +96,16 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use blackout_model::catalog::TargetKind;
-    use blackout_model::observation::Observation;
+    use blackout_model::observation::{Observation, Signal};
 
     #[test]
     fn a_bgp_observation_is_refused_by_name() {
-        let target = Target {
-            id: "tcp-1".into(),
-            country: "KZ".into(),
-            asn: 9198,
-            region: None,
-            control: false,
-            kind: TargetKind::Tcp {
-                address: "192.0.2.1:443".parse().unwrap(),
-            },
-        };
-        let v = Validator::new(&[target], 3600, 60);
+        let file = blackout_model::catalog::parse(
+            "country = \"KZ\"\n\n[[tcp]]\nid = \"tcp-1\"\naddress = \"192.0.2.1:443\"\nasn = 9198\n",
+            "kz.toml",
+        )
+        .unwrap();
+        let v = Validator::new(TargetTable::new(&[file]).unwrap(), 3600, 60);
         let now = Utc::now();
         let mut o = Observation {
             agent: "a".into(),

@@ -89,10 +89,78 @@ enum Metric {
     Rtt,
 }
 
+/// A closed bin's cell, packed: of `ok`, `fail` and `unsure` only whether they are above
+/// zero matters to the aggregation (and to a merge with late data), so they are three bits
+/// beside the agent. 20 bytes in a sorted `Vec`, against ~40 in the open bin's map.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PackedCell {
+    target: u32,
+    /// Agent in the low 29 bits, then `unsure > 0`, `ok > 0`, `fail > 0`.
+    agent_flags: u32,
+    probes: u32,
+    replies: u32,
+    rtt_ms: f32,
+}
+
+const PACKED_UNSURE: u32 = 1 << 29;
+const PACKED_OK: u32 = 1 << 30;
+const PACKED_FAIL: u32 = 1 << 31;
+
+impl PackedCell {
+    fn pack(key: u64, c: &Cell) -> PackedCell {
+        let agent = (key & 0xffff_ffff) as u32;
+        debug_assert!(agent < PACKED_UNSURE);
+        PackedCell {
+            target: (key >> 32) as u32,
+            agent_flags: agent
+                | if c.unsure > 0 { PACKED_UNSURE } else { 0 }
+                | if c.ok > 0 { PACKED_OK } else { 0 }
+                | if c.fail > 0 { PACKED_FAIL } else { 0 },
+            probes: c.probes,
+            replies: c.replies,
+            rtt_ms: c.rtt_ms,
+        }
+    }
+
+    fn key(&self) -> u64 {
+        ((self.target as u64) << 32) | (self.agent_flags & (PACKED_UNSURE - 1)) as u64
+    }
+
+    fn cell(&self) -> Cell {
+        Cell {
+            ok: u16::from(self.agent_flags & PACKED_OK != 0),
+            fail: u16::from(self.agent_flags & PACKED_FAIL != 0),
+            unsure: u16::from(self.agent_flags & PACKED_UNSURE != 0),
+            probes: self.probes,
+            replies: self.replies,
+            rtt_ms: self.rtt_ms,
+        }
+    }
+}
+
+impl Cell {
+    /// This cell with the observations of `other` (same agent, target and bin) added.
+    fn merged(self, other: &Cell) -> Cell {
+        Cell {
+            ok: self.ok.saturating_add(other.ok),
+            fail: self.fail.saturating_add(other.fail),
+            unsure: self.unsure.saturating_add(other.unsure),
+            probes: self.probes.saturating_add(other.probes),
+            replies: self.replies.saturating_add(other.replies),
+            rtt_ms: self.rtt_ms.min(other.rtt_ms),
+        }
+    }
+}
+
 /// Raw data of one bin, kept after the bin closes for `late_window_secs`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct BinData {
+    /// The open bin's cells by (target << 32 | agent); after the close, only the cells
+    /// of late observations, on top of `packed`.
     cells: FxMap<u64, Cell>,
+    /// The cells the bin had when it closed, packed and sorted by key: the late window
+    /// holds an hour of them, so they must be small.
+    packed: Vec<PackedCell>,
     control: FxMap<u32, Tally>,
     agents: BTreeSet<u32>,
     /// Aggregate series (`ingest_value`): sum and count per entity, signal and metric.
@@ -101,6 +169,20 @@ struct BinData {
     late_pending: FxMap<u32, u64>,
     late_total: u64,
     dirty: bool,
+}
+
+impl BinData {
+    /// Packs the cells of a bin that closes (once: late cells stay in the map on top).
+    fn pack(&mut self) {
+        if !self.packed.is_empty() || self.cells.is_empty() {
+            return;
+        }
+        let mut packed: Vec<PackedCell> = Vec::with_capacity(self.cells.len());
+        packed.extend(self.cells.iter().map(|(k, c)| PackedCell::pack(*k, c)));
+        packed.sort_unstable_by_key(PackedCell::key);
+        self.packed = packed;
+        self.cells = FxMap::default();
+    }
 }
 
 /// Aggregate of one entity and signal in one bin.
@@ -387,7 +469,7 @@ pub struct Engine {
     agent_first_bin: Vec<Option<i64>>,
     agent_last_bin: Vec<Option<i64>>,
     targets: Vec<TargetMeta>,
-    target_index: FxMap<String, u32>,
+    target_index: super::ids::Ids,
     entities: Vec<EntityKey>,
     entity_index: FxMap<EntityKey, u32>,
     children: FxMap<u32, Vec<u32>>,
@@ -460,7 +542,7 @@ impl Engine {
             agent_first_bin: Vec::new(),
             agent_last_bin: Vec::new(),
             targets: Vec::new(),
-            target_index: FxMap::default(),
+            target_index: Default::default(),
             entities: Vec::new(),
             entity_index: FxMap::default(),
             children: FxMap::default(),
@@ -536,7 +618,7 @@ impl Engine {
     }
 
     fn intern_target(&mut self, obs: &Observation) -> u32 {
-        if let Some(&i) = self.target_index.get(obs.target.as_str()) {
+        if let Some(i) = self.target_index.get(obs.target.as_str()) {
             return i;
         }
         let mut entities = [0u32; 3];
@@ -560,7 +642,8 @@ impl Engine {
                 n += 1;
             }
         }
-        let i = self.targets.len() as u32;
+        let i = self.target_index.push(&obs.target);
+        debug_assert_eq!(i as usize, self.targets.len());
         self.targets.push(TargetMeta {
             rtt_base_ms: f32::NAN,
             signal: obs.signal,
@@ -568,7 +651,6 @@ impl Engine {
             entities,
             n_entities: n,
         });
-        self.target_index.insert(obs.target.clone(), i);
         i
     }
 
@@ -587,15 +669,18 @@ impl Engine {
     }
 
     /// Places an observation in the bin of its `measured_at`, late data included.
-    pub fn ingest(&mut self, obs: &Observation) {
+    /// Returns the index the engine gave the observation's target (dense, from 0, the
+    /// same for the target's every observation, saved with the engine): the collector
+    /// keys its own per-target state by it instead of copying the target's id.
+    pub fn ingest(&mut self, obs: &Observation) -> u32 {
         let bin = self.bin_of(obs.measured_at);
+        let target = self.intern_target(obs);
         if let Some(lc) = self.last_closed
             && bin <= lc - self.late_bins
         {
             // Beyond the raw window the bin cannot be re-aggregated, but the observation
             // still lands in the evidence of the events covering its time.
             if bin > lc - self.hist_cap as i64 && !obs.control {
-                let target = self.intern_target(obs);
                 let meta = self.targets[target as usize];
                 for &e in &meta.entities[..meta.n_entities as usize] {
                     *self.late_evidence.entry((e, bin)).or_default() += 1;
@@ -605,11 +690,10 @@ impl Engine {
             } else {
                 self.stats.too_late_observations += 1;
             }
-            return;
+            return target;
         }
         self.stats.observations += 1;
         let agent = self.intern_agent(&obs.agent);
-        let target = self.intern_target(obs);
         let meta = self.targets[target as usize];
         if obs.control {
             self.agent_has_controls[agent as usize] = true;
@@ -623,7 +707,7 @@ impl Engine {
             *last = Some(bin);
         }
         let Some((bd, late)) = self.bin_for_write(bin) else {
-            return;
+            return target;
         };
         bd.agents.insert(agent);
         if meta.control {
@@ -670,6 +754,7 @@ impl Engine {
             }
             self.stats.late_observations += 1;
         }
+        target
     }
 
     /// One value of an aggregate series (replay of `--signals`/IODA input): a level such
@@ -1011,6 +1096,7 @@ impl Engine {
             if let Some(bd) = self.bins.get_mut(&b) {
                 bd.dirty = false;
                 bd.late_pending.clear();
+                bd.pack();
             }
             self.evaluate(b, &result, now, &mut changes);
             self.last_health = self.health_list(b);
@@ -1108,7 +1194,7 @@ impl Engine {
             rtts: Vec<f32>,
         }
         let mut per_target: FxMap<u32, TAcc> = FxMap::default();
-        per_target.reserve(bd.cells.len() / 2 + 1);
+        per_target.reserve((bd.cells.len() + bd.packed.len()) / 2 + 1);
         #[derive(Default)]
         struct EAcc {
             up: u32,
@@ -1122,7 +1208,26 @@ impl Engine {
         let mut per_entity: BTreeMap<(u32, Signal), EAcc> = BTreeMap::new();
         // Targets seen by unhealthy agents: rare, so the normal path pays nothing.
         let mut seen_unhealthy: rustc_hash::FxHashSet<u32> = Default::default();
-        for (&key, cell) in &bd.cells {
+        // A closed bin's cells: the packed ones (with what late data added to them),
+        // then the late ones of pairs it had no cell for.
+        let late = &bd.cells;
+        let packed = bd.packed.iter().map(|p| {
+            let key = p.key();
+            let c = p.cell();
+            let c = match late.is_empty() {
+                true => c,
+                false => late.get(&key).map_or(c, |l| c.merged(l)),
+            };
+            (key, c)
+        });
+        let new = late
+            .iter()
+            .filter(|(k, _)| {
+                bd.packed.is_empty() || bd.packed.binary_search_by_key(*k, |p| p.key()).is_err()
+            })
+            .map(|(k, c)| (*k, *c));
+        for (key, cell) in packed.chain(new) {
+            let cell = &cell;
             let agent = (key & 0xffff_ffff) as u32;
             let target = (key >> 32) as u32;
             if !healthy[agent as usize] {
@@ -2290,5 +2395,87 @@ fn merge_counts(ev: &mut Evidence, (down, total): (u32, u32)) {
         ev.targets_down = down;
         ev.targets_total = total;
         ev.share_of_targets = share;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blackout_model::observation::{Failure, Phase};
+
+    const BIN: i64 = 300;
+
+    fn obs(agent: &str, target: u32, bin: i64, ok: bool, rtt: f64) -> Observation {
+        Observation {
+            agent: agent.into(),
+            target: format!("icmp:t{target}"),
+            country: "KZ".into(),
+            asn: 64500 + target % 3,
+            region: None,
+            signal: Signal::Icmp,
+            control: false,
+            measured_at: ts(bin * BIN + 7 + target as i64 % 200),
+            ok,
+            phase: (!ok).then_some(Phase::Connect),
+            failure: (!ok).then_some(Failure::Timeout),
+            rtt_ms: ok.then_some(rtt),
+            block: None,
+            timings_ms: None,
+        }
+    }
+
+    fn close(eng: &mut Engine, bin: i64) {
+        eng.advance(ts((bin + 1) * BIN + 60));
+    }
+
+    /// A closed bin keeps its cells packed (no map left), and late data on top of them
+    /// (for pairs it had and pairs it had not) aggregate exactly as if they had come in
+    /// time.
+    #[test]
+    fn packed_cells_with_late_data_aggregate_as_the_open_bin_would() {
+        let agents = ["a1", "a2", "a3"];
+        let in_time: Vec<Observation> = (0..60u32)
+            .flat_map(|t| {
+                agents[..2]
+                    .iter()
+                    .map(move |a| obs(a, t, 1, t % 5 != 0, 20.0 + t as f64))
+            })
+            .collect();
+        // Late: a3's whole bin, and a second look by a1 that answers where it failed.
+        let late: Vec<Observation> = (0..60u32)
+            .map(|t| obs("a3", t, 1, t % 4 != 0, 30.0 + t as f64))
+            .chain(
+                (0..60u32)
+                    .filter(|t| t % 5 == 0)
+                    .map(|t| obs("a1", t, 1, true, 5.0)),
+            )
+            .collect();
+        let mut whole = Engine::new(DetectConfig::default());
+        let mut split = Engine::new(DetectConfig::default());
+        for o in &in_time {
+            whole.ingest(o);
+            split.ingest(o);
+        }
+        for o in &late {
+            whole.ingest(o);
+        }
+        close(&mut whole, 1);
+        close(&mut split, 1);
+        let bd = &split.bins[&1];
+        assert!(bd.cells.is_empty(), "the closed bin's map is dropped");
+        assert_eq!(bd.packed.len(), 120);
+        for o in &late {
+            split.ingest(o);
+        }
+        assert_eq!(split.bins[&1].cells.len(), late.len());
+        close(&mut split, 2);
+        let (a, b) = (whole.aggregate(1), split.aggregate(1));
+        assert_eq!(format!("{:?}", a.aggs), format!("{:?}", b.aggs));
+        let mut ra = a.target_rtts.clone();
+        let mut rb = b.target_rtts.clone();
+        ra.sort_by_key(|x| x.0);
+        rb.sort_by_key(|x| x.0);
+        assert_eq!(ra, rb);
+        assert!(a.aggs.iter().any(|g| g.up > 0 && g.down > 0));
     }
 }

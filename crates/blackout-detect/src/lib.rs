@@ -69,6 +69,7 @@ mod config;
 mod engine;
 mod entity;
 mod event;
+mod ids;
 mod series;
 mod throttle;
 

@@ -298,6 +298,13 @@ impl CatalogFile {
 
     /// Appends this file's targets, blocks expanded, in file order.
     pub fn expand_into(&self, out: &mut Vec<Target>) {
+        self.expand_each(|t| out.push(t));
+    }
+
+    /// Hands this file's targets to `push` one at a time, blocks expanded, in file order
+    /// (the order of [`Self::expand_into`]): a caller that keeps a few of a million
+    /// targets never holds them all.
+    pub fn expand_each(&self, mut push: impl FnMut(Target)) {
         let mk = |id: String, asn: u32, region: &Option<String>, kind: TargetKind| Target {
             id,
             country: self.country.clone(),
@@ -310,7 +317,7 @@ impl CatalogFile {
             let len = block_len_for(&e.prefix, e.block_len);
             if e.prefix.prefix_len() == len {
                 let id = e.id.clone().unwrap_or_else(|| format!("icmp:{}", e.prefix));
-                out.push(mk(
+                push(mk(
                     id,
                     e.asn,
                     &e.region,
@@ -326,7 +333,7 @@ impl CatalogFile {
                         Some(base) => format!("{base}/{block}"),
                         None => format!("icmp:{block}"),
                     };
-                    out.push(mk(
+                    push(mk(
                         id,
                         e.asn,
                         &e.region,
@@ -345,7 +352,7 @@ impl CatalogFile {
             let id =
                 e.id.clone()
                     .unwrap_or_else(|| format!("dns:{}/{}/{}", e.server, e.qname, e.qtype));
-            out.push(mk(
+            push(mk(
                 id,
                 e.asn,
                 &e.region,
@@ -358,7 +365,7 @@ impl CatalogFile {
         }
         for e in &self.http {
             let id = e.id.clone().unwrap_or_else(|| format!("http:{}", e.url));
-            out.push(mk(
+            push(mk(
                 id,
                 e.asn,
                 &e.region,
@@ -371,7 +378,7 @@ impl CatalogFile {
         }
         for e in &self.tcp {
             let id = e.id.clone().unwrap_or_else(|| format!("tcp:{}", e.address));
-            out.push(mk(
+            push(mk(
                 id,
                 e.asn,
                 &e.region,
@@ -384,9 +391,24 @@ impl CatalogFile {
 /// Writes targets back as catalog files, one per (country, control), each target as its
 /// own entry with its id: the form in which the collector hands an agent its share.
 pub fn to_files(targets: &[&Target]) -> Vec<CatalogFile> {
-    let mut files: std::collections::BTreeMap<(String, bool), CatalogFile> = Default::default();
+    let mut files = FilesBuilder::default();
     for t in targets {
-        let f = files
+        files.push(t);
+    }
+    files.finish()
+}
+
+/// [`to_files`] one target at a time, for a caller that picks a few targets out of
+/// millions as they expand and never holds them all.
+#[derive(Debug, Default)]
+pub struct FilesBuilder {
+    files: std::collections::BTreeMap<(String, bool), CatalogFile>,
+}
+
+impl FilesBuilder {
+    pub fn push(&mut self, t: &Target) {
+        let f = self
+            .files
             .entry((t.country.clone(), t.control))
             .or_insert_with(|| CatalogFile {
                 country: t.country.clone(),
@@ -450,7 +472,10 @@ pub fn to_files(targets: &[&Target]) -> Vec<CatalogFile> {
             }),
         }
     }
-    files.into_values().collect()
+
+    pub fn finish(self) -> Vec<CatalogFile> {
+        self.files.into_values().collect()
+    }
 }
 
 #[cfg(test)]
