@@ -9,9 +9,11 @@
 pub mod bmp;
 pub mod event;
 pub mod prefix;
+pub mod run;
 pub mod space;
 pub mod table;
 
 pub use event::{PeerKey, RouteEvent, SourceKind};
+pub use run::Feed;
 pub use space::Space;
 pub use table::{PeerState, Table, TableConfig};
