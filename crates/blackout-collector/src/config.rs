@@ -163,6 +163,7 @@ impl RawBgpConfig {
                     .filter(|&n| n > 0)
                     .unwrap_or(d.full_table_min_prefixes),
                 peer_silence_secs: self.peer_silence_secs.unwrap_or(d.peer_silence_secs),
+                emit_all_interval_secs: d.emit_all_interval_secs,
             },
         }
     }
@@ -453,7 +454,15 @@ impl CollectorConfig {
                 None
             }
         };
-        let bgp = raw.bgp.as_ref().map(|b| b.validate(errors));
+        let bgp = raw.bgp.as_ref().map(|b| {
+            let mut b = b.validate(errors);
+            // Every detector bin gets a reading of every entity, changed or not.
+            b.table.emit_all_interval_secs = b
+                .table
+                .emit_all_interval_secs
+                .min(raw.detect.bin_secs.max(1));
+            b
+        });
         CollectorConfig {
             bgp,
             assign_k: raw.assign_k,
