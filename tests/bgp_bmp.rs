@@ -29,7 +29,15 @@ struct Lab {
 }
 
 /// (name, last octet, AS, announced prefix, neighbors by name).
-const ROUTERS: [(&str, u8, u32, Option<&str>, &[&str]); 6] = [
+type Router = (
+    &'static str,
+    u8,
+    u32,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+const ROUTERS: [Router; 6] = [
     ("c1", 11, 64501, Some("10.1.0.0/16"), &["u1", "u2"]),
     ("c2", 12, 64502, Some("10.2.0.0/16"), &["u1", "u2"]),
     ("c3", 13, 64503, Some("10.3.0.0/16"), &["u1", "u2"]),
