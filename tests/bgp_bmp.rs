@@ -257,7 +257,7 @@ impl Side {
         asn: Option<u32>,
         ok: impl Fn(&BgpVisibility) -> bool,
     ) -> (Duration, BgpVisibility) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self
                 .seen
@@ -349,10 +349,15 @@ fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
     let t1 = Instant::now();
     let downs = side.feed.counters.get(SourceKind::Bmp, 1);
     lab.vtysh("m", &[&format!("clear bgp {}", lab.ip(21))]);
-    common::wait_for("u1 Peer Down", Duration::from_secs(20), || {
-        (side.feed.counters.get(SourceKind::Bmp, 1) > downs).then_some(())
+    let (d_down, _) = side.wait("EG judged from one peer", t1, "EG", None, |v| {
+        v.peers_healthy == 1
     });
-    let (d_flap, _) = side.wait("EG back from 2 peers", Instant::now(), "EG", None, full);
+    let (d_up, _) = side.wait("EG back from 2 peers", t1 + d_down, "EG", None, full);
+    let d_flap = d_down + d_up;
+    assert!(
+        side.feed.counters.get(SourceKind::Bmp, 1) > downs,
+        "BMP Peer Down for u1"
+    );
     let during = side.readings_since(t1);
     let eg_during: Vec<_> = during
         .iter()
