@@ -255,6 +255,24 @@ impl Table {
         self.space.readings(now, true, 0, healthy, self.quorum)
     }
 
+    /// Counts a new catalog's space (a catalog reload) from the routes held now; the
+    /// old space's withdrawal evidence goes with it.
+    pub fn replace_space(&mut self, space: Space) {
+        self.space = space;
+        let (h, q) = (self.healthy, self.quorum);
+        let Table { v4, v6, space, .. } = self;
+        for (&k, &bits) in v4.iter() {
+            if visible(bits, h, q) {
+                space.toggle(Pfx::from_v4_key(k), true, Cause::Other);
+            }
+        }
+        for (&k, &bits) in v6.iter() {
+            if visible(bits, h, q) {
+                space.toggle(Pfx::from_v6_key(k), true, Cause::Other);
+            }
+        }
+    }
+
     /// Every entity's reading now, leaving what is due to [`Table::poll`] unchanged.
     pub fn current(&self, now: DateTime<Utc>) -> Vec<BgpVisibility> {
         self.space.peek(now, self.peers_healthy(), self.quorum)
@@ -638,6 +656,18 @@ mod tests {
             at,
         });
         assert_eq!(get(&mut t, "BB", None).visible_slash24, 0);
+    }
+
+    #[test]
+    fn a_new_space_is_counted_from_the_routes_held() {
+        let mut t = loaded(None);
+        t.replace_space(Space::from_blocks([
+            ("BB", 64502, "10.2.0.0/24".parse().unwrap()),
+            ("CC", 64509, "10.9.0.0/24".parse().unwrap()),
+        ]));
+        assert_eq!(get(&mut t, "BB", None).visible_slash24, 1);
+        assert_eq!(get(&mut t, "CC", None).visible_slash24, 0);
+        assert_eq!(get(&mut t, "CC", None).total_slash24, 1);
     }
 
     #[test]
