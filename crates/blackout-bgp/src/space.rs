@@ -12,7 +12,8 @@
 //!
 //! Blocks are IPv4 /24s (as IODA counts) and IPv6 /48s (the catalog's IPv6 block);
 //! a catalog block of another size is split into, or counted as, the blocks it spans.
-//! Prefixes longer than a block cover none.
+//! Prefixes longer than a block cover none, nor do default routes and other prefixes
+//! shorter than /8 (IPv4) or /12 (IPv6).
 
 use std::collections::HashMap;
 
@@ -28,6 +29,12 @@ use crate::prefix::{Pfx, v4_range, v6_range};
 pub const V4_BLOCK_LEN: u8 = 24;
 /// IPv6 block length counted.
 pub const V6_BLOCK_LEN: u8 = 48;
+/// Shorter IPv4 prefixes cover no block: a default route (some peers send one) or a
+/// /4 says nothing about any country, and would hide every withdrawal under it.
+pub const V4_MIN_COVER_LEN: u8 = 8;
+/// The same for IPv6 (the RIRs' allocations are /12 and longer; a peer's ::/0 or
+/// 2000::/3 is not a route to anyone in particular).
+pub const V6_MIN_COVER_LEN: u8 = 12;
 
 #[derive(Debug, Clone, Copy)]
 struct Block<A> {
@@ -205,14 +212,14 @@ impl Space {
             }
         };
         match p {
-            Pfx::V4(a, l) if l <= V4_BLOCK_LEN => {
+            Pfx::V4(a, l) if (V4_MIN_COVER_LEN..=V4_BLOCK_LEN).contains(&l) => {
                 let (lo, hi) = v4_range(a, l);
                 let from = v4.partition_point(|b| b.start < lo);
                 for b in v4[from..].iter_mut().take_while(|b| b.start <= hi) {
                     on_block(&mut b.cover, b.entity);
                 }
             }
-            Pfx::V6(a, l) if l <= V6_BLOCK_LEN => {
+            Pfx::V6(a, l) if (V6_MIN_COVER_LEN..=V6_BLOCK_LEN).contains(&l) => {
                 let (lo, hi) = v6_range(a, l);
                 let from = v6.partition_point(|b| b.start < lo);
                 for b in v6[from..].iter_mut().take_while(|b| b.start <= hi) {
@@ -447,8 +454,10 @@ mod tests {
         assert!(reading(&mut s, "AA", Some(64501)).withdrawals.is_none());
         s.toggle(pfx("2001:db8::/32"), true, Cause::Other);
         assert_eq!(reading(&mut s, "AA", Some(64500)).visible_slash24, 4);
-        // Longer than a block: covers nothing.
+        // Longer than a block, or a default route: covers nothing.
         s.toggle(pfx("10.1.0.0/25"), true, Cause::Other);
+        s.toggle(pfx("0.0.0.0/0"), true, Cause::Other);
+        s.toggle(pfx("8.0.0.0/7"), true, Cause::Other);
         assert_eq!(reading(&mut s, "BB", None).visible_slash24, 0);
     }
 
