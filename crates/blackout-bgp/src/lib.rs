@@ -6,6 +6,14 @@
 //! withdrawal of everything it carried, so that the table can tell a country withdrawing
 //! its routes from a route collector losing a peer.
 
+pub mod bmp;
 pub mod event;
+pub mod prefix;
+pub mod run;
+pub mod space;
+pub mod table;
 
 pub use event::{PeerKey, RouteEvent, SourceKind};
+pub use run::Feed;
+pub use space::Space;
+pub use table::{PeerState, Table, TableConfig};

@@ -126,6 +126,8 @@ pub struct Collector {
     pub(crate) catalog_build: Mutex<()>,
     /// Held as long as the collector lives: no other collector opens its state directory.
     _state_lock: Option<StateDirLock>,
+    /// The BGP signal, when `[bgp]` is configured.
+    pub bgp: Option<crate::bgp::Bgp>,
 }
 
 /// How the collector got its state at start.
@@ -188,6 +190,10 @@ impl Collector {
                 .map_err(StartError::Catalog)?,
         );
         let fingerprint = snapshot::fingerprint(&config.detect);
+        let bgp = config
+            .bgp
+            .clone()
+            .map(|b| crate::bgp::Bgp::new(b, &catalog.files));
         // Before anything in the directory is read: another collector may be writing it.
         let state_lock = config
             .state_dir
@@ -243,6 +249,7 @@ impl Collector {
             cadence: Default::default(),
             catalog_build: Mutex::new(()),
             _state_lock: state_lock,
+            bgp,
         };
         if let Some(dir) = &state_dir {
             let mut live = c.lock();
@@ -359,7 +366,7 @@ impl Collector {
         files: Vec<CatalogFile>,
     ) -> Result<Reloaded, String> {
         let old = &self.config;
-        let fixed: [(&str, bool); 13] = [
+        let fixed: [(&str, bool); 14] = [
             ("listen", config.listen != old.listen),
             ("state_dir", config.state_dir != old.state_dir),
             ("tls_cert_file/tls_key_file", config.tls != old.tls),
@@ -391,6 +398,7 @@ impl Collector {
             ),
             ("the connection and upload limits", config.http != old.http),
             ("detect", config.detect != old.detect),
+            ("bgp", config.bgp != old.bgp),
         ];
         let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
         if !changed.is_empty() {
@@ -412,6 +420,11 @@ impl Collector {
             agents_added: now_ids.difference(&was).cloned().collect(),
             agents_removed: was.difference(&now_ids).cloned().collect(),
         };
+        if let Some(bgp) = &self.bgp {
+            bgp.feed
+                .table()
+                .replace_space(blackout_bgp::Space::from_files(&new.files));
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         Ok(report)
     }
@@ -527,6 +540,15 @@ impl Collector {
     /// When the detector can next close a bin (see `Engine::next_close_at`).
     pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         self.lock().state.engine.next_close_at(now)
+    }
+
+    /// Readings of the BGP table: each becomes a value of its entity's `bgp` series at
+    /// once, not at the next probing round.
+    pub fn ingest_bgp(&self, readings: &[blackout_model::bgp::BgpVisibility]) {
+        let mut live = self.lock();
+        for v in readings {
+            live.state.engine.ingest_bgp(v);
+        }
     }
 
     /// Lets the detector close the bins that are over at `now`, and records what changed.

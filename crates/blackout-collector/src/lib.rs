@@ -8,6 +8,7 @@ pub mod api;
 /// Fleet assignment (rendezvous hashing), shared with the agents.
 pub use blackout_model::assign;
 pub mod auth;
+pub mod bgp;
 pub mod budget;
 pub mod config;
 pub mod dedup;
