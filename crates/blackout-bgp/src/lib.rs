@@ -7,5 +7,9 @@
 //! its routes from a route collector losing a peer.
 
 pub mod event;
+pub mod mrt;
+pub mod rislive;
 
 pub use event::{PeerKey, RouteEvent, SourceKind};
+pub use mrt::{MrtError, MrtOrigin, MrtSummary, read_mrt_file, send_mrt_file};
+pub use rislive::{RisLiveClient, RisLiveError, RisLiveSettings, spawn_ris_live};
