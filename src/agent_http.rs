@@ -90,7 +90,7 @@ impl AgentMetrics {
             &[],
             s.config_loaded_at(),
         );
-        for sig in Signal::ALL {
+        for sig in Signal::PROBED {
             self.count(m::PROBES_TOTAL, &[sig.as_str()], s.probes(sig));
             self.gauge(m::CATALOG_TARGETS, &[sig.as_str()], s.targets(sig) as f64);
         }

@@ -176,10 +176,10 @@ impl UploadResult {
 }
 
 fn signal_index(s: Signal) -> usize {
-    Signal::ALL
+    Signal::PROBED
         .iter()
         .position(|x| *x == s)
-        .expect("ALL lists every signal")
+        .expect("PROBED lists every signal an agent measures")
 }
 
 /// The agent's live numbers. One per process (as [`crate::run::POLITENESS_SKIPS`] and
@@ -237,7 +237,7 @@ impl Stats {
         self.probes[signal_index(s)].load(Ordering::Relaxed)
     }
 
-    /// The catalog in force: targets per signal, in [`Signal::ALL`] order.
+    /// The catalog in force: targets per signal, in [`Signal::PROBED`] order.
     pub fn set_targets(&self, per_signal: [u64; 4]) {
         for (a, n) in self.targets.iter().zip(per_signal) {
             a.store(n, Ordering::Relaxed);

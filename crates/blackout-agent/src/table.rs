@@ -414,10 +414,10 @@ impl TargetTable {
         }
     }
 
-    /// Targets per signal, in [`Signal::ALL`] order (blocks are ICMP).
+    /// Targets per signal, in [`Signal::PROBED`] order (blocks are ICMP).
     pub fn count_by_signal(&self) -> [u64; 4] {
         let mut n = [0u64; 4];
-        let at = |s: Signal| Signal::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        let at = |s: Signal| Signal::PROBED.iter().position(|x| *x == s).unwrap_or(0);
         n[at(Signal::Icmp)] += self.blocks.len() as u64;
         for t in &self.others {
             n[at(t.signal())] += 1;

@@ -6,10 +6,16 @@
 //! withdrawal of everything it carried, so that the table can tell a country withdrawing
 //! its routes from a route collector losing a peer.
 
+pub mod bmp;
 pub mod event;
 pub mod mrt;
+pub mod prefix;
 pub mod rislive;
+pub mod space;
+pub mod table;
 
 pub use event::{PeerKey, RouteEvent, SourceKind};
 pub use mrt::{MrtError, MrtOrigin, MrtSummary, read_mrt_file, send_mrt_file};
 pub use rislive::{RisLiveClient, RisLiveError, RisLiveSettings, spawn_ris_live};
+pub use space::Space;
+pub use table::{PeerState, Table, TableConfig};

@@ -255,7 +255,7 @@ impl Counters {
 
     /// Counts the observations of an applied batch.
     pub fn observations(&mut self, batch: &Batch) {
-        let mut counts = [0u64; 4];
+        let mut counts = [0u64; Signal::ALL.len()];
         let mut newest = None;
         for o in &batch.observations {
             counts[o.signal as usize] += 1;

@@ -10,7 +10,8 @@ use super::entity::EntityKey;
 use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence};
 use super::series::{BaselineShape, History, Rules, State, Tracker, Trail, baseline, median};
 use super::throttle;
-use blackout_model::observation::{BlockVerdict, Observation, Signal};
+use blackout_model::bgp::{BgpVisibility, BgpWithdrawals};
+use blackout_model::observation::{BlockVerdict, Observation, Signal, is_country_code};
 // Fx, not SipHash: the keys are our own interned ids and agent/target names from
 // authenticated agents, so a DoS-resistant hash buys nothing on the ingest hot path and
 // cost a third of the ingest time.
@@ -369,6 +370,10 @@ pub struct Engine {
     /// Late observations older than the raw window, per entity and bin, not yet added to
     /// the evidence of the events covering them.
     late_evidence: FxMap<(u32, i64), u64>,
+    /// Per entity, the withdrawals the BGP sources last reported (gone once the entity's
+    /// space is fully visible again): the evidence of a `routes_withdrawn` event.
+    #[serde(default)]
+    bgp_withdrawals: FxMap<u32, BgpWithdrawals>,
 }
 
 fn trail_slot(value: f64, baseline: Option<f64>) -> (f32, f32) {
@@ -431,6 +436,7 @@ impl Engine {
             last_health: Vec::new(),
             last_uncovered: BTreeSet::new(),
             late_evidence: FxMap::default(),
+            bgp_withdrawals: FxMap::default(),
         }
     }
 
@@ -668,6 +674,43 @@ impl Engine {
             bd.dirty = true;
         }
         self.stats.values += 1;
+    }
+
+    /// One reading of a BGP source: the visible share of a country's or one of its
+    /// networks' address space becomes a value of that entity's `bgp` series, and the
+    /// withdrawals become the evidence its events carry. A reading without a share (no
+    /// quorum of healthy peers, no address space) says nothing: BGP not knowing is not the
+    /// entity going dark. A reading whose country is not an ISO code is dropped (the
+    /// sources build them from the catalog, so that is a source's bug, not data).
+    pub fn ingest_bgp(&mut self, v: &BgpVisibility) {
+        if !is_country_code(&v.country) {
+            return;
+        }
+        let entity = match v.asn {
+            None => EntityKey::Country(v.country.clone()),
+            Some(asn) => EntityKey::Asn {
+                country: v.country.clone(),
+                asn,
+            },
+        };
+        let e = self.intern_entity(entity.clone());
+        match &v.withdrawals {
+            Some(w) => {
+                self.bgp_withdrawals.insert(e, w.clone());
+            }
+            None => {
+                self.bgp_withdrawals.remove(&e);
+            }
+        }
+        if let Some(share) = v.share() {
+            self.ingest_metric(v.at, &entity, Signal::Bgp, Metric::Level, share);
+        }
+    }
+
+    /// The withdrawals the BGP sources last reported for an entity.
+    pub fn bgp_withdrawals(&self, entity: &EntityKey) -> Option<&BgpWithdrawals> {
+        let e = self.entity_index.get(entity)?;
+        self.bgp_withdrawals.get(e)
     }
 
     /// The first instant after `now` at which `advance` closes another bin (a bin's end
@@ -1461,9 +1504,10 @@ impl Engine {
         is_country: bool,
         bin: i64,
     ) -> Option<Cond> {
+        // BGP is recorded and shown; it does not vote yet.
         let mut with_verdict: Vec<(Signal, &SignalSeries)> = sigs
             .iter()
-            .filter(|(_, s)| s.level.tracker.state.is_some())
+            .filter(|(sig, s)| *sig != Signal::Bgp && s.level.tracker.state.is_some())
             .copied()
             .collect();
         let is_net = |s: Signal| matches!(s, Signal::Icmp | Signal::Tcp);

@@ -96,7 +96,7 @@ struct Columns {
 const FAILURES: u8 = Failure::ALL.len() as u8;
 
 fn signal_code(s: Signal) -> u8 {
-    Signal::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+    Signal::PROBED.iter().position(|x| *x == s).unwrap_or(0) as u8
 }
 
 fn result_code(o: &Observation) -> u8 {
@@ -308,7 +308,7 @@ pub fn decode_at_most(bytes: &[u8], json_bytes: usize) -> Result<Batch, CompactE
         if as_json > json_bytes {
             return Err(CompactError::TooLarge(json_bytes));
         }
-        let signal = *Signal::ALL
+        let signal = *Signal::PROBED
             .get(usize::from(g.signal))
             .ok_or_else(|| bad(format!("signal {} unknown", g.signal)))?;
         time = time.wrapping_add(c.time_delta_us[i]);

@@ -11,10 +11,29 @@ pub enum Signal {
     Dns,
     Http,
     Tcp,
+    /// Visible share of the entity's address space in BGP, from the collector's route
+    /// sources (BMP, RIS Live, MRT): never measured by an agent, so never in a batch.
+    Bgp,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 4] = [Signal::Icmp, Signal::Dns, Signal::Http, Signal::Tcp];
+    /// Every signal the detector knows.
+    pub const ALL: [Signal; 5] = [
+        Signal::Icmp,
+        Signal::Dns,
+        Signal::Http,
+        Signal::Tcp,
+        Signal::Bgp,
+    ];
+
+    /// The signals agents probe, in the order of their compact wire codes and of the
+    /// agent's per-signal tables: append only, a new code would be an old agent's error.
+    pub const PROBED: [Signal; 4] = [Signal::Icmp, Signal::Dns, Signal::Http, Signal::Tcp];
+
+    /// Whether agents measure it (false: the collector derives it from its own sources).
+    pub fn is_probed(self) -> bool {
+        self != Signal::Bgp
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -22,6 +41,7 @@ impl Signal {
             Signal::Dns => "dns",
             Signal::Http => "http",
             Signal::Tcp => "tcp",
+            Signal::Bgp => "bgp",
         }
     }
 }
@@ -40,8 +60,9 @@ impl std::str::FromStr for Signal {
             "dns" => Ok(Signal::Dns),
             "http" => Ok(Signal::Http),
             "tcp" => Ok(Signal::Tcp),
+            "bgp" => Ok(Signal::Bgp),
             other => Err(format!(
-                "unknown signal {other:?} (expected icmp, dns, http or tcp)"
+                "unknown signal {other:?} (expected icmp, dns, http, tcp or bgp)"
             )),
         }
     }
@@ -311,6 +332,15 @@ impl Observation {
                 ),
             ));
         }
+        if !self.signal.is_probed() {
+            return Err(field(
+                "signal",
+                format!(
+                    "{} is derived by the collector from its route sources, never sent by an agent",
+                    self.signal
+                ),
+            ));
+        }
         if self.ok && (self.phase.is_some() || self.failure.is_some()) {
             return Err(field("failure", "must be absent when ok is true".into()));
         }
@@ -551,6 +581,7 @@ mod tests {
             (|o| o.failure = Some(Failure::Timeout), "failure"),
             (|o| o.ok = false, "failure"),
             (|o| o.agent = String::new(), "agent"),
+            (|o| o.signal = Signal::Bgp, "signal"),
             (
                 |o| {
                     o.timings_ms = Some(HttpTimingsMs {

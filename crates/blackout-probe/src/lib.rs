@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use blackout_model::catalog::Target;
+use blackout_model::catalog::{Target, TargetKind};
 use blackout_model::observation::{
     BlockReport, Failure, HttpTimingsMs, Observation, Phase, Signal,
 };
@@ -253,19 +253,19 @@ impl ProbeSet {
         })
     }
 
-    /// The prober for a signal.
-    pub fn prober(&self, signal: Signal) -> &dyn Prober {
-        match signal {
-            Signal::Icmp => &self.icmp,
-            Signal::Dns => &self.dns,
-            Signal::Http => &self.http,
-            Signal::Tcp => &self.tcp,
+    /// The prober for a kind of target.
+    pub fn prober(&self, kind: &TargetKind) -> &dyn Prober {
+        match kind {
+            TargetKind::Icmp { .. } => &self.icmp,
+            TargetKind::Dns { .. } => &self.dns,
+            TargetKind::Http { .. } => &self.http,
+            TargetKind::Tcp { .. } => &self.tcp,
         }
     }
 
     /// Probes one target once with the prober of its kind.
     pub async fn probe(&self, target: &Target) -> Result<Outcome, ProbeError> {
-        self.prober(target.signal()).probe(target).await
+        self.prober(&target.kind).probe(target).await
     }
 }
 

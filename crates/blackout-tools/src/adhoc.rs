@@ -21,11 +21,22 @@ use blackout_probe::{Outcome, ProbeError, ProbeSet, ProbeSettings};
 /// file is a typo, not a measurement.
 const MAX_ADDRESSES: u64 = 1 << 24;
 
+/// A signal an agent can probe: `bgp` comes from route sources, not from targets.
+fn probed_signal(s: &str) -> Result<Signal, String> {
+    let signal: Signal = s.parse()?;
+    if !signal.is_probed() {
+        return Err(format!(
+            "{signal} is not probed (the collector reads it from route sources): expected icmp, dns, http or tcp"
+        ));
+    }
+    Ok(signal)
+}
+
 /// Arguments of `blackout-agent probe`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProbeArgs {
     /// Kind of probe: icmp, dns, http or tcp.
-    #[arg(long, value_parser = clap::value_parser!(Signal))]
+    #[arg(long, value_parser = probed_signal)]
     pub signal: Signal,
     /// File with one target a line (`-` for stdin). icmp: IP or prefix (every address of
     /// the prefix); dns: `SERVER QNAME [QTYPE]` (SERVER is IP, IP:PORT or `system`; QTYPE
@@ -181,6 +192,7 @@ fn parse_targets(
                     Item::Other(target(TargetKind::Tcp { address })),
                 ));
             }
+            Signal::Bgp => return Err(bad(format!("{signal} has no targets to probe"))),
         }
     }
     Ok(out)

@@ -80,7 +80,10 @@ fn postcard_rows(b: &Batch) -> Vec<u8> {
             country: &o.country,
             asn: o.asn,
             region: o.region.as_deref(),
-            signal: pos(Signal::ALL.iter().position(|s| *s == o.signal).unwrap_or(0)),
+            signal: pos(Signal::PROBED
+                .iter()
+                .position(|s| *s == o.signal)
+                .unwrap_or(0)),
             control: o.control,
             measured_at_us: o.measured_at.timestamp_micros(),
             ok: o.ok,
