@@ -109,6 +109,63 @@ pub struct RawCollectorConfig {
     /// Settings of the detection engine.
     #[serde(default)]
     pub detect: blackout_detect::DetectConfig,
+    /// BGP sources and the route table; absent: no BGP signal.
+    #[serde(default)]
+    pub bgp: Option<RawBgpConfig>,
+}
+
+/// `[bgp]`: the BMP listener and how the route table judges peers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgpConfig {
+    /// Where routers connect with BMP (RFC 7854); absent: no BMP listener.
+    #[serde(default)]
+    pub bmp_listen: Option<String>,
+    #[serde(default)]
+    pub peer_quorum: Option<u16>,
+    #[serde(default)]
+    pub full_table_min_prefixes: Option<u32>,
+    #[serde(default)]
+    pub peer_silence_secs: Option<u64>,
+}
+
+/// The validated `[bgp]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BgpConfig {
+    pub bmp_listen: Option<SocketAddr>,
+    pub table: blackout_bgp::TableConfig,
+}
+
+impl RawBgpConfig {
+    fn validate(&self, errors: &mut Vec<String>) -> BgpConfig {
+        let d = blackout_bgp::TableConfig::default();
+        let bmp_listen = self.bmp_listen.as_ref().and_then(|s| {
+            s.parse()
+                .map_err(|_| {
+                    errors.push(format!(
+                        "key `bgp.bmp_listen`: {s:?} is not an IP:PORT address"
+                    ))
+                })
+                .ok()
+        });
+        if self.peer_quorum == Some(0) {
+            errors.push("key `bgp.peer_quorum`: must be at least 1".into());
+        }
+        if self.full_table_min_prefixes == Some(0) {
+            errors.push("key `bgp.full_table_min_prefixes`: must be at least 1".into());
+        }
+        BgpConfig {
+            bmp_listen,
+            table: blackout_bgp::TableConfig {
+                peer_quorum: self.peer_quorum.filter(|&q| q > 0),
+                full_table_min_prefixes: self
+                    .full_table_min_prefixes
+                    .filter(|&n| n > 0)
+                    .unwrap_or(d.full_table_min_prefixes),
+                peer_silence_secs: self.peer_silence_secs.unwrap_or(d.peer_silence_secs),
+            },
+        }
+    }
 }
 
 /// What the HTTP server lets each peer, connection and upload take.
@@ -190,6 +247,8 @@ pub struct CollectorConfig {
     pub snapshot_interval_secs: u64,
     pub http: HttpLimits,
     pub detect: blackout_detect::DetectConfig,
+    /// `[bgp]`; `None`: no BGP signal.
+    pub bgp: Option<BgpConfig>,
 }
 
 /// Default silence after which an agent no longer counts for the assignment.
@@ -216,6 +275,7 @@ impl Default for CollectorConfig {
             snapshot_interval_secs: DEFAULT_SNAPSHOT_INTERVAL_SECS,
             http: HttpLimits::default(),
             detect: blackout_detect::DetectConfig::default(),
+            bgp: None,
         }
     }
 }
@@ -393,7 +453,9 @@ impl CollectorConfig {
                 None
             }
         };
+        let bgp = raw.bgp.as_ref().map(|b| b.validate(errors));
         CollectorConfig {
+            bgp,
             assign_k: raw.assign_k,
             agent_timeout_secs,
             snapshot_interval_secs: raw
@@ -512,6 +574,19 @@ mod tests {
                 "agent[0] (id \"a\") key `token_sha256`",
             ),
             ("freshness_secs = 0\n", "key `freshness_secs`"),
+            (
+                "[bgp]\nbmp_listen = \"router\"\n",
+                "key `bgp.bmp_listen`: \"router\" is not an IP:PORT address",
+            ),
+            (
+                "[bgp]\npeer_quorum = 0\n",
+                "key `bgp.peer_quorum`: must be at least 1",
+            ),
+            (
+                "[bgp]\nfull_table_min_prefixes = 0\n",
+                "key `bgp.full_table_min_prefixes`: must be at least 1",
+            ),
+            ("[bgp]\npeer_quorom = 2\n", "line 2"),
             ("[detect]\nbin_secs = 0\n", "key `detect.bin_secs`"),
             ("[detect]\nbins_secs = 60\n", "line 2"),
             ("retention_days = 0\n", "key `retention_days`"),

@@ -118,6 +118,8 @@ pub struct Collector {
     restore: Mutex<Restore>,
     /// Held as long as the collector lives: no other collector opens its state directory.
     _state_lock: Option<StateDirLock>,
+    /// The BGP signal, when `[bgp]` is configured.
+    pub bgp: Option<crate::bgp::Bgp>,
 }
 
 /// How the collector got its state at start.
@@ -180,6 +182,8 @@ impl Collector {
                 .map_err(StartError::Catalog)?,
         );
         let fingerprint = snapshot::fingerprint(&config.detect);
+        let config_bgp = config.bgp.clone();
+        let catalog_targets = catalog.targets.clone();
         // Before anything in the directory is read: another collector may be writing it.
         let state_lock = config
             .state_dir
@@ -233,6 +237,7 @@ impl Collector {
                 duplicate_batches: 0,
             }),
             _state_lock: state_lock,
+            bgp: config_bgp.map(|b| crate::bgp::Bgp::new(b, &catalog_targets)),
         };
         if let Some(dir) = &state_dir {
             let mut live = c.lock();
@@ -512,6 +517,15 @@ impl Collector {
     /// When the detector can next close a bin (see `Engine::next_close_at`).
     pub fn next_close_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         self.lock().state.engine.next_close_at(now)
+    }
+
+    /// Readings of the BGP table: each becomes a value of its entity's `bgp` series at
+    /// once, not at the next probing round.
+    pub fn ingest_bgp(&self, readings: &[blackout_model::bgp::BgpVisibility]) {
+        let mut live = self.lock();
+        for v in readings {
+            live.state.engine.ingest_bgp(v);
+        }
     }
 
     /// Lets the detector close the bins that are over at `now`, and records what changed.

@@ -7,6 +7,7 @@ pub mod aggregates;
 pub mod api;
 pub mod assign;
 pub mod auth;
+pub mod bgp;
 pub mod budget;
 pub mod config;
 pub mod dedup;

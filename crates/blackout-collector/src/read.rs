@@ -33,6 +33,8 @@ pub struct Scrape {
     pub reload: crate::ingest::ReloadStatus,
     /// When the scrape was taken.
     pub at: DateTime<Utc>,
+    /// The BGP sources and table, when `[bgp]` is configured.
+    pub bgp: Option<crate::bgp::BgpFacts>,
 }
 
 impl ReadModel {
@@ -121,6 +123,7 @@ impl ReadModel {
             counters: c.facts().clone(),
             reload: c.reload_status(),
             at: now,
+            bgp: c.bgp.as_ref().map(|b| b.facts()),
         }
     }
 }

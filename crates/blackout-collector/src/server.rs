@@ -310,6 +310,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(crate::api::tick_forever(Arc::downgrade(&collector)));
+    crate::bgp::start(&collector).await?;
     let tls = match &collector.config.tls {
         Some(files) => {
             let cfg = crate::tls::server_config(files).map_err(|e| {

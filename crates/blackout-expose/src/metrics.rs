@@ -305,6 +305,30 @@ pub const METRICS: &[Def] = &[
         help: "ICMP block probes agents skipped because the block's hourly politeness budget was spent, as they report them.",
         labels: &["agent"],
     },
+    Def {
+        name: names::BGP_PEERS,
+        kind: Kind::IntGauge,
+        help: "BGP peers by source (bmp, ris_live, mrt) and state (loading, healthy, partial, silent, down); only healthy peers count towards the quorum. With [bgp].",
+        labels: &["source", "state"],
+    },
+    Def {
+        name: names::BGP_ROUTE_EVENTS_TOTAL,
+        kind: Kind::Counter,
+        help: "Route events received from BGP sources, by source and kind (peer_up, peer_down, announce, withdraw, end_of_rib). With [bgp].",
+        labels: &["source", "kind"],
+    },
+    Def {
+        name: names::BGP_PREFIXES,
+        kind: Kind::IntGauge,
+        help: "Distinct prefixes the BGP table holds (carried by at least one peer), by family (ipv4, ipv6). With [bgp].",
+        labels: &["family"],
+    },
+    Def {
+        name: names::BGP_BMP_SESSIONS,
+        kind: Kind::IntGauge,
+        help: "Open BMP sessions (routers connected to bgp.bmp_listen). With [bgp].",
+        labels: &[],
+    },
 ];
 
 /// The table's entry for a name.
@@ -414,6 +438,10 @@ pub struct Metrics {
     reload_successful: IntGaugeVec,
     reload_success_at: GaugeVec,
     pub agent_politeness_skips: IntCounterVec,
+    bgp_peers: IntGaugeVec,
+    bgp_route_events: IntCounterVec,
+    bgp_prefixes: IntGaugeVec,
+    bgp_bmp_sessions: IntGaugeVec,
     /// One scrape at a time: a scrape resets and refills gauges.
     scrape: Mutex<()>,
 }
@@ -483,6 +511,10 @@ impl Metrics {
             reload_successful: fam.int_gauge(names::CONFIG_LAST_RELOAD_SUCCESSFUL),
             reload_success_at: fam.gauge(names::CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS),
             agent_politeness_skips: fam.counter(names::AGENT_POLITENESS_SKIPS_TOTAL),
+            bgp_peers: fam.int_gauge(names::BGP_PEERS),
+            bgp_route_events: fam.counter(names::BGP_ROUTE_EVENTS_TOTAL),
+            bgp_prefixes: fam.int_gauge(names::BGP_PREFIXES),
+            bgp_bmp_sessions: fam.int_gauge(names::BGP_BMP_SESSIONS),
             registry: r,
             scrape: Mutex::new(()),
         };
@@ -513,6 +545,7 @@ impl Metrics {
     pub fn render(&self, scrape: &Scrape, catalog: &[CatalogFile]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.render_counts(scrape);
+        self.render_bgp(scrape);
         self.reload_successful
             .with_label_values::<&str>(&[])
             .set(i64::from(scrape.reload.successful));
@@ -528,6 +561,31 @@ impl Metrics {
         self.render_detector(&scrape.verdicts, &scrape.open_events, catalog);
         self.render_latest(scrape);
         self.encode()
+    }
+
+    /// The BGP sources and table, when configured.
+    fn render_bgp(&self, scrape: &Scrape) {
+        let Some(b) = &scrape.bgp else { return };
+        for (source, state, n) in &b.peers {
+            self.bgp_peers
+                .with_label_values(&[*source, *state])
+                .set(*n as i64);
+        }
+        for (source, kind, n) in &b.route_events {
+            follow(
+                self.bgp_route_events.with_label_values(&[*source, *kind]),
+                *n,
+            );
+        }
+        self.bgp_prefixes
+            .with_label_values(&["ipv4"])
+            .set(b.prefixes.0 as i64);
+        self.bgp_prefixes
+            .with_label_values(&["ipv6"])
+            .set(b.prefixes.1 as i64);
+        self.bgp_bmp_sessions
+            .with_label_values(&[] as &[&str])
+            .set(b.bmp_sessions as i64);
     }
 
     /// What the collector counted, and the agents' latest reports.

@@ -83,3 +83,13 @@ pub const AGENT_SPOOL_DROPPED_OBSERVATIONS_TOTAL: &str =
     "blackout_agent_spool_dropped_observations_total";
 pub const AGENT_CATALOG_REFUSALS_TOTAL: &str = "blackout_agent_catalog_refusals_total";
 pub const AGENT_POLITENESS_SKIPS_TOTAL: &str = "blackout_agent_politeness_skips_total";
+
+// BGP sources and the route table (present with `[bgp]`).
+/// Peers by source (bmp, ris_live, mrt) and state (loading, healthy, partial, silent, down).
+pub const BGP_PEERS: &str = "blackout_bgp_peers";
+/// Route events received, by source and kind (peer_up, peer_down, announce, withdraw, end_of_rib).
+pub const BGP_ROUTE_EVENTS_TOTAL: &str = "blackout_bgp_route_events_total";
+/// Distinct prefixes the table holds, by family (ipv4, ipv6).
+pub const BGP_PREFIXES: &str = "blackout_bgp_prefixes";
+/// Open BMP sessions (routers connected).
+pub const BGP_BMP_SESSIONS: &str = "blackout_bgp_bmp_sessions";
