@@ -14,8 +14,9 @@
 //! `PeerUp`, the peer's prefixes and `EndOfRib` under the same [`PeerKey`]s as the live
 //! stream, which then keeps the table current. Changes between the dump's time and the
 //! connection are missed until the prefixes change again. Without a dump a RIS peer
-//! never reports `EndOfRib`, so it never counts as a full-table peer: its updates are
-//! heard, but it does not vote on visibility.
+//! never reports `EndOfRib`: the table counts it only once it has announced
+//! `full_table_min_prefixes` through the stream, which ordinary churn never reaches
+//! (a session restart, when the peer re-sends its table, does).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
