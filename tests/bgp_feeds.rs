@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use blackout_bgp::mrt::{MrtOrigin, read_mrt_file};
 use blackout_bgp::rislive::ris_peer;
-use blackout_bgp::{PeerKey, RisLiveSettings, RouteEvent, SourceKind, spawn_ris_live};
+use blackout_bgp::{
+    PeerKey, RisLiveSettings, RouteEvent, SourceKind, Space, Table, TableConfig, spawn_ris_live,
+};
+use blackout_detect::DetectConfig;
 use blackout_test_support::{Netns, Proc, is_root, require, wait_until};
+use blackout_tools::replay_bgp::{MrtInput, replay_with_bgp};
 use futures::{SinkExt, StreamExt};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -434,12 +438,15 @@ fn mrt_from_frr_rib_dump_and_updates() {
     wait_until("the RIB dump", Duration::from_secs(10), || {
         std::fs::metadata(&rib).is_ok_and(|m| m.len() > 0)
     });
+    // Seconds apart, so that replay sees each state in its own second.
+    std::thread::sleep(Duration::from_secs(2));
     routers.gobgp(&["global", "rib", "del", "-a", "ipv4", "203.0.113.0/24"]);
     wait_until(
         "the withdrawal reaches the router",
         Duration::from_secs(20),
         || !routers.router_has("203.0.113.0/24"),
     );
+    std::thread::sleep(Duration::from_secs(2));
     // The peer goes away: the router records the session leaving Established.
     drop(routers.gobgpd.take());
     wait_until("the session is down", Duration::from_secs(20), || {
@@ -530,6 +537,38 @@ fn mrt_from_frr_rib_dump_and_updates() {
     assert!(down.starts_with("BGP state Established ->"), "{down}");
     // Time moves forward through the file.
     assert!(events.windows(2).all(|w| w[0].at() <= w[1].at()));
+
+    // Replayed through the table (`blackout replay --mrt`): the peer's two /24s of the
+    // catalog's space visible, then one after the withdrawal, then no healthy peer.
+    let space = Space::from_blocks([
+        ("KZ", 65001, net("198.51.100.0/24")),
+        ("KZ", 65001, net("203.0.113.0/24")),
+    ]);
+    let config = TableConfig {
+        peer_quorum: Some(1),
+        full_table_min_prefixes: 1,
+        peer_silence_secs: 0,
+    };
+    let mut readings = Vec::new();
+    let input = MrtInput::parse(&format!("frr={}", updates.display()));
+    let (_engine, summaries) = replay_with_bgp(
+        DetectConfig::default(),
+        &mut [],
+        &[input],
+        Table::new(config, space),
+        &mut |_| {},
+        &mut |r| {
+            if r.asn == Some(65001) {
+                readings.push((r.visible_slash24, r.total_slash24, r.peers_healthy));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(summaries[0].withdrawn, 1);
+    let full = readings.iter().position(|r| *r == (2, 2, 1));
+    let half = readings.iter().position(|r| *r == (1, 2, 1));
+    assert!(full.is_some() && full < half, "{readings:?}");
+    assert_eq!(readings.last().map(|r| r.2), Some(0), "{readings:?}");
 }
 
 #[test]
