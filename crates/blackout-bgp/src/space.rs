@@ -269,18 +269,22 @@ impl Space {
             }
             e.dirty = false;
             e.last_emit = Some(now);
-            out.push(BgpVisibility {
-                at: now,
-                country: e.country.clone(),
-                asn: e.asn,
-                visible_slash24: e.visible,
-                total_slash24: e.total,
-                peers_healthy,
-                peers_quorum,
-                withdrawals: e.withdrawals(),
-            });
+            out.push(e.reading(now, peers_healthy, peers_quorum));
         }
         out
+    }
+
+    /// Every entity's reading now, without counting it as reported.
+    pub fn peek(
+        &self,
+        now: DateTime<Utc>,
+        peers_healthy: u16,
+        peers_quorum: u16,
+    ) -> Vec<BgpVisibility> {
+        self.entities
+            .iter()
+            .map(|e| e.reading(now, peers_healthy, peers_quorum))
+            .collect()
     }
 }
 
@@ -298,6 +302,19 @@ impl Entity {
             peers: Vec::new(),
             first_withdrawal_at: None,
             seen: 0,
+        }
+    }
+
+    fn reading(&self, now: DateTime<Utc>, peers_healthy: u16, peers_quorum: u16) -> BgpVisibility {
+        BgpVisibility {
+            at: now,
+            country: self.country.clone(),
+            asn: self.asn,
+            visible_slash24: self.visible,
+            total_slash24: self.total,
+            peers_healthy,
+            peers_quorum,
+            withdrawals: self.withdrawals(),
         }
     }
 

@@ -251,6 +251,11 @@ impl Table {
         self.space.readings(now, true, 0, healthy, self.quorum)
     }
 
+    /// Every entity's reading now, leaving what is due to [`Table::poll`] unchanged.
+    pub fn current(&self, now: DateTime<Utc>) -> Vec<BgpVisibility> {
+        self.space.peek(now, self.peers_healthy(), self.quorum)
+    }
+
     /// Peers per (source, state).
     pub fn peer_states(&self) -> FxHashMap<(SourceKind, PeerState), u64> {
         let mut out = FxHashMap::default();

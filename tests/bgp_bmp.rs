@@ -1,0 +1,418 @@
+//! The BGP table fed by real routers: Debian's FRR (`bgpd -M bmp`) in network namespaces.
+//!
+//! Three "country" routers announce their networks' prefixes (EG: AS64501 10.1.0.0/16,
+//! AS64502 10.2.0.0/16; SD: AS64503 10.3.0.0/16) to two transit routers (AS65001,
+//! AS65002), which both feed a monitor router (AS65000) that streams BMP of its two
+//! peers (pre-policy) to the collector side: the test's own BMP listener and table here,
+//! the real `blackout collector` binary in the end-to-end test. All routers sit on one
+//! bridge in a hub namespace; the host reaches it through a veth.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blackout_bgp::bmp::{BmpStats, serve};
+use blackout_bgp::table::{PeerState, TableConfig};
+use blackout_bgp::{Feed, RouteEvent, SourceKind, Space, Table};
+use blackout_model::bgp::BgpVisibility;
+use blackout_test_support::{self as common, Netns, Proc};
+
+/// One lab: namespaces `<tag>-*`, subnet `10.<net>.0.0/24`, the host at `.254`.
+struct Lab {
+    tag: String,
+    net: u8,
+    dir: PathBuf,
+    // Dropped first (fields drop in order): processes, then namespaces.
+    procs: Vec<Proc>,
+    _ns: Vec<Netns>,
+}
+
+/// (name, last octet, AS, announced prefix, neighbors by name).
+const ROUTERS: [(&str, u8, u32, Option<&str>, &[&str]); 6] = [
+    ("c1", 11, 64501, Some("10.1.0.0/16"), &["u1", "u2"]),
+    ("c2", 12, 64502, Some("10.2.0.0/16"), &["u1", "u2"]),
+    ("c3", 13, 64503, Some("10.3.0.0/16"), &["u1", "u2"]),
+    ("u1", 21, 65001, None, &["c1", "c2", "c3", "m"]),
+    ("u2", 22, 65002, None, &["c1", "c2", "c3", "m"]),
+    ("m", 30, 65000, None, &["u1", "u2"]),
+];
+
+fn router(name: &str) -> (u8, u32) {
+    let r = ROUTERS.iter().find(|r| r.0 == name).unwrap();
+    (r.1, r.2)
+}
+
+fn sh(args: &[&str]) {
+    let ok = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{args:?}");
+}
+
+impl Lab {
+    fn new(tag: &str, net: u8, dir: &Path) -> Lab {
+        let mut ns = Vec::new();
+        let hub = format!("{tag}-hub");
+        ns.push(Netns::loopback_only(&hub));
+        sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        let attach = |ns_name: Option<&str>, link: &str, octet: u8| {
+            let port = format!("{tag}p{octet}");
+            sh(&[
+                "ip", "link", "add", link, "type", "veth", "peer", "name", &port,
+            ]);
+            sh(&["ip", "link", "set", &port, "netns", &hub]);
+            sh(&[
+                "ip", "-n", &hub, "link", "set", &port, "master", "br0", "up",
+            ]);
+            let addr = format!("10.{net}.0.{octet}/24");
+            match ns_name {
+                Some(n) => {
+                    sh(&["ip", "link", "set", link, "netns", n]);
+                    sh(&["ip", "-n", n, "addr", "add", &addr, "dev", link]);
+                    sh(&["ip", "-n", n, "link", "set", link, "up"]);
+                }
+                None => {
+                    sh(&["ip", "addr", "add", &addr, "dev", link]);
+                    sh(&["ip", "link", "set", link, "up"]);
+                }
+            }
+        };
+        for (name, octet, ..) in ROUTERS {
+            let n = format!("{tag}-{name}");
+            ns.push(Netns::loopback_only(&n));
+            attach(Some(&n), &format!("{tag}-{name}-a"), octet);
+        }
+        // The host's end goes with the hub namespace (its veth peer is there).
+        attach(None, &format!("{tag}-host"), 254);
+        Lab {
+            tag: tag.into(),
+            net,
+            dir: dir.to_path_buf(),
+            procs: Vec::new(),
+            _ns: ns,
+        }
+    }
+
+    fn ip(&self, octet: u8) -> String {
+        format!("10.{}.0.{octet}", self.net)
+    }
+
+    /// Starts every router; the monitor streams BMP to the host at `bmp_port`.
+    fn start(&mut self, bgpd: &Path, bmp_port: u16) {
+        for (name, octet, asn, prefix, neighbors) in ROUTERS {
+            let mut conf = format!(
+                "hostname {name}\nrouter bgp {asn}\n bgp router-id {}\n no bgp ebgp-requires-policy\n no bgp network import-check\n",
+                self.ip(octet)
+            );
+            for nb in neighbors {
+                let (o, a) = router(nb);
+                let ip = self.ip(o);
+                conf += &format!(
+                    " neighbor {ip} remote-as {a}\n neighbor {ip} timers 3 9\n neighbor {ip} timers connect 1\n neighbor {ip} advertisement-interval 0\n"
+                );
+            }
+            conf += " address-family ipv4 unicast\n";
+            if let Some(p) = prefix {
+                conf += &format!("  network {p}\n");
+            }
+            for nb in neighbors {
+                let ip = self.ip(router(nb).0);
+                if name == "m" {
+                    // The monitor keeps each peer's Adj-RIB-In, which FRR's BMP reads
+                    // for the pre-policy table it sends when the session starts; it
+                    // announces nothing back.
+                    conf += &format!("  neighbor {ip} soft-reconfiguration inbound\n");
+                    conf += &format!("  neighbor {ip} route-map NONE out\n");
+                }
+            }
+            conf += " exit-address-family\n";
+            if name == "m" {
+                conf += &format!(
+                    " bmp targets collector\n  bmp monitor ipv4 unicast pre-policy\n  bmp connect {} port {bmp_port} min-retry 100 max-retry 500\n exit\nroute-map NONE deny 10\n",
+                    self.ip(254)
+                );
+            }
+            let rdir = self.dir.join(name);
+            std::fs::create_dir_all(&rdir).unwrap();
+            let cfile = rdir.join("bgpd.conf");
+            std::fs::write(&cfile, conf).unwrap();
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &format!("{}-{name}", self.tag)])
+                .arg(bgpd)
+                .args(["-Z", "-S", "-n", "-p", "179", "--log", "stdout"])
+                .args(if name == "m" {
+                    &["-M", "bmp"][..]
+                } else {
+                    &[][..]
+                })
+                .arg("-f")
+                .arg(&cfile)
+                .arg("-i")
+                .arg(rdir.join("bgpd.pid"))
+                .arg("--vty_socket")
+                .arg(&rdir);
+            self.procs
+                .push(Proc::spawn(name, &mut cmd, &rdir.join("bgpd.log")));
+        }
+    }
+
+    /// Runs configuration commands on a router (through its vty socket).
+    fn vtysh(&self, name: &str, cmds: &[&str]) {
+        let mut c = Command::new("vtysh");
+        c.arg("--vty_socket")
+            .arg(self.dir.join(name))
+            .args(["-d", "bgpd"]);
+        for cmd in cmds {
+            c.args(["-c", cmd]);
+        }
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !text.contains("% "),
+            "vtysh {name} {cmds:?}: {text}"
+        );
+    }
+
+    /// A country router stops (or starts again) announcing its prefix.
+    fn announce(&self, name: &str, on: bool) {
+        let r = ROUTERS.iter().find(|r| r.0 == name).unwrap();
+        let line = format!("{}network {}", if on { "" } else { "no " }, r.3.unwrap());
+        self.vtysh(
+            name,
+            &[
+                "configure terminal",
+                &format!("router bgp {}", r.2),
+                "address-family ipv4 unicast",
+                &line,
+            ],
+        );
+    }
+}
+
+fn catalog_space() -> Space {
+    Space::from_blocks([
+        ("EG", 64501, "10.1.0.0/22".parse().unwrap()),
+        ("EG", 64502, "10.2.0.0/23".parse().unwrap()),
+        ("SD", 64503, "10.3.0.0/24".parse().unwrap()),
+    ])
+}
+
+type Seen = Arc<Mutex<Vec<(Instant, BgpVisibility)>>>;
+
+/// The test's collector side: a BMP listener on the host's address and the table.
+struct Side {
+    feed: Arc<Feed>,
+    seen: Seen,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Side {
+    fn start(listen: std::net::SocketAddr) -> Side {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = TableConfig {
+            peer_quorum: None,
+            full_table_min_prefixes: 3,
+            peer_silence_secs: 0,
+        };
+        let feed = Arc::new(Feed::new(Table::new(config, catalog_space())));
+        let seen: Seen = Arc::default();
+        let (tx, rx) = tokio::sync::mpsc::channel::<RouteEvent>(1024);
+        let listener = rt.block_on(tokio::net::TcpListener::bind(listen)).unwrap();
+        rt.spawn(serve(listener, tx, Arc::new(BmpStats::default())));
+        let (f, s) = (feed.clone(), seen.clone());
+        rt.spawn(async move {
+            f.run(rx, move |r| {
+                let now = Instant::now();
+                s.lock().unwrap().extend(r.into_iter().map(|v| (now, v)));
+            })
+            .await
+        });
+        Side { feed, seen, rt }
+    }
+
+    /// The first reading of (country, asn) since `since` that `ok` accepts.
+    fn wait(
+        &self,
+        what: &str,
+        since: Instant,
+        country: &str,
+        asn: Option<u32>,
+        ok: impl Fn(&BgpVisibility) -> bool,
+    ) -> (Duration, BgpVisibility) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(t, v)| *t >= since && v.country == country && v.asn == asn && ok(v))
+                .map(|(t, v)| (*t - since, v.clone()));
+            if let Some(f) = found {
+                return f;
+            }
+            if Instant::now() > deadline {
+                let states = self.feed.table().peer_states();
+                let seen = self.readings_since(since);
+                panic!("timed out waiting for {what}; peers {states:?}; readings {seen:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The table's reading of (country, asn) now.
+    fn now(&self, country: &str, asn: Option<u32>) -> BgpVisibility {
+        self.feed
+            .table()
+            .current(chrono::Utc::now())
+            .into_iter()
+            .find(|v| v.country == country && v.asn == asn)
+            .unwrap()
+    }
+
+    fn readings_since(&self, since: Instant) -> Vec<BgpVisibility> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(t, _)| *t >= since)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn setup(test: &str) -> Option<PathBuf> {
+    if !common::is_root() {
+        eprintln!("SKIPPED {test}: needs root (network namespaces)");
+        return None;
+    }
+    common::require(test, &["vtysh"])?;
+    let bgpd = PathBuf::from("/usr/lib/frr/bgpd");
+    if !bgpd.is_file() {
+        eprintln!("SKIPPED {test}: FRR's bgpd is not installed (bash .ci/run installs frr)");
+        return None;
+    }
+    Some(bgpd)
+}
+
+fn full(v: &BgpVisibility) -> bool {
+    v.total_slash24 > 0 && v.visible_slash24 == v.total_slash24 && v.peers_healthy == 2
+}
+
+#[test]
+fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
+    let Some(bgpd) = setup("frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new("bgpt", 99, dir.path());
+    let port = common::free_port();
+    let side = Side::start(format!("{}:{port}", lab.ip(254)).parse().unwrap());
+    let t0 = Instant::now();
+    lab.start(&bgpd, port);
+
+    // 1. The announcements: both transit peers healthy, every block visible.
+    let (d, eg) = side.wait("EG fully visible", t0, "EG", None, full);
+    assert_eq!((eg.visible_slash24, eg.total_slash24), (6, 6));
+    assert!(eg.withdrawals.is_none());
+    side.wait("SD fully visible", t0, "SD", None, full);
+    eprintln!(
+        "scenario announce: EG 6/6 and SD 1/1 visible from 2 healthy peers {d:?} after the routers started"
+    );
+    let u1 = blackout_bgp::PeerKey {
+        source: SourceKind::Bmp,
+        collector: lab.ip(30),
+        peer_ip: lab.ip(21).parse().unwrap(),
+        peer_asn: 65001,
+    };
+    assert_eq!(side.feed.table().peer_state(&u1), Some(PeerState::Healthy));
+
+    // 2. One peer's session flaps (the monitor resets its session with u1): the peer
+    // goes down and comes back, no withdrawal is counted and the space stays visible,
+    // judged from the other peer.
+    let t1 = Instant::now();
+    let downs = side.feed.counters.get(SourceKind::Bmp, 1);
+    lab.vtysh("m", &[&format!("clear bgp {}", lab.ip(21))]);
+    common::wait_for("u1 Peer Down", Duration::from_secs(20), || {
+        (side.feed.counters.get(SourceKind::Bmp, 1) > downs).then_some(())
+    });
+    let (d_flap, _) = side.wait("EG back from 2 peers", Instant::now(), "EG", None, full);
+    let during = side.readings_since(t1);
+    let eg_during: Vec<_> = during
+        .iter()
+        .filter(|v| v.country == "EG" && v.asn.is_none())
+        .collect();
+    assert!(
+        eg_during
+            .iter()
+            .all(|v| v.visible_slash24 == 6 && v.withdrawals.is_none()),
+        "a flap is not a withdrawal: {eg_during:?}"
+    );
+    assert!(
+        eg_during.iter().any(|v| v.peers_healthy == 1),
+        "the flap was seen (one healthy peer for a while): {eg_during:?}"
+    );
+    eprintln!(
+        "scenario flap: u1 down and up, EG stayed 6/6 with no withdrawal; both peers healthy again after {d_flap:?}"
+    );
+
+    // 3. One network withdraws: only its blocks fall.
+    let t2 = Instant::now();
+    lab.announce("c2", false);
+    let (d_asn, v) = side.wait("AS64502 dark", t2, "EG", Some(64502), |v| {
+        v.visible_slash24 == 0
+    });
+    let w = v.withdrawals.clone().expect("withdrawal evidence");
+    assert_eq!(w.examples, vec!["10.2.0.0/16"]);
+    assert_eq!(w.prefixes_withdrawn, 1);
+    let (_, eg) = side.wait("EG partial", t2, "EG", None, |v| v.visible_slash24 == 4);
+    assert_eq!(eg.withdrawals.unwrap().examples, vec!["10.2.0.0/16"]);
+    let other = side.now("EG", Some(64501));
+    assert_eq!(other.visible_slash24, 4);
+    assert!(other.withdrawals.is_none());
+    eprintln!(
+        "scenario one ASN: AS64502 0/2 after {d_asn:?} (peers {:?}), AS64501 4/4, EG 4/6",
+        w.peers
+    );
+    lab.announce("c2", true);
+    side.wait("AS64502 back", Instant::now(), "EG", Some(64502), |v| {
+        v.visible_slash24 == 2 && v.withdrawals.is_none()
+    });
+
+    // 4. The country withdraws all its routes.
+    let t3 = Instant::now();
+    let at3 = chrono::Utc::now();
+    lab.announce("c1", false);
+    lab.announce("c2", false);
+    let (d_cc, eg) = side.wait("EG dark", t3, "EG", None, |v| v.visible_slash24 == 0);
+    let w = eg.withdrawals.expect("withdrawal evidence");
+    assert_eq!(w.examples, vec!["10.1.0.0/16", "10.2.0.0/16"]);
+    assert_eq!(w.prefixes_withdrawn, 2);
+    let mut peers = w.peers.clone();
+    peers.sort();
+    assert_eq!(
+        peers,
+        vec![
+            format!("AS65001 {}", lab.ip(21)),
+            format!("AS65002 {}", lab.ip(22))
+        ]
+    );
+    assert!(w.first_withdrawal_at >= at3);
+    assert_eq!(eg.peers_healthy, 2, "the peers that saw it stay healthy");
+    assert!(d_cc < Duration::from_secs(5), "{d_cc:?}");
+    let sd = side.now("SD", None);
+    assert_eq!(sd.visible_slash24, 1);
+    eprintln!(
+        "scenario country: EG 0/6 after {d_cc:?}; evidence {} prefixes, peers {peers:?}, first withdrawal {:?} after the command; SD 1/1",
+        w.prefixes_withdrawn,
+        (w.first_withdrawal_at - at3).to_std().unwrap_or_default()
+    );
+    drop(side.rt);
+}
