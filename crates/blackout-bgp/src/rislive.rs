@@ -334,7 +334,7 @@ impl RisLiveClient {
                 // Pings are answered by tungstenite; binary frames are not RIS Live's.
                 Ok(Some(Ok(_))) => continue,
             };
-            for ev in events(text.as_str(), heard) {
+            for ev in message_events(text.as_str(), heard) {
                 if tx.send(ev).await.is_err() {
                     return ConnectionEnd::ReceiverGone;
                 }
@@ -343,9 +343,9 @@ impl RisLiveClient {
     }
 }
 
-/// The events of one RIS Live message; peers first heard get a `PeerUp` before them.
-/// Malformed messages are logged and yield nothing.
-pub(crate) fn events(text: &str, heard: &mut BTreeSet<PeerKey>) -> Vec<RouteEvent> {
+/// The events of one RIS Live message; peers first heard (not in `heard`) get a
+/// `PeerUp` before them. Malformed messages are logged and yield nothing.
+pub fn message_events(text: &str, heard: &mut BTreeSet<PeerKey>) -> Vec<RouteEvent> {
     let msg = match decode(text) {
         Ok(Some(msg)) => msg,
         Ok(None) => return Vec::new(),
@@ -518,7 +518,7 @@ mod tests {
     use super::*;
 
     fn ev(text: &str, heard: &mut BTreeSet<PeerKey>) -> Vec<RouteEvent> {
-        events(text, heard)
+        message_events(text, heard)
     }
 
     #[test]
