@@ -31,6 +31,49 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// One MRT record (RFC 6396 common header, then the body).
+fn record(ts: u32, typ: u16, subtype: u16, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::new();
+    r.extend(ts.to_be_bytes());
+    r.extend(typ.to_be_bytes());
+    r.extend(subtype.to_be_bytes());
+    r.extend((body.len() as u32).to_be_bytes());
+    r.extend(body);
+    r
+}
+
+/// A TABLE_DUMP_V2 RIB dump written by hand: one IPv4 AS4 peer carrying `prefixes`.
+fn rib_dump(ts: u32, peer: [u8; 4], asn: u32, prefixes: &[IpNet]) -> Vec<u8> {
+    let mut pit = Vec::new();
+    pit.extend([192, 0, 2, 250]); // collector BGP ID
+    pit.extend(0u16.to_be_bytes()); // no view name
+    pit.extend(1u16.to_be_bytes());
+    pit.push(0b10); // AS4, IPv4
+    pit.extend(peer);
+    pit.extend(peer);
+    pit.extend(asn.to_be_bytes());
+    let mut out = record(ts, 13, 1, &pit);
+    for (seq, p) in prefixes.iter().enumerate() {
+        let IpNet::V4(p) = p else { panic!("IPv4 only") };
+        let mut body = Vec::new();
+        body.extend((seq as u32).to_be_bytes());
+        body.push(p.prefix_len());
+        body.extend(&p.network().octets()[..usize::from(p.prefix_len()).div_ceil(8)]);
+        body.extend(1u16.to_be_bytes());
+        let mut attrs = vec![0x40, 1, 1, 0]; // ORIGIN IGP
+        attrs.extend([0x40, 2, 6, 2, 1]); // AS_PATH: a sequence of one AS4
+        attrs.extend(asn.to_be_bytes());
+        attrs.extend([0x40, 3, 4]); // NEXT_HOP
+        attrs.extend(peer);
+        body.extend(0u16.to_be_bytes()); // peer index
+        body.extend(ts.to_be_bytes());
+        body.extend((attrs.len() as u16).to_be_bytes());
+        body.extend(attrs);
+        out.extend(record(ts, 13, 2, &body));
+    }
+    out
+}
+
 // ---------------------------------------------------------------- RIS Live
 
 /// Messages in RIS Live's format (https://ris-live.ripe.net/manual/, `ris_message`).
@@ -50,15 +93,23 @@ async fn next_event(rx: &mut mpsc::Receiver<RouteEvent>) -> RouteEvent {
         .expect("the client is running")
 }
 
-#[tokio::test]
-async fn ris_live_events_and_reconnect() {
+/// A RIS Live server on loopback: for each script, one connection that takes the two
+/// subscriptions (reported on the channel), sends the script's messages, and drops the
+/// connection without a close frame (as a failing server or network would); the last
+/// connection stays up.
+async fn ris_server(
+    scripts: Vec<Vec<&'static str>>,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedReceiver<Vec<String>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (subs_tx, mut subs_rx) = mpsc::unbounded_channel::<Vec<String>>();
-    // The server: first connection replays the recorded messages and drops the
-    // connection; the second sends one more update and stays up.
+    let (subs_tx, subs_rx) = mpsc::unbounded_channel::<Vec<String>>();
     let server = tokio::spawn(async move {
-        for round in 0..2 {
+        let last = scripts.len() - 1;
+        for (round, script) in scripts.into_iter().enumerate() {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
             let mut subs = Vec::new();
@@ -70,31 +121,34 @@ async fn ris_live_events_and_reconnect() {
                 }
             }
             subs_tx.send(subs).unwrap();
-            let script: &[&str] = if round == 0 {
-                &[
-                    ANNOUNCE_RRC21,
-                    ANNOUNCE_V6_RRC21,
-                    MALFORMED,
-                    "not json at all",
-                    RIS_ERROR,
-                    WITHDRAW_RRC21,
-                    PEER_DOWN_RRC21,
-                ]
-            } else {
-                &[AFTER_RECONNECT]
-            };
             for m in script {
-                ws.send(Message::text(*m)).await.unwrap();
+                ws.send(Message::text(m)).await.unwrap();
             }
-            if round == 0 {
-                // Dropped without a close frame, as a failing server or network would.
-                drop(ws);
-            } else {
-                // Stay up until the test ends.
+            if round == last {
                 while let Some(Ok(_)) = ws.next().await {}
             }
         }
     });
+    (addr, server, subs_rx)
+}
+
+#[tokio::test]
+async fn ris_live_events_and_reconnect() {
+    // The first connection replays the recorded messages and drops; the second sends
+    // one more update and stays up.
+    let (addr, server, mut subs_rx) = ris_server(vec![
+        vec![
+            ANNOUNCE_RRC21,
+            ANNOUNCE_V6_RRC21,
+            MALFORMED,
+            "not json at all",
+            RIS_ERROR,
+            WITHDRAW_RRC21,
+            PEER_DOWN_RRC21,
+        ],
+        vec![AFTER_RECONNECT],
+    ])
+    .await;
 
     let settings = RisLiveSettings {
         url: format!("ws://{addr}/v1/ws/?client=blackout-test"),
@@ -185,6 +239,71 @@ async fn ris_live_events_and_reconnect() {
             at: t(1765100010, 0)
         }
     );
+    client.abort();
+    server.abort();
+}
+
+#[tokio::test]
+async fn ris_live_initial_table_from_a_rib_dump() {
+    // The collector's RIB dump gives the peer its table before the stream; a lost
+    // connection drops it (PeerDown) and the dump is read again before the next one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = tmp.path().join("rrc21-bview.mrt");
+    let table = [net("198.51.100.0/24"), net("203.0.113.0/24")];
+    std::fs::write(
+        &dump,
+        rib_dump(1_765_090_000, [192, 0, 2, 10], 64500, &table),
+    )
+    .unwrap();
+    let (addr, server, mut subs_rx) =
+        ris_server(vec![vec![WITHDRAW_RRC21], vec![AFTER_RECONNECT]]).await;
+    let settings = RisLiveSettings {
+        url: format!("ws://{addr}/v1/ws/?client=blackout-test"),
+        hosts: vec!["rrc21".into()],
+        rib_dumps: vec![("rrc21".into(), dump)],
+        backoff_min: Duration::from_millis(200),
+        ..RisLiveSettings::default()
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let client = spawn_ris_live(settings, tx).unwrap();
+    let peer = ris_peer("rrc21", ip("192.0.2.10"), 64500);
+    let dumped = chrono::DateTime::from_timestamp(1_765_090_000, 0).unwrap();
+    let from_dump = [
+        RouteEvent::PeerUp {
+            peer: peer.clone(),
+            at: dumped,
+        },
+        RouteEvent::Announce {
+            peer: peer.clone(),
+            prefixes: table.to_vec(),
+            at: dumped,
+        },
+        RouteEvent::EndOfRib {
+            peer: peer.clone(),
+            at: dumped,
+        },
+    ];
+    for want in &from_dump {
+        assert_eq!(&next_event(&mut rx).await, want);
+    }
+    subs_rx.recv().await.unwrap();
+    // Heard in the dump: no PeerUp of its own on the stream.
+    assert_eq!(
+        next_event(&mut rx).await,
+        RouteEvent::Withdraw {
+            peer: peer.clone(),
+            prefixes: vec![net("203.0.113.0/24")],
+            at: chrono::DateTime::from_timestamp(1_765_100_002, 0).unwrap(),
+        }
+    );
+    assert!(matches!(next_event(&mut rx).await, RouteEvent::PeerDown { peer: p, .. } if p == peer));
+    for want in &from_dump {
+        assert_eq!(&next_event(&mut rx).await, want);
+    }
+    assert!(matches!(
+        next_event(&mut rx).await,
+        RouteEvent::Announce { peer: p, prefixes, .. } if p == peer && prefixes == [net("192.0.2.128/25")]
+    ));
     client.abort();
     server.abort();
 }
@@ -576,15 +695,6 @@ fn mrt_bad_record_and_truncation_are_named_by_offset() {
     // Two well-formed BGP4MP records written by hand around a record whose body is
     // garbage, then a truncated header: the bad record is skipped and named, the
     // truncation ends the file with its offset.
-    fn record(ts: u32, typ: u16, subtype: u16, body: &[u8]) -> Vec<u8> {
-        let mut r = Vec::new();
-        r.extend(ts.to_be_bytes());
-        r.extend(typ.to_be_bytes());
-        r.extend(subtype.to_be_bytes());
-        r.extend((body.len() as u32).to_be_bytes());
-        r.extend(body);
-        r
-    }
     // BGP4MP_STATE_CHANGE_AS4 (16/5): peer AS, local AS, ifindex, AFI 1, addresses,
     // old state, new state.
     fn state_change(old: u16, new: u16) -> Vec<u8> {
@@ -637,4 +747,32 @@ fn mrt_bad_record_and_truncation_are_named_by_offset() {
     assert_eq!(summary.records, 3);
     assert_eq!(summary.bad_records, 1);
     assert_eq!(summary.bad_listed[0].offset, bad_at);
+
+    // The same file through `blackout replay --mrt`: a catalog is required (its space is
+    // what BGP counts), and with one the file replays.
+    let blackout = env!("CARGO_BIN_EXE_blackout");
+    let mrt_arg = format!("hand={}", path.display());
+    let out = Command::new(blackout)
+        .args(["replay", "--mrt", &mrt_arg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--mrt needs --catalog: the BGP signal counts the catalog's address space"),
+        "{stderr}"
+    );
+    let catalog = tmp.path().join("kz.toml");
+    std::fs::write(
+        &catalog,
+        "country = \"KZ\"\nname = \"test\"\n\n[[network]]\nasn = 65001\nname = \"n\"\n\n\
+         [[icmp]]\nprefix = \"198.51.100.0/24\"\nasn = 65001\nhosts = [\"198.51.100.1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(blackout)
+        .args(["replay", "--mrt", &mrt_arg, "--catalog"])
+        .arg(&catalog)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }

@@ -10,7 +10,8 @@
 //!
 //! RIS Live sends updates only, never a table. A peer's table comes from an MRT RIB dump
 //! of its collector (RIS writes `bview` files every 8 hours): for each configured
-//! `(collector, file)`, the dump is read before every (re)connection and yields
+//! `(collector, file)`, the dump is read at start and again after a connection that was
+//! lost (not after a failed attempt: nothing was dropped then), and yields
 //! `PeerUp`, the peer's prefixes and `EndOfRib` under the same [`PeerKey`]s as the live
 //! stream, which then keeps the table current. Changes between the dump's time and the
 //! connection are missed until the prefixes change again. Without a dump a RIS peer
@@ -165,41 +166,63 @@ impl RisLiveClient {
     /// Connects, reads, and reconnects until the receiver of `tx` is gone.
     pub async fn run(self, tx: mpsc::Sender<RouteEvent>) {
         let mut backoff = self.settings.backoff_min;
+        // Peers whose routes the table holds from us: from the dumps, then the stream.
+        let mut heard = BTreeSet::new();
+        let mut tables_loaded = false;
         loop {
-            let mut heard = BTreeSet::new();
-            let started = tokio::time::Instant::now();
-            let end = self.connection(&tx, &mut heard).await;
-            if matches!(end, ConnectionEnd::ReceiverGone) {
-                return;
-            }
-            let reason = format!("ris live connection lost: {end}");
-            tracing::warn!(url = %self.settings.url, peers = heard.len(), error = %end, "RIS Live connection ended");
-            let now = Utc::now();
-            for peer in heard {
-                let ev = RouteEvent::PeerDown {
-                    peer,
-                    at: now,
-                    reason: reason.clone(),
-                };
-                if tx.send(ev).await.is_err() {
+            // Read once per connection that follows a lost one: the table dropped those
+            // routes with the PeerDowns. A connection that never came up loses nothing
+            // (the table stops counting peers that stay silent), so retries do not re-read.
+            if !tables_loaded {
+                if self.load_tables(&tx, &mut heard).await.is_err() {
                     return;
                 }
+                tables_loaded = true;
             }
+            let started = tokio::time::Instant::now();
+            let end = match self.connect().await {
+                Ok(mut ws) => {
+                    let end = self.session(&mut ws, &tx, &mut heard).await;
+                    if matches!(end, ConnectionEnd::ReceiverGone) {
+                        return;
+                    }
+                    let reason = format!("ris live connection lost: {end}");
+                    tracing::warn!(url = %self.settings.url, peers = heard.len(), error = %end, "RIS Live connection ended");
+                    let now = Utc::now();
+                    for peer in std::mem::take(&mut heard) {
+                        let ev = RouteEvent::PeerDown {
+                            peer,
+                            at: now,
+                            reason: reason.clone(),
+                        };
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    tables_loaded = false;
+                    end
+                }
+                Err(end) => {
+                    tracing::warn!(url = %self.settings.url, error = %end, "RIS Live connection failed");
+                    end
+                }
+            };
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = self.settings.backoff_min;
             }
-            tracing::info!(wait_secs = backoff.as_secs_f64(), "RIS Live reconnecting");
+            tracing::info!(wait_secs = backoff.as_secs_f64(), reason = %end, "RIS Live reconnecting");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.settings.backoff_max);
         }
     }
 
-    /// One connection: initial tables, connect, subscribe, read until it ends.
-    async fn connection(
+    /// The initial tables: each configured RIB dump, its peers added to `heard`.
+    /// Err: the receiver is gone.
+    async fn load_tables(
         &self,
         tx: &mpsc::Sender<RouteEvent>,
         heard: &mut BTreeSet<PeerKey>,
-    ) -> ConnectionEnd {
+    ) -> Result<(), ()> {
         for (collector, path) in &self.settings.rib_dumps {
             let origin = MrtOrigin::new(SourceKind::RisLive, collector.clone());
             let (dump_tx, mut dump_rx) = mpsc::channel(1024);
@@ -208,9 +231,7 @@ impl RisLiveClient {
                 if let RouteEvent::PeerUp { peer, .. } = &ev {
                     heard.insert(peer.clone());
                 }
-                if tx.send(ev).await.is_err() {
-                    return ConnectionEnd::ReceiverGone;
-                }
+                tx.send(ev).await.map_err(|_| ())?;
             }
             match reading.await {
                 Ok(Ok(summary)) => tracing::info!(
@@ -227,17 +248,23 @@ impl RisLiveClient {
                 }
             }
         }
-        let mut ws = match self.connect().await {
-            Ok(ws) => ws,
-            Err(e) => return e,
-        };
+        Ok(())
+    }
+
+    /// One connection: subscribe, read until it ends.
+    async fn session(
+        &self,
+        ws: &mut Socket,
+        tx: &mpsc::Sender<RouteEvent>,
+        heard: &mut BTreeSet<PeerKey>,
+    ) -> ConnectionEnd {
         for msg in self.subscriptions() {
             if let Err(e) = ws.send(Message::text(msg)).await {
                 return e.into();
             }
         }
         tracing::info!(url = %self.settings.url, "RIS Live subscribed");
-        self.read(&mut ws, tx, heard).await
+        self.read(ws, tx, heard).await
     }
 
     async fn connect(&self) -> Result<Socket, ConnectionEnd> {
