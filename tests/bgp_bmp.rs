@@ -29,7 +29,15 @@ struct Lab {
 }
 
 /// (name, last octet, AS, announced prefix, neighbors by name).
-const ROUTERS: [(&str, u8, u32, Option<&str>, &[&str]); 6] = [
+type Router = (
+    &'static str,
+    u8,
+    u32,
+    Option<&'static str>,
+    &'static [&'static str],
+);
+
+const ROUTERS: [Router; 6] = [
     ("c1", 11, 64501, Some("10.1.0.0/16"), &["u1", "u2"]),
     ("c2", 12, 64502, Some("10.2.0.0/16"), &["u1", "u2"]),
     ("c3", 13, 64503, Some("10.3.0.0/16"), &["u1", "u2"]),
@@ -222,6 +230,7 @@ impl Side {
             peer_quorum: None,
             full_table_min_prefixes: 3,
             peer_silence_secs: 0,
+            ..TableConfig::default()
         };
         let feed = Arc::new(Feed::new(Table::new(config, catalog_space())));
         let seen: Seen = Arc::default();
@@ -248,7 +257,7 @@ impl Side {
         asn: Option<u32>,
         ok: impl Fn(&BgpVisibility) -> bool,
     ) -> (Duration, BgpVisibility) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self
                 .seen
@@ -340,10 +349,15 @@ fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
     let t1 = Instant::now();
     let downs = side.feed.counters.get(SourceKind::Bmp, 1);
     lab.vtysh("m", &[&format!("clear bgp {}", lab.ip(21))]);
-    common::wait_for("u1 Peer Down", Duration::from_secs(20), || {
-        (side.feed.counters.get(SourceKind::Bmp, 1) > downs).then_some(())
+    let (d_down, _) = side.wait("EG judged from one peer", t1, "EG", None, |v| {
+        v.peers_healthy == 1
     });
-    let (d_flap, _) = side.wait("EG back from 2 peers", Instant::now(), "EG", None, full);
+    let (d_up, _) = side.wait("EG back from 2 peers", t1 + d_down, "EG", None, full);
+    let d_flap = d_down + d_up;
+    assert!(
+        side.feed.counters.get(SourceKind::Bmp, 1) > downs,
+        "BMP Peer Down for u1"
+    );
     let during = side.readings_since(t1);
     let eg_during: Vec<_> = during
         .iter()
@@ -415,4 +429,111 @@ fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
         (w.first_withdrawal_at - at3).to_std().unwrap_or_default()
     );
     drop(side.rt);
+}
+
+/// A value of the collector's exposition: the first sample of `name` whose labels
+/// contain every one of `labels` (`key="value"`).
+fn metric(base: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let (status, body) = common::http_get(&format!("{base}/metrics"))?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The real collector binary with `[bgp]`: FRR's BMP feeds it, and a country that
+/// withdraws its routes shows in the detector's `bgp` series, with the source metrics.
+#[test]
+fn collector_binary_sees_a_withdrawal_in_its_bgp_signal() {
+    let Some(bgpd) = setup("collector_binary_sees_a_withdrawal_in_its_bgp_signal") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::new("bgpe", 98, dir.path());
+    let cat = dir.path().join("catalog");
+    std::fs::create_dir_all(&cat).unwrap();
+    std::fs::write(
+        cat.join("eg.toml"),
+        "country = \"EG\"\n[[icmp]]\nprefix = \"10.1.0.0/22\"\nasn = 64501\n[[icmp]]\nprefix = \"10.2.0.0/23\"\nasn = 64502\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cat.join("sd.toml"),
+        "country = \"SD\"\n[[icmp]]\nprefix = \"10.3.0.0/24\"\nasn = 64503\n",
+    )
+    .unwrap();
+    let http = common::free_port();
+    let bmp = common::free_port();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{http}\"\ncatalog = [\"{}\"]\n[detect]\nbin_secs = 2\ngrace_secs = 1\nwarmup_secs = 6\nmin_warmup_bins = 3\nrecent_window_secs = 120\nbaseline_window_secs = 600\nlate_window_secs = 60\n[bgp]\nbmp_listen = \"{}:{bmp}\"\nfull_table_min_prefixes = 3\npeer_silence_secs = 0\n",
+            cat.display(),
+            lab.ip(254)
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("collector.log");
+    let mut collector = Proc::spawn(
+        "collector",
+        Command::new(env!("CARGO_BIN_EXE_blackout"))
+            .args(["collector", "--config"])
+            .arg(&config),
+        &log,
+    );
+    let base = format!("http://127.0.0.1:{http}");
+    common::wait_for("collector up", Duration::from_secs(30), || {
+        collector.assert_running(&log);
+        metric(&base, "blackout_bgp_bmp_sessions", &[])
+    });
+    lab.start(&bgpd, bmp);
+    let eg_bgp = ["country=\"EG\"", "signal=\"bgp\""];
+    common::wait_for("EG bgp value 1", Duration::from_secs(60), || {
+        collector.assert_running(&log);
+        metric(&base, "blackout_country_signal_value", &eg_bgp).filter(|v| *v == 1.0)
+    });
+    assert_eq!(metric(&base, "blackout_bgp_bmp_sessions", &[]), Some(1.0));
+    assert_eq!(
+        metric(
+            &base,
+            "blackout_bgp_peers",
+            &["source=\"bmp\"", "state=\"healthy\""]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&base, "blackout_bgp_prefixes", &["family=\"ipv4\""]),
+        Some(3.0)
+    );
+
+    let t = Instant::now();
+    lab.announce("c1", false);
+    lab.announce("c2", false);
+    common::wait_for("EG bgp value 0", Duration::from_secs(60), || {
+        collector.assert_running(&log);
+        metric(&base, "blackout_country_signal_value", &eg_bgp).filter(|v| *v == 0.0)
+    });
+    let delay = t.elapsed();
+    let sd = metric(
+        &base,
+        "blackout_country_signal_value",
+        &["country=\"SD\"", "signal=\"bgp\""],
+    );
+    assert_eq!(sd, Some(1.0), "only EG withdrew");
+    assert!(
+        metric(
+            &base,
+            "blackout_bgp_route_events_total",
+            &["source=\"bmp\"", "kind=\"withdraw\""]
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    );
+    eprintln!(
+        "end to end: EG's bgp value 1 -> 0 on the collector's /metrics {delay:?} after the withdrawal (2 s bins, 1 s grace)"
+    );
 }

@@ -667,6 +667,7 @@ fn mrt_from_frr_rib_dump_and_updates() {
         peer_quorum: Some(1),
         full_table_min_prefixes: 1,
         peer_silence_secs: 0,
+        ..TableConfig::default()
     };
     let mut readings = Vec::new();
     let input = MrtInput::parse(&format!("frr={}", updates.display()));

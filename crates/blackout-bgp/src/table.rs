@@ -28,8 +28,8 @@ pub const DEFAULT_FULL_TABLE_MIN_PREFIXES: u32 = 500_000;
 pub const DEFAULT_PEER_SILENCE_SECS: u64 = 600;
 /// A changed entity is reported at most this often.
 pub const EMIT_MIN_INTERVAL_SECS: i64 = 1;
-/// Every entity is reported this often, changed or not.
-pub const EMIT_ALL_INTERVAL_SECS: i64 = 60;
+/// Every entity is reported this often by default, changed or not.
+pub const EMIT_ALL_INTERVAL_SECS: u64 = 60;
 
 /// How the table judges peers and visibility.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +40,9 @@ pub struct TableConfig {
     pub full_table_min_prefixes: u32,
     /// 0: a quiet peer never stops counting.
     pub peer_silence_secs: u64,
+    /// Every entity is reported this often, changed or not (the collector sets it to
+    /// its detector's bin, so that every bin has a reading).
+    pub emit_all_interval_secs: u64,
 }
 
 impl Default for TableConfig {
@@ -48,6 +51,7 @@ impl Default for TableConfig {
             peer_quorum: None,
             full_table_min_prefixes: DEFAULT_FULL_TABLE_MIN_PREFIXES,
             peer_silence_secs: DEFAULT_PEER_SILENCE_SECS,
+            emit_all_interval_secs: EMIT_ALL_INTERVAL_SECS,
         }
     }
 }
@@ -218,7 +222,7 @@ impl Table {
     }
 
     /// Readings due at `now` (changed entities, coalesced; all of them every
-    /// [`EMIT_ALL_INTERVAL_SECS`]); also marks peers silent past `peer_silence_secs`.
+    /// `emit_all_interval_secs`); also marks peers silent past `peer_silence_secs`.
     pub fn poll(&mut self, now: DateTime<Utc>) -> Vec<BgpVisibility> {
         if self.config.peer_silence_secs > 0 {
             let limit = self.config.peer_silence_secs as i64;
@@ -236,7 +240,7 @@ impl Table {
         }
         let all = self
             .last_all
-            .is_none_or(|t| (now - t).num_seconds() >= EMIT_ALL_INTERVAL_SECS);
+            .is_none_or(|t| (now - t).num_seconds() >= self.config.emit_all_interval_secs as i64);
         if all {
             self.last_all = Some(now);
         }
@@ -249,6 +253,24 @@ impl Table {
     pub fn readings_all(&mut self, now: DateTime<Utc>) -> Vec<BgpVisibility> {
         let healthy = self.healthy.count_ones() as u16;
         self.space.readings(now, true, 0, healthy, self.quorum)
+    }
+
+    /// Counts a new catalog's space (a catalog reload) from the routes held now; the
+    /// old space's withdrawal evidence goes with it.
+    pub fn replace_space(&mut self, space: Space) {
+        self.space = space;
+        let (h, q) = (self.healthy, self.quorum);
+        let Table { v4, v6, space, .. } = self;
+        for (&k, &bits) in v4.iter() {
+            if visible(bits, h, q) {
+                space.toggle(Pfx::from_v4_key(k), true, Cause::Other);
+            }
+        }
+        for (&k, &bits) in v6.iter() {
+            if visible(bits, h, q) {
+                space.toggle(Pfx::from_v6_key(k), true, Cause::Other);
+            }
+        }
     }
 
     /// Every entity's reading now, leaving what is due to [`Table::poll`] unchanged.
@@ -511,6 +533,7 @@ mod tests {
             peer_quorum: quorum,
             full_table_min_prefixes: 3,
             peer_silence_secs: 0,
+            ..TableConfig::default()
         };
         let mut t = Table::new(config, space);
         let at = Utc::now();
@@ -633,6 +656,18 @@ mod tests {
             at,
         });
         assert_eq!(get(&mut t, "BB", None).visible_slash24, 0);
+    }
+
+    #[test]
+    fn a_new_space_is_counted_from_the_routes_held() {
+        let mut t = loaded(None);
+        t.replace_space(Space::from_blocks([
+            ("BB", 64502, "10.2.0.0/24".parse().unwrap()),
+            ("CC", 64509, "10.9.0.0/24".parse().unwrap()),
+        ]));
+        assert_eq!(get(&mut t, "BB", None).visible_slash24, 1);
+        assert_eq!(get(&mut t, "CC", None).visible_slash24, 0);
+        assert_eq!(get(&mut t, "CC", None).total_slash24, 1);
     }
 
     #[test]

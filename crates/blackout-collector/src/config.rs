@@ -179,6 +179,7 @@ impl RawBgpConfig {
                     .filter(|&n| n > 0)
                     .unwrap_or(d.full_table_min_prefixes),
                 peer_silence_secs: self.peer_silence_secs.unwrap_or(d.peer_silence_secs),
+                emit_all_interval_secs: d.emit_all_interval_secs,
             },
         }
     }
@@ -503,7 +504,15 @@ impl CollectorConfig {
                 None
             }
         };
-        let mut bgp = raw.bgp.as_ref().map(|b| b.validate(errors));
+        let mut bgp = raw.bgp.as_ref().map(|b| {
+            let mut b = b.validate(errors);
+            // Every detector bin gets a reading of every entity, changed or not.
+            b.table.emit_all_interval_secs = b
+                .table
+                .emit_all_interval_secs
+                .min(raw.detect.bin_secs.max(1));
+            b
+        });
         // Like the TLS files: relative to the config file.
         if let Some(ris) = bgp.as_mut().and_then(|b| b.ris_live.as_mut()) {
             let base = path.parent().unwrap_or(Path::new(""));

@@ -182,8 +182,10 @@ impl Collector {
                 .map_err(StartError::Catalog)?,
         );
         let fingerprint = snapshot::fingerprint(&config.detect);
-        let config_bgp = config.bgp.clone();
-        let catalog_targets = catalog.targets.clone();
+        let bgp = config
+            .bgp
+            .clone()
+            .map(|b| crate::bgp::Bgp::new(b, &catalog.targets));
         // Before anything in the directory is read: another collector may be writing it.
         let state_lock = config
             .state_dir
@@ -237,7 +239,7 @@ impl Collector {
                 duplicate_batches: 0,
             }),
             _state_lock: state_lock,
-            bgp: config_bgp.map(|b| crate::bgp::Bgp::new(b, &catalog_targets)),
+            bgp,
         };
         if let Some(dir) = &state_dir {
             let mut live = c.lock();
@@ -354,7 +356,7 @@ impl Collector {
         files: Vec<CatalogFile>,
     ) -> Result<Reloaded, String> {
         let old = &self.config;
-        let fixed: [(&str, bool); 13] = [
+        let fixed: [(&str, bool); 14] = [
             ("listen", config.listen != old.listen),
             ("state_dir", config.state_dir != old.state_dir),
             ("tls_cert_file/tls_key_file", config.tls != old.tls),
@@ -386,6 +388,7 @@ impl Collector {
             ),
             ("the connection and upload limits", config.http != old.http),
             ("detect", config.detect != old.detect),
+            ("bgp", config.bgp != old.bgp),
         ];
         let changed: Vec<&str> = fixed.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
         if !changed.is_empty() {
@@ -407,6 +410,11 @@ impl Collector {
             agents_added: now_ids.difference(&was).cloned().collect(),
             agents_removed: was.difference(&now_ids).cloned().collect(),
         };
+        if let Some(bgp) = &self.bgp {
+            bgp.feed
+                .table()
+                .replace_space(blackout_bgp::Space::from_targets(&new.targets));
+        }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         Ok(report)
     }

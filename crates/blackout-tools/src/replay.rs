@@ -514,7 +514,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
             None => Vec::new(),
         };
         let cfg = finish_config(cfg, args, None)?;
-        let table = bgp_table(args)?;
+        let table = bgp_table(args, cfg.bin_secs)?;
         let mrt: Vec<_> = args
             .mrt
             .iter()
@@ -574,7 +574,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
 }
 
 /// The BGP table over the space of `--catalog`, judged as the flags say.
-fn bgp_table(args: &ReplayArgs) -> Result<blackout_bgp::Table, ReplayError> {
+fn bgp_table(args: &ReplayArgs, bin_secs: u64) -> Result<blackout_bgp::Table, ReplayError> {
     if args.catalog.is_empty() {
         return Err(ReplayError::NoCatalog);
     }
@@ -595,6 +595,8 @@ fn bgp_table(args: &ReplayArgs) -> Result<blackout_bgp::Table, ReplayError> {
             .filter(|&n| n > 0)
             .unwrap_or(d.full_table_min_prefixes),
         peer_silence_secs: args.bgp_peer_silence_secs.unwrap_or(d.peer_silence_secs),
+        // As in the collector: every detector bin gets a reading of every entity.
+        emit_all_interval_secs: d.emit_all_interval_secs.min(bin_secs.max(1)),
     };
     Ok(blackout_bgp::Table::new(
         config,
