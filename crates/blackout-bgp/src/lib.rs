@@ -8,12 +8,16 @@
 
 pub mod bmp;
 pub mod event;
+pub mod mrt;
 pub mod prefix;
+pub mod rislive;
 pub mod run;
 pub mod space;
 pub mod table;
 
 pub use event::{PeerKey, RouteEvent, SourceKind};
+pub use mrt::{MrtError, MrtOrigin, MrtSummary, read_mrt_file, send_mrt_file};
+pub use rislive::{RisLiveClient, RisLiveError, RisLiveSettings, spawn_ris_live};
 pub use run::Feed;
 pub use space::Space;
 pub use table::{PeerState, Table, TableConfig};

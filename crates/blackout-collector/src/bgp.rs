@@ -90,7 +90,7 @@ impl Bgp {
 }
 
 /// Starts the BGP side of `collector`, if it has one: binds the BMP listener (an error
-/// if the address is taken) and spawns it and the table's loop.
+/// if the address is taken) and spawns it, the RIS Live client and the table's loop.
 pub async fn start(collector: &Arc<Collector>) -> std::io::Result<()> {
     let Some(bgp) = collector.bgp.as_ref() else {
         return Ok(());
@@ -108,6 +108,11 @@ pub async fn start(collector: &Arc<Collector>) -> std::io::Result<()> {
             bgp.sender(),
             bgp.bmp.clone(),
         ));
+    }
+    if let Some(settings) = &bgp.config.ris_live {
+        blackout_bgp::spawn_ris_live(settings.clone(), bgp.sender())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!(url = %settings.url, hosts = ?settings.hosts, "RIS Live client started");
     }
     let feed = bgp.feed.clone();
     let weak = Arc::downgrade(collector);

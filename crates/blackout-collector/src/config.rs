@@ -127,6 +127,18 @@ pub struct RawBgpConfig {
     pub full_table_min_prefixes: Option<u32>,
     #[serde(default)]
     pub peer_silence_secs: Option<u64>,
+    /// The RIPE RIS Live client; off by default (a collector is often offline).
+    #[serde(default)]
+    pub ris_live: bool,
+    #[serde(default)]
+    pub ris_live_url: Option<String>,
+    #[serde(default)]
+    pub ris_live_hosts: Vec<String>,
+    #[serde(default)]
+    pub ris_live_prefixes: Vec<String>,
+    /// RIS collector -> its RIB dump (MRT), the initial table of its peers.
+    #[serde(default)]
+    pub ris_live_rib_dumps: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The validated `[bgp]` table.
@@ -134,6 +146,8 @@ pub struct RawBgpConfig {
 pub struct BgpConfig {
     pub bmp_listen: Option<SocketAddr>,
     pub table: blackout_bgp::TableConfig,
+    /// `None`: no RIS Live client.
+    pub ris_live: Option<blackout_bgp::RisLiveSettings>,
 }
 
 impl RawBgpConfig {
@@ -154,8 +168,10 @@ impl RawBgpConfig {
         if self.full_table_min_prefixes == Some(0) {
             errors.push("key `bgp.full_table_min_prefixes`: must be at least 1".into());
         }
+        let ris_live = self.ris_live_settings(errors);
         BgpConfig {
             bmp_listen,
+            ris_live,
             table: blackout_bgp::TableConfig {
                 peer_quorum: self.peer_quorum.filter(|&q| q > 0),
                 full_table_min_prefixes: self
@@ -166,6 +182,40 @@ impl RawBgpConfig {
                 emit_all_interval_secs: d.emit_all_interval_secs,
             },
         }
+    }
+
+    fn ris_live_settings(&self, errors: &mut Vec<String>) -> Option<blackout_bgp::RisLiveSettings> {
+        let mut s = blackout_bgp::RisLiveSettings::default();
+        if let Some(url) = &self.ris_live_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                errors.push(format!(
+                    "key `bgp.ris_live_url`: {url:?} is not a ws:// or wss:// URL"
+                ));
+            }
+            s.url = url.clone();
+        }
+        for host in &self.ris_live_hosts {
+            if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+                errors.push(format!(
+                    "key `bgp.ris_live_hosts`: {host:?} is not a RIS collector name (rrc00)"
+                ));
+            }
+        }
+        s.hosts = self.ris_live_hosts.clone();
+        for p in &self.ris_live_prefixes {
+            match p.parse() {
+                Ok(net) => s.prefixes.push(net),
+                Err(_) => errors.push(format!(
+                    "key `bgp.ris_live_prefixes`: {p:?} is not a prefix (192.0.2.0/24)"
+                )),
+            }
+        }
+        s.rib_dumps = self
+            .ris_live_rib_dumps
+            .iter()
+            .map(|(host, path)| (host.clone(), path.clone()))
+            .collect();
+        self.ris_live.then_some(s)
     }
 }
 
@@ -454,7 +504,7 @@ impl CollectorConfig {
                 None
             }
         };
-        let bgp = raw.bgp.as_ref().map(|b| {
+        let mut bgp = raw.bgp.as_ref().map(|b| {
             let mut b = b.validate(errors);
             // Every detector bin gets a reading of every entity, changed or not.
             b.table.emit_all_interval_secs = b
@@ -463,6 +513,13 @@ impl CollectorConfig {
                 .min(raw.detect.bin_secs.max(1));
             b
         });
+        // Like the TLS files: relative to the config file.
+        if let Some(ris) = bgp.as_mut().and_then(|b| b.ris_live.as_mut()) {
+            let base = path.parent().unwrap_or(Path::new(""));
+            for (_, dump) in &mut ris.rib_dumps {
+                *dump = base.join(&*dump);
+            }
+        }
         CollectorConfig {
             bgp,
             assign_k: raw.assign_k,
@@ -596,6 +653,18 @@ mod tests {
                 "key `bgp.full_table_min_prefixes`: must be at least 1",
             ),
             ("[bgp]\npeer_quorom = 2\n", "line 2"),
+            (
+                "[bgp]\nris_live = true\nris_live_url = \"https://ris-live.ripe.net/v1/ws/\"\n",
+                "key `bgp.ris_live_url`: \"https://ris-live.ripe.net/v1/ws/\" is not a ws:// or wss:// URL",
+            ),
+            (
+                "[bgp]\nris_live_hosts = [\"rrc 00\"]\n",
+                "key `bgp.ris_live_hosts`: \"rrc 00\" is not a RIS collector name (rrc00)",
+            ),
+            (
+                "[bgp]\nris_live_prefixes = [\"192.0.2.0/33\"]\n",
+                "key `bgp.ris_live_prefixes`: \"192.0.2.0/33\" is not a prefix (192.0.2.0/24)",
+            ),
             ("[detect]\nbin_secs = 0\n", "key `detect.bin_secs`"),
             ("[detect]\nbins_secs = 60\n", "line 2"),
             ("retention_days = 0\n", "key `retention_days`"),
@@ -693,5 +762,30 @@ mod tests {
         assert_eq!(tls.cert_file, PathBuf::from("/etc/blackout/tls/cert.pem"));
         assert_eq!(tls.key_file, PathBuf::from("/abs/key.pem"));
         assert_eq!(c.retention_days, 2);
+    }
+
+    #[test]
+    fn ris_live_is_off_by_default_and_takes_its_keys() {
+        let c =
+            CollectorConfig::parse("[bgp]\n", Path::new("/etc/blackout/collector.toml")).unwrap();
+        assert_eq!(c.bgp.unwrap().ris_live, None);
+        let text = "[bgp]\nris_live = true\nris_live_hosts = [\"rrc00\", \"rrc21\"]\n\
+                    ris_live_prefixes = [\"192.0.2.0/24\"]\n\
+                    [bgp.ris_live_rib_dumps]\nrrc00 = \"ris/rrc00-bview.gz\"\n";
+        let c = CollectorConfig::parse(text, Path::new("/etc/blackout/collector.toml")).unwrap();
+        let ris = c.bgp.unwrap().ris_live.unwrap();
+        assert_eq!(ris.url, blackout_bgp::rislive::DEFAULT_URL);
+        assert_eq!(ris.hosts, ["rrc00", "rrc21"]);
+        assert_eq!(
+            ris.prefixes,
+            ["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]
+        );
+        assert_eq!(
+            ris.rib_dumps,
+            [(
+                "rrc00".to_string(),
+                PathBuf::from("/etc/blackout/ris/rrc00-bview.gz")
+            )]
+        );
     }
 }

@@ -9,4 +9,5 @@ pub mod catalog;
 pub mod probe_sim;
 pub mod quality;
 pub mod replay;
+pub mod replay_bgp;
 pub mod wire;

@@ -10,6 +10,10 @@
 //! - `--ioda FILE`: IODA API v2 `signals/raw` JSON (`data` holds, per entity, one series
 //!   per datasource with `from`, `step` and `values`); bins are the largest `step`.
 //!
+//! - `--mrt [COLLECTOR=]FILE...` (alone or with `--observations`): MRT RIB dumps and
+//!   update files through the BGP table into the `bgp` signal, over the space of
+//!   `--catalog` (see [`crate::replay_bgp`]).
+//!
 //! Prints the events as JSON Lines (`entity`, `kind`, `severity`, `start`, `end` in RFC
 //! 3339 UTC, `end` null while open, and the rest of [`Event`]).
 
@@ -33,6 +37,22 @@ pub struct ReplayArgs {
     /// IODA API v2 signals/raw JSON.
     #[arg(long, value_name = "FILE", group = "replay_input")]
     pub ioda: Option<PathBuf>,
+    /// MRT RIB dumps and update files (plain, gzip or bzip2) for the `bgp` signal, read
+    /// in the order given; `COLLECTOR=` names the route collector (default `mrt`).
+    #[arg(long, value_name = "[COLLECTOR=]FILE", num_args = 1..)]
+    pub mrt: Vec<String>,
+    /// Catalog files or directories whose space the BGP table counts (with `--mrt`).
+    #[arg(long, value_name = "PATH")]
+    pub catalog: Vec<PathBuf>,
+    /// Healthy peers that must carry a route (with `--mrt`); default: half of them.
+    #[arg(long)]
+    pub bgp_peer_quorum: Option<u16>,
+    /// Prefixes that make a peer a full-table peer (with `--mrt`).
+    #[arg(long)]
+    pub bgp_full_table_min_prefixes: Option<u32>,
+    /// A peer silent this long stops counting; 0: never (with `--mrt`).
+    #[arg(long)]
+    pub bgp_peer_silence_secs: Option<u64>,
     /// Detection settings (TOML, the keys of the collector's `[detect]` table).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -60,8 +80,16 @@ pub enum ReplayError {
     },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("give exactly one of --observations, --signals or --ioda")]
+    #[error(
+        "give exactly one of --observations, --signals or --ioda, or --mrt (alone or with --observations)"
+    )]
     NoInput,
+    #[error("{0}")]
+    Mrt(String),
+    #[error("--mrt needs --catalog: the BGP signal counts the catalog's address space")]
+    NoCatalog,
+    #[error("catalog: {0}")]
+    Catalog(String),
     #[error("writing the events: {0}")]
     Output(std::io::Error),
 }
@@ -479,7 +507,35 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
             write_err = Some(e);
         }
     };
-    let eng = if let Some(path) = &args.observations {
+    let eng = if !args.mrt.is_empty() {
+        if args.signals.is_some() || args.ioda.is_some() {
+            return Err(ReplayError::NoInput);
+        }
+        let mut obs = match &args.observations {
+            Some(path) => read_observations(path)?,
+            None => Vec::new(),
+        };
+        let cfg = finish_config(cfg, args, None)?;
+        let table = bgp_table(args, cfg.bin_secs)?;
+        let mrt: Vec<_> = args
+            .mrt
+            .iter()
+            .map(|a| crate::replay_bgp::MrtInput::parse(a))
+            .collect();
+        let (eng, _) = crate::replay_bgp::replay_with_bgp(
+            cfg,
+            &mut obs,
+            &mrt,
+            table,
+            &mut |c| {
+                if args.changes {
+                    print(c)
+                }
+            },
+            &mut |_| {},
+        )?;
+        eng
+    } else if let Some(path) = &args.observations {
         let mut obs = read_observations(path)?;
         let cfg = finish_config(cfg, args, None)?;
         replay_observations(cfg, &mut obs, |c| {
@@ -517,6 +573,37 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
         return Err(ReplayError::Output(e));
     }
     out.flush().map_err(ReplayError::Output)
+}
+
+/// The BGP table over the space of `--catalog`, judged as the flags say.
+fn bgp_table(args: &ReplayArgs, bin_secs: u64) -> Result<blackout_bgp::Table, ReplayError> {
+    if args.catalog.is_empty() {
+        return Err(ReplayError::NoCatalog);
+    }
+    let mut files = Vec::new();
+    for p in &args.catalog {
+        files.extend(
+            blackout_model::catalog::load_path(p)
+                .map_err(|e| ReplayError::Catalog(e.to_string()))?,
+        );
+    }
+    let targets =
+        blackout_model::catalog::expand(&files).map_err(|e| ReplayError::Catalog(e.to_string()))?;
+    let d = blackout_bgp::TableConfig::default();
+    let config = blackout_bgp::TableConfig {
+        peer_quorum: args.bgp_peer_quorum.filter(|&q| q > 0),
+        full_table_min_prefixes: args
+            .bgp_full_table_min_prefixes
+            .filter(|&n| n > 0)
+            .unwrap_or(d.full_table_min_prefixes),
+        peer_silence_secs: args.bgp_peer_silence_secs.unwrap_or(d.peer_silence_secs),
+        // As in the collector: every detector bin gets a reading of every entity.
+        emit_all_interval_secs: d.emit_all_interval_secs.min(bin_secs.max(1)),
+    };
+    Ok(blackout_bgp::Table::new(
+        config,
+        blackout_bgp::Space::from_targets(&targets),
+    ))
 }
 
 mod erased {
