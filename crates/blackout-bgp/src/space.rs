@@ -127,7 +127,11 @@ impl Space {
             files
                 .iter()
                 .filter(|f| !f.control && f.country != NO_COUNTRY)
-                .flat_map(|f| f.icmp.iter().map(move |e| (f.country.as_str(), e.asn, e.prefix))),
+                .flat_map(|f| {
+                    f.icmp
+                        .iter()
+                        .map(move |e| (f.country.as_str(), e.asn, e.prefix))
+                }),
         )
     }
 
