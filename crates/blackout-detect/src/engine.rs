@@ -2452,10 +2452,19 @@ mod tests {
             .collect();
         let mut whole = Engine::new(DetectConfig::default());
         let mut split = Engine::new(DetectConfig::default());
-        for o in &in_time {
-            whole.ingest(o);
-            split.ingest(o);
+        // Each agent's controls answer (an agent without any is no vantage in its first
+        // bins): the late agent's with its late data.
+        let control = |a: &str| Observation {
+            control: true,
+            country: "ZZ".into(),
+            target: format!("control-{a}"),
+            ..obs(a, 0, 1, true, 10.0)
+        };
+        for o in in_time.iter().cloned().chain(agents[..2].iter().map(|a| control(a))) {
+            whole.ingest(&o);
+            split.ingest(&o);
         }
+        let late: Vec<Observation> = late.into_iter().chain([control("a3")]).collect();
         for o in &late {
             whole.ingest(o);
         }
@@ -2467,7 +2476,8 @@ mod tests {
         for o in &late {
             split.ingest(o);
         }
-        assert_eq!(split.bins[&1].cells.len(), late.len());
+        // Controls are tallied apart, not in cells.
+        assert_eq!(split.bins[&1].cells.len(), late.len() - 1);
         close(&mut split, 2);
         let (a, b) = (whole.aggregate(1), split.aggregate(1));
         assert_eq!(format!("{:?}", a.aggs), format!("{:?}", b.aggs));
