@@ -5,23 +5,11 @@ use blackout_detect::{
     ChangeKind, DetectConfig, Engine, EntityKey, Event, EventChange, EventKind, Mechanism,
 };
 use blackout_model::bgp::{BgpVisibility, BgpWithdrawals};
-use blackout_model::observation::{Failure, Observation, Phase, Signal};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use blackout_model::observation::Signal;
+use chrono::{DateTime, Duration, Utc};
 
-const BIN: i64 = 300;
-
-fn t0() -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_100 - 1_700_000_100 % BIN, 0)
-        .unwrap()
-}
-
-fn at(bin: i64) -> DateTime<Utc> {
-    t0() + Duration::seconds(bin * BIN + 10)
-}
-
-fn close(eng: &mut Engine, bin: i64) -> Vec<blackout_detect::EventChange> {
-    eng.advance(t0() + Duration::seconds((bin + 1) * BIN + 30))
-}
+mod detect_support;
+use detect_support::*;
 
 fn reading(bin: i64, asn: Option<u32>, visible: u32, total: u32, peers: u16) -> BgpVisibility {
     BgpVisibility {
@@ -99,25 +87,6 @@ struct Cut {
     routes: &'static [u32],
     /// DNS fails while everything else reaches.
     dns: bool,
-}
-
-fn obs(agent: &str, target: &str, asn: u32, signal: Signal, bin: i64, ok: bool) -> Observation {
-    Observation {
-        agent: agent.into(),
-        target: target.into(),
-        country: "KZ".into(),
-        asn,
-        region: None,
-        signal,
-        control: false,
-        measured_at: at(bin),
-        ok,
-        phase: (!ok).then_some(Phase::Connect),
-        failure: (!ok).then_some(Failure::Timeout),
-        rtt_ms: ok.then_some(40.0),
-        block: None,
-        timings_ms: None,
-    }
 }
 
 /// One bin of probes: 3 agents, 10 ICMP and 10 TCP targets per network, 3 DNS servers.

@@ -2,58 +2,11 @@
 //! late data and persistence.
 
 use blackout_detect::{ChangeKind, DetectConfig, Engine, EntityKey, EventKind, NoVerdict, State};
-use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Observation, Phase, Signal};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use blackout_model::observation::{BlockReport, BlockVerdict, Failure, Phase, Signal};
+use chrono::{DateTime, Duration, Utc};
 
-const BIN: i64 = 300;
-
-fn t0() -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_100 - 1_700_000_100 % BIN, 0)
-        .unwrap()
-}
-
-fn at(bin: i64) -> DateTime<Utc> {
-    t0() + Duration::seconds(bin * BIN + 10)
-}
-
-fn obs(agent: &str, target: &str, asn: u32, signal: Signal, bin: i64, ok: bool) -> Observation {
-    Observation {
-        agent: agent.into(),
-        target: target.into(),
-        country: "KZ".into(),
-        asn,
-        region: None,
-        signal,
-        control: false,
-        measured_at: at(bin),
-        ok,
-        phase: (!ok).then_some(Phase::Connect),
-        failure: (!ok).then_some(Failure::Timeout),
-        rtt_ms: ok.then_some(40.0),
-        block: None,
-        timings_ms: None,
-    }
-}
-
-fn control(agent: &str, bin: i64, ok: bool) -> Observation {
-    Observation {
-        control: true,
-        country: "ZZ".into(),
-        ..obs(
-            agent,
-            &format!("control-{agent}"),
-            64500,
-            Signal::Icmp,
-            bin,
-            ok,
-        )
-    }
-}
-
-/// Close every bin up to and including `bin`.
-fn close(eng: &mut Engine, bin: i64) -> Vec<blackout_detect::EventChange> {
-    eng.advance(t0() + Duration::seconds((bin + 1) * BIN + 30))
-}
+mod detect_support;
+use detect_support::*;
 
 /// One bin of a world with `targets` ICMP and TCP targets in two ASNs, seen by `agents`.
 /// `down(asn, signal)` says which are unreachable; `agent_ok(agent)` whether the agent's
@@ -296,6 +249,9 @@ fn an_unsure_vantage_still_votes_on_a_block() {
         [Up, Down, Uncertain],        // no verdict
     ];
     let mut eng = Engine::new(DetectConfig::default());
+    for a in 0..3 {
+        eng.ingest(&control(&format!("v{a}"), 0, true));
+    }
     for (k, vs) in blocks.iter().enumerate() {
         for (a, v) in vs.iter().enumerate() {
             let mut o = obs(
