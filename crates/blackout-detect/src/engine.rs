@@ -2460,7 +2460,11 @@ mod tests {
             target: format!("control-{a}"),
             ..obs(a, 0, 1, true, 10.0)
         };
-        for o in in_time.iter().cloned().chain(agents[..2].iter().map(|a| control(a))) {
+        for o in in_time
+            .iter()
+            .cloned()
+            .chain(agents[..2].iter().map(|a| control(a)))
+        {
             whole.ingest(&o);
             split.ingest(&o);
         }
