@@ -20,11 +20,7 @@
 //! docs/quality.md): a block never heard from is uncertain, not down; a round that found
 //! the block up spends one more echo on an unseen address while fewer than 16 are known; a
 //! learned address silent while its block is up is forgotten (renumbered, or mostly off);
-//! only a miss from a known address not yet missed since the block last answered can take
-//! a block down (echoes to one sleeping host are one piece of evidence, not many), so a
-//! block tracked through too few addresses for its availability is uncertain, not down;
-//! once every known address has missed, follow-ups walk the block and each round's first
-//! echo alternates between the known addresses and the walk, to find moved hosts; the
+//! a block not up alternates learned addresses with the walk, to find moved hosts; the
 //! learned availability comes from the first echo to a learned address of each up round
 //! (replies/probes is biased: a round stops at the first answer).
 //!
@@ -92,10 +88,6 @@ pub struct BlockState {
     pub refilled_at_secs: u32,
     /// Position in the list of hosts, or in the walk, for the next probe.
     pub cursor: u16,
-    /// Echoes to known addresses (catalog hosts or learned ones) unanswered since the
-    /// block last answered. Known addresses are visited in turn, so while this is below
-    /// their number each miss came from an address not yet missed: independent evidence.
-    pub misses: u16,
     /// Slots (offsets 0..256 in the block) that have answered: the ever-active set learned
     /// when the catalog gives no hosts.
     pub seen: [u64; 4],
@@ -109,7 +101,6 @@ impl BlockState {
             tokens: capacity,
             refilled_at_secs: 0,
             cursor: 0,
-            misses: 0,
             seen: [0; 4],
         }
     }
@@ -363,6 +354,9 @@ pub struct BlockRound<'a> {
     /// The address (and its slot) handed out and not yet recorded.
     pending: Option<(IpAddr, u32)>,
     done: bool,
+    /// The block was not up at the start: probes alternate between learned addresses and
+    /// the walk, so that a block whose hosts were renumbered is found again.
+    search: bool,
     /// The next probe looks for a new address; its miss says nothing of the block.
     discover: bool,
     discovered: bool,
@@ -415,6 +409,7 @@ impl<'a> BlockRound<'a> {
             last_failure: Failure::Timeout,
             pending: None,
             done: false,
+            search: hosts.is_empty() && learned && verdict(belief) != BlockVerdict::Up,
             discover: false,
             discovered: false,
             first_known: None,
@@ -428,15 +423,15 @@ impl<'a> BlockRound<'a> {
         if self.done {
             return None;
         }
-        // Known addresses first: they are the likeliest to answer. Once every one has
-        // missed since the block last answered, another echo to one of them says little
-        // (the same host asleep, or renumbered away): the round's follow-ups walk the
-        // block for other addresses, and its first echo alternates across rounds between
-        // the known addresses and the walk, to find moved hosts.
-        let exhausted = self.hosts.is_empty() && self.known_missed();
-        let walk = self.discover || (exhausted && (self.probes > 0 || self.st.cursor % 2 == 1));
-        let (addr, slot) = if walk {
+        // Searching alternates across rounds too (a down block gets one echo a round).
+        let (addr, slot) = if self.discover || (self.search && self.st.cursor % 2 == 1) {
             walk_address(self.block, self.st)
+        } else if self.search {
+            // Even cursors only: half the cursor goes round every learned address.
+            let k = (self.st.cursor as u32 / 2) % self.st.seen_count();
+            self.st.cursor = self.st.cursor.wrapping_add(1);
+            let slot = self.st.seen_slots().nth(k as usize).unwrap_or(0);
+            (slot_addr(self.block, slot), slot)
         } else {
             next_address(self.block, self.hosts, self.st)
         };
@@ -457,28 +452,10 @@ impl<'a> BlockRound<'a> {
             self.first_known = Some(out.ok);
         }
         let discovery = std::mem::take(&mut self.discover);
-        // Bayes' rule assumes independent echoes; echoes to one host are not (a host off
-        // for an hour misses every echo of that hour). Only a miss from a known address
-        // not yet missed since the block last answered may take the block down; other
-        // misses (the same hosts again, or walked addresses) lower the belief to
-        // uncertain at most. So a block is down only when enough distinct known addresses
-        // are silent for its availability (Trinocular's rule, with its independence made
-        // true), and a block known through one host whose host sleeps is uncertain.
-        let fresh = known && !out.ok && !self.known_missed();
         if !discovery {
             // An address never seen to answer rarely does, even in a live block.
             let a = if known { self.a } else { self.a.min(0.1) };
-            let b = update_belief(self.belief, a, out.ok);
-            self.belief = if out.ok || fresh {
-                b
-            } else {
-                b.max(self.belief.min(DOWN_BELOW))
-            };
-        }
-        if out.ok {
-            self.st.misses = 0;
-        } else if known {
-            self.st.misses = self.st.misses.saturating_add(1);
+            self.belief = update_belief(self.belief, a, out.ok);
         }
         let contradicted = match verdict(self.belief) {
             BlockVerdict::Up => !out.ok,
@@ -506,7 +483,6 @@ impl<'a> BlockRound<'a> {
         if !contradicted || self.probes > self.max_extra || self.st.tokens < 2.0 {
             self.done = true;
         }
-
         // A round that found the block up may look for one more address, while a token
         // stays for the next round.
         if self.done
@@ -521,20 +497,6 @@ impl<'a> BlockRound<'a> {
             self.discover = true;
             self.discovered = true;
         }
-    }
-
-    /// Addresses known to answer: the catalog's hosts, else the learned ones.
-    fn known_count(&self) -> u32 {
-        if self.hosts.is_empty() {
-            self.st.seen_count()
-        } else {
-            self.hosts.len() as u32
-        }
-    }
-
-    /// Whether every known address has missed since the block last answered.
-    fn known_missed(&self) -> bool {
-        self.known_count() > 0 && self.st.misses as u32 >= self.known_count()
     }
 
     /// Ends the round: learns the availability (from rounds that ended up), stores the
@@ -815,81 +777,6 @@ mod tests {
         st.belief = BELIEF_MAX as f32;
         rounds(&mut st, &policy, &live, 200, 0, &|_| false);
         assert!(st.seen_count() >= 4, "learned {}", st.seen_count());
-    }
-
-    /// Runs one round at `at_secs` against a block whose answering slots are `live`;
-    /// returns the verdict and the slots probed.
-    fn one_round(
-        st: &mut BlockState,
-        policy: &RoundPolicy,
-        live: &[u32],
-        at_secs: u32,
-    ) -> (BlockVerdict, Vec<u32>) {
-        let block: IpNet = "192.0.2.0/24".parse().unwrap();
-        let mut round = BlockRound::start(st, &block, &[], None, at_secs, policy).unwrap();
-        let mut probed = Vec::new();
-        while let Some(addr) = round.next_address() {
-            let slot = match addr {
-                IpAddr::V4(a) => u32::from(a) & 0xff,
-                IpAddr::V6(_) => 0,
-            };
-            probed.push(slot);
-            round.record(&if live.contains(&slot) {
-                Outcome::ok(Duration::from_millis(20))
-            } else {
-                Outcome::failed(Phase::IcmpEcho, Failure::Timeout)
-            });
-        }
-        (round.finish().block.unwrap().verdict, probed)
-    }
-
-    #[test]
-    fn a_block_known_through_one_sleeping_host_is_uncertain_not_down() {
-        // The one learned host is off for an hour: its silence is one piece of evidence,
-        // however many echoes it gets, not a dead block.
-        let policy = policy_300s();
-        let mut st = policy.new_block_state(0);
-        st.mark_seen(7);
-        st.belief = BELIEF_MAX as f32;
-        st.availability = 0.97;
-        let verdicts: Vec<_> = (0..12)
-            .map(|k| one_round(&mut st, &policy, &[], k * 300).0)
-            .collect();
-        assert!(
-            verdicts.iter().all(|&v| v != BlockVerdict::Down),
-            "{verdicts:?}"
-        );
-        // It wakes up: up again within three rounds (a round's one echo may walk).
-        let v: Vec<_> = (12..15)
-            .map(|k| one_round(&mut st, &policy, &[7], k * 300).0)
-            .collect();
-        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
-    }
-
-    #[test]
-    fn a_block_whose_known_hosts_all_go_silent_is_down_in_one_round() {
-        let policy = policy_300s();
-        let mut st = policy.new_block_state(0);
-        for s in [7, 100, 200] {
-            st.mark_seen(s);
-        }
-        st.belief = BELIEF_MAX as f32;
-        st.availability = 0.95;
-        let (v, probed) = one_round(&mut st, &policy, &[], 0);
-        assert_eq!(v, BlockVerdict::Down, "probed {probed:?}");
-        // Each known host once before the verdict: distinct evidence.
-        let mut known: Vec<_> = probed.iter().filter(|s| st.is_seen(**s)).collect();
-        known.sort();
-        known.dedup();
-        assert_eq!(known.len(), 3, "probed {probed:?}");
-        // Still down in the next rounds of the outage, up when it ends.
-        assert_eq!(one_round(&mut st, &policy, &[], 300).0, BlockVerdict::Down);
-        assert_eq!(one_round(&mut st, &policy, &[], 600).0, BlockVerdict::Down);
-        // Up again within two rounds of the restore (a round's one echo may walk).
-        let v: Vec<_> = (3..5)
-            .map(|k| one_round(&mut st, &policy, &[7, 100, 200], k * 300).0)
-            .collect();
-        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
     }
 
     fn rss_bytes() -> usize {
