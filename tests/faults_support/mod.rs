@@ -39,8 +39,18 @@ pub fn tcp_catalog(open: usize, closed: usize) -> (String, Vec<TcpListener>) {
         keep.push(l);
         text += &format!("\n[[tcp]]\naddress = \"{addr}\"\nasn = 64500\n");
     }
-    for _ in 0..closed {
+    // A port just freed can be handed out again by the next call: each target's port
+    // must be distinct, or the catalog holds one target twice and is refused.
+    let mut ports = std::collections::HashSet::new();
+    while ports.len() < closed {
         let port = free_port();
+        if keep
+            .iter()
+            .any(|l| l.local_addr().is_ok_and(|a| a.port() == port))
+            || !ports.insert(port)
+        {
+            continue;
+        }
         text += &format!("\n[[tcp]]\naddress = \"127.0.0.1:{port}\"\nasn = 64500\n");
     }
     (text, keep)
