@@ -210,20 +210,7 @@ pub fn update_events(
     if let Some(n) = u.attributes.get_reachable_nlri().filter(unicast) {
         announced.extend(nets(&n.prefixes));
     }
-    if !withdrawn.is_empty() {
-        out.push(RouteEvent::Withdraw {
-            peer: peer.clone(),
-            prefixes: withdrawn,
-            at,
-        });
-    }
-    if !announced.is_empty() {
-        out.push(RouteEvent::Announce {
-            peer,
-            prefixes: announced,
-            at,
-        });
-    }
+    RouteEvent::push_update(out, &peer, withdrawn, announced, at);
 }
 
 /// One whole message (common header included), or `None` at a clean end of stream.

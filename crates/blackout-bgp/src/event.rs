@@ -83,6 +83,31 @@ pub enum RouteEvent {
 }
 
 impl RouteEvent {
+    /// Appends what one UPDATE said: its withdrawals, then its announcements (each only
+    /// if there is one), in the order a table must apply them.
+    pub fn push_update(
+        out: &mut Vec<RouteEvent>,
+        peer: &PeerKey,
+        withdrawn: Vec<IpNet>,
+        announced: Vec<IpNet>,
+        at: DateTime<Utc>,
+    ) {
+        if !withdrawn.is_empty() {
+            out.push(RouteEvent::Withdraw {
+                peer: peer.clone(),
+                prefixes: withdrawn,
+                at,
+            });
+        }
+        if !announced.is_empty() {
+            out.push(RouteEvent::Announce {
+                peer: peer.clone(),
+                prefixes: announced,
+                at,
+            });
+        }
+    }
+
     pub fn peer(&self) -> &PeerKey {
         match self {
             RouteEvent::PeerUp { peer, .. }

@@ -408,20 +408,7 @@ pub fn message_events(text: &str, heard: &mut BTreeSet<PeerKey>) -> Vec<RouteEve
                     at,
                 });
             }
-            if !withdrawn.is_empty() {
-                out.push(RouteEvent::Withdraw {
-                    peer: peer.clone(),
-                    prefixes: withdrawn,
-                    at,
-                });
-            }
-            if !announced.is_empty() {
-                out.push(RouteEvent::Announce {
-                    peer: peer.clone(),
-                    prefixes: announced,
-                    at,
-                });
-            }
+            RouteEvent::push_update(&mut out, &peer, withdrawn, announced, at);
             if end_of_rib {
                 out.push(RouteEvent::EndOfRib { peer, at });
             }
