@@ -1091,3 +1091,75 @@ fn the_first_verdict_comes_when_the_second_bin_closes() {
         .collect();
     assert_eq!(opened, vec![(asn(100), EventKind::Partial)]);
 }
+
+/// A vantage inside a country that was cut off: in the bin its link comes back it is a
+/// healthy vantage again (most of its controls answer), and the connects it started just
+/// before complete through retransmitted SYNs, 1.5 s late. Where it alone measured some
+/// targets of a network in that bin, those delays are its link's, not the network's: no
+/// throttling (the namespace scenarios once opened one so, on a country next door).
+#[test]
+fn a_vantage_coming_back_from_its_own_cut_reports_no_throttling() {
+    let agents = ["a", "b", "c", "in"];
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..23 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |a| a != "in");
+        close(&mut eng, b);
+    }
+    // The restore, early in bin 23: one control of four failed before it.
+    for a in &agents {
+        eng.ingest(&control(a, 23, true));
+        if *a == "in" {
+            eng.ingest(&control(a, 23, false));
+            eng.ingest(&control(a, 23, true));
+            eng.ingest(&control(a, 23, true));
+        }
+        for asn in [100u32, 200] {
+            for signal in [Signal::Icmp, Signal::Tcp] {
+                for k in 0..10 {
+                    // The outside agents happen to probe AS200's TCP targets in the next
+                    // bin: the inside one is alone on them in this one.
+                    let alone = asn == 200 && signal == Signal::Tcp;
+                    if alone != (*a == "in") {
+                        continue;
+                    }
+                    let mut o = obs(a, &format!("{signal}-{asn}-{k}"), asn, signal, 23, true);
+                    if *a == "in" {
+                        o.rtt_ms = Some(1_500.0);
+                    }
+                    eng.ingest(&o);
+                }
+            }
+        }
+    }
+    close(&mut eng, 23);
+    for b in 24..30 {
+        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
+        close(&mut eng, b);
+    }
+    let throttles: Vec<_> = eng
+        .events()
+        .filter(|e| e.kind == EventKind::Throttling)
+        .collect();
+    assert!(throttles.is_empty(), "{throttles:?}");
+    // The same delays from a vantage whose path stayed clean are the network's.
+    let mut eng = Engine::new(DetectConfig::default());
+    warm(&mut eng, &agents, 20);
+    for b in 20..23 {
+        for a in agents {
+            eng.ingest(&control(a, b, true));
+            for k in 0..10 {
+                let mut o = obs(a, &format!("tcp-200-{k}"), 200, Signal::Tcp, b, true);
+                o.rtt_ms = Some(1_500.0);
+                eng.ingest(&o);
+            }
+        }
+        close(&mut eng, b);
+    }
+    assert!(
+        eng.events()
+            .any(|e| e.kind == EventKind::Throttling && e.entity == asn(200)),
+        "{:?}",
+        eng.events().collect::<Vec<_>>()
+    );
+}

@@ -354,8 +354,8 @@ impl Suite {
         for e in &evs {
             if e.country.as_deref() != Some(country) {
                 row.fail(format!(
-                    "event in an untouched country: {:?} {}",
-                    e.country, e.kind
+                    "event in an untouched country: {:?} {} on {} from {:?} to {:?}, evidence {}",
+                    e.country, e.kind, e.raw["entity"], e.start, e.end, e.raw["evidence"]
                 ));
             }
         }
@@ -865,7 +865,24 @@ fn one_network_down(s: &mut Suite) -> Row {
         row.fail("XB as a whole reached outage: one network down is partial");
     }
     if big_max.is_some_and(|v| v != 0.0) {
-        row.fail(format!("AS{big} (untouched) changed status"));
+        let on_big: Vec<String> = s
+            .events_since(wall_cut)
+            .iter()
+            .filter(|e| {
+                e.raw["entity"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(&big.to_string()))
+            })
+            .map(|e| {
+                format!(
+                    "{} {:?}..{:?} evidence {}",
+                    e.kind, e.start, e.end, e.raw["evidence"]
+                )
+            })
+            .collect();
+        row.fail(format!(
+            "AS{big} (untouched) changed status; its events: {on_big:?}"
+        ));
     }
     for e in errs {
         row.fail(e);

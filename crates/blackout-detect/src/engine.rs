@@ -1151,6 +1151,28 @@ impl Engine {
         }
     }
 
+    /// Whether a healthy agent's latencies count in a bin: only when its own path was
+    /// clean, i.e. at most half the failed-control share that makes it unhealthy failed
+    /// this bin, and it was healthy in the bin before (when that bin is still held).
+    /// Across its own link's flap a vantage's connects complete through retransmitted
+    /// SYNs and queries through retries, a second or more late: its reachability votes
+    /// still count (the health rule), its delays are its own and not the targets'. Seen
+    /// in the namespace scenarios: the agent inside a country cut off, healthy again in
+    /// the bin of the restore, alone in measuring a few targets of another country in
+    /// that bin, opened a throttling event there.
+    fn latency_trusted(&self, prev: Option<&BinData>, prev_bin: i64, agent: u32, t: Tally) -> bool {
+        let probes = (t.ok + t.fail) as f64;
+        if t.fail as f64 > 0.5 * self.cfg.control_fail_share * probes {
+            return false;
+        }
+        match prev {
+            // Beyond the window (or no observation at all from anyone then): nothing to
+            // hold against the agent.
+            None => true,
+            Some(p) => p.agents.contains(&agent) && self.agent_health(p, prev_bin, agent).0,
+        }
+    }
+
     fn health_list(&self, bin: i64) -> Vec<(u32, bool, Tally)> {
         let Some(bd) = self.bins.get(&bin) else {
             return Vec::new();
@@ -1174,9 +1196,12 @@ impl Engine {
             return out;
         };
         let mut healthy = vec![false; self.agents.len()];
+        let mut clean_path = vec![false; self.agents.len()];
+        let prev = self.bins.get(&(bin - 1));
         for &a in &bd.agents {
-            let (h, _) = self.agent_health(bd, bin, a);
+            let (h, tally) = self.agent_health(bd, bin, a);
             healthy[a as usize] = h;
+            clean_path[a as usize] = h && self.latency_trusted(prev, bin - 1, a, tally);
             if h {
                 out.healthy.push(a);
             } else {
@@ -1245,7 +1270,7 @@ impl Engine {
             }
             t.probes += cell.probes as u64;
             t.replies += cell.replies as u64;
-            if cell.ok > 0 && cell.rtt_ms.is_finite() {
+            if cell.ok > 0 && cell.rtt_ms.is_finite() && clean_path[agent as usize] {
                 t.rtts.push(cell.rtt_ms);
             }
         }
