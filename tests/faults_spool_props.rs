@@ -53,8 +53,9 @@ fn batch(id: u64, n: usize) -> Batch {
     }
 }
 
+/// What the spool counts against its cap: the batch's file.
 fn size(b: &Batch) -> u64 {
-    serde_json::to_vec(b).unwrap().len() as u64
+    blackout_agent::spool::encode_file(b).len() as u64
 }
 
 /// The reference: a queue with the same cap rule (drop the oldest while over the cap,
@@ -87,7 +88,7 @@ fn spool_files(dir: &Path) -> usize {
                 .unwrap()
                 .file_name()
                 .to_string_lossy()
-                .ends_with(".json")
+                .ends_with(".bcz")
         })
         .count()
 }

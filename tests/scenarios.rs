@@ -616,7 +616,7 @@ fn national_blackout(s: &mut Suite) -> Row {
     let spooled = std::fs::read_dir(s.w.path("spool-in"))
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".bcz"))
                 .count()
         })
         .unwrap_or(0);

@@ -38,6 +38,14 @@ enum Cmd {
     },
     /// Probe targets once each and print one JSON line per target (like fping).
     Probe(blackout_tools::adhoc::ProbeArgs),
+    /// Show what a spool directory holds (files are compact and compressed): one JSON
+    /// line per batch, oldest first, or with --summary its size against the same batches
+    /// as JSON. Read-only: safe beside a running agent.
+    Spool {
+        dir: PathBuf,
+        #[arg(long)]
+        summary: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -56,6 +64,7 @@ fn main() -> Result<()> {
                 }
             }
         }
+        Cmd::Spool { dir, summary } => spool_show(&dir, summary),
         Cmd::Run {
             config,
             metrics_listen,
@@ -69,6 +78,12 @@ fn main() -> Result<()> {
             rt.block_on(run(cfg, config, metrics_listen))
         }
     }
+}
+
+fn spool_show(dir: &std::path::Path, summary: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    blackout_agent::spool::show(dir, summary, &mut out)?;
+    Ok(())
 }
 
 /// The configuration as the command line gives it: the file with `--metrics-listen` over

@@ -321,12 +321,9 @@ pub fn spool_contents(spool: &Path) -> HashMap<String, u64> {
     };
     for e in rd {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "json") {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            out.insert(
-                v["batch_id"].as_str().unwrap().to_string(),
-                v["observations"].as_array().unwrap().len() as u64,
-            );
+        if p.extension().is_some_and(|x| x == "bcz" || x == "json") {
+            let b = blackout_agent::spool::read_file(&p).unwrap();
+            out.insert(b.batch_id, b.observations.len() as u64);
         }
     }
     out

@@ -2,9 +2,16 @@
 //! only when the collector has acknowledged it. An agent cut off from its collector for
 //! days (an in-country vantage point during a shutdown) keeps measuring and uploads later.
 //!
-//! One file per batch, `NNNNNNNNNNNNNNNNNNNN.json`, written to a `.tmp` file, synced and
+//! One file per batch, `NNNNNNNNNNNNNNNNNNNN.bcz`, written to a `.tmp` file, synced and
 //! renamed, so a crash (kill -9, power loss) leaves either the whole batch or none of it.
 //! Only the index lives in memory; batches are read back when their turn to upload comes.
+//!
+//! A file holds the batch in the compact encoding the wire and the collector's log use
+//! ([`blackout_model::compact`]) under zstd: ~6 bytes per ICMP block observation against
+//! ~230 as JSON, so the same `spool_max_bytes` holds some forty times the hours of a cut
+//! (the in-country vantage point's data is the spool's reason to exist). What the compact
+//! form rounds (time to the microsecond, RTTs to 10 us) is what the collector keeps anyway.
+//! Files of earlier versions (`NNNN.json`, the batch as JSON) are still read and sent.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -25,9 +32,85 @@ pub enum SpoolError {
     Corrupt { path: PathBuf, message: String },
 }
 
+/// The bytes a batch takes in a spool file: zstd of its compact encoding.
+pub fn encode_file(batch: &Batch) -> Vec<u8> {
+    let raw = blackout_model::compact::encode(batch);
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).expect("zstd compresses into memory")
+}
+
+/// A batch back from the bytes of a spool file (`.bcz`).
+pub fn decode_file(data: &[u8]) -> Result<Batch, String> {
+    let raw = zstd::stream::decode_all(data).map_err(|e| format!("zstd: {e}"))?;
+    blackout_model::compact::decode(&raw).map_err(|e| e.to_string())
+}
+
+/// A spool file's batch, whatever its version (`.bcz`, or `.json` of earlier ones): for
+/// the operator's tools and the tests that look into a spool.
+pub fn read_file(path: &Path) -> Result<Batch, SpoolError> {
+    let data = std::fs::read(path).map_err(io_err(path))?;
+    let corrupt = |message: String| SpoolError::Corrupt {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.extension().is_some_and(|x| x == "json") {
+        serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))
+    } else {
+        decode_file(&data).map_err(corrupt)
+    }
+}
+
+/// What `blackout-agent spool DIR` prints: every batch of a spool directory as one JSON
+/// line, oldest first, or with `summary` the bytes on disk against the same batches as
+/// JSON. Reads only: safe beside a running agent (a file acknowledged meanwhile is
+/// skipped).
+pub fn show(dir: &Path, summary: bool, out: &mut impl Write) -> Result<(), SpoolError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "bcz" || x == "json"))
+        .collect();
+    files.sort();
+    let (mut batches, mut observations, mut disk, mut json) = (0u64, 0u64, 0u64, 0u64);
+    for p in &files {
+        let Ok(meta) = std::fs::metadata(p) else {
+            continue;
+        };
+        let b = match read_file(p) {
+            Ok(b) => b,
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let text = serde_json::to_vec(&b).expect("a batch always serialises");
+        batches += 1;
+        observations += b.observations.len() as u64;
+        disk += meta.len();
+        json += text.len() as u64;
+        if !summary {
+            out.write_all(&text)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(io_err(Path::new("stdout")))?;
+        }
+    }
+    if summary {
+        let per = |bytes: u64| bytes as f64 / observations.max(1) as f64;
+        writeln!(
+            out,
+            "{batches} batches, {observations} observations; on disk {disk} B ({:.1} B per observation); as JSON {json} B ({:.1} B per observation)",
+            per(disk),
+            per(json)
+        )
+        .map_err(io_err(Path::new("stdout")))?;
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Entry {
     seq: u64,
+    /// A `.json` file of an earlier version (else `.bcz`).
+    legacy_json: bool,
     bytes: u64,
     observations: u64,
     batch_id: String,
@@ -52,8 +135,9 @@ pub struct Outgoing {
 
 #[derive(Debug)]
 enum Body {
-    /// A batch's JSON as written to disk (no `spool` member).
+    /// A batch's JSON as an earlier version wrote it to disk (no `spool` member).
     Json(Vec<u8>),
+    /// Read back from a compact file, or kept by the in-memory spool.
     Batch(Batch),
 }
 
@@ -153,15 +237,19 @@ impl Spool {
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
                 continue;
             }
-            let Some(seq) = name
-                .strip_suffix(".json")
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            let (stem, legacy_json) = match name.strip_suffix(".bcz") {
+                Some(stem) => (Some(stem), false),
+                None => (name.strip_suffix(".json"), true),
+            };
+            let Some(seq) = stem.and_then(|s| s.parse::<u64>().ok()) else {
                 continue;
             };
-            let text = std::fs::read(&path).map_err(io_err(&path))?;
-            let batch: Batch = match serde_json::from_slice(&text) {
+            let bytes = std::fs::metadata(&path).map_err(io_err(&path))?.len();
+            let batch = match read_file(&path) {
                 Ok(b) => b,
+                Err(SpoolError::Io { path, source }) => {
+                    return Err(SpoolError::Io { path, source });
+                }
                 Err(e) => {
                     // Renamed only after a sync, so this is disk damage or a foreign file:
                     // keep it aside for a human and go on, rather than refuse to start.
@@ -173,7 +261,8 @@ impl Spool {
             };
             found.push(Entry {
                 seq,
-                bytes: text.len() as u64,
+                legacy_json,
+                bytes,
                 observations: batch.observations.len() as u64,
                 batch_id: batch.batch_id,
                 batch: None,
@@ -192,8 +281,9 @@ impl Spool {
         Ok(s)
     }
 
-    fn path_of(dir: &Path, seq: u64) -> PathBuf {
-        dir.join(format!("{seq:020}.json"))
+    fn path_of(dir: &Path, e: &Entry) -> PathBuf {
+        let ext = if e.legacy_json { "json" } else { "bcz" };
+        dir.join(format!("{:020}.{ext}", e.seq))
     }
 
     /// Stores a batch durably at the back of the queue. When this returns `Ok`, the
@@ -227,8 +317,8 @@ impl Spool {
         batch.spool = None;
         let (bytes, keep) = match &self.dir {
             Some(dir) => {
-                let data = serde_json::to_vec(&batch).expect("a batch always serialises");
-                let path = Self::path_of(dir, seq);
+                let data = encode_file(&batch);
+                let path = dir.join(format!("{seq:020}.bcz"));
                 let tmp = path.with_extension("tmp");
                 let written = (|| {
                     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -257,6 +347,7 @@ impl Spool {
         self.bytes += bytes;
         self.queue.push_back(Entry {
             seq,
+            legacy_json: false,
             bytes,
             observations,
             batch_id,
@@ -277,7 +368,7 @@ impl Spool {
                 "spool full: dropped the oldest batch"
             );
             if let Some(dir) = &self.dir {
-                let p = Self::path_of(dir, e.seq);
+                let p = Self::path_of(dir, &e);
                 std::fs::remove_file(&p).map_err(io_err(&p))?;
             }
         }
@@ -301,9 +392,10 @@ impl Spool {
         }
     }
 
-    /// The oldest unacknowledged batch as it is stored, for the upload: its JSON is
-    /// checked for the shape of a batch, not parsed into observations. A file that fails
-    /// the check is handled as in [`Spool::front`].
+    /// The oldest unacknowledged batch as it is stored, for the upload: a compact file is
+    /// decoded (cheap), a JSON one of an earlier version only checked for the shape of a
+    /// batch, not parsed into observations. A file that fails is handled as in
+    /// [`Spool::front`].
     pub fn front_outgoing(&mut self) -> Result<Option<Outgoing>, SpoolError> {
         loop {
             let Some(e) = self.queue.front() else {
@@ -322,8 +414,24 @@ impl Spool {
                 (Some(dir), None) => dir.clone(),
                 (None, None) => unreachable!("in-memory entries keep their batch"),
             };
-            let p = Self::path_of(&dir, e.seq);
+            let p = Self::path_of(&dir, e);
             let data = std::fs::read(&p).map_err(io_err(&p))?;
+            if !e.legacy_json {
+                match decode_file(&data) {
+                    Ok(b) => {
+                        return Ok(Some(Outgoing {
+                            key,
+                            batch_id: e.batch_id.clone(),
+                            observations: b.observations.len() as u64,
+                            body: Body::Batch(b),
+                        }));
+                    }
+                    Err(err) => {
+                        self.set_aside(&err)?;
+                        continue;
+                    }
+                }
+            }
             match serde_json::from_slice::<Shape>(&data) {
                 Ok(shape) if data.first() == Some(&b'{') => {
                     return Ok(Some(Outgoing {
@@ -346,7 +454,7 @@ impl Spool {
         self.bytes -= e.bytes;
         self.dropped_observations += e.observations;
         if let Some(dir) = &self.dir {
-            let p = Self::path_of(dir, e.seq);
+            let p = Self::path_of(dir, &e);
             tracing::error!(path = %p.display(), %error, "spooled batch is unreadable; moved aside");
             std::fs::rename(&p, p.with_extension("corrupt")).map_err(io_err(&p))?;
         }
@@ -364,7 +472,7 @@ impl Spool {
         let e = self.queue.remove(i).expect("index from position");
         self.bytes -= e.bytes;
         if let Some(dir) = &self.dir {
-            let p = Self::path_of(dir, e.seq);
+            let p = Self::path_of(dir, &e);
             std::fs::remove_file(&p).map_err(io_err(&p))?;
         }
         Ok(())
@@ -467,7 +575,7 @@ mod tests {
     #[test]
     fn cap_drops_oldest_and_counts() {
         let d = tempfile::tempdir().unwrap();
-        let one = serde_json::to_vec(&batch("b0", 10)).unwrap().len() as u64;
+        let one = encode_file(&batch("b0", 10)).len() as u64;
         let mut s = Spool::open(d.path(), one * 2 + 10).unwrap();
         for i in 0..5 {
             s.push(batch(&format!("b{i}"), 10)).unwrap();
@@ -481,7 +589,7 @@ mod tests {
     #[test]
     fn ack_of_a_batch_the_cap_dropped_in_flight_keeps_the_next() {
         let d = tempfile::tempdir().unwrap();
-        let one = serde_json::to_vec(&batch("b0", 10)).unwrap().len() as u64;
+        let one = encode_file(&batch("b0", 10)).len() as u64;
         let mut s = Spool::open(d.path(), one * 2 + 10).unwrap();
         s.push(batch("b0", 10)).unwrap();
         s.push(batch("b1", 10)).unwrap();
@@ -500,15 +608,94 @@ mod tests {
         let mut s = Spool::open(d.path(), 1 << 20).unwrap();
         s.push(batch("b0", 3)).unwrap();
         s.push(batch("b1", 2)).unwrap();
-        std::fs::write(d.path().join(format!("{:020}.json", 0)), b"garbage").unwrap();
+        std::fs::write(d.path().join(format!("{:020}.bcz", 0)), b"garbage").unwrap();
         let (_, b) = s.front().unwrap().unwrap();
         assert_eq!(b.batch_id, "b1");
         assert_eq!(s.dropped_observations(), 3);
         assert!(d.path().join(format!("{:020}.corrupt", 0)).exists());
         drop(s);
         std::fs::write(d.path().join(format!("{:020}.json", 7)), b"{}").unwrap();
+        // A valid zstd frame around something that is not a batch.
+        std::fs::write(
+            d.path().join(format!("{:020}.bcz", 8)),
+            zstd::bulk::compress(b"not compact", 3).unwrap(),
+        )
+        .unwrap();
         let s = Spool::open(d.path(), 1 << 20).unwrap();
         assert_eq!(s.batches(), 1);
         assert_eq!(s.next_seq, 2, "a corrupt file does not count as a batch");
+        assert!(d.path().join(format!("{:020}.corrupt", 8)).exists());
+    }
+
+    /// An agent upgraded with batches spooled by an earlier version (JSON files) reads
+    /// and sends them, in order with the new ones.
+    #[test]
+    fn json_files_of_an_earlier_version_are_read_and_sent() {
+        let d = tempfile::tempdir().unwrap();
+        for (seq, id) in [(3u64, "old1"), (4, "old2")] {
+            let data = serde_json::to_vec(&batch(id, 2)).unwrap();
+            std::fs::write(d.path().join(format!("{seq:020}.json")), data).unwrap();
+        }
+        let mut s = Spool::open(d.path(), 1 << 20).unwrap();
+        s.push(batch("new", 1)).unwrap();
+        assert_eq!(s.batches(), 3);
+        let mut ids = Vec::new();
+        while let Some(out) = s.front_outgoing().unwrap() {
+            let status = SpoolStatus {
+                observations: 0,
+                dropped_observations: 0,
+                catalog_refusals: 0,
+                politeness_skips: 0,
+            };
+            let sent: Batch = serde_json::from_slice(&out.json(status)).unwrap();
+            let compact = blackout_model::compact::decode(
+                &zstd::stream::decode_all(&out.compact_zstd(status).unwrap()[..]).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(sent, compact);
+            ids.push(sent.batch_id.clone());
+            s.ack(out.key).unwrap();
+        }
+        assert_eq!(ids, ["old1", "old2", "new"]);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    /// What the compact files buy: a batch of ICMP block observations as an agent spools
+    /// them, on disk, against the same batch as JSON (the earlier format).
+    #[test]
+    fn block_observations_take_a_few_bytes_each_on_disk() {
+        let mut obs = Vec::new();
+        for i in 0..2_000u32 {
+            let o: blackout_model::observation::Observation = serde_json::from_str(&format!(
+                r#"{{"agent":"a","target":"icmp:10.{}.{}.0/24","country":"KZ","asn":9198,"signal":"icmp","measured_at":"2022-01-05T10:30:{:02}.{:06}Z","ok":true,"rtt_ms":{}.{},"block":{{"verdict":"up","probes":1,"replies":1,"belief":0.99}}}}"#,
+                i / 256,
+                i % 256,
+                i / 40,
+                (i * 7919) % 1_000_000,
+                20 + i % 30,
+                i % 100,
+            ))
+            .unwrap();
+            obs.push(o);
+        }
+        let b = Batch {
+            batch_id: "b".into(),
+            agent: "a".into(),
+            observations: obs,
+            spool: None,
+        };
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 1 << 30).unwrap();
+        s.push(b.clone()).unwrap();
+        let per_obs = s.bytes() as f64 / 2_000.0;
+        let json = serde_json::to_vec(&b).unwrap().len() as f64 / 2_000.0;
+        eprintln!("spool file: {per_obs:.1} B per observation; as JSON {json:.1} B");
+        assert!(
+            per_obs * 10.0 < json,
+            "{per_obs:.1} B against {json:.1} B as JSON"
+        );
+        // What comes back is what the compact form keeps (the belief as `f32`).
+        let kept = blackout_model::compact::decode(&blackout_model::compact::encode(&b)).unwrap();
+        assert_eq!(s.front().unwrap().unwrap().1, kept);
     }
 }
