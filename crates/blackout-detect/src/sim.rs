@@ -665,7 +665,8 @@ pub struct Score {
     pub events: usize,
     pub true_events: usize,
     pub false_events: usize,
-    /// False events overlapping an agent failure.
+    /// False events overlapping an agent failure (any country), or noisy BGP readings of
+    /// their own country.
     pub agent_failure_events: usize,
     /// Per disturbance lasting >= 2 bins: its kind, the delay in bins when found, and
     /// whether the finding event names the right mechanism.
@@ -742,11 +743,14 @@ impl Scenario {
                 s.true_events += 1;
             } else {
                 s.false_events += 1;
-                if self
-                    .disturbances
-                    .iter()
-                    .any(|d| !d.kind.is_outage() && overlaps(ev, d))
-                {
+                // A vantage's failure touches what it measures in every country; noisy
+                // BGP readings only the country they are about.
+                let caused_by = |d: &Disturbance| {
+                    !d.kind.is_outage()
+                        && overlaps(ev, d)
+                        && (d.agent.is_some() || ev.entity.country() == d.country)
+                };
+                if self.disturbances.iter().any(caused_by) {
                     s.agent_failure_events += 1;
                 }
             }

@@ -240,7 +240,7 @@ impl SimReport {
         }
         if self.agent_failure_events > 0 {
             f.push(format!(
-                "{} events caused by agent failures",
+                "{} events caused by agent failures or noisy BGP",
                 self.agent_failure_events
             ));
         }
@@ -324,7 +324,7 @@ impl SimReport {
             );
         }
         s += &format!(
-            "\n| events | true | false | precision | recall | median delay (bins) | agent failures injected | events caused by agent failures | late observations | late observations in event evidence |\n|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} |\n",
+            "\n| events | true | false | precision | recall | median delay (bins) | agent failures injected | events caused by agent failures or noisy BGP | late observations | late observations in event evidence |\n|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {:.4} | {:.4} | {} | {} | {} | {} | {} |\n",
             self.events,
             self.true_events,
             self.false_events,
