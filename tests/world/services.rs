@@ -287,6 +287,12 @@ impl World {
 
     /// The collector in namespace `col`, with one token per agent (stored hashed).
     pub fn start_collector(&mut self, agents: &[AgentSpec]) {
+        self.start_collector_with(agents, "");
+    }
+
+    /// The collector with `extra` lines of collector.toml, placed at the end of its
+    /// `[detect]` table (more detector keys, then tables of their own such as `[bgp]`).
+    pub fn start_collector_with(&mut self, agents: &[AgentSpec], extra: &str) {
         let catalog = self.write_catalogs();
         let mut t = format!(
             "listen = \"{COLLECTOR_ADDR}:{COLLECTOR_PORT}\"\nstate_dir = \"{}\"\ncatalog = [\"{}\"]\nfreshness_secs = {}\n",
@@ -311,6 +317,8 @@ impl World {
             t.push_str(&extra);
             t.push('\n');
         }
+        t.push_str(extra);
+        t.push('\n');
         for a in agents {
             let hash = hex::encode(Sha256::digest(a.token.as_bytes()));
             let _ = writeln!(
