@@ -442,13 +442,21 @@ impl World {
     /// one inside XA (in its larger network).
     pub fn standard_agents(&self) -> Vec<AgentSpec> {
         let inside = self.country("XA").networks[0].role.clone();
-        [("v1", "v1"), ("v2", "v2"), ("in", inside.as_str())]
-            .iter()
-            .map(|(id, role)| AgentSpec {
-                id: id.to_string(),
-                role: role.to_string(),
-                token: format!("token-{id}-{}", self.prefix),
-            })
-            .collect()
+        let mut agents = self.agents_at(&["v1", "v2"]);
+        agents.push(self.agent_spec("in", &inside));
+        agents
+    }
+
+    /// One agent in each of these namespaces, named after it.
+    pub fn agents_at(&self, roles: &[&str]) -> Vec<AgentSpec> {
+        roles.iter().map(|r| self.agent_spec(r, r)).collect()
+    }
+
+    fn agent_spec(&self, id: &str, role: &str) -> AgentSpec {
+        AgentSpec {
+            id: id.to_string(),
+            role: role.to_string(),
+            token: format!("token-{id}-{}", self.prefix),
+        }
     }
 }
