@@ -18,6 +18,8 @@ use blackout_bgp::{Feed, RouteEvent, SourceKind, Space, Table};
 use blackout_model::bgp::BgpVisibility;
 use blackout_test_support::{self as common, Netns, Proc};
 
+mod frr;
+
 /// One lab: namespaces `<tag>-*`, subnet `10.<net>.0.0/24`, the host at `.254`.
 struct Lab {
     tag: String,
@@ -110,59 +112,23 @@ impl Lab {
     }
 
     /// Starts every router; the monitor streams BMP to the host at `bmp_port`.
-    fn start(&mut self, bgpd: &Path, bmp_port: u16) {
+    fn start(&mut self, bmp_port: u16) {
         for (name, octet, asn, prefix, neighbors) in ROUTERS {
-            let mut conf = format!(
-                "hostname {name}\nrouter bgp {asn}\n bgp router-id {}\n no bgp ebgp-requires-policy\n no bgp network import-check\n",
-                self.ip(octet)
-            );
+            let mut r = frr::Bgpd::new(name, asn, self.ip(octet));
             for nb in neighbors {
                 let (o, a) = router(nb);
-                let ip = self.ip(o);
-                conf += &format!(
-                    " neighbor {ip} remote-as {a}\n neighbor {ip} timers 3 9\n neighbor {ip} timers connect 1\n neighbor {ip} advertisement-interval 0\n"
-                );
+                r.neighbors.push(frr::Neighbor::direct(self.ip(o), a));
             }
-            conf += " address-family ipv4 unicast\n";
-            if let Some(p) = prefix {
-                conf += &format!("  network {p}\n");
-            }
-            for nb in neighbors {
-                let ip = self.ip(router(nb).0);
-                if name == "m" {
-                    // The monitor keeps each peer's Adj-RIB-In, which FRR's BMP reads
-                    // for the pre-policy table it sends when the session starts; it
-                    // announces nothing back.
-                    conf += &format!("  neighbor {ip} soft-reconfiguration inbound\n");
-                    conf += &format!("  neighbor {ip} route-map NONE out\n");
-                }
-            }
-            conf += " exit-address-family\n";
+            r.networks.extend(prefix.map(String::from));
             if name == "m" {
-                conf += &format!(
-                    " bmp targets collector\n  bmp monitor ipv4 unicast pre-policy\n  bmp connect {} port {bmp_port} min-retry 100 max-retry 500\n exit\nroute-map NONE deny 10\n",
-                    self.ip(254)
-                );
+                r.bmp_to = Some((self.ip(254), bmp_port));
             }
             let rdir = self.dir.join(name);
-            std::fs::create_dir_all(&rdir).unwrap();
-            let cfile = rdir.join("bgpd.conf");
-            std::fs::write(&cfile, conf).unwrap();
+            let args = r.prepare(&rdir, None);
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &format!("{}-{name}", self.tag)])
-                .arg(bgpd)
-                .args(["-Z", "-S", "-n", "-p", "179", "--log", "stdout"])
-                .args(if name == "m" {
-                    &["-M", "bmp"][..]
-                } else {
-                    &[][..]
-                })
-                .arg("-f")
-                .arg(&cfile)
-                .arg("-i")
-                .arg(rdir.join("bgpd.pid"))
-                .arg("--vty_socket")
-                .arg(&rdir);
+                .arg(frr::BGPD)
+                .args(args);
             self.procs
                 .push(Proc::spawn(name, &mut cmd, &rdir.join("bgpd.log")));
         }
@@ -170,35 +136,13 @@ impl Lab {
 
     /// Runs configuration commands on a router (through its vty socket).
     fn vtysh(&self, name: &str, cmds: &[&str]) {
-        let mut c = Command::new("vtysh");
-        c.arg("--vty_socket")
-            .arg(self.dir.join(name))
-            .args(["-d", "bgpd"]);
-        for cmd in cmds {
-            c.args(["-c", cmd]);
-        }
-        let out = c.output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !text.contains("% "),
-            "vtysh {name} {cmds:?}: {text}"
-        );
+        frr::vtysh(&self.dir.join(name), cmds);
     }
 
     /// A country router stops (or starts again) announcing its prefix.
     fn announce(&self, name: &str, on: bool) {
         let r = ROUTERS.iter().find(|r| r.0 == name).unwrap();
-        let line = format!("{}network {}", if on { "" } else { "no " }, r.3.unwrap());
-        self.vtysh(
-            name,
-            &[
-                "configure terminal",
-                &format!("router bgp {}", r.2),
-                "address-family ipv4 unicast",
-                &line,
-            ],
-        );
+        frr::Bgpd::new(name, r.2, self.ip(r.1)).announce(&self.dir.join(name), r.3.unwrap(), on);
     }
 }
 
@@ -297,35 +241,24 @@ impl Side {
     }
 }
 
-fn setup(test: &str) -> Option<PathBuf> {
-    if !common::is_root() {
-        eprintln!("SKIPPED {test}: needs root (network namespaces)");
-        return None;
-    }
-    common::require(test, &["vtysh"])?;
-    let bgpd = PathBuf::from("/usr/lib/frr/bgpd");
-    if !bgpd.is_file() {
-        eprintln!("SKIPPED {test}: FRR's bgpd is not installed (bash .ci/run installs frr)");
-        return None;
-    }
-    Some(bgpd)
-}
-
 fn full(v: &BgpVisibility) -> bool {
     v.total_slash24 > 0 && v.visible_slash24 == v.total_slash24 && v.peers_healthy == 2
 }
 
 #[test]
 fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
-    let Some(bgpd) = setup("frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network") else {
+    if !frr::available(
+        "frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network",
+        false,
+    ) {
         return;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new("bgpt", 99, dir.path());
     let port = common::free_port();
     let side = Side::start(format!("{}:{port}", lab.ip(254)).parse().unwrap());
     let t0 = Instant::now();
-    lab.start(&bgpd, port);
+    lab.start(port);
 
     // 1. The announcements: both transit peers healthy, every block visible.
     let (d, eg) = side.wait("EG fully visible", t0, "EG", None, full);
@@ -448,9 +381,12 @@ fn metric(base: &str, name: &str, labels: &[&str]) -> Option<f64> {
 /// withdraws its routes shows in the detector's `bgp` series, with the source metrics.
 #[test]
 fn collector_binary_sees_a_withdrawal_in_its_bgp_signal() {
-    let Some(bgpd) = setup("collector_binary_sees_a_withdrawal_in_its_bgp_signal") else {
+    if !frr::available(
+        "collector_binary_sees_a_withdrawal_in_its_bgp_signal",
+        false,
+    ) {
         return;
-    };
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::new("bgpe", 98, dir.path());
     let cat = dir.path().join("catalog");
@@ -490,7 +426,7 @@ fn collector_binary_sees_a_withdrawal_in_its_bgp_signal() {
         collector.assert_running(&log);
         metric(&base, "blackout_bgp_bmp_sessions", &[])
     });
-    lab.start(&bgpd, bmp);
+    lab.start(bmp);
     let eg_bgp = ["country=\"EG\"", "signal=\"bgp\""];
     common::wait_for("EG bgp value 1", Duration::from_secs(60), || {
         collector.assert_running(&log);

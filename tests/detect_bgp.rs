@@ -347,3 +347,51 @@ fn bgp_state_survives_a_snapshot() {
     assert_eq!(back.open_events().count(), 0);
     assert_eq!(back.events().count(), 1);
 }
+
+/// A network that withdraws its routes soon after its country's national blackout ended
+/// fails alone: a partial event of its own, `routes_withdrawn`, not a "national blackout"
+/// of one network taken for the blackout's tail (seen in tests/bgp_mechanism.rs: the
+/// BGP-opened partial event of AS64512, a few bins after XA's border drop was lifted,
+/// was relabelled national when its bin closed).
+#[test]
+fn a_network_withdrawing_after_a_national_blackout_is_its_own_partial_event() {
+    let national = Cut {
+        probes: &[100, 200],
+        routes: &[],
+        dns: false,
+    };
+    let one = Cut {
+        probes: &[200],
+        routes: &[200],
+        dns: false,
+    };
+    let mut eng = Engine::new(DetectConfig::default());
+    let mut changes = Vec::new();
+    for bin in 0..34 {
+        let c = match bin {
+            20..23 => national,
+            25..30 => one,
+            _ => Cut::default(),
+        };
+        run_bin(&mut eng, bin, c, None, &mut changes);
+    }
+    let kz_events = events_of(&eng, &kz());
+    assert_eq!(kz_events[0].kind, EventKind::NationalBlackout);
+    assert_eq!(kz_events[0].mechanism, Some(Mechanism::TrafficBlocked));
+    let end = kz_events[0].end.expect("the blackout ended");
+    let net = EntityKey::Asn {
+        country: "KZ".into(),
+        asn: 200,
+    };
+    let evs = events_of(&eng, &net);
+    assert_eq!(evs.len(), 1, "{:#?}", eng.events().collect::<Vec<_>>());
+    assert!(evs[0].start >= end, "{:#?} after {end}", evs[0]);
+    assert_eq!(evs[0].kind, EventKind::Partial, "{:#?}", evs[0]);
+    assert_eq!(evs[0].mechanism, Some(Mechanism::RoutesWithdrawn));
+    assert!(
+        kz_events[1..]
+            .iter()
+            .all(|e| e.kind != EventKind::NationalBlackout),
+        "{kz_events:#?}"
+    );
+}

@@ -16,6 +16,9 @@
 //! parallel tests never collide and leftovers of a crashed run are found and removed the
 //! next time (`clean_stale`). [`World`]'s `Drop` kills what it started, by pid, deletes its
 //! namespaces and removes its files, also when a test fails.
+//!
+//! Shared by `scenarios` and `bgp_mechanism`, each of which uses a part of it.
+#![allow(dead_code)]
 
 pub mod observe;
 pub mod services;
@@ -314,6 +317,8 @@ pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9090";
 pub struct Node {
     pub ns: String,
     pub router_addr: Ipv4Addr,
+    /// Its end of the link to the router.
+    pub addr: Ipv4Addr,
     pub src: Ipv4Addr,
 }
 
@@ -488,10 +493,19 @@ impl World {
         let node = Node {
             ns,
             router_addr,
+            addr,
             src,
         };
         self.set_default_route(&node);
         self.nodes.insert(role.to_string(), node);
+    }
+
+    /// Attaches one more namespace to the router (after the standard ones), e.g. for a
+    /// test's own routers: `src` is its address, `prefixes` what the router sends it.
+    pub fn add_node(&mut self, role: &str, src: Ipv4Addr, prefixes: Vec<String>) -> Node {
+        let index = u8::try_from(self.nodes.len() + 1).expect("at most 255 nodes");
+        self.attach(index, role, src, prefixes);
+        self.nodes[role].clone()
     }
 
     fn set_default_route(&self, node: &Node) {
@@ -525,10 +539,22 @@ impl World {
         env: &[(&str, &str)],
     ) -> u32 {
         let ns = self.ns(role);
+        self.spawn_in(name, &ns, program, args, env)
+    }
+
+    /// Starts `program` inside namespace `ns` (a node's, or the router's).
+    pub fn spawn_in(
+        &mut self,
+        name: &str,
+        ns: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> u32 {
         let log = self.dir().join(format!("{name}.log"));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns])
+        cmd.args(["netns", "exec", ns])
             .arg(program)
             .args(args)
             .stdin(Stdio::null())

@@ -287,6 +287,12 @@ impl World {
 
     /// The collector in namespace `col`, with one token per agent (stored hashed).
     pub fn start_collector(&mut self, agents: &[AgentSpec]) {
+        self.start_collector_with(agents, "");
+    }
+
+    /// The collector with `extra` lines of collector.toml, placed at the end of its
+    /// `[detect]` table (more detector keys, then tables of their own such as `[bgp]`).
+    pub fn start_collector_with(&mut self, agents: &[AgentSpec], extra: &str) {
         let catalog = self.write_catalogs();
         let mut t = format!(
             "listen = \"{COLLECTOR_ADDR}:{COLLECTOR_PORT}\"\nstate_dir = \"{}\"\ncatalog = [\"{}\"]\nfreshness_secs = {}\n",
@@ -311,6 +317,8 @@ impl World {
             t.push_str(&extra);
             t.push('\n');
         }
+        t.push_str(extra);
+        t.push('\n');
         for a in agents {
             let hash = hex::encode(Sha256::digest(a.token.as_bytes()));
             let _ = writeln!(
@@ -434,13 +442,21 @@ impl World {
     /// one inside XA (in its larger network).
     pub fn standard_agents(&self) -> Vec<AgentSpec> {
         let inside = self.country("XA").networks[0].role.clone();
-        [("v1", "v1"), ("v2", "v2"), ("in", inside.as_str())]
-            .iter()
-            .map(|(id, role)| AgentSpec {
-                id: id.to_string(),
-                role: role.to_string(),
-                token: format!("token-{id}-{}", self.prefix),
-            })
-            .collect()
+        let mut agents = self.agents_at(&["v1", "v2"]);
+        agents.push(self.agent_spec("in", &inside));
+        agents
+    }
+
+    /// One agent in each of these namespaces, named after it.
+    pub fn agents_at(&self, roles: &[&str]) -> Vec<AgentSpec> {
+        roles.iter().map(|r| self.agent_spec(r, r)).collect()
+    }
+
+    fn agent_spec(&self, id: &str, role: &str) -> AgentSpec {
+        AgentSpec {
+            id: id.to_string(),
+            role: role.to_string(),
+            token: format!("token-{id}-{}", self.prefix),
+        }
     }
 }

@@ -1875,10 +1875,11 @@ impl Engine {
         // Networks and regions inside a national blackout are part of its one event (the
         // country's evidence names them), not events of their own: one shutdown, one
         // event. A network gets its own event only when it fails alone.
-        let mut national: BTreeSet<u32> = out
+        // Country -> the bin its national blackout ended in (None: it lasts).
+        let mut national: BTreeMap<u32, Option<i64>> = out
             .iter()
             .filter(|(_, c)| matches!(c.event, Some((EventKind::NationalBlackout, _))))
-            .map(|(e, _)| *e)
+            .map(|(e, _)| (*e, None))
             .collect();
         // Networks do not come back in the same instant: when links return in the middle
         // of a bin, the country's share is back above its threshold while a network whose
@@ -1887,16 +1888,17 @@ impl Engine {
         // scenarios: a one-bin partial event of one ASN right after the national one).
         // An open national event without a national condition is closing in this bin.
         let tail_from = self.bin_start(bin - NATIONAL_TAIL_BINS);
-        national.extend(
-            self.events
-                .iter()
-                .filter(|ev| {
-                    ev.kind == EventKind::NationalBlackout
-                        && ev.entity.is_country()
-                        && ev.end.is_none_or(|end| end >= tail_from)
-                })
-                .filter_map(|ev| self.entity_index.get(&ev.entity).copied()),
-        );
+        for ev in self.events.iter().filter(|ev| {
+            ev.kind == EventKind::NationalBlackout
+                && ev.entity.is_country()
+                && ev.end.is_none_or(|end| end >= tail_from)
+        }) {
+            if let Some(&e) = self.entity_index.get(&ev.entity) {
+                let end = ev.end.map(|t| self.bin_of(t));
+                let slot = national.entry(e).or_insert(end);
+                *slot = slot.zip(end).map(|(a, b)| a.max(b));
+            }
+        }
         for (e, c) in out.iter_mut() {
             let key = &self.entities[*e as usize];
             if key.is_country() {
@@ -1906,7 +1908,17 @@ impl Engine {
                 let parent = key
                     .parent()
                     .and_then(|p| self.entity_index.get(&p).copied());
-                if parent.is_some_and(|p| national.contains(&p)) {
+                // Inside the blackout while it lasts; after its end, only a network
+                // down since before the end is its tail. One that went down after the
+                // end (its routes withdrawn a bin later) fails alone: its own event,
+                // not a "national blackout" of one network.
+                let inside = parent
+                    .and_then(|p| national.get(&p))
+                    .is_some_and(|end| match end {
+                        None => true,
+                        Some(end) => c.since.is_none_or(|since| since < *end),
+                    });
+                if inside {
                     c.event = None;
                     c.absorbed = true;
                 }
