@@ -2022,6 +2022,29 @@ impl Engine {
             .filter_map(|(_, s)| s.level.tracker.good_start)
             .max();
         let svc = svc_sigs.iter().map(|(_, s)| s.level.tracker.state()).max();
+        // Loss on the network signals explains failing services: an HTTP fetch takes
+        // several round trips and fails long before a ping does under a throttle's loss
+        // (the simulator's +150 ms, +30 % loss throttles opened `service_blocking` on HTTP
+        // alone in bins where the network's own throttling verdict had lapsed). Blocking
+        // is a service failing while the network carries its packets as usual.
+        // It keeps a blocking from starting, not one that runs from going on: a bin's
+        // loss noise on a network's few targets must not split a DNS block's event.
+        let blocking_open = self
+            .open
+            .get(&e)
+            .is_some_and(|&i| self.events[i].kind == EventKind::ServiceBlocking);
+        let net_lossy = !blocking_open
+            && net_sigs.iter().any(|(_, s)| {
+                s.loss.last_bin == Some(bin)
+                    && s.loss_sent >= throttle::MIN_LOSS_PROBES
+                    && match (s.loss.last_value, s.loss.last_baseline) {
+                        (Some(v), Some(b)) => {
+                            let b = b.clamp(0.0, 0.95);
+                            (v - b) / (1.0 - b) >= self.cfg.throttle_loss_increase * 0.5
+                        }
+                        _ => false,
+                    }
+            });
         let degraded: Vec<(Signal, &SignalSeries)> = with_verdict
             .iter()
             .filter(|(_, s)| s.level.tracker.state() != State::Normal)
@@ -2105,6 +2128,7 @@ impl Engine {
             c.signals = throttled_sigs;
             c.since = since_of(&bad, true);
         } else if let Some(sv) = svc.filter(|s| *s >= State::Warning)
+            && !net_lossy
             && svc_sigs.iter().any(|(_, s)| {
                 let t = &s.level.tracker;
                 let base = if is_country {
