@@ -20,7 +20,14 @@
 //! docs/quality.md): a block never heard from is uncertain, not down; a round that found
 //! the block up spends one more echo on an unseen address while fewer than 16 are known; a
 //! learned address silent while its block is up is forgotten (renumbered, or mostly off);
-//! a block not up alternates learned addresses with the walk, to find moved hosts; the
+//! a miss is evidence only from an address not yet missed since the block last answered
+//! (echoes to one sleeping host are one piece of evidence, not many): a known address,
+//! weighed by the learned availability, or a walked never-seen one, weighed by the walk's
+//! hit rate learned from the discovery echoes of up rounds; so a sparse block known through
+//! one sleeping host is uncertain, and a block whose addresses all answer goes down within
+//! a round once its known addresses and a few walked ones are silent; once every known
+//! address has missed, follow-ups walk the block and each round's first echo alternates
+//! between the known addresses and the walk, to find moved hosts; the
 //! learned availability comes from the first echo to a learned address of each up round
 //! (replies/probes is biased: a round stops at the first answer).
 //!
@@ -55,6 +62,9 @@ pub const BELIEF_MAX: f64 = 0.99;
 /// Above this the block is up, below [`DOWN_BELOW`] down, in between uncertain.
 pub const UP_ABOVE: f64 = 0.9;
 pub const DOWN_BELOW: f64 = 0.1;
+/// A repeated miss (an address already silent since the block last answered) may make a
+/// block uncertain, never lower its belief below this: it is not new evidence.
+const REPEAT_FLOOR: f64 = 0.5;
 /// Availability assumed for a block nothing is known about yet.
 const PRIOR_AVAILABILITY: f32 = 0.5;
 /// Availability is clamped so a miss is never proof of death nor meaningless.
@@ -70,6 +80,11 @@ const WALK_STRIDE: u32 = 167;
 /// (when the budget allows) on an address not yet seen: tracking a block through one host
 /// makes that host's sleep look like the block's death.
 const DISCOVER_BELOW: u32 = 16;
+/// What a never-seen address of a block is assumed to answer with before the block's walk
+/// has been sampled (the value walked addresses had before it was learned), and how many
+/// echoes that assumption weighs against the learned hit rate.
+const WALK_PRIOR: f64 = 0.1;
+const WALK_PRIOR_WEIGHT: f64 = 2.0;
 /// Weight of one round in the learned availability.
 const AVAILABILITY_GAIN: f32 = 0.1;
 const SHARDS: usize = 64;
@@ -88,6 +103,18 @@ pub struct BlockState {
     pub refilled_at_secs: u32,
     /// Position in the list of hosts, or in the walk, for the next probe.
     pub cursor: u16,
+    /// Echoes to known addresses (catalog hosts or learned ones) unanswered since the
+    /// block last answered. Known addresses are visited in turn, so while this is below
+    /// their number each miss came from an address not yet missed: independent evidence.
+    pub misses: u16,
+    /// Position in the walk over the block (its own, so that a round's walked echoes go
+    /// to distinct addresses).
+    pub walk: u8,
+    /// Discovery echoes to never-seen addresses of the block while it was up, and how many
+    /// answered (both halved when `walk_tries` is full): the walk's hit rate, see
+    /// [`BlockState::walk_density`].
+    pub walk_tries: u8,
+    pub walk_hits: u8,
     /// Slots (offsets 0..256 in the block) that have answered: the ever-active set learned
     /// when the catalog gives no hosts.
     pub seen: [u64; 4],
@@ -101,6 +128,10 @@ impl BlockState {
             tokens: capacity,
             refilled_at_secs: 0,
             cursor: 0,
+            misses: 0,
+            walk: 0,
+            walk_tries: 0,
+            walk_hits: 0,
             seen: [0; 4],
         }
     }
@@ -121,6 +152,24 @@ impl BlockState {
 
     fn seen_count(&self) -> u32 {
         self.seen.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// P(a never-seen address of the block answers | the block is up), learned from the
+    /// discovery echoes of up rounds, with a prior of [`WALK_PRIOR`] worth
+    /// [`WALK_PRIOR_WEIGHT`] echoes: near 0 for a sparse block (its walked misses say
+    /// almost nothing), near its availability for a block whose every address answers.
+    pub fn walk_density(&self) -> f64 {
+        (self.walk_hits as f64 + WALK_PRIOR * WALK_PRIOR_WEIGHT)
+            / (self.walk_tries as f64 + WALK_PRIOR_WEIGHT)
+    }
+
+    fn learn_walk(&mut self, answered: bool) {
+        if self.walk_tries == u8::MAX {
+            self.walk_tries /= 2;
+            self.walk_hits /= 2;
+        }
+        self.walk_tries += 1;
+        self.walk_hits += answered as u8;
     }
 }
 
@@ -354,9 +403,6 @@ pub struct BlockRound<'a> {
     /// The address (and its slot) handed out and not yet recorded.
     pending: Option<(IpAddr, u32)>,
     done: bool,
-    /// The block was not up at the start: probes alternate between learned addresses and
-    /// the walk, so that a block whose hosts were renumbered is found again.
-    search: bool,
     /// The next probe looks for a new address; its miss says nothing of the block.
     discover: bool,
     discovered: bool,
@@ -409,7 +455,6 @@ impl<'a> BlockRound<'a> {
             last_failure: Failure::Timeout,
             pending: None,
             done: false,
-            search: hosts.is_empty() && learned && verdict(belief) != BlockVerdict::Up,
             discover: false,
             discovered: false,
             first_known: None,
@@ -423,15 +468,15 @@ impl<'a> BlockRound<'a> {
         if self.done {
             return None;
         }
-        // Searching alternates across rounds too (a down block gets one echo a round).
-        let (addr, slot) = if self.discover || (self.search && self.st.cursor % 2 == 1) {
+        // Known addresses first: they are the likeliest to answer. Once every one has
+        // missed since the block last answered, another echo to one of them says little
+        // (the same host asleep, or renumbered away): the round's follow-ups walk the
+        // block for other addresses, and its first echo alternates across rounds between
+        // the known addresses and the walk, to find moved hosts.
+        let exhausted = self.hosts.is_empty() && self.known_missed();
+        let walk = self.discover || (exhausted && (self.probes > 0 || self.st.cursor % 2 == 1));
+        let (addr, slot) = if walk {
             walk_address(self.block, self.st)
-        } else if self.search {
-            // Even cursors only: half the cursor goes round every learned address.
-            let k = (self.st.cursor as u32 / 2) % self.st.seen_count();
-            self.st.cursor = self.st.cursor.wrapping_add(1);
-            let slot = self.st.seen_slots().nth(k as usize).unwrap_or(0);
-            (slot_addr(self.block, slot), slot)
         } else {
             next_address(self.block, self.hosts, self.st)
         };
@@ -452,10 +497,41 @@ impl<'a> BlockRound<'a> {
             self.first_known = Some(out.ok);
         }
         let discovery = std::mem::take(&mut self.discover);
+        // Bayes' rule assumes independent echoes; echoes to one host are not (a host off
+        // for an hour misses every echo of that hour). In a block whose addresses were
+        // learned, a miss is evidence only from an address not yet missed since the block
+        // last answered: a known address missed for the first time, with P(reply | up) =
+        // A, or a walked never-seen address (the walk never repeats one), with P(reply |
+        // up) = the walk's learned hit rate. A repeated miss lowers the belief to
+        // [`REPEAT_FLOOR`] at most (unsure, and as far from down as from up: at the down
+        // threshold, any later walked miss however weak would tip it over). So a block is down only when the probability that an up
+        // block gives all its independent misses is small against the prior (Trinocular's
+        // bound, with its independence made true): a sparse block known through one
+        // sleeping host stays uncertain (its walked misses weigh almost nothing), a block
+        // whose every address answers goes down within the round once its known
+        // addresses and a few walked ones are silent. A catalog's hosts are taken as given
+        // (the block is not walked): every miss counts, as Trinocular's census addresses.
+        let independent = !self.hosts.is_empty() || !known || !self.known_missed();
         if !discovery {
-            // An address never seen to answer rarely does, even in a live block.
-            let a = if known { self.a } else { self.a.min(0.1) };
-            self.belief = update_belief(self.belief, a, out.ok);
+            let a = if known {
+                self.a
+            } else {
+                self.st.walk_density()
+            };
+            let b = update_belief(self.belief, a, out.ok);
+            self.belief = if out.ok || independent {
+                b
+            } else {
+                b.max(self.belief.min(REPEAT_FLOOR))
+            };
+        } else if !known {
+            // The block is up: whether a never-seen address answers is the walk's hit rate.
+            self.st.learn_walk(out.ok);
+        }
+        if out.ok {
+            self.st.misses = 0;
+        } else if known {
+            self.st.misses = self.st.misses.saturating_add(1);
         }
         let contradicted = match verdict(self.belief) {
             BlockVerdict::Up => !out.ok,
@@ -483,6 +559,7 @@ impl<'a> BlockRound<'a> {
         if !contradicted || self.probes > self.max_extra || self.st.tokens < 2.0 {
             self.done = true;
         }
+
         // A round that found the block up may look for one more address, while a token
         // stays for the next round.
         if self.done
@@ -497,6 +574,20 @@ impl<'a> BlockRound<'a> {
             self.discover = true;
             self.discovered = true;
         }
+    }
+
+    /// Addresses known to answer: the catalog's hosts, else the learned ones.
+    fn known_count(&self) -> u32 {
+        if self.hosts.is_empty() {
+            self.st.seen_count()
+        } else {
+            self.hosts.len() as u32
+        }
+    }
+
+    /// Whether every known address has missed since the block last answered.
+    fn known_missed(&self) -> bool {
+        self.known_count() > 0 && self.st.misses as u32 >= self.known_count()
     }
 
     /// Ends the round: learns the availability (from rounds that ended up), stores the
@@ -567,12 +658,21 @@ fn next_address(block: &IpNet, hosts: &[IpAddr], st: &mut BlockState) -> (IpAddr
     (slot_addr(block, slot), slot)
 }
 
-/// The next address of the walk over the block, whatever has been learned.
+/// The next never-seen address of the walk over the block (the walk goes round all
+/// slots before it repeats one, so a round's walked misses are distinct addresses).
 fn walk_address(block: &IpNet, st: &mut BlockState) -> (IpAddr, u32) {
-    // Searching walks on odd cursors only: half the cursor still visits every slot.
-    let i = st.cursor as u32 / 2;
+    // The cursor moves too: a round's first echo alternates between the known addresses
+    // and the walk on its parity.
     st.cursor = st.cursor.wrapping_add(1);
-    let slot = (i.wrapping_mul(WALK_STRIDE).wrapping_add(1)) % block_slots(block);
+    let size = block_slots(block);
+    let mut slot = 0;
+    for _ in 0..size {
+        slot = (st.walk as u32 * WALK_STRIDE + 1) % size;
+        st.walk = st.walk.wrapping_add(1);
+        if !st.is_seen(slot) {
+            break;
+        }
+    }
     (slot_addr(block, slot), slot)
 }
 
@@ -777,6 +877,144 @@ mod tests {
         st.belief = BELIEF_MAX as f32;
         rounds(&mut st, &policy, &live, 200, 0, &|_| false);
         assert!(st.seen_count() >= 4, "learned {}", st.seen_count());
+    }
+
+    /// Runs one round at `at_secs` against a block whose answering slots are `live`;
+    /// returns the verdict and the slots probed.
+    fn one_round(
+        st: &mut BlockState,
+        policy: &RoundPolicy,
+        live: &[u32],
+        at_secs: u32,
+    ) -> (BlockVerdict, Vec<u32>) {
+        let block: IpNet = "192.0.2.0/24".parse().unwrap();
+        let mut round = BlockRound::start(st, &block, &[], None, at_secs, policy).unwrap();
+        let mut probed = Vec::new();
+        while let Some(addr) = round.next_address() {
+            let slot = match addr {
+                IpAddr::V4(a) => u32::from(a) & 0xff,
+                IpAddr::V6(_) => 0,
+            };
+            probed.push(slot);
+            round.record(&if live.contains(&slot) {
+                Outcome::ok(Duration::from_millis(20))
+            } else {
+                Outcome::failed(Phase::IcmpEcho, Failure::Timeout)
+            });
+        }
+        (round.finish().block.unwrap().verdict, probed)
+    }
+
+    #[test]
+    fn a_block_known_through_one_sleeping_host_is_uncertain_not_down() {
+        // A sparse block: one host answers. Two hours up teach the prober that its walked
+        // addresses almost never answer.
+        let policy = policy_300s();
+        let mut st = policy.new_block_state(0);
+        st.mark_seen(7);
+        st.belief = BELIEF_MAX as f32;
+        st.availability = 0.97;
+        let up: Vec<_> = (0..24)
+            .map(|k| one_round(&mut st, &policy, &[7], k * 300).0)
+            .collect();
+        assert!(up.iter().all(|&v| v == BlockVerdict::Up), "{up:?}");
+        assert!(st.walk_density() < 0.05, "{}", st.walk_density());
+        // The host is off for an hour: its silence is one piece of evidence, however many
+        // echoes it gets, and the walked misses weigh almost nothing; not a dead block.
+        let verdicts: Vec<_> = (24..36)
+            .map(|k| one_round(&mut st, &policy, &[], k * 300).0)
+            .collect();
+        assert!(
+            verdicts.iter().all(|&v| v != BlockVerdict::Down),
+            "{verdicts:?}"
+        );
+        // It wakes up: up again within three rounds (a round's one echo may walk).
+        let v: Vec<_> = (36..39)
+            .map(|k| one_round(&mut st, &policy, &[7], k * 300).0)
+            .collect();
+        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
+    }
+
+    #[test]
+    fn a_block_whose_known_hosts_all_go_silent_is_down_in_one_round() {
+        let policy = policy_300s();
+        let mut st = policy.new_block_state(0);
+        for s in [7, 100, 200] {
+            st.mark_seen(s);
+        }
+        st.belief = BELIEF_MAX as f32;
+        st.availability = 0.95;
+        let (v, probed) = one_round(&mut st, &policy, &[], 0);
+        assert_eq!(v, BlockVerdict::Down, "probed {probed:?}");
+        // Each known host once before the verdict: distinct evidence.
+        let mut known: Vec<_> = probed.iter().filter(|s| st.is_seen(**s)).collect();
+        known.sort();
+        known.dedup();
+        assert_eq!(known.len(), 3, "probed {probed:?}");
+        // Still down in the next rounds of the outage, up when it ends.
+        assert_eq!(one_round(&mut st, &policy, &[], 300).0, BlockVerdict::Down);
+        assert_eq!(one_round(&mut st, &policy, &[], 600).0, BlockVerdict::Down);
+        // Up again within two rounds of the restore (a round's one echo may walk).
+        let v: Vec<_> = (3..5)
+            .map(|k| one_round(&mut st, &policy, &[7, 100, 200], k * 300).0)
+            .collect();
+        assert!(v.contains(&BlockVerdict::Up), "{v:?}");
+    }
+
+    #[test]
+    fn a_dense_block_learned_in_three_rounds_goes_down_within_the_round() {
+        // tests/probe_icmp.rs's dark block without the namespace: every address answers,
+        // the prober learns a few in three up rounds (and that walked addresses answer
+        // too), then the whole /24 goes dark. Its known addresses and a few walked ones,
+        // each missed once, are enough independent evidence for one round.
+        let policy = RoundPolicy::new(&ProbeSettings {
+            icmp_max_probes_per_block_hour: 10_000,
+            ..ProbeSettings::default()
+        });
+        let mut st = policy.new_block_state(0);
+        let all: Vec<u32> = (0..256).collect();
+        let up: Vec<_> = (0..3)
+            .map(|k| one_round(&mut st, &policy, &all, k).0)
+            .collect();
+        assert_eq!(up[1..], [BlockVerdict::Up, BlockVerdict::Up], "{up:?}");
+        let (v, probed) = one_round(&mut st, &policy, &[], 3);
+        assert_eq!(v, BlockVerdict::Down, "probed {probed:?}, {st:?}");
+        assert!(probed.len() <= 16, "{probed:?}");
+        let mut distinct = probed.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            probed.len(),
+            "each address once: {probed:?}"
+        );
+        // Back up as soon as it answers again.
+        let back: Vec<_> = (4..6)
+            .map(|k| one_round(&mut st, &policy, &all, k).0)
+            .collect();
+        assert!(back.contains(&BlockVerdict::Up), "{back:?}");
+    }
+
+    #[test]
+    fn the_walk_learns_its_hit_rate_and_never_repeats_within_a_lap() {
+        let block: IpNet = "192.0.2.0/24".parse().unwrap();
+        let mut st = BlockState::new(10.0);
+        assert!((st.walk_density() - WALK_PRIOR).abs() < 1e-9);
+        st.mark_seen(1);
+        let slots: Vec<u32> = (0..255).map(|_| walk_address(&block, &mut st).1).collect();
+        let mut d = slots.clone();
+        d.sort();
+        d.dedup();
+        assert_eq!(d.len(), 255, "every unseen slot once");
+        assert!(!slots.contains(&1), "a seen slot is not walked");
+        for k in 0..1000 {
+            st.learn_walk(k % 4 == 0);
+        }
+        assert!(
+            (st.walk_density() - 0.25).abs() < 0.03,
+            "{}",
+            st.walk_density()
+        );
     }
 
     fn rss_bytes() -> usize {

@@ -458,6 +458,10 @@ pub struct ProbeSimReport {
     pub bins: usize,
     pub seed: u64,
     pub echoes: u64,
+    /// Block rounds run (one block, one vantage, one round; skipped ones not counted) and
+    /// the most echoes one of them sent: the prober's probe budget.
+    pub block_rounds: u64,
+    pub max_round_echoes: u32,
     pub observations: u64,
     pub politeness_skips: u64,
     /// Undisturbed (responsive block, vantage, round) after warm-up.
@@ -528,6 +532,14 @@ impl ProbeSimReport {
     pub fn coverage(&self) -> f64 {
         self.all.coverage()
     }
+    /// Mean echoes per block round.
+    pub fn echoes_per_round(&self) -> f64 {
+        if self.block_rounds == 0 {
+            0.0
+        } else {
+            self.echoes as f64 / self.block_rounds as f64
+        }
+    }
     pub fn false_down_per_1000_block_days(&self) -> f64 {
         if self.block_days == 0.0 {
             0.0
@@ -587,7 +599,7 @@ impl ProbeSimReport {
 
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "### Probe-level simulation: {} blocks ({} responsive, {} of them below 0.3 availability), {} vantages, {} rounds of {ROUND_SECS} s ({:.1} days), seed {}, {:.1} s\n\n{} echoes, {} observations, {} rounds skipped by the politeness budget\n\n",
+            "### Probe-level simulation: {} blocks ({} responsive, {} of them below 0.3 availability), {} vantages, {} rounds of {ROUND_SECS} s ({:.1} days), seed {}, {:.1} s\n\n{} echoes ({:.3} per block round, at most {} in one), {} observations, {} rounds skipped by the politeness budget\n\n",
             self.blocks,
             self.responsive_blocks,
             self.sparse_blocks,
@@ -597,6 +609,8 @@ impl ProbeSimReport {
             self.seed,
             self.secs,
             self.echoes,
+            self.echoes_per_round(),
+            self.max_round_echoes,
             self.observations,
             self.politeness_skips,
         );
@@ -842,8 +856,11 @@ pub fn simulate(args: &ProbeSimArgs) -> ProbeSimReport {
                 };
                 let mut t = start as f64;
                 let mut end_t = t;
+                rep.block_rounds += 1;
+                let mut round_echoes = 0;
                 while let Some(addr) = round.next_address() {
                     rep.echoes += 1;
+                    round_echoes += 1;
                     let s = match addr {
                         IpAddr::V4(a) => u32::from(a) & 0xff,
                         IpAddr::V6(_) => 0,
@@ -882,6 +899,7 @@ pub fn simulate(args: &ProbeSimArgs) -> ProbeSimReport {
                     end_t = t;
                     round.record(&out);
                 }
+                rep.max_round_echoes = rep.max_round_echoes.max(round_echoes);
                 let out = round.finish();
                 let report = out.block.expect("a block round reports");
                 if counted && !cut && !no_path && blk.n_active > 0 {
