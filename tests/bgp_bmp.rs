@@ -275,6 +275,10 @@ fn frr_bmp_feeds_the_table_withdrawals_flaps_and_one_network() {
         peer_asn: 65001,
     };
     assert_eq!(side.feed.table().peer_state(&u1), Some(PeerState::Healthy));
+    // FRR's Statistics Reports (every second) reach the table as the peers heard.
+    common::wait_for("a BMP Statistics Report", Duration::from_secs(30), || {
+        Some(side.feed.counters.get(SourceKind::Bmp, 5)).filter(|n| *n > 0)
+    });
 
     // 2. One peer's session flaps (the monitor resets its session with u1): the peer
     // goes down and comes back, no withdrawal is counted and the space stays visible,
@@ -445,6 +449,17 @@ fn collector_binary_sees_a_withdrawal_in_its_bgp_signal() {
         metric(&base, "blackout_bgp_prefixes", &["family=\"ipv4\""]),
         Some(3.0)
     );
+    // Global-instance peers only, two of 64 slots: nothing dropped, evicted or refused.
+    for (name, labels) in [
+        (
+            "blackout_bgp_bmp_ignored_messages_total",
+            &["peer_type=\"rd_instance\""][..],
+        ),
+        ("blackout_bgp_peers_evicted_total", &[]),
+        ("blackout_bgp_peers_refused_total", &[]),
+    ] {
+        assert_eq!(metric(&base, name, labels), Some(0.0), "{name}");
+    }
 
     let t = Instant::now();
     lab.announce("c1", false);

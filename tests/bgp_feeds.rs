@@ -646,7 +646,7 @@ fn mrt_from_frr_rib_dump_and_updates() {
                 withdrawn.extend(prefixes.iter().copied());
             }
             RouteEvent::PeerDown { reason, .. } => down = Some(reason.clone()),
-            RouteEvent::EndOfRib { .. } => {}
+            RouteEvent::EndOfRib { .. } | RouteEvent::PeerAlive { .. } => {}
         }
     }
     assert!(seen_up, "{events:?}");

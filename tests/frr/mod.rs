@@ -126,7 +126,7 @@ impl Bgpd {
         if let Some((addr, port)) = &self.bmp_to {
             let _ = write!(
                 c,
-                " bmp targets collector\n  bmp monitor ipv4 unicast pre-policy\n  bmp connect {addr} port {port} min-retry 100 max-retry 500\n exit\n"
+                " bmp targets collector\n  bmp monitor ipv4 unicast pre-policy\n  bmp stats interval 1000\n  bmp connect {addr} port {port} min-retry 100 max-retry 500\n exit\n"
             );
         }
         if self.bmp_to.is_some() {

@@ -2,7 +2,16 @@
 //! and stream their peers' Adj-RIB-In. Each message is framed by its common header's
 //! length (bounded), parsed by bgpkit-parser, and mapped to [`RouteEvent`]s. A closed
 //! session is a Peer Down for every peer it reported; a malformed message closes that
-//! session only.
+//! session only. A Statistics Report is a [`RouteEvent::PeerAlive`]: a quiet peer whose
+//! router reports on it is not silent.
+//!
+//! Only the global instance counts: messages whose per-peer header is of an RD instance
+//! peer (a VRF), a local instance peer, or a Loc-RIB of a non-global instance (RFC 9069,
+//! non-zero distinguisher) are dropped and counted in [`BmpStats::ignored`]. A VRF's
+//! routes are a customer's or a service's table, not what the Internet sees: counted,
+//! they would show a country's prefixes as visible when the world no longer carries
+//! them; and their peer, keyed by address and ASN only, would merge with a global peer
+//! of the same address.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bgpkit_parser::models::{Afi, BgpMessage, BgpUpdateMessage, NetworkPrefix};
-use bgpkit_parser::parser::bmp::messages::{BmpMessageBody, BmpPerPeerHeader, InitiationTlvType};
+use bgpkit_parser::parser::bmp::messages::{
+    BmpMessageBody, BmpPeerType, BmpPerPeerHeader, InitiationTlvType,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::Utc;
 use ipnet::IpNet;
@@ -26,6 +37,20 @@ pub const BMP_VERSION: u8 = 3;
 /// the per-peer header; anything larger is a framing error.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 17;
 const COMMON_HEADER_BYTES: usize = 6;
+/// Per-peer header types whose messages are dropped, as metrics label them (the order
+/// of [`BmpStats::ignored`]).
+pub const IGNORED_PEER_TYPES: [&str; 3] = ["rd_instance", "local_instance", "loc_rib_instance"];
+
+/// The index in [`IGNORED_PEER_TYPES`] of a header that is not of the global instance.
+fn ignored_peer_type(h: &BmpPerPeerHeader) -> Option<usize> {
+    match h.peer_type {
+        BmpPeerType::Global => None,
+        BmpPeerType::RD => Some(0),
+        BmpPeerType::Local => Some(1),
+        BmpPeerType::LocalRib if h.peer_distinguisher == 0 => None,
+        BmpPeerType::LocalRib => Some(2),
+    }
+}
 
 /// Counters the listener keeps, for metrics.
 #[derive(Debug, Default)]
@@ -36,6 +61,8 @@ pub struct BmpStats {
     pub sessions_accepted: AtomicU64,
     /// Sessions closed because of a malformed message.
     pub sessions_malformed: AtomicU64,
+    /// Messages dropped as not of the global instance, by [`IGNORED_PEER_TYPES`].
+    pub ignored: [AtomicU64; 3],
 }
 
 /// Why a session ended.
@@ -84,6 +111,8 @@ pub async fn session(
         collector: router.ip().to_string(),
         peers: BTreeSet::new(),
         events,
+        stats: stats.clone(),
+        logged_ignored: false,
     };
     let why = match s.run(&mut stream).await {
         Ok(()) => "session closed".to_string(),
@@ -114,6 +143,10 @@ struct Session {
     collector: String,
     peers: BTreeSet<PeerKey>,
     events: mpsc::Sender<RouteEvent>,
+    stats: Arc<BmpStats>,
+    /// Whether this session's first non-global message was logged (the rest are only
+    /// counted).
+    logged_ignored: bool,
 }
 
 impl Session {
@@ -139,6 +172,14 @@ impl Session {
             peer_ip: h.peer_ip,
             peer_asn: u32::from(h.peer_asn),
         };
+        if let Some(t) = msg.per_peer_header.as_ref().and_then(ignored_peer_type) {
+            self.stats.ignored[t].fetch_add(1, Ordering::Relaxed);
+            if !self.logged_ignored {
+                self.logged_ignored = true;
+                tracing::info!(router = %self.collector, peer_type = IGNORED_PEER_TYPES[t], "BMP messages of a non-global instance (VRF) ignored: they are not the Internet's table");
+            }
+            return Ok(true);
+        }
         let mut out = Vec::new();
         match (msg.message_body, msg.per_peer_header) {
             (BmpMessageBody::InitiationMessage(m), _) => {
@@ -173,6 +214,9 @@ impl Session {
                 if let BgpMessage::Update(u) = &m.bgp_message {
                     update_events(u, peer, at, &mut out);
                 }
+            }
+            (BmpMessageBody::StatsReport(_), Some(h)) => {
+                out.push(RouteEvent::PeerAlive { peer: key(&h), at });
             }
             _ => {}
         }
@@ -277,6 +321,7 @@ mod tests {
                 RouteEvent::Withdraw { .. } => "withdraw",
                 RouteEvent::EndOfRib { .. } => "eor",
                 RouteEvent::PeerDown { .. } => "down",
+                RouteEvent::PeerAlive { .. } => "alive",
             })
             .collect();
         // FRR sends End-of-RIB twice for the pre-policy table (one per sync phase).
@@ -290,6 +335,76 @@ mod tests {
         };
         assert_eq!(prefixes, &vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
         assert_eq!(stats.sessions_malformed.load(Ordering::Relaxed), 0);
+    }
+
+    /// `FRR_SESSION` cut into its messages (common header included).
+    fn frr_messages() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = FRR_SESSION;
+        while !rest.is_empty() {
+            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+            out.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+        out
+    }
+
+    /// Message type 1 with `per_peer` (42 bytes): one gauge, routes in the Adj-RIB-In.
+    fn stats_report(per_peer: &[u8]) -> Vec<u8> {
+        let mut body = per_peer.to_vec();
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&7u16.to_be_bytes());
+        body.extend_from_slice(&8u16.to_be_bytes());
+        body.extend_from_slice(&1u64.to_be_bytes());
+        let mut m = vec![3];
+        m.extend_from_slice(&((COMMON_HEADER_BYTES + body.len()) as u32).to_be_bytes());
+        m.push(1);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[tokio::test]
+    async fn a_statistics_report_is_the_peer_heard() {
+        let msgs = frr_messages();
+        // Initiation, Peer Up, then a report on the same peer.
+        assert_eq!((msgs[0][5], msgs[1][5]), (4, 3));
+        let mut bytes = [msgs[0].clone(), msgs[1].clone()].concat();
+        bytes.extend(stats_report(&msgs[1][6..48]));
+        let (evs, _) = feed(bytes).await;
+        assert!(
+            matches!(evs.as_slice(), [RouteEvent::PeerUp { peer: a, .. }, RouteEvent::PeerAlive { peer: b, .. }, RouteEvent::PeerDown { .. }] if a == b && a.peer_asn == 65001),
+            "{evs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_of_a_vrf_or_local_instance_are_dropped_and_counted() {
+        for (peer_type, counter) in [(1u8, 0usize), (2, 1)] {
+            let mut msgs = frr_messages();
+            let stats = stats_report(&msgs[1][6..48]);
+            msgs.push(stats);
+            let mut with_header = 0;
+            for m in &mut msgs {
+                // Every message but Initiation and Termination has a per-peer header.
+                if m[5] <= 3 {
+                    m[6] = peer_type;
+                    with_header += 1;
+                }
+            }
+            assert_eq!(with_header, msgs.len() - 1);
+            let (evs, stats) = feed(msgs.concat()).await;
+            // No Peer Up, no routes: nor a Peer Down at the close.
+            assert!(evs.is_empty(), "{evs:?}");
+            let ignored: Vec<u64> = stats
+                .ignored
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
+            let mut want = vec![0; IGNORED_PEER_TYPES.len()];
+            want[counter] = with_header as u64;
+            assert_eq!(ignored, want);
+            assert_eq!(stats.sessions_malformed.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[tokio::test]

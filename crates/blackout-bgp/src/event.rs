@@ -80,6 +80,10 @@ pub enum RouteEvent {
     /// The peer's initial table is complete (End-of-RIB marker, or the end of an MRT RIB
     /// dump): from here on its prefix count says whether it is a full-table peer.
     EndOfRib { peer: PeerKey, at: DateTime<Utc> },
+    /// The source says the peer's session is alive without any route change (a BMP
+    /// Statistics Report): a quiet full-table peer is heard, not silent. Never brings
+    /// a peer up or takes a slot in the table.
+    PeerAlive { peer: PeerKey, at: DateTime<Utc> },
 }
 
 impl RouteEvent {
@@ -114,7 +118,8 @@ impl RouteEvent {
             | RouteEvent::PeerDown { peer, .. }
             | RouteEvent::Announce { peer, .. }
             | RouteEvent::Withdraw { peer, .. }
-            | RouteEvent::EndOfRib { peer, .. } => peer,
+            | RouteEvent::EndOfRib { peer, .. }
+            | RouteEvent::PeerAlive { peer, .. } => peer,
         }
     }
 
@@ -124,7 +129,8 @@ impl RouteEvent {
             | RouteEvent::PeerDown { at, .. }
             | RouteEvent::Announce { at, .. }
             | RouteEvent::Withdraw { at, .. }
-            | RouteEvent::EndOfRib { at, .. } => *at,
+            | RouteEvent::EndOfRib { at, .. }
+            | RouteEvent::PeerAlive { at, .. } => *at,
         }
     }
 }

@@ -20,14 +20,21 @@ pub const TICK: Duration = Duration::from_millis(250);
 const BATCH: usize = 4096;
 
 /// Kinds of route events, as metrics label them.
-pub const EVENT_KINDS: [&str; 5] = ["peer_up", "peer_down", "announce", "withdraw", "end_of_rib"];
+pub const EVENT_KINDS: [&str; 6] = [
+    "peer_up",
+    "peer_down",
+    "announce",
+    "withdraw",
+    "end_of_rib",
+    "peer_alive",
+];
 /// Sources, as metrics label them.
 pub const SOURCES: [SourceKind; 3] = [SourceKind::Bmp, SourceKind::RisLive, SourceKind::Mrt];
 
 /// Route events received, by source and kind.
 #[derive(Debug, Default)]
 pub struct RouteCounters {
-    counts: [[AtomicU64; 5]; 3],
+    counts: [[AtomicU64; EVENT_KINDS.len()]; 3],
 }
 
 impl RouteCounters {
@@ -38,6 +45,7 @@ impl RouteCounters {
             RouteEvent::Announce { .. } => 2,
             RouteEvent::Withdraw { .. } => 3,
             RouteEvent::EndOfRib { .. } => 4,
+            RouteEvent::PeerAlive { .. } => 5,
         };
         self.counts[source_index(ev.peer().source)][kind].fetch_add(1, Ordering::Relaxed);
     }

@@ -7,19 +7,30 @@
 //! Peer health is judged like vantage health: a peer counts when its session is up, its
 //! initial table is complete and it carries a full table. A session that goes down
 //! forgets the peer's routes without counting them as withdrawn: a reset is not a
-//! country withdrawing its routes.
+//! country withdrawing its routes. A source's word that the session is alive without a
+//! route (a BMP Statistics Report) keeps a quiet peer from going silent.
+//!
+//! The table has [`MAX_PEERS`] slots. When all are held, a new peer takes the slot of
+//! one known not to carry a full table, forgotten as in a session down (see
+//! [`Table::evicted`]): a RIS collector's many customer-cone peers would otherwise fill
+//! the slots before the full-table peers that alone count.
 
 use blackout_model::bgp::BgpVisibility;
 use chrono::{DateTime, Utc};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::event::{PeerKey, RouteEvent, SourceKind};
 use crate::prefix::Pfx;
 use crate::space::{Cause, Space};
 
 /// Peers held at once (one bit each in a prefix's bitmap). A peer that went down keeps
-/// its slot until another needs it.
+/// its slot until another needs it; so does a peer known not to carry a full table (see
+/// [`Table::refused`]): only full-table peers count, and a route collector's many
+/// partial-table peers (customer cones) must not lock the full-table ones out.
 pub const MAX_PEERS: usize = 64;
+/// Peers remembered as evicted (so that they do not evict back); past this many the
+/// memory is cleared, which at worst lets them rotate through the slots again.
+const MAX_EVICTED_REMEMBERED: usize = 65_536;
 /// A peer carries a full table from this many prefixes (IPv4 and IPv6 together): a
 /// full table is ~1M IPv4 and ~200k IPv6 prefixes; a partial one (a customer cone) far
 /// fewer.
@@ -104,6 +115,9 @@ struct Peer {
     silent: bool,
     prefixes: u32,
     last_heard: DateTime<Utc>,
+    /// When it took its slot or its session last came up: a RIS Live peer without a
+    /// dump never reports End-of-RIB, so its time in the table stands for it.
+    since: DateTime<Utc>,
 }
 
 impl Peer {
@@ -133,6 +147,10 @@ pub struct Table {
     space: Space,
     last_all: Option<DateTime<Utc>>,
     refused_peers: u64,
+    evicted_peers: u64,
+    /// Peers evicted as not carrying a full table: they may take a free slot again,
+    /// not evict another, until their session comes up anew (a new table may be full).
+    evicted: FxHashSet<PeerKey>,
     ignored_prefixes: u64,
 }
 
@@ -153,6 +171,8 @@ impl Table {
             space,
             last_all: None,
             refused_peers: 0,
+            evicted_peers: 0,
+            evicted: FxHashSet::default(),
             ignored_prefixes: 0,
         }
     }
@@ -166,6 +186,7 @@ impl Table {
         let at = ev.at();
         match ev {
             RouteEvent::PeerUp { peer, .. } => {
+                self.evicted.remove(peer);
                 let Some(i) = self.slot(peer, at) else { return };
                 // A Peer Up for a peer already up: its session was reset and a new
                 // table follows.
@@ -174,6 +195,7 @@ impl Table {
                 p.up = true;
                 p.end_of_rib = false;
                 p.full = false;
+                p.since = at;
                 self.update_health();
             }
             RouteEvent::PeerDown { peer, .. } => {
@@ -217,6 +239,22 @@ impl Table {
                 p.end_of_rib = true;
                 p.full = p.prefixes >= self.config.full_table_min_prefixes;
                 self.update_health();
+            }
+            RouteEvent::PeerAlive { peer, .. } => {
+                // Only a peer held and up: a statistics report names no routes, so
+                // it neither takes a slot nor revives a peer reported down.
+                let Some(&i) = self.index.get(peer) else {
+                    return;
+                };
+                let p = &mut self.peers[i];
+                if !p.up {
+                    return;
+                }
+                p.last_heard = at;
+                if p.silent {
+                    p.silent = false;
+                    self.update_health();
+                }
             }
         }
     }
@@ -304,10 +342,59 @@ impl Table {
         self.quorum
     }
 
-    /// Peers refused because [`MAX_PEERS`] were held, and prefixes ignored (IPv6 longer
-    /// than /120).
+    /// Events of new peers refused because [`MAX_PEERS`] were held and none could be
+    /// evicted, and prefixes ignored (IPv6 longer than /120).
     pub fn refused(&self) -> (u64, u64) {
         (self.refused_peers, self.ignored_prefixes)
+    }
+
+    /// Peers evicted from their slot for a new peer, being known not to carry a full
+    /// table: up with their initial table complete (End-of-RIB, or the end of a RIB
+    /// dump) and below `full_table_min_prefixes`, or, for RIS Live without a dump
+    /// (never an End-of-RIB), held longer than `peer_silence_secs` without reaching
+    /// it. Their routes were forgotten as for a session down, not counted as withdrawn.
+    pub fn evicted(&self) -> u64 {
+        self.evicted_peers
+    }
+
+    /// Whether `p` is known not to carry a full table at `now` (see [`Table::evicted`]).
+    fn evictable(&self, p: &Peer, now: DateTime<Utc>) -> bool {
+        if !p.up || p.full {
+            return false;
+        }
+        if p.end_of_rib {
+            return true;
+        }
+        // A BMP peer still loading may be a full table arriving slowly: only RIS Live,
+        // which never says a table is complete, is judged by time.
+        let limit = self.config.peer_silence_secs as i64;
+        p.key.source == SourceKind::RisLive && limit > 0 && (now - p.since).num_seconds() >= limit
+    }
+
+    /// A slot for a new peer when all are held: a down peer's (it holds no routes), else
+    /// that of the peer known not to carry a full table with the fewest prefixes (the
+    /// least lost; a RIS Live full table still being learnt from the stream has more).
+    fn free_slot(&mut self, key: &PeerKey, at: DateTime<Utc>) -> Option<usize> {
+        if let Some(i) = self.peers.iter().position(|p| !p.up) {
+            return Some(i);
+        }
+        if self.evicted.contains(key) {
+            return None;
+        }
+        let i = (0..self.peers.len())
+            .filter(|&i| self.evictable(&self.peers[i], at))
+            .min_by_key(|&i| self.peers[i].prefixes)?;
+        let (old, held) = (self.peers[i].key.clone(), self.peers[i].prefixes);
+        self.forget(i);
+        self.peers[i].up = false;
+        self.update_health();
+        self.evicted_peers += 1;
+        if self.evicted.len() >= MAX_EVICTED_REMEMBERED {
+            self.evicted.clear();
+        }
+        tracing::info!(peer = %old, prefixes_held = held, new_peer = %key, evicted = self.evicted_peers, "BGP table full of peers; evicting one without a full table");
+        self.evicted.insert(old);
+        Some(i)
     }
 
     /// The slot of `key`, interning it (implicitly up: RIS Live and MRT name peers
@@ -326,10 +413,10 @@ impl Table {
                         silent: false,
                         prefixes: 0,
                         last_heard: at,
+                        since: at,
                     });
                     self.peers.len() - 1
-                } else if let Some(i) = self.peers.iter().position(|p| !p.up) {
-                    // A down peer holds no routes: its slot is free.
+                } else if let Some(i) = self.free_slot(key, at) {
                     self.index.remove(&self.peers[i].key);
                     let p = &mut self.peers[i];
                     p.key = key.clone();
@@ -354,6 +441,7 @@ impl Table {
             p.up = true;
             p.end_of_rib = false;
             p.full = false;
+            p.since = at;
             changed = true;
         }
         if p.silent {
@@ -668,6 +756,177 @@ mod tests {
         assert_eq!(get(&mut t, "BB", None).visible_slash24, 1);
         assert_eq!(get(&mut t, "CC", None).visible_slash24, 0);
         assert_eq!(get(&mut t, "CC", None).total_slash24, 1);
+    }
+
+    fn ris(n: u8) -> PeerKey {
+        PeerKey {
+            source: SourceKind::RisLive,
+            collector: "rrc00".into(),
+            ..peer(n)
+        }
+    }
+
+    /// `loaded` then partial BMP peers 4..=63 (table complete, 10.2.0.0/24 and one
+    /// prefix of their own; peer 4 without its own) and peer 64 still loading.
+    fn full_of_peers() -> Table {
+        let mut t = loaded(None);
+        let at = Utc::now();
+        for n in 4..=64u8 {
+            t.apply(&RouteEvent::PeerUp { peer: peer(n), at });
+            let mut v = vec!["10.2.0.0/24".to_string()];
+            if n > 4 {
+                v.push(format!("10.9.{n}.0/24"));
+            }
+            t.apply(&RouteEvent::Announce {
+                peer: peer(n),
+                prefixes: v.iter().map(|s| s.parse().unwrap()).collect(),
+                at,
+            });
+            if n < 64 {
+                t.apply(&RouteEvent::EndOfRib { peer: peer(n), at });
+            }
+        }
+        assert_eq!(t.peers.len(), MAX_PEERS);
+        t
+    }
+
+    #[test]
+    fn a_new_peer_takes_the_slot_of_a_partial_one_when_all_are_held() {
+        let mut t = full_of_peers();
+        let at = Utc::now();
+        let held = t.prefixes().0;
+        t.apply(&RouteEvent::PeerUp { peer: peer(65), at });
+        // Peer 4, partial with the fewest prefixes, gave its slot; its route is gone
+        // as in a session down, not withdrawn.
+        assert_eq!((t.evicted(), t.refused().0), (1, 0));
+        assert_eq!(t.peer_state(&peer(65)), Some(PeerState::Loading));
+        assert_eq!(t.peer_state(&peer(4)), None);
+        assert_eq!(t.prefixes().0, held);
+        assert_eq!((t.peers_healthy(), t.quorum()), (3, 2));
+        let bb = get(&mut t, "BB", None);
+        assert_eq!(bb.visible_slash24, 1);
+        assert!(bb.withdrawals.is_none());
+        // A partial peer's own prefix goes with it.
+        t.apply(&RouteEvent::Announce {
+            peer: peer(66),
+            prefixes: nets(&["10.2.0.0/24"]),
+            at,
+        });
+        assert_eq!(t.evicted(), 2);
+        assert_eq!(t.peer_state(&peer(5)), None);
+        assert_eq!(t.prefixes().0, held - 1);
+        // The evicted peer does not evict back (they would rotate for ever)...
+        t.apply(&RouteEvent::Announce {
+            peer: peer(4),
+            prefixes: nets(&["10.2.0.0/24"]),
+            at,
+        });
+        assert_eq!((t.evicted(), t.refused().0), (2, 1));
+        assert_eq!(t.peer_state(&peer(4)), None);
+        // ...until its session comes up again, with a table that may be full.
+        t.apply(&RouteEvent::PeerUp { peer: peer(4), at });
+        assert_eq!((t.evicted(), t.refused().0), (3, 1));
+        assert_eq!(t.peer_state(&peer(4)), Some(PeerState::Loading));
+        // Full-table and loading peers are never evicted.
+        for n in 6..=63u8 {
+            t.apply(&RouteEvent::PeerDown {
+                peer: peer(n),
+                at,
+                reason: "test".into(),
+            });
+        }
+        for n in 70..=126u8 {
+            t.apply(&RouteEvent::PeerUp { peer: peer(n), at });
+        }
+        assert_eq!(t.refused().0, 1);
+        t.apply(&RouteEvent::PeerUp {
+            peer: peer(128),
+            at,
+        });
+        assert_eq!((t.evicted(), t.refused().0), (3, 2));
+        for n in [1, 2, 3] {
+            assert_eq!(t.peer_state(&peer(n)), Some(PeerState::Healthy));
+        }
+        assert_eq!(t.peer_state(&peer(64)), Some(PeerState::Loading));
+    }
+
+    #[test]
+    fn a_ris_live_peer_without_a_dump_is_partial_once_held_past_the_silence_limit() {
+        let mut t = loaded(None);
+        t.config.peer_silence_secs = 600;
+        let at = Utc::now();
+        // Never an End-of-RIB: the RIS peers only announce; a BMP peer still loading.
+        for n in 4..=63u8 {
+            t.apply(&RouteEvent::Announce {
+                peer: ris(n),
+                prefixes: nets(&["10.2.0.0/24"]),
+                at,
+            });
+        }
+        t.apply(&RouteEvent::PeerUp { peer: peer(64), at });
+        let new = |n| RouteEvent::Announce {
+            peer: ris(n),
+            prefixes: nets(&["10.1.0.0/24"]),
+            at: at + chrono::Duration::seconds(599),
+        };
+        t.apply(&new(65));
+        assert_eq!((t.evicted(), t.refused().0), (0, 1));
+        let later = at + chrono::Duration::seconds(600);
+        t.apply(&RouteEvent::Announce {
+            peer: ris(66),
+            prefixes: nets(&["10.1.0.0/24"]),
+            at: later,
+        });
+        assert_eq!((t.evicted(), t.refused().0), (1, 1));
+        assert_eq!(t.peer_state(&ris(66)), Some(PeerState::Loading));
+        assert_eq!(t.peer_state(&peer(64)), Some(PeerState::Loading));
+        // A dump read makes a RIS peer's table complete: then it is judged at once.
+        t.apply(&RouteEvent::PeerUp {
+            peer: ris(66),
+            at: later,
+        });
+        t.apply(&RouteEvent::EndOfRib {
+            peer: ris(66),
+            at: later,
+        });
+        assert_eq!(t.peer_state(&ris(66)), Some(PeerState::Partial));
+    }
+
+    #[test]
+    fn a_statistics_report_keeps_a_quiet_peer_from_going_silent() {
+        let mut t = loaded(None);
+        t.config.peer_silence_secs = 60;
+        let at = Utc::now();
+        t.apply(&RouteEvent::PeerAlive {
+            peer: peer(1),
+            at: at + chrono::Duration::seconds(50),
+        });
+        // Nor does a report take a slot or revive a peer.
+        t.apply(&RouteEvent::PeerAlive {
+            peer: peer(9),
+            at: at + chrono::Duration::seconds(50),
+        });
+        assert_eq!(t.peer_state(&peer(9)), None);
+        t.poll(at + chrono::Duration::seconds(61));
+        assert_eq!(t.peer_state(&peer(1)), Some(PeerState::Healthy));
+        assert_eq!(t.peer_state(&peer(2)), Some(PeerState::Silent));
+        assert_eq!(t.peers_healthy(), 1);
+        // A silent peer reported on again counts again.
+        t.apply(&RouteEvent::PeerAlive {
+            peer: peer(2),
+            at: at + chrono::Duration::seconds(62),
+        });
+        assert_eq!(t.peers_healthy(), 2);
+        t.apply(&RouteEvent::PeerDown {
+            peer: peer(3),
+            at,
+            reason: "test".into(),
+        });
+        t.apply(&RouteEvent::PeerAlive {
+            peer: peer(3),
+            at: at + chrono::Duration::seconds(62),
+        });
+        assert_eq!(t.peer_state(&peer(3)), Some(PeerState::Down));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! Live and MRT plug into the same sender), and the loop that hands the table's readings
 //! to the detector as soon as they are due.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use blackout_bgp::bmp::BmpStats;
+use blackout_bgp::bmp::{BmpStats, IGNORED_PEER_TYPES};
 use blackout_bgp::run::{EVENT_KINDS, SOURCES};
 use blackout_bgp::table::PeerState;
 use blackout_bgp::{Feed, RouteEvent, Space, Table};
@@ -38,6 +39,11 @@ pub struct BgpFacts {
     /// Distinct prefixes held: (IPv4, IPv6).
     pub prefixes: (usize, usize),
     pub bmp_sessions: u64,
+    /// Peers evicted from their slot, and peers refused one (see [`Table::evicted`]).
+    pub peers_evicted: u64,
+    pub peers_refused: u64,
+    /// (peer type, BMP messages dropped as not of the global instance).
+    pub bmp_ignored: Vec<(&'static str, u64)>,
 }
 
 impl Bgp {
@@ -84,7 +90,14 @@ impl Bgp {
             peers,
             route_events,
             prefixes: table.prefixes(),
-            bmp_sessions: self.bmp.sessions.load(std::sync::atomic::Ordering::Relaxed),
+            bmp_sessions: self.bmp.sessions.load(Ordering::Relaxed),
+            peers_evicted: table.evicted(),
+            peers_refused: table.refused().0,
+            bmp_ignored: IGNORED_PEER_TYPES
+                .iter()
+                .zip(&self.bmp.ignored)
+                .map(|(t, n)| (*t, n.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 }

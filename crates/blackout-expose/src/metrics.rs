@@ -342,6 +342,24 @@ pub const METRICS: &[Def] = &[
         help: "Open BMP sessions (routers connected to bgp.bmp_listen). With [bgp].",
         labels: &[],
     },
+    Def {
+        name: names::BGP_PEERS_EVICTED_TOTAL,
+        kind: Kind::Counter,
+        help: "BGP peers evicted from the table's 64 peer slots for a new peer, being known not to carry a full table; their routes were forgotten, not counted as withdrawn. With [bgp].",
+        labels: &[],
+    },
+    Def {
+        name: names::BGP_PEERS_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        help: "Route events of new BGP peers ignored because all 64 peer slots were held by peers that could not be evicted (full-table, loading, or evicted before). With [bgp].",
+        labels: &[],
+    },
+    Def {
+        name: names::BGP_BMP_IGNORED_MESSAGES_TOTAL,
+        kind: Kind::Counter,
+        help: "BMP messages dropped as not of the global instance, by peer_type (rd_instance, local_instance, loc_rib_instance): a VRF's routes are not the Internet's table. With [bgp].",
+        labels: &["peer_type"],
+    },
 ];
 
 /// The table's entry for a name.
@@ -457,6 +475,9 @@ pub struct Metrics {
     bgp_route_events: IntCounterVec,
     bgp_prefixes: IntGaugeVec,
     bgp_bmp_sessions: IntGaugeVec,
+    bgp_peers_evicted: IntCounterVec,
+    bgp_peers_refused: IntCounterVec,
+    bgp_bmp_ignored: IntCounterVec,
     /// One scrape at a time: a scrape resets and refills gauges.
     scrape: Mutex<()>,
 }
@@ -532,6 +553,9 @@ impl Metrics {
             bgp_route_events: fam.counter(names::BGP_ROUTE_EVENTS_TOTAL),
             bgp_prefixes: fam.int_gauge(names::BGP_PREFIXES),
             bgp_bmp_sessions: fam.int_gauge(names::BGP_BMP_SESSIONS),
+            bgp_peers_evicted: fam.counter(names::BGP_PEERS_EVICTED_TOTAL),
+            bgp_peers_refused: fam.counter(names::BGP_PEERS_REFUSED_TOTAL),
+            bgp_bmp_ignored: fam.counter(names::BGP_BMP_IGNORED_MESSAGES_TOTAL),
             registry: r,
             scrape: Mutex::new(()),
         };
@@ -613,6 +637,17 @@ impl Metrics {
         self.bgp_bmp_sessions
             .with_label_values(&[] as &[&str])
             .set(b.bmp_sessions as i64);
+        follow(
+            self.bgp_peers_evicted.with_label_values(&[] as &[&str]),
+            b.peers_evicted,
+        );
+        follow(
+            self.bgp_peers_refused.with_label_values(&[] as &[&str]),
+            b.peers_refused,
+        );
+        for (peer_type, n) in &b.bmp_ignored {
+            follow(self.bgp_bmp_ignored.with_label_values(&[*peer_type]), *n);
+        }
     }
 
     /// What the collector counted, and the agents' latest reports.

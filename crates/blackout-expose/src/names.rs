@@ -99,3 +99,12 @@ pub const BGP_ROUTE_EVENTS_TOTAL: &str = "blackout_bgp_route_events_total";
 pub const BGP_PREFIXES: &str = "blackout_bgp_prefixes";
 /// Open BMP sessions (routers connected).
 pub const BGP_BMP_SESSIONS: &str = "blackout_bgp_bmp_sessions";
+/// Peers that took the slot of a held peer known not to carry a full table (the table
+/// holds 64 peers).
+pub const BGP_PEERS_EVICTED_TOTAL: &str = "blackout_bgp_peers_evicted_total";
+/// Route events of new peers ignored because every slot was held by a peer that could
+/// not be evicted.
+pub const BGP_PEERS_REFUSED_TOTAL: &str = "blackout_bgp_peers_refused_total";
+/// BMP messages dropped as not of the global instance, by peer type (rd_instance,
+/// local_instance, loc_rib_instance).
+pub const BGP_BMP_IGNORED_MESSAGES_TOTAL: &str = "blackout_bgp_bmp_ignored_messages_total";
