@@ -1,15 +1,19 @@
 //! Per-bin aggregates of the observation log, kept long after the raw observations: when
 //! a day's log segment leaves the retention window (`retention_days`), it is summed up
-//! per bin, country and signal into `aggregates-YYYY-MM-DD.csv.zst` before it is
-//! deleted, and those files are kept for `aggregate_retention_days`.
+//! per bin, entity (country, network, region) and signal into
+//! `aggregates-YYYY-MM-DD.csv.zst` before it is deleted, and those files are kept for
+//! `aggregate_retention_days`.
 //!
 //! The file is the series format `blackout replay --signals` reads, under zstd:
-//! `timestamp,entity,signal,value`, one row per bin (its start, RFC 3339), country and
+//! `timestamp,entity,signal,value`, one row per bin (its start, RFC 3339), entity and
 //! signal with the share of observations that succeeded (`icmp`, `dns`, `http`, `tcp`)
-//! and one with their mean RTT in ms where there was one (`icmp_rtt`, ...). Control
-//! targets are left out (they measure the vantage points, not a country). A month of a
-//! country's signals is then `zstd -dc aggregates-2026-11-*.csv.zst` away, and the
-//! detector runs over it offline as over any other series.
+//! and one with their mean RTT in ms where there was one (`icmp_rtt`, ...). Entities are
+//! written as the detector names them: `KZ`, `KZ/AS9198` (observations of ASN 0, origin
+//! unknown, count for the country only), `KZ/Almaty` (quoted when the name holds a comma
+//! or a quote). Control targets are left out (they measure the vantage points, not a
+//! country). A month of a country's or a network's signals is then `zstd -dc
+//! aggregates-2026-11-*.csv.zst` away, and the detector runs over it offline as over
+//! any other series.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,10 +45,19 @@ struct Cell {
     rtt_n: u64,
 }
 
-/// Sums of one segment, per (bin start, country, signal).
+/// Sums of one segment, per (bin start, entity, signal).
 #[derive(Debug, Default)]
 pub struct Summary {
     cells: BTreeMap<(i64, String, Signal), Cell>,
+}
+
+/// A CSV field: quoted when it must be.
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
 }
 
 impl Summary {
@@ -52,15 +65,21 @@ impl Summary {
         let bin = bin_secs.max(1) as i64;
         for o in batch.observations.iter().filter(|o| !o.control) {
             let start = o.measured_at.timestamp().div_euclid(bin) * bin;
-            let c = self
-                .cells
-                .entry((start, o.country.clone(), o.signal))
-                .or_default();
-            c.n += 1;
-            c.ok += u64::from(o.ok);
-            if let Some(r) = o.rtt_ms.filter(|_| o.ok) {
-                c.rtt_sum += r;
-                c.rtt_n += 1;
+            let asn = (o.asn != 0).then(|| format!("{}/AS{}", o.country, o.asn));
+            let region = o
+                .region
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!("{}/{r}", o.country));
+            let entities = std::iter::once(o.country.clone()).chain(asn).chain(region);
+            for entity in entities {
+                let c = self.cells.entry((start, entity, o.signal)).or_default();
+                c.n += 1;
+                c.ok += u64::from(o.ok);
+                if let Some(r) = o.rtt_ms.filter(|_| o.ok) {
+                    c.rtt_sum += r;
+                    c.rtt_n += 1;
+                }
             }
         }
     }
@@ -68,15 +87,16 @@ impl Summary {
     /// The rows, in the replay's CSV format, bins in order.
     pub fn csv(&self) -> Vec<u8> {
         let mut out = b"timestamp,entity,signal,value\n".to_vec();
-        for ((start, country, signal), c) in &self.cells {
+        for ((start, entity, signal), c) in &self.cells {
+            let entity = csv_field(entity);
             let at = DateTime::<Utc>::from_timestamp(*start, 0)
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let share = c.ok as f64 / c.n.max(1) as f64;
-            let _ = writeln!(out, "{at},{country},{signal},{share:.4}");
+            let _ = writeln!(out, "{at},{entity},{signal},{share:.4}");
             if c.rtt_n > 0 {
                 let rtt = c.rtt_sum / c.rtt_n as f64;
-                let _ = writeln!(out, "{at},{country},{signal}_rtt,{rtt:.3}");
+                let _ = writeln!(out, "{at},{entity},{signal}_rtt,{rtt:.3}");
             }
         }
         out
@@ -140,7 +160,7 @@ mod tests {
 
     fn obs(country: &str, at: &str, ok: bool, rtt: Option<f64>) -> serde_json::Value {
         let mut o = serde_json::json!({
-            "agent": "a", "target": "icmp:5.0.0.0/24", "country": country, "asn": 1,
+            "agent": "a", "target": "icmp:5.0.0.0/24", "country": country, "asn": 0,
             "signal": "icmp", "measured_at": at, "ok": ok
         });
         if ok {
@@ -184,5 +204,38 @@ mod tests {
             1
         );
         assert!(!p.exists());
+    }
+
+    /// A network's and a region's history is kept as its country's is, in the names the
+    /// detector and `replay --signals` use.
+    #[test]
+    fn networks_and_regions_get_their_own_rows() {
+        let mut a = obs("KZ", "2026-11-01T10:00:01Z", true, Some(10.0));
+        a["asn"] = 9198.into();
+        a["region"] = "Almaty".into();
+        let mut b = obs("KZ", "2026-11-01T10:01:00Z", false, None);
+        b["asn"] = 9198.into();
+        b["region"] = "Shymkent, South".into();
+        let mut c = obs("KZ", "2026-11-01T10:02:00Z", true, Some(30.0));
+        c["asn"] = 48503.into();
+        let batch: Batch = serde_json::from_value(serde_json::json!({
+            "batch_id": "b", "agent": "a", "observations": [a, b, c]
+        }))
+        .unwrap();
+        let mut s = Summary::default();
+        s.add(&batch, 300);
+        assert_eq!(
+            String::from_utf8(s.csv()).unwrap(),
+            "timestamp,entity,signal,value\n\
+             2026-11-01T10:00:00Z,KZ,icmp,0.6667\n\
+             2026-11-01T10:00:00Z,KZ,icmp_rtt,20.000\n\
+             2026-11-01T10:00:00Z,KZ/AS48503,icmp,1.0000\n\
+             2026-11-01T10:00:00Z,KZ/AS48503,icmp_rtt,30.000\n\
+             2026-11-01T10:00:00Z,KZ/AS9198,icmp,0.5000\n\
+             2026-11-01T10:00:00Z,KZ/AS9198,icmp_rtt,10.000\n\
+             2026-11-01T10:00:00Z,KZ/Almaty,icmp,1.0000\n\
+             2026-11-01T10:00:00Z,KZ/Almaty,icmp_rtt,10.000\n\
+             2026-11-01T10:00:00Z,\"KZ/Shymkent, South\",icmp,0.0000\n"
+        );
     }
 }

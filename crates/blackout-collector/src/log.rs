@@ -745,7 +745,9 @@ mod tests {
             String::from_utf8(text).unwrap(),
             "timestamp,entity,signal,value\n\
              2026-11-01T10:00:00Z,KZ,icmp,1.0000\n\
-             2026-11-01T10:00:00Z,KZ,icmp_rtt,4.000\n"
+             2026-11-01T10:00:00Z,KZ,icmp_rtt,4.000\n\
+             2026-11-01T10:00:00Z,KZ/AS1,icmp,1.0000\n\
+             2026-11-01T10:00:00Z,KZ/AS1,icmp_rtt,4.000\n"
         );
         assert_eq!(
             log.segments().unwrap().len(),
