@@ -8,6 +8,7 @@
 //! target ([`Extras`]), dropped at the close: at 4.2M targets and 20 agents the bins of
 //! the late window cost 8 bytes per target each, not one map entry per agent and target.
 
+use rustc_hash::FxHashMap as FxMap;
 use serde::{Deserialize, Serialize};
 
 /// An agent's vote on a target in a bin. Ordered so that adding observations is `max`:
@@ -153,14 +154,19 @@ impl Votes {
     }
 }
 
-/// One agent's loss sample and best RTT of one target in an open bin.
+/// One agent's loss sample and best RTT of one target in an open bin. Samples are a few
+/// probes a round, so 16 bits hold a bin's; a sum that would not fit moves to
+/// [`Extras`]'s `wide` and leaves [`WIDE`] here.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Extra {
-    pub(crate) probes: u32,
-    pub(crate) replies: u32,
+    probes: u16,
+    replies: u16,
     /// Infinite until an answer with an RTT.
     pub(crate) rtt_ms: f32,
 }
+
+/// `probes` of an [`Extra`] whose sample is in `wide`.
+const WIDE: u16 = u16::MAX;
 
 impl Default for Extra {
     fn default() -> Extra {
@@ -173,23 +179,74 @@ impl Default for Extra {
 }
 
 /// An open bin's [`Extra`]s: per target the entries of the slots that voted on it, in
-/// slot order (the row of votes says which), in one allocation sized to them. 12 bytes
+/// slot order (the row of votes says which), in one allocation sized to them. 8 bytes
 /// per agent and target, 16 per target, against ~50 per agent and target in a hash map.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct Extras {
     rows: Vec<Option<Box<[Extra]>>>,
+    /// Loss samples too large for an [`Extra`], by target and slot: probes and replies.
+    wide: FxMap<(u32, u32), (u32, u32)>,
 }
 
 impl Extras {
-    /// The entry of `slot` on `target`, whose row of votes is `votes` (already raised).
-    /// `new`: the slot had no vote on the target before, so its entry is inserted.
-    pub(crate) fn entry(
+    /// Adds one observation of `slot` on `target`: its loss sample (probes sent and
+    /// answered) and RTT. `votes` is the target's row of votes, already raised; `new`:
+    /// the slot had no vote on the target before, so its entry is inserted.
+    pub(crate) fn add(
         &mut self,
         target: u32,
         votes: &[u64],
         slot: usize,
         new: bool,
-    ) -> &mut Extra {
+        sample: Option<(u32, u32)>,
+        rtt_ms: Option<f32>,
+    ) {
+        let x = self.entry(target, votes, slot, new);
+        if let Some(r) = rtt_ms {
+            x.rtt_ms = x.rtt_ms.min(r);
+        }
+        let Some((sent, answered)) = sample else {
+            return;
+        };
+        let narrow = (x.probes != WIDE)
+            .then(|| {
+                let p = u16::try_from(x.probes as u32 + sent).ok()?;
+                let r = u16::try_from(x.replies as u32 + answered).ok()?;
+                (p != WIDE).then_some((p, r))
+            })
+            .flatten();
+        match narrow {
+            Some((p, r)) => {
+                x.probes = p;
+                x.replies = r;
+            }
+            None => {
+                let (p, r) = if x.probes == WIDE {
+                    (0, 0)
+                } else {
+                    (x.probes as u32, x.replies as u32)
+                };
+                x.probes = WIDE;
+                let w = self.wide.entry((target, slot as u32)).or_insert((p, r));
+                w.0 = w.0.saturating_add(sent);
+                w.1 = w.1.saturating_add(answered);
+            }
+        }
+    }
+
+    /// Probes sent and answered of `x`, the entry of `slot` on `target`.
+    pub(crate) fn sample(&self, target: u32, slot: usize, x: &Extra) -> (u32, u32) {
+        if x.probes == WIDE {
+            self.wide
+                .get(&(target, slot as u32))
+                .copied()
+                .unwrap_or_default()
+        } else {
+            (x.probes as u32, x.replies as u32)
+        }
+    }
+
+    fn entry(&mut self, target: u32, votes: &[u64], slot: usize, new: bool) -> &mut Extra {
         let t = target as usize;
         if t >= self.rows.len() {
             self.rows.resize(t + 1, None);
@@ -259,16 +316,65 @@ mod tests {
         // Slots arrive out of order on target 5.
         for &s in [33usize, 2, 39, 0, 17].iter() {
             let new = v.raise(5, slots[s], Vote::Up, 6);
-            x.entry(5, v.row(5), slots[s], new).probes = s as u32;
+            x.add(
+                5,
+                v.row(5),
+                slots[s],
+                new,
+                Some((s as u32, 0)),
+                Some(s as f32),
+            );
         }
         let new = v.raise(5, 17, Vote::Down, 6);
         assert!(!new);
-        x.entry(5, v.row(5), 17, new).replies = 1;
+        x.add(5, v.row(5), 17, new, Some((1, 1)), Some(100.0));
         let order: Vec<usize> = Votes::voters(v.row(5)).map(|(s, _)| s).collect();
         assert_eq!(order, vec![0, 2, 17, 33, 39]);
-        let probes: Vec<u32> = x.row(5).iter().map(|e| e.probes).collect();
-        assert_eq!(probes, vec![0, 2, 17, 33, 39]);
-        assert_eq!(x.row(5)[2].replies, 1);
+        let got: Vec<((u32, u32), f32)> = order
+            .iter()
+            .zip(x.row(5))
+            .map(|(&s, e)| (x.sample(5, s, e), e.rtt_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ((0, 0), 0.0),
+                ((2, 0), 2.0),
+                ((18, 1), 17.0),
+                ((33, 0), 33.0),
+                ((39, 0), 39.0)
+            ]
+        );
         assert!(x.row(4).is_empty() && x.row(99).is_empty());
+    }
+
+    /// Sums past 16 bits move to the wide table and go on adding there, exactly.
+    #[test]
+    fn large_loss_samples_are_kept_whole() {
+        let mut v = Votes::default();
+        let mut x = Extras::default();
+        let (a, b) = (v.slot(1), v.slot(2));
+        let mut want = [(0u32, 0u32); 2];
+        for (i, (sent, answered)) in [(60_000u32, 59_000u32), (5_535, 10), (1, 1), (7, 3)]
+            .into_iter()
+            .enumerate()
+        {
+            for (k, s) in [a, b].into_iter().enumerate() {
+                let (sent, answered) = if k == 0 {
+                    (sent, answered)
+                } else {
+                    (1, i as u32 % 2)
+                };
+                let new = v.raise(0, s, Vote::Up, 1);
+                x.add(0, v.row(0), s, new, Some((sent, answered)), None);
+                want[k].0 += sent;
+                want[k].1 += answered;
+            }
+        }
+        let row = x.row(0);
+        assert_eq!(x.sample(0, a, &row[0]), want[0]);
+        assert_eq!(x.sample(0, b, &row[1]), want[1]);
+        assert_eq!(want[0].0, 65_543);
+        assert_eq!(x.wide.len(), 1);
     }
 }

@@ -640,16 +640,10 @@ impl Engine {
             let slot = bd.votes.slot(agent);
             let new = bd.votes.raise(target, slot, vote, n_targets);
             if !bd.closed {
-                let x = bd.extras.entry(target, bd.votes.row(target), slot, new);
-                if let Some((sent, answered)) = obs.loss_sample() {
-                    x.probes = x.probes.saturating_add(sent);
-                    x.replies = x.replies.saturating_add(answered);
-                }
-                if obs.ok
-                    && let Some(r) = obs.rtt_ms
-                {
-                    x.rtt_ms = x.rtt_ms.min(r as f32);
-                }
+                let rtt = obs.rtt_ms.filter(|_| obs.ok).map(|r| r as f32);
+                let row = bd.votes.row(target);
+                bd.extras
+                    .add(target, row, slot, new, obs.loss_sample(), rtt);
             }
         }
         if late {
@@ -1132,8 +1126,9 @@ impl Engine {
                     Vote::Unsure => unsure += 1,
                 }
                 if let Some(x) = extras.get(i) {
-                    probes += x.probes as u64;
-                    replies += x.replies as u64;
+                    let (p, r) = bd.extras.sample(target, slot, x);
+                    probes += p as u64;
+                    replies += r as u64;
                     if vote == Vote::Up && x.rtt_ms.is_finite() {
                         rtts.push(x.rtt_ms);
                     }
