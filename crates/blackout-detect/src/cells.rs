@@ -96,11 +96,7 @@ impl Votes {
 
     /// Number of targets with a row (some rows may be empty).
     pub(crate) fn rows(&self) -> usize {
-        if self.stride == 0 {
-            0
-        } else {
-            self.words.len() / self.stride
-        }
+        self.words.len().checked_div(self.stride).unwrap_or(0)
     }
 
     pub(crate) fn row(&self, target: u32) -> &[u64] {
