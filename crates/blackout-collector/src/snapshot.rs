@@ -50,7 +50,9 @@ pub const FILE: &str = "snapshot.bin";
 ///     log replayed, the bgp series re-learn from the readings the BGP sources send again.
 /// 09: the latest view is indexed by the detector's target index (no target ids), with
 ///     compact readings and its HTTP phases apart.
-const MAGIC: &[u8; 8] = b"BLKSNP09";
+/// 10: the detector's bins keep two bits per agent and target (its vote), plus loss and
+///     RTT per agent and target while open; the per-bin results it never read are gone.
+const MAGIC: &[u8; 8] = b"BLKSNP10";
 /// First bytes of a sealed file: a checksum of the body follows. Unsealed files (earlier
 /// versions, whose body also lacks the seen batches' days) are refused.
 pub const SEAL: &[u8; 8] = b"BLKSEAL1";
@@ -268,17 +270,20 @@ mod tests {
         ));
     }
 
-    /// A sealed snapshot of the previous layout (no trails in the engine) is refused by
-    /// name, so the collector replays the log instead of misreading it.
+    /// Sealed snapshots of earlier layouts (04: no trails in the engine; 09: cells per
+    /// agent and target in the detector's bins) are refused by name, so the collector
+    /// replays the log instead of misreading them.
     #[test]
     fn a_snapshot_of_the_previous_version_is_refused() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(FILE), seal(b"BLKSNP04 old body".to_vec())).unwrap();
-        let e = load(d.path()).unwrap_err();
-        assert!(matches!(e, SnapshotError::Format { .. }), "{e}");
-        assert!(
-            e.to_string()
-                .ends_with("not a snapshot of this version of blackout")
-        );
+        for old in [&b"BLKSNP04 old body"[..], b"BLKSNP09 old body"] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(FILE), seal(old.to_vec())).unwrap();
+            let e = load(d.path()).unwrap_err();
+            assert!(matches!(e, SnapshotError::Format { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .ends_with("not a snapshot of this version of blackout")
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cells::{Extras, Vote, Votes};
 use super::config::DetectConfig;
 use super::entity::EntityKey;
 use super::event::{ChangeKind, Event, EventChange, EventKind, Evidence, Mechanism};
@@ -51,32 +52,6 @@ struct TargetMeta {
     n_entities: u8,
 }
 
-/// One agent's observations of one target in one bin.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Cell {
-    ok: u16,
-    fail: u16,
-    /// Block rounds that ended uncertain: the agent measured and could not tell.
-    #[serde(default)]
-    unsure: u16,
-    probes: u32,
-    replies: u32,
-    rtt_ms: f32,
-}
-
-impl Default for Cell {
-    fn default() -> Self {
-        Cell {
-            ok: 0,
-            fail: 0,
-            unsure: 0,
-            probes: 0,
-            replies: 0,
-            rtt_ms: f32::INFINITY,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Tally {
     ok: u32,
@@ -89,78 +64,15 @@ enum Metric {
     Rtt,
 }
 
-/// A closed bin's cell, packed: of `ok`, `fail` and `unsure` only whether they are above
-/// zero matters to the aggregation (and to a merge with late data), so they are three bits
-/// beside the agent. 20 bytes in a sorted `Vec`, against ~40 in the open bin's map.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct PackedCell {
-    target: u32,
-    /// Agent in the low 29 bits, then `unsure > 0`, `ok > 0`, `fail > 0`.
-    agent_flags: u32,
-    probes: u32,
-    replies: u32,
-    rtt_ms: f32,
-}
-
-const PACKED_UNSURE: u32 = 1 << 29;
-const PACKED_OK: u32 = 1 << 30;
-const PACKED_FAIL: u32 = 1 << 31;
-
-impl PackedCell {
-    fn pack(key: u64, c: &Cell) -> PackedCell {
-        let agent = (key & 0xffff_ffff) as u32;
-        debug_assert!(agent < PACKED_UNSURE);
-        PackedCell {
-            target: (key >> 32) as u32,
-            agent_flags: agent
-                | if c.unsure > 0 { PACKED_UNSURE } else { 0 }
-                | if c.ok > 0 { PACKED_OK } else { 0 }
-                | if c.fail > 0 { PACKED_FAIL } else { 0 },
-            probes: c.probes,
-            replies: c.replies,
-            rtt_ms: c.rtt_ms,
-        }
-    }
-
-    fn key(&self) -> u64 {
-        ((self.target as u64) << 32) | (self.agent_flags & (PACKED_UNSURE - 1)) as u64
-    }
-
-    fn cell(&self) -> Cell {
-        Cell {
-            ok: u16::from(self.agent_flags & PACKED_OK != 0),
-            fail: u16::from(self.agent_flags & PACKED_FAIL != 0),
-            unsure: u16::from(self.agent_flags & PACKED_UNSURE != 0),
-            probes: self.probes,
-            replies: self.replies,
-            rtt_ms: self.rtt_ms,
-        }
-    }
-}
-
-impl Cell {
-    /// This cell with the observations of `other` (same agent, target and bin) added.
-    fn merged(self, other: &Cell) -> Cell {
-        Cell {
-            ok: self.ok.saturating_add(other.ok),
-            fail: self.fail.saturating_add(other.fail),
-            unsure: self.unsure.saturating_add(other.unsure),
-            probes: self.probes.saturating_add(other.probes),
-            replies: self.replies.saturating_add(other.replies),
-            rtt_ms: self.rtt_ms.min(other.rtt_ms),
-        }
-    }
-}
-
 /// Raw data of one bin, kept after the bin closes for `late_window_secs`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct BinData {
-    /// The open bin's cells by (target << 32 | agent); after the close, only the cells
-    /// of late observations, on top of `packed`.
-    cells: FxMap<u64, Cell>,
-    /// The cells the bin had when it closed, packed and sorted by key: the late window
-    /// holds an hour of them, so they must be small.
-    packed: Vec<PackedCell>,
+    /// Each agent's vote on each target: all a closed bin keeps of its observations.
+    votes: Votes,
+    /// Loss samples and RTTs per agent and target while the bin is open (empty after).
+    extras: Extras,
+    /// Closed: late observations change votes only.
+    closed: bool,
     control: FxMap<u32, Tally>,
     agents: BTreeSet<u32>,
     /// Aggregate series (`ingest_value`): sum and count per entity, signal and metric.
@@ -172,16 +84,11 @@ struct BinData {
 }
 
 impl BinData {
-    /// Packs the cells of a bin that closes (once: late cells stay in the map on top).
-    fn pack(&mut self) {
-        if !self.packed.is_empty() || self.cells.is_empty() {
-            return;
-        }
-        let mut packed: Vec<PackedCell> = Vec::with_capacity(self.cells.len());
-        packed.extend(self.cells.iter().map(|(k, c)| PackedCell::pack(*k, c)));
-        packed.sort_unstable_by_key(PackedCell::key);
-        self.packed = packed;
-        self.cells = FxMap::default();
+    /// At the close the bin's latency and loss have been taken: only votes stay.
+    fn close(&mut self) {
+        self.closed = true;
+        self.extras = Extras::default();
+        self.votes.shrink();
     }
 }
 
@@ -474,7 +381,6 @@ pub struct Engine {
     entity_index: FxMap<EntityKey, u32>,
     children: FxMap<u32, Vec<u32>>,
     bins: BTreeMap<i64, BinData>,
-    results: BTreeMap<i64, BinResult>,
     last_closed: Option<i64>,
     series: BTreeMap<(u32, Signal), SignalSeries>,
     views: FxMap<u32, View>,
@@ -547,7 +453,6 @@ impl Engine {
             entity_index: FxMap::default(),
             children: FxMap::default(),
             bins: BTreeMap::new(),
-            results: BTreeMap::new(),
             last_closed: None,
             series: BTreeMap::new(),
             views: FxMap::default(),
@@ -664,7 +569,11 @@ impl Engine {
         {
             return None;
         }
-        let bd = self.bins.entry(bin).or_default();
+        // A closed bin that had no data gets some: it is closed all the same.
+        let bd = self.bins.entry(bin).or_insert_with(|| BinData {
+            closed: late,
+            ..BinData::default()
+        });
         Some((bd, late))
     }
 
@@ -706,6 +615,7 @@ impl Engine {
         if last.is_none_or(|l| l < bin) {
             *last = Some(bin);
         }
+        let n_targets = self.targets.len();
         let Some((bd, late)) = self.bin_for_write(bin) else {
             return target;
         };
@@ -718,32 +628,22 @@ impl Engine {
                 t.fail += 1;
             }
         } else {
-            let cell = bd
-                .cells
-                .entry(((target as u64) << 32) | agent as u64)
-                .or_default();
-            match &obs.block {
+            let vote = match &obs.block {
                 Some(b) => match b.verdict {
-                    BlockVerdict::Up => cell.ok = cell.ok.saturating_add(1),
-                    BlockVerdict::Down => cell.fail = cell.fail.saturating_add(1),
-                    BlockVerdict::Uncertain => cell.unsure = cell.unsure.saturating_add(1),
+                    BlockVerdict::Up => Vote::Up,
+                    BlockVerdict::Down => Vote::Down,
+                    BlockVerdict::Uncertain => Vote::Unsure,
                 },
-                None => {
-                    if obs.ok {
-                        cell.ok = cell.ok.saturating_add(1);
-                    } else {
-                        cell.fail = cell.fail.saturating_add(1);
-                    }
-                }
-            }
-            if let Some((sent, answered)) = obs.loss_sample() {
-                cell.probes = cell.probes.saturating_add(sent);
-                cell.replies = cell.replies.saturating_add(answered);
-            }
-            if obs.ok
-                && let Some(r) = obs.rtt_ms
-            {
-                cell.rtt_ms = cell.rtt_ms.min(r as f32);
+                None if obs.ok => Vote::Up,
+                None => Vote::Down,
+            };
+            let slot = bd.votes.slot(agent);
+            let new = bd.votes.raise(target, slot, vote, n_targets);
+            if !bd.closed {
+                let rtt = obs.rtt_ms.filter(|_| obs.ok).map(|r| r as f32);
+                let row = bd.votes.row(target);
+                bd.extras
+                    .add(target, row, slot, new, obs.loss_sample(), rtt);
             }
         }
         if late {
@@ -1096,12 +996,11 @@ impl Engine {
             if let Some(bd) = self.bins.get_mut(&b) {
                 bd.dirty = false;
                 bd.late_pending.clear();
-                bd.pack();
+                bd.close();
             }
             self.evaluate(b, &result, now, &mut changes);
             self.last_health = self.health_list(b);
             self.last_uncovered = result.uncovered.iter().copied().collect();
-            self.results.insert(b, result);
             self.stats.bins_closed += 1;
         }
         if !self.bins.contains_key(&closable)
@@ -1118,7 +1017,6 @@ impl Engine {
         self.last_closed = Some(closable);
         let keep_from = closable - self.late_bins + 1;
         self.bins = self.bins.split_off(&keep_from);
-        self.results = self.results.split_off(&keep_from);
         changes
     }
 
@@ -1208,18 +1106,12 @@ impl Engine {
                 out.unhealthy.push(a);
             }
         }
-        #[derive(Default, Clone)]
-        struct TAcc {
-            probed: u32,
-            failed: u32,
-            unsure: u32,
-            probes: u64,
-            replies: u64,
-            /// The healthy agents' RTTs of the target.
-            rtts: Vec<f32>,
-        }
-        let mut per_target: FxMap<u32, TAcc> = FxMap::default();
-        per_target.reserve((bd.cells.len() + bd.packed.len()) / 2 + 1);
+        let slot_healthy: Vec<bool> = (0..bd.votes.slots())
+            .map(|s| healthy[bd.votes.agent(s) as usize])
+            .collect();
+        let slot_clean: Vec<bool> = (0..bd.votes.slots())
+            .map(|s| clean_path[bd.votes.agent(s) as usize])
+            .collect();
         #[derive(Default)]
         struct EAcc {
             up: u32,
@@ -1232,68 +1124,64 @@ impl Engine {
         }
         let mut per_entity: BTreeMap<(u32, Signal), EAcc> = BTreeMap::new();
         // Targets seen by unhealthy agents: rare, so the normal path pays nothing.
-        let mut seen_unhealthy: rustc_hash::FxHashSet<u32> = Default::default();
-        // A closed bin's cells: the packed ones (with what late data added to them),
-        // then the late ones of pairs it had no cell for.
-        let late = &bd.cells;
-        let packed = bd.packed.iter().map(|p| {
-            let key = p.key();
-            let c = p.cell();
-            let c = match late.is_empty() {
-                true => c,
-                false => late.get(&key).map_or(c, |l| c.merged(l)),
-            };
-            (key, c)
-        });
-        let new = late
-            .iter()
-            .filter(|(k, _)| {
-                bd.packed.is_empty() || bd.packed.binary_search_by_key(*k, |p| p.key()).is_err()
-            })
-            .map(|(k, c)| (*k, *c));
-        for (key, cell) in packed.chain(new) {
-            let cell = &cell;
-            let agent = (key & 0xffff_ffff) as u32;
-            let target = (key >> 32) as u32;
-            if !healthy[agent as usize] {
-                seen_unhealthy.insert(target);
+        let mut seen_unhealthy: Vec<u32> = Vec::new();
+        // The healthy agents' RTTs of one target.
+        let mut rtts: Vec<f32> = Vec::new();
+        for target in 0..bd.votes.rows() as u32 {
+            let row = bd.votes.row(target);
+            if row.iter().all(|w| *w == 0) {
                 continue;
             }
-            let t = per_target.entry(target).or_default();
-            if cell.ok > 0 {
-                t.probed += 1;
-            } else if cell.fail > 0 {
-                t.probed += 1;
-                t.failed += 1;
-            } else if cell.unsure > 0 {
-                t.unsure += 1;
+            // A closed bin has no extras: its latency and loss were taken at the close.
+            let extras = bd.extras.row(target);
+            let (mut probed, mut failed, mut unsure) = (0u32, 0u32, 0u32);
+            let (mut probes, mut replies) = (0u64, 0u64);
+            let mut any_healthy = false;
+            let mut any_unhealthy = false;
+            rtts.clear();
+            for (i, (slot, vote)) in Votes::voters(row).enumerate() {
+                if !slot_healthy[slot] {
+                    any_unhealthy = true;
+                    continue;
+                }
+                any_healthy = true;
+                match vote {
+                    Vote::Up => probed += 1,
+                    Vote::Down => {
+                        probed += 1;
+                        failed += 1;
+                    }
+                    Vote::Unsure => unsure += 1,
+                }
+                if let Some(x) = extras.get(i) {
+                    let (p, r) = bd.extras.sample(target, slot, x);
+                    probes += p as u64;
+                    replies += r as u64;
+                    if vote == Vote::Up && x.rtt_ms.is_finite() && slot_clean[slot] {
+                        rtts.push(x.rtt_ms);
+                    }
+                }
             }
-            t.probes += cell.probes as u64;
-            t.replies += cell.replies as u64;
-            if cell.ok > 0 && cell.rtt_ms.is_finite() && clean_path[agent as usize] {
-                t.rtts.push(cell.rtt_ms);
+            if any_unhealthy {
+                seen_unhealthy.push(target);
             }
-        }
-        for (&target, t) in &per_target {
-            if t.probed == 0 {
+            if !any_healthy || probed == 0 {
                 continue;
             }
             // A vantage that measured a block and could not tell still votes: a block is
             // down only when most of the vantages that measured it say so, and up likewise
             // (else it has no verdict this bin). Without it one vantage that lost its path
             // to a network decides alone for every block the others are unsure of.
-            let voters = (t.probed + t.unsure) as f64;
-            let down = t.failed as f64 > self.cfg.down_quorum * voters;
-            let judged =
-                down || (t.probed - t.failed) as f64 >= (1.0 - self.cfg.down_quorum) * voters;
+            let voters = (probed + unsure) as f64;
+            let down = failed as f64 > self.cfg.down_quorum * voters;
+            let judged = down || (probed - failed) as f64 >= (1.0 - self.cfg.down_quorum) * voters;
             let meta = &self.targets[target as usize];
             // The lower median over agents: a delay counts only when at least half the
             // vantage points saw it. One agent's slow answers (SYNs retransmitted across
             // its own link flap, its own queueing) are that agent's, not the target's.
-            let rtt = (!t.rtts.is_empty()).then(|| {
-                let mut v = t.rtts.clone();
-                v.sort_by(|a, b| a.total_cmp(b));
-                v[(v.len() - 1) / 2] as f64
+            let rtt = (!rtts.is_empty()).then(|| {
+                rtts.sort_by(|a, b| a.total_cmp(b));
+                rtts[(rtts.len() - 1) / 2] as f64
             });
             if let Some(r) = rtt {
                 out.target_rtts.push((target, r as f32));
@@ -1316,16 +1204,17 @@ impl Engine {
                     acc.down += 1;
                 } else if judged {
                     acc.up += 1;
-                    acc.probes += t.probes;
-                    acc.replies += t.replies;
+                    acc.probes += probes;
+                    acc.replies += replies;
                 }
             }
         }
         if !seen_unhealthy.is_empty() {
-            let covered: BTreeSet<u32> = per_target
-                .keys()
+            // Targets with a vote of a healthy agent.
+            let covered: BTreeSet<u32> = (0..bd.votes.rows() as u32)
+                .filter(|&t| Votes::voters(bd.votes.row(t)).any(|(slot, _)| slot_healthy[slot]))
                 .flat_map(|t| {
-                    let m = &self.targets[*t as usize];
+                    let m = &self.targets[t as usize];
                     m.entities[..m.n_entities as usize].to_vec()
                 })
                 .collect();
@@ -2231,7 +2120,6 @@ impl Engine {
                 event: ev.clone(),
             });
         }
-        self.results.insert(bin, result);
     }
 
     fn apply_late_evidence(&mut self, changes: &mut Vec<EventChange>) {
@@ -2489,9 +2377,9 @@ mod tests {
         eng.advance(ts((bin + 1) * BIN + 60));
     }
 
-    /// A closed bin keeps its cells packed (no map left), and late data on top of them
-    /// (for pairs it had and pairs it had not) aggregate exactly as if they had come in
-    /// time.
+    /// A closed bin keeps its votes only, and late data on top of them (for pairs it had
+    /// and pairs it had not) give the levels the open bin would have given with all of it
+    /// in time, and exactly what a closed bin fed in time gives.
     #[test]
     fn packed_cells_with_late_data_aggregate_as_the_open_bin_would() {
         let agents = ["a1", "a2", "a3"];
@@ -2533,24 +2421,41 @@ mod tests {
         for o in &late {
             whole.ingest(o);
         }
+        let open = whole.aggregate(1);
         close(&mut whole, 1);
         close(&mut split, 1);
         let bd = &split.bins[&1];
-        assert!(bd.cells.is_empty(), "the closed bin's map is dropped");
-        assert_eq!(bd.packed.len(), 120);
+        assert!(bd.closed && (0..60).all(|t| bd.extras.row(t).is_empty()));
+        assert_eq!(bd.votes.slots(), 2);
         for o in &late {
             split.ingest(o);
         }
-        // Controls are tallied apart, not in cells.
-        assert_eq!(split.bins[&1].cells.len(), late.len() - 1);
+        assert_eq!(split.bins[&1].votes.slots(), 3);
+        assert!(split.bins[&1].dirty);
         close(&mut split, 2);
         let (a, b) = (whole.aggregate(1), split.aggregate(1));
         assert_eq!(format!("{:?}", a.aggs), format!("{:?}", b.aggs));
-        let mut ra = a.target_rtts.clone();
-        let mut rb = b.target_rtts.clone();
-        ra.sort_by_key(|x| x.0);
-        rb.sort_by_key(|x| x.0);
-        assert_eq!(ra, rb);
-        assert!(a.aggs.iter().any(|g| g.up > 0 && g.down > 0));
+        assert_eq!((&a.healthy, &a.unhealthy), (&b.healthy, &b.unhealthy));
+        let levels = |r: &BinResult| {
+            r.aggs
+                .iter()
+                .map(|g| (g.entity, g.signal, g.up, g.down, g.level))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(levels(&open), levels(&b));
+        assert!(b.aggs.iter().any(|g| g.up > 0 && g.down > 0));
+        // What re-evaluation does not use is not kept: latency and loss come from the
+        // open bin, at its close.
+        assert!(
+            open.aggs
+                .iter()
+                .any(|g| g.rtt_ms.is_some() && g.loss.is_some())
+        );
+        assert!(
+            b.aggs
+                .iter()
+                .all(|g| g.rtt_ms.is_none() && g.loss.is_none())
+        );
+        assert!(b.target_rtts.is_empty());
     }
 }

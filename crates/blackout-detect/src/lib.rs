@@ -65,6 +65,7 @@
 //! bytes; per bin, while it is open or inside the late window, one 20-byte cell per
 //! (target, agent) observed.
 
+mod cells;
 mod config;
 mod engine;
 mod entity;
