@@ -430,7 +430,10 @@ fn an_expired_segment_leaves_its_per_bin_sums_for_replay() {
     let bin = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert_eq!(
         text,
-        format!("timestamp,entity,signal,value\n{bin},KZ,tcp,0.6667\n{bin},KZ,tcp_rtt,0.400\n")
+        format!(
+            "timestamp,entity,signal,value\n{bin},KZ,tcp,0.6667\n{bin},KZ,tcp_rtt,0.400\n\
+             {bin},KZ/AS64500,tcp,0.6667\n{bin},KZ/AS64500,tcp_rtt,0.400\n"
+        )
     );
     let file = tmp.path().join("series.csv");
     std::fs::write(&file, &text).unwrap();
