@@ -1043,9 +1043,15 @@ fn retransmitted_connects_at_the_restore_are_not_throttling() {
         }
     }
     close(&mut eng, 28);
-    for b in 29..34 {
-        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
-        close(&mut eng, b);
+    assert_no_throttling_after(&mut eng, &agents, 29..34);
+}
+
+/// Feeds normal bins `bins` (closing each), then asserts that no throttling event was
+/// ever opened.
+fn assert_no_throttling_after(eng: &mut Engine, agents: &[&str], bins: std::ops::Range<i64>) {
+    for b in bins {
+        feed_bin(eng, b, agents, |_, _| false, |_| true);
+        close(eng, b);
     }
     let throttles: Vec<_> = eng
         .events()
@@ -1133,15 +1139,7 @@ fn a_vantage_coming_back_from_its_own_cut_reports_no_throttling() {
         }
     }
     close(&mut eng, 23);
-    for b in 24..30 {
-        feed_bin(&mut eng, b, &agents, |_, _| false, |_| true);
-        close(&mut eng, b);
-    }
-    let throttles: Vec<_> = eng
-        .events()
-        .filter(|e| e.kind == EventKind::Throttling)
-        .collect();
-    assert!(throttles.is_empty(), "{throttles:?}");
+    assert_no_throttling_after(&mut eng, &agents, 24..30);
     // The same delays from a vantage whose path stayed clean are the network's.
     let mut eng = Engine::new(DetectConfig::default());
     warm(&mut eng, &agents, 20);
